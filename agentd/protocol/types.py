@@ -1,0 +1,594 @@
+"""Every object, params and result of the wire contract, as attrs classes.
+
+Field names are snake_case here and camelCase on the wire (the converter renames).
+`None` means "absent": the converter drops None-valued fields when unstructuring, and
+an absent field structures to its default. Required fields have no default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+PROTOCOL_VERSION = 1
+
+SessionStatus = Literal["idle", "busy", "retry"]
+OnBusy = Literal["reject", "preempt", "queue"]
+FinishReason = Literal[
+    "stop", "length", "tool-calls", "aborted", "error", "content-filter", "interrupted"
+]
+PermissionOutcome = Literal["allow_once", "allow_always", "reject_once", "reject_always"]
+McpState = Literal["starting", "ready", "failed", "stopped"]
+
+
+# --- objects -------------------------------------------------------------------------
+
+
+@attrs.define
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@attrs.define
+class SessionTime:
+    created: int
+    updated: int
+
+
+@attrs.define
+class Session:
+    id: str
+    client_session_id: str
+    title: str
+    project_key: str
+    actor_key: str
+    session_scope_key: str
+    status: SessionStatus
+    time: SessionTime
+    usage: Usage
+    cost: float
+    parent_id: str | None = None
+    project_id: str | None = None
+    workspace_root: str | None = None
+    model: str | None = None
+
+
+@attrs.define
+class ErrorInfo:
+    name: str
+    message: str
+    data: Any = None
+
+
+@attrs.define
+class PartTime:
+    start: int
+    end: int | None = None
+
+
+@attrs.define
+class TextPart:
+    id: str
+    text: str
+    time: PartTime
+    synthetic: bool | None = None
+    type: Literal["text"] = "text"
+
+
+@attrs.define
+class ReasoningPart:
+    id: str
+    text: str
+    time: PartTime
+    type: Literal["reasoning"] = "reasoning"
+
+
+@attrs.define
+class ToolTime:
+    start: int
+    end: int | None = None
+
+
+@attrs.define
+class ToolStatePending:
+    input: Any
+    status: Literal["pending"] = "pending"
+
+
+@attrs.define
+class ToolStateRunning:
+    input: Any
+    time: ToolTime
+    title: str | None = None
+    status: Literal["running"] = "running"
+
+
+@attrs.define
+class ToolStateCompleted:
+    input: Any
+    output: str
+    time: ToolTime
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+    status: Literal["completed"] = "completed"
+
+
+@attrs.define
+class ToolStateError:
+    input: Any
+    error: str
+    time: ToolTime
+    status: Literal["error"] = "error"
+
+
+ToolState = ToolStatePending | ToolStateRunning | ToolStateCompleted | ToolStateError
+
+
+@attrs.define
+class ToolPart:
+    id: str
+    call_id: str
+    tool: str
+    state: ToolState
+    type: Literal["tool"] = "tool"
+
+
+@attrs.define
+class StepStartPart:
+    id: str
+    type: Literal["step-start"] = "step-start"
+
+
+@attrs.define
+class StepFinishPart:
+    id: str
+    reason: str
+    usage: Usage
+    cost: float
+    type: Literal["step-finish"] = "step-finish"
+
+
+@attrs.define
+class FilePart:
+    id: str
+    path: str
+    mime: str
+    type: Literal["file"] = "file"
+
+
+@attrs.define
+class CompactionPart:
+    id: str
+    auto: bool
+    type: Literal["compaction"] = "compaction"
+
+
+Part = (
+    TextPart
+    | ReasoningPart
+    | ToolPart
+    | StepStartPart
+    | StepFinishPart
+    | FilePart
+    | CompactionPart
+)
+
+
+@attrs.define
+class MessageTime:
+    created: int
+    completed: int | None = None
+
+
+@attrs.define
+class Message:
+    id: str
+    session_id: str
+    role: Literal["user", "assistant"]
+    time: MessageTime
+    parts: list[Part] = attrs.Factory(list)
+    run_id: str | None = None
+    parent_id: str | None = None
+    model: str | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    error: ErrorInfo | None = None
+    summary: bool | None = None
+
+
+@attrs.define
+class TextInputPart:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@attrs.define
+class FileInputPart:
+    path: str
+    mime: str | None = None
+    type: Literal["file"] = "file"
+
+
+InputPart = TextInputPart | FileInputPart
+
+
+@attrs.define
+class ClientTool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@attrs.define
+class McpServer:
+    """A stdio server (`command`) or a streamable-HTTP one (`url`)."""
+
+    name: str
+    command: str | None = None
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] | None = None
+
+
+@attrs.define
+class ToolContext:
+    session_scope_key: str
+    session_id: str
+    client_session_id: str
+    run_id: str
+    actor_key: str
+    project_key: str
+    trace_id: str
+    pid: int
+    updated_at: int
+    learning_mode: Literal["interactive"] = "interactive"
+    allow_learning_write: bool = True
+    project_id: str | None = None
+    workspace_root: str | None = None
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+@attrs.define
+class ClientInfo:
+    name: str
+    version: str | None = None
+
+
+@attrs.define
+class ClientCapabilities:
+    client_tools: bool | None = None
+    permission_requests: bool | None = None
+
+
+@attrs.define
+class WorkspaceFolder:
+    uri: str
+    name: str | None = None
+
+
+@attrs.define
+class InitializeParams:
+    """agentd's own fields plus the LSP ones an editor's LSP client sends.
+
+    LSP clients put their (LSP-shaped) capabilities in `capabilities`; agentd reads
+    `clientTools` / `permissionRequests` from there or from `initializationOptions`.
+    """
+
+    process_id: int | None = None
+    client_info: ClientInfo | None = None
+    protocol_version: int | None = None
+    capabilities: dict[str, Any] | None = None
+    workspace_root: str | None = None
+    initialization_options: dict[str, Any] | None = None
+    root_uri: str | None = None
+    root_path: str | None = None
+    workspace_folders: list[WorkspaceFolder] | None = None
+
+
+@attrs.define
+class ServerInfo:
+    name: str
+    version: str
+
+
+@attrs.define
+class ServerCapabilities:
+    requests: list[str]
+    notifications: list[str]
+
+
+@attrs.define
+class InitializeResult:
+    protocol_version: int
+    server_info: ServerInfo
+    capabilities: ServerCapabilities
+    tool_context_dir: str
+
+
+@attrs.define
+class EmptyParams:
+    pass
+
+
+# --- requests from the editor ----------------------------------------------------------
+
+
+@attrs.define
+class SessionCreateParams:
+    client_session_id: str | None = None
+    parent_id: str | None = None
+    title: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None
+    access_token: str | None = attrs.field(default=None, repr=False)
+    trace_id: str | None = None
+    model: str | None = None
+    workspace_root: str | None = None
+    mcp_servers: list[McpServer] | None = None
+
+
+@attrs.define
+class SessionCreateResult:
+    session: Session
+    created: bool
+
+
+@attrs.define
+class SessionChatParams:
+    session_id: str
+    parts: list[InputPart]
+    model: str | None = None
+    system: list[str] | None = None
+    tools: list[str] | None = None
+    client_tools: list[ClientTool] | None = None
+    on_busy: OnBusy | None = None
+    max_steps: int | None = None
+    trace_id: str | None = None
+
+
+@attrs.define
+class SessionChatResult:
+    run_id: str
+    message: Message
+
+
+@attrs.define
+class SessionIdParams:
+    session_id: str
+
+
+@attrs.define
+class SessionAbortResult:
+    aborted: bool
+    run_id: str | None = None
+
+
+@attrs.define
+class SessionListParams:
+    limit: int | None = None
+    cursor: str | None = None
+    parent_id: str | None = None
+    roots_only: bool | None = None
+    project_id: str | None = None
+    query: str | None = None
+
+
+@attrs.define
+class SessionListResult:
+    sessions: list[Session]
+    next_cursor: str | None = None
+
+
+@attrs.define
+class SessionResult:
+    session: Session
+
+
+@attrs.define
+class SessionMessagesParams:
+    session_id: str
+    limit: int | None = None
+    before: str | None = None
+
+
+@attrs.define
+class SessionMessagesResult:
+    messages: list[Message]
+    next_before: str | None = None
+
+
+@attrs.define
+class SessionUpdateParams:
+    session_id: str
+    title: str | None = None
+
+
+@attrs.define
+class SessionDeleteResult:
+    deleted: bool
+
+
+@attrs.define
+class SessionSummarizeParams:
+    session_id: str
+    model: str | None = None
+
+
+@attrs.define
+class MessageResult:
+    message: Message
+
+
+@attrs.define
+class RunResolveParams:
+    run_id: str
+
+
+@attrs.define
+class RunResolveResult:
+    session_id: str
+    client_session_id: str
+    session_scope_key: str
+
+
+@attrs.define
+class ToolContextGetParams:
+    session_scope_key: str
+
+
+@attrs.define
+class ModelInfo:
+    id: str
+    provider: str
+    default: bool
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+
+@attrs.define
+class ModelsListResult:
+    models: list[ModelInfo]
+
+
+@attrs.define
+class McpListParams:
+    session_id: str | None = None
+
+
+@attrs.define
+class McpToolInfo:
+    name: str
+    description: str | None = None
+
+
+@attrs.define
+class McpServerInfo:
+    name: str
+    state: McpState
+    tools: list[McpToolInfo]
+    error: str | None = None
+
+
+@attrs.define
+class McpListResult:
+    servers: list[McpServerInfo]
+
+
+# --- notifications to the editor -------------------------------------------------------
+
+
+@attrs.define
+class SessionUpdatedParams:
+    session: Session
+
+
+@attrs.define
+class SessionStatusParams:
+    session_id: str
+    status: SessionStatus
+    run_id: str | None = None
+    attempt: int | None = None
+    next_retry_at: int | None = None
+    message: str | None = None
+
+
+@attrs.define
+class MessageUpdatedParams:
+    """`message` travels without its parts (they travel as part/updated)."""
+
+    session_id: str
+    message: Message
+    run_id: str | None = None
+
+
+@attrs.define
+class PartUpdatedParams:
+    session_id: str
+    run_id: str
+    message_id: str
+    part: Part
+
+
+@attrs.define
+class PartDeltaParams:
+    session_id: str
+    run_id: str
+    message_id: str
+    part_id: str
+    delta: str
+    field: Literal["text"] = "text"
+
+
+@attrs.define
+class SessionErrorParams:
+    session_id: str
+    error: ErrorInfo
+    run_id: str | None = None
+
+
+@attrs.define
+class McpStatusServer:
+    name: str
+    state: McpState
+    error: str | None = None
+
+
+@attrs.define
+class McpStatusParams:
+    server: McpStatusServer
+
+
+# --- requests to the editor ------------------------------------------------------------
+
+
+@attrs.define
+class ToolExecuteParams:
+    session_id: str
+    run_id: str
+    message_id: str
+    call_id: str
+    name: str
+    input: Any
+    session_scope_key: str
+
+
+@attrs.define
+class ToolExecuteResult:
+    output: str
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+    is_error: bool | None = None
+
+
+@attrs.define
+class PermissionRequestParams:
+    session_id: str
+    run_id: str
+    call_id: str
+    tool: str
+    input: Any
+    title: str
+
+
+@attrs.define
+class PermissionRequestResult:
+    outcome: PermissionOutcome
