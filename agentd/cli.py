@@ -1,0 +1,152 @@
+"""Command line: `agentd` (serve stdio), and its subcommands.
+
+Parses arguments, sets up logging (stderr or a file, never stdout: stdout carries the
+protocol) and hands off. Imports are deferred to the subcommand that needs them, so
+`agentd` reaches `initialize` without loading what serving does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agentd import __version__
+
+
+class _Redact(logging.Filter):
+    """Belt and braces: secrets are never passed to loggers, but if one is, it is masked."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if any(s in message for s in self.secrets):
+                for s in self.secrets:
+                    message = message.replace(s, "[redacted]")
+                record.msg, record.args = message, None
+        return True
+
+
+def setup_logging(verbose: int, log_file: str | None) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_Redact([os.environ.get("OPENAI_API_KEY", "")]))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # pygls logs whole payloads at INFO: they may carry access tokens and user text.
+    logging.getLogger("pygls").setLevel(logging.WARNING)
+    for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentd",
+        description="Session daemon for AI chat in editors. With no subcommand, serves "
+        "JSON-RPC (LSP framing) on stdin/stdout for an editor.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentd {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v info, -vv debug); logs go to stderr")
+    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    parser.add_argument("--data-dir", help="where sessions are stored (default: $AGENTD_DATA_DIR "
+                        "or the user data directory)")
+    parser.add_argument("--config", help="configuration file (default: $AGENTD_CONFIG or "
+                        "<user config dir>/agentd/config.toml)")
+    parser.add_argument("--max-frame-bytes", type=int,
+                        help="largest accepted JSON-RPC frame (default 32 MiB)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
+    chat = sub.add_parser("chat", help="chat in the terminal (spawns a daemon; works offline "
+                          "with the bundled scripted model when no model is configured)")
+    chat.add_argument("prompt", nargs="*", help="send this and exit after the answer")
+    chat.add_argument("--session", help="resume this session id")
+    chat.add_argument("--list", action="store_true", help="list sessions and exit")
+    chat.add_argument("--model", help="model to use")
+    chat.add_argument("--offline", action="store_true",
+                      help="use the bundled scripted model even if a model is configured")
+    chat.add_argument("--allow-tools", action="store_true",
+                      help="let the model use write_file, edit_file and bash without asking")
+    sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
+    tc = sub.add_parser("tool-context", help="print the tool context of an active run")
+    tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")
+    sm = sub.add_parser("scripted-model", help="run the scripted OpenAI-compatible model server")
+    sm.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the server (--port...)")
+    sub.add_parser("schema", help="print the protocol's JSON Schema")
+    return parser
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from agentd.config import load_config
+
+    config = load_config(path=Path(args.config) if args.config else None, data_dir=args.data_dir)
+    if args.max_frame_bytes:
+        import attrs
+
+        config = attrs.evolve(config, max_frame_bytes=args.max_frame_bytes)
+    for problem in config.problems:
+        logging.getLogger("agentd.config").warning("configuration: %s", problem)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.log_file)
+    command = args.command or "serve"
+    if command == "serve":
+        from agentd.server import serve_stdio
+
+        return serve_stdio(_config(args))
+    if command == "chat":
+        from agentd.chat_client import run_chat
+
+        return run_chat(args)
+    if command == "reindex":
+        from agentd.storage.catalog import Catalog
+        from agentd.storage.reindex import reindex_sync
+
+        config = _config(args)
+        catalog = Catalog(config.data_dir / "catalog.sqlite3")
+        catalog.open_sync()
+        count = reindex_sync(catalog, config.data_dir / "sessions")
+        print(f"indexed {count} sessions from {config.data_dir / 'sessions'}")
+        return 0
+    if command == "tool-context":
+        import json
+
+        from agentd import toolctx
+
+        config = _config(args)
+        data = toolctx.read(args.key, config.tool_context_dir)
+        if data is None:
+            print("no active run for that key", file=sys.stderr)
+            return 1
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    if command == "scripted-model":
+        from agentd.scripted_model import main as scripted_main
+
+        return scripted_main(args.args)
+    if command == "schema":
+        from agentd.protocol.schema import main as schema_main
+
+        return schema_main([])
+    parser.error(f"unknown command {command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

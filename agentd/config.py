@@ -1,0 +1,221 @@
+"""Configuration: environment variables, an optional TOML file, and defaults.
+
+Every option has a default, so no file at all is a complete configuration. A file
+with an invalid option is not fatal: the option keeps its default and the problem is
+reported (logged at startup, and returned by `load_config` as `problems`).
+
+The file is `$AGENTD_CONFIG`, else `<user config dir>/agentd/config.toml`. API keys are
+read from the environment (`api_key_env`) or the file, held in memory, never written.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
+
+
+@attrs.frozen
+class ProviderConfig:
+    name: str
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    headers: dict[str, str] = attrs.Factory(dict)
+    max_attempts: int = 4
+    first_token_timeout_s: float = 300.0
+    stall_timeout_s: float = 120.0
+
+
+@attrs.frozen
+class ModelConfig:
+    id: str
+    provider: str
+    # The name sent upstream; defaults to the id.
+    upstream: str
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    # US dollars per million tokens.
+    input_price: Decimal = Decimal(0)
+    output_price: Decimal = Decimal(0)
+    cache_read_price: Decimal | None = None
+    cache_write_price: Decimal | None = None
+
+
+@attrs.frozen
+class Config:
+    data_dir: Path
+    state_dir: Path
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    default_model: str | None = None
+    title_model: str | None = None
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    compaction: bool = True
+    # Allow write_file/edit_file and bash without a permission/request round trip
+    # (for editors that do not declare `permissionRequests`).
+    allow_write_tools: bool = False
+    allow_bash: bool = False
+    system_prompt: str | None = None
+    mcp_servers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    problems: tuple[str, ...] = ()
+
+    @property
+    def tool_context_dir(self) -> Path:
+        return self.state_dir / "tool-context"
+
+    def resolve_model(self, name: str | None) -> ModelConfig | None:
+        name = name or self.default_model
+        if not name:
+            return None
+        if name in self.models:
+            return self.models[name]
+        # `provider/model` names a model of a configured provider that has no entry.
+        provider, sep, upstream = name.partition("/")
+        if sep and provider in self.providers:
+            return ModelConfig(id=name, provider=provider, upstream=upstream)
+        if "default" in self.providers and name == self.default_model:
+            return ModelConfig(id=name, provider="default", upstream=name)
+        return None
+
+
+def default_config_path(env: dict[str, str]) -> Path:
+    if env.get("AGENTD_CONFIG"):
+        return Path(env["AGENTD_CONFIG"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("agentd")) / "config.toml"
+
+
+def _dirs(env: dict[str, str], data_dir: str | None) -> tuple[Path, Path]:
+    import platformdirs
+
+    data = data_dir or env.get("AGENTD_DATA_DIR") or platformdirs.user_data_dir("agentd")
+    state = env.get("AGENTD_STATE_DIR") or platformdirs.user_state_dir("agentd")
+    return Path(data).expanduser().absolute(), Path(state).expanduser().absolute()
+
+
+def _decimal(value: Any, where: str, problems: list[str]) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        problems.append(f"{where}: expected a number, got {value!r}")
+        return None
+
+
+def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
+          problems: list[str]) -> Any:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+        problems.append(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+        return None
+    return value
+
+
+def load_config(
+    env: dict[str, str] | None = None,
+    *,
+    path: Path | None = None,
+    data_dir: str | None = None,
+) -> Config:
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    path = path or default_config_path(env)
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: {exc}; using defaults")
+
+    providers: dict[str, ProviderConfig] = {}
+    # The environment's endpoint is the provider "default", as the openai SDK reads it.
+    if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY") or env.get("AGENTD_MODEL"):
+        providers["default"] = ProviderConfig(
+            name="default",
+            base_url=env.get("OPENAI_BASE_URL") or None,
+            api_key=env.get("OPENAI_API_KEY") or None,
+        )
+    for name, table in (raw.get("providers") or {}).items():
+        where = f"providers.{name}"
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        key_env = _take(table, "api_key_env", str, where, problems)
+        headers = _take(table, "headers", dict, where, problems) or {}
+        providers[name] = ProviderConfig(
+            name=name,
+            base_url=_take(table, "base_url", str, where, problems),
+            api_key=(env.get(key_env) if key_env else None)
+            or _take(table, "api_key", str, where, problems),
+            headers={str(k): str(v) for k, v in headers.items()},
+            max_attempts=_take(table, "max_attempts", int, where, problems) or 4,
+            first_token_timeout_s=float(
+                _take(table, "first_token_timeout", (int, float), where, problems) or 300
+            ),
+            stall_timeout_s=float(
+                _take(table, "stall_timeout", (int, float), where, problems) or 120
+            ),
+        )
+
+    models: dict[str, ModelConfig] = {}
+    for model_id, table in (raw.get("models") or {}).items():
+        where = f"models.{model_id}"
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table")
+            continue
+        provider = _take(table, "provider", str, where, problems) or "default"
+        if provider not in providers:
+            problems.append(f"{where}.provider: unknown provider {provider!r}")
+            continue
+        prices = {
+            key: _decimal(table[key], f"{where}.{key}", problems)
+            for key in ("input_price", "output_price", "cache_read_price", "cache_write_price")
+            if key in table
+        }
+        models[model_id] = ModelConfig(
+            id=model_id,
+            provider=provider,
+            upstream=_take(table, "name", str, where, problems) or model_id,
+            context_window=_take(table, "context_window", int, where, problems),
+            max_output_tokens=_take(table, "max_output_tokens", int, where, problems),
+            input_price=prices.get("input_price") or Decimal(0),
+            output_price=prices.get("output_price") or Decimal(0),
+            cache_read_price=prices.get("cache_read_price"),
+            cache_write_price=prices.get("cache_write_price"),
+        )
+
+    default_model = env.get("AGENTD_MODEL") or _take(raw, "default_model", str, "config", problems)
+    if default_model and default_model not in models and "default" in providers \
+            and "/" not in default_model:
+        models[default_model] = ModelConfig(id=default_model, provider="default",
+                                            upstream=default_model)
+    mcp = raw.get("mcp_servers") or {}
+    if not isinstance(mcp, dict):
+        problems.append("mcp_servers: expected a table")
+        mcp = {}
+    max_frame = _take(raw, "max_frame_bytes", int, "config", problems)
+    data, state = _dirs(env, data_dir or _take(raw, "data_dir", str, "config", problems))
+    return Config(
+        data_dir=data,
+        state_dir=state,
+        providers=providers,
+        models=models,
+        default_model=default_model,
+        title_model=env.get("AGENTD_TITLE_MODEL")
+        or _take(raw, "title_model", str, "config", problems),
+        max_frame_bytes=max_frame if max_frame and max_frame > 0 else DEFAULT_MAX_FRAME_BYTES,
+        compaction=bool(raw.get("compaction", True)),
+        allow_write_tools=bool(raw.get("allow_write_tools", False)),
+        allow_bash=bool(raw.get("allow_bash", False)),
+        system_prompt=_take(raw, "system_prompt", str, "config", problems),
+        mcp_servers=mcp,
+        problems=tuple(problems),
+    )

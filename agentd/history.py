@@ -1,0 +1,87 @@
+"""Session history → OpenAI Chat Completions messages (`to_chat_messages`).
+
+Strict providers reject an assistant tool call without a matching tool result, so every
+tool part produces a result: an unfinished one (aborted, interrupted) is sent back as an
+error result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+SUMMARY_PREFIX = "Summary of the conversation so far (earlier messages were compacted):\n\n"
+
+
+def _tool_result(part: dict[str, Any]) -> str:
+    state = part.get("state") or {}
+    status = state.get("status")
+    if status == "completed":
+        return str(state.get("output", ""))
+    if status == "error":
+        return f"Error: {state.get('error', 'failed')}"
+    return "Error: the tool call was interrupted before it finished"
+
+
+def _user_content(parts: list[dict[str, Any]]) -> str:
+    chunks = []
+    for part in parts:
+        if part.get("type") == "text":
+            chunks.append(part.get("text", ""))
+        elif part.get("type") == "file":
+            chunks.append(part.get("content") or f"[file {part.get('path')}]")
+    return "\n\n".join(c for c in chunks if c)
+
+
+def assistant_to_chat(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One assistant message may hold several steps: each becomes an assistant message
+    (text and tool calls) followed by its tool results."""
+    out: list[dict[str, Any]] = []
+    text: list[str] = []
+    calls: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not text and not calls:
+            return
+        msg: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+        if calls:
+            msg["tool_calls"] = [
+                {"id": c["callId"], "type": "function",
+                 "function": {"name": c["tool"],
+                              "arguments": json.dumps((c.get("state") or {}).get("input") or {})}}
+                for c in calls
+            ]
+        out.append(msg)
+        for c in calls:
+            out.append({"role": "tool", "tool_call_id": c["callId"], "content": _tool_result(c)})
+        text.clear()
+        calls.clear()
+
+    for part in parts:
+        kind = part.get("type")
+        if kind == "step-start":
+            flush()
+        elif kind == "text" and not part.get("synthetic"):
+            text.append(part.get("text", ""))
+        elif kind == "tool":
+            calls.append(part)
+    flush()
+    return out
+
+
+def to_chat_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Wire messages (dicts with parts), oldest first → chat messages."""
+    out: list[dict[str, Any]] = []
+    for msg in messages:
+        parts = msg.get("parts") or []
+        if msg.get("role") == "user":
+            content = _user_content(parts)
+            if content:
+                out.append({"role": "user", "content": content})
+        elif msg.get("summary"):
+            text = "".join(p.get("text", "") for p in parts if p.get("type") == "text")
+            out.append({"role": "user", "content": SUMMARY_PREFIX + text})
+        else:
+            out.extend(assistant_to_chat(parts))
+    return out

@@ -1,0 +1,138 @@
+"""RunStream: what a run tells the editor and writes to the log, in one order.
+
+- Notifications never wait on disk: log records are queued to the storage thread.
+- Text deltas are coalesced adaptively: a delta goes out on the next turn of the event
+  loop (no timer, no added delay at a human pace); deltas that arrive within one loop
+  turn, or while the editor's pipe is congested, are merged into one `part/delta`.
+  Any other notification of the run first flushes pending deltas, so nothing is
+  reordered.
+- Streaming text is checkpointed to the log at most every CHECKPOINT_S as the new
+  text only (`delta` records), and a part is written whole at its boundaries: disk
+  bytes stay proportional to the text, never rewritten per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agentd.protocol import types as t
+from agentd.protocol.converter import unstructure
+from agentd.storage.log import SessionLog
+
+CHECKPOINT_S = 0.2
+
+
+class RunStream:
+    def __init__(self, link: Any, log: SessionLog, session_id: str, run_id: str) -> None:
+        self.link = link
+        self.log = log
+        self.session_id = session_id
+        self.run_id = run_id
+        self._loop = asyncio.get_running_loop()
+        # Pending editor delta: (messageId, partId, [chunks]).
+        self._pending: tuple[str, str, list[str]] | None = None
+        self._flush_scheduled = False
+        # Text not yet checkpointed, per (messageId, partId), in arrival order.
+        self._unsaved: dict[tuple[str, str], list[str]] = {}
+        self._checkpoint_handle: asyncio.TimerHandle | None = None
+
+    # --- editor ------------------------------------------------------------------------
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.flush_deltas()
+        self.link.notify(method, params)
+
+    def delta(self, message_id: str, part_id: str, text: str) -> None:
+        if not text:
+            return
+        pending = self._pending
+        if pending is not None and (pending[0], pending[1]) != (message_id, part_id):
+            self.flush_deltas()
+            pending = None
+        if pending is None:
+            self._pending = (message_id, part_id, [text])
+        else:
+            pending[2].append(text)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+        key = (message_id, part_id)
+        unsaved = self._unsaved.get(key)
+        if unsaved is None:
+            self._unsaved[key] = [text]
+        else:
+            unsaved.append(text)
+        if self._checkpoint_handle is None:
+            self._checkpoint_handle = self._loop.call_later(CHECKPOINT_S, self.checkpoint)
+
+    def _scheduled_flush(self) -> None:
+        if self.link.congested():
+            # The editor is behind: keep merging until its pipe drains.
+            self.link.when_drained(self._scheduled_flush)
+            return
+        self._flush_scheduled = False
+        self.flush_deltas()
+
+    def flush_deltas(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        message_id, part_id, chunks = pending
+        self.link.notify("part/delta", {
+            "sessionId": self.session_id,
+            "runId": self.run_id,
+            "messageId": message_id,
+            "partId": part_id,
+            "field": "text",
+            "delta": "".join(chunks),
+        })
+
+    # --- parts and messages ------------------------------------------------------------
+
+    def part(self, message_id: str, part: t.Part, *, persist: bool = True) -> None:
+        """A part appeared or changed state: tell the editor; log it whole when `persist`
+        (at boundaries: creation with content, state changes, end)."""
+        data = unstructure(part)
+        self.notify("part/updated", {
+            "sessionId": self.session_id, "runId": self.run_id,
+            "messageId": message_id, "part": data,
+        })
+        if persist:
+            # The snapshot contains all text so far: unsaved deltas are now redundant.
+            self._unsaved.pop((message_id, part.id), None)
+            self.log.append({"k": "part", "m": message_id, "part": data})
+
+    def message(self, message: t.Message, *, persist: bool = True) -> None:
+        data = unstructure(message)
+        data.pop("parts", None)
+        self.notify("message/updated", {
+            "sessionId": self.session_id, "runId": self.run_id, "message": data,
+        })
+        if persist:
+            self.log.append({"k": "message", "message": data, "at": message.time.created})
+
+    def status(self, status: str, **extra: Any) -> None:
+        params = {"sessionId": self.session_id, "status": status, "runId": self.run_id}
+        params.update({k: v for k, v in extra.items() if v is not None})
+        self.notify("session/status", params)
+
+    # --- disk --------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        self._checkpoint_handle = None
+        unsaved, self._unsaved = self._unsaved, {}
+        records = [
+            {"k": "delta", "m": m, "p": p, "d": "".join(chunks)}
+            for (m, p), chunks in unsaved.items()
+        ]
+        if records:
+            self.log.append(*records)
+
+    async def close(self) -> None:
+        """Flush everything: editor deltas, checkpoints, and the log itself."""
+        self.flush_deltas()
+        if self._checkpoint_handle is not None:
+            self._checkpoint_handle.cancel()
+        self.checkpoint()
+        await self.log.flush()

@@ -1,0 +1,574 @@
+"""RunManager: owns every run (strong references), busy handling (reject, preempt,
+queue), abort, crash recovery, titles and compaction.
+
+A run is one `session/chat`. It holds the session's run lock (an OS file lock, so a
+second daemon sees the session busy) and the tool-context file for as long as it is
+active; both are released on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from agentd import ids
+from agentd.config import ModelConfig
+from agentd.errors import (
+    InvalidParams,
+    ModelNotConfigured,
+    ProviderError,
+    RequestCancelled,
+    SessionBusy,
+    SessionNotFound,
+)
+from agentd.history import to_chat_messages
+from agentd.protocol import types as t
+from agentd.protocol.converter import unstructure
+from agentd.run_stream import RunStream
+from agentd.session import SessionManager
+from agentd.storage.catalog import DEFAULT_TITLE, cost_str
+from agentd.storage.log import LogState, RunLock, lock_is_free
+from agentd.tool_calls import DEFAULT_TOOLS, Permissions, ToolRunner, tool_env
+from agentd.turn import DEFAULT_SYSTEM_PROMPT, Turn, TurnInput, read_input_file, step_cost
+
+logger = logging.getLogger(__name__)
+
+TITLE_PROMPT = (
+    "You write short titles for conversations. Reply with a short title (at most 6 words) "
+    "for the user's message: no quotes, no trailing punctuation."
+)
+SUMMARY_PROMPT = (
+    "Summarize the conversation so far for a continuation: the user's goals, decisions, "
+    "facts learned, files touched and open tasks. Be complete but concise."
+)
+KEEP_TAIL_MESSAGES = 4
+CONTEXT_MARGIN = 0.1
+
+
+@attrs.define(eq=False)
+class Run:
+    run_id: str
+    session_id: str
+    params: t.SessionChatParams
+    model: ModelConfig
+    # Resolved when it is this run's turn (queue / preempt).
+    ready: asyncio.Future[None]
+    task: asyncio.Task[t.Message] | None = None
+    turn: Turn | None = None
+    status: str = "busy"
+    abort_requested: bool = False
+    # Aborted by $/cancelRequest of its own session/chat: that request answers -32800.
+    cancelled_by_request: bool = False
+    # Never started (the session was aborted while it waited): nothing of it is stored.
+    dropped: bool = False
+
+
+class RunManager:
+    def __init__(self, sessions: SessionManager) -> None:
+        self.sessions = sessions
+        self.config = sessions.config
+        sessions.runs = self
+        self._active: dict[str, Run] = {}
+        self._queues: dict[str, collections.deque[Run]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._permissions: dict[str, Permissions] = {}
+        self._providers: dict[str, Any] = {}
+        self._closing = False
+
+    # --- queries from the session layer ------------------------------------------------
+
+    def status_of(self, session_id: str) -> str | None:
+        run = self._active.get(session_id)
+        return run.status if run is not None else None
+
+    def owns(self, session_id: str) -> bool:
+        return session_id in self._active
+
+    def live_messages(self, session_id: str) -> dict[str, t.Message]:
+        run = self._active.get(session_id)
+        if run is None or run.turn is None:
+            return {}
+        return {run.turn.message.id: run.turn.message}
+
+    # --- providers ---------------------------------------------------------------------
+
+    def provider_for(self, model: ModelConfig) -> Any:
+        provider = self._providers.get(model.provider)
+        if provider is None:
+            # Imported here, on the first turn: startup must not pay for openai.
+            from agentd.provider import ChatProvider, ProviderConfig
+
+            cfg = self.config.providers[model.provider]
+            provider = ChatProvider(ProviderConfig(
+                base_url=cfg.base_url, api_key=cfg.api_key, max_attempts=cfg.max_attempts,
+                first_token_timeout_s=cfg.first_token_timeout_s,
+                stall_timeout_s=cfg.stall_timeout_s, headers=dict(cfg.headers),
+            ))
+            self._providers[model.provider] = provider
+        return provider
+
+    def resolve_model(self, *names: str | None) -> ModelConfig:
+        name = next((n for n in names if n), None)
+        model = self.config.resolve_model(name)
+        if model is None:
+            if name:
+                raise ModelNotConfigured(f"unknown model: {name}", data={"model": name})
+            raise ModelNotConfigured(
+                "no model configured: set AGENTD_MODEL (and OPENAI_BASE_URL / OPENAI_API_KEY) "
+                "or default_model in the configuration file"
+            )
+        return model
+
+    # --- session/chat ------------------------------------------------------------------
+
+    async def chat(self, p: t.SessionChatParams,
+                   on_cancel: Callable[[Callable[[], None]], None]) -> t.SessionChatResult:
+        row = await self.sessions.get_row(p.session_id)
+        model = self.resolve_model(p.model, row[8])
+        if not p.parts:
+            raise InvalidParams("params.parts: at least one part is needed", data={"field": "parts"})
+        if p.max_steps is not None and p.max_steps < 1:
+            raise InvalidParams("params.maxSteps: must be at least 1", data={"field": "maxSteps"})
+        if self._closing:
+            raise RequestCancelled("agentd is shutting down")
+        sid = p.session_id
+        loop = asyncio.get_running_loop()
+        run = Run(run_id=ids.new_id("run"), session_id=sid, params=p, model=model,
+                  ready=loop.create_future())
+        on_cancel(lambda: self._cancel_run(run))
+        mode = p.on_busy or "reject"
+        active = self._active.get(sid)
+        queue = self._queues.setdefault(sid, collections.deque())
+        if active is None and not queue:
+            if not await asyncio.to_thread(lock_is_free, self.sessions.session_dir(sid)):
+                raise SessionBusy("session is running in another agentd",
+                                  data={"sessionId": sid, "runId": row[13]})
+            run.ready.set_result(None)
+        elif mode == "reject":
+            busy_run = active.run_id if active is not None else queue[0].run_id
+            raise SessionBusy("session is busy", data={"sessionId": sid, "runId": busy_run})
+        elif mode == "preempt":
+            queue.appendleft(run)
+            if active is not None:
+                self._abort_run(active)
+        else:
+            queue.append(run)
+        try:
+            await run.ready
+        except asyncio.CancelledError:
+            self._discard_waiting(run)
+            raise
+        if run.dropped:
+            raise RequestCancelled("the run was dropped: the session was aborted before it started")
+        self._active[sid] = run
+        run.task = asyncio.create_task(self._execute(run), name=f"run {run.run_id}")
+        try:
+            message = await asyncio.shield(run.task)
+        except asyncio.CancelledError:
+            # The request itself was cancelled (shutdown): abort and let it persist.
+            self._abort_run(run)
+            await asyncio.wait({run.task})
+            raise
+        if run.cancelled_by_request:
+            raise RequestCancelled("request cancelled; the run was aborted")
+        return t.SessionChatResult(run_id=run.run_id, message=message)
+
+    def _discard_waiting(self, run: Run) -> None:
+        queue = self._queues.get(run.session_id)
+        if queue is not None and run in queue:
+            queue.remove(run)
+
+    def _cancel_run(self, run: Run) -> None:
+        """$/cancelRequest for this run's session/chat."""
+        run.cancelled_by_request = True
+        if run.task is None:
+            run.dropped = True
+            self._discard_waiting(run)
+            if not run.ready.done():
+                run.ready.set_result(None)
+            return
+        self._abort_run(run)
+
+    def _abort_run(self, run: Run) -> None:
+        if run.task is not None and not run.task.done() and not run.abort_requested:
+            run.abort_requested = True
+            run.task.cancel()
+
+    def _start_next(self, session_id: str) -> None:
+        queue = self._queues.get(session_id)
+        while queue:
+            nxt = queue.popleft()
+            if not nxt.ready.done():
+                nxt.ready.set_result(None)
+                return
+        self._queues.pop(session_id, None)
+
+    async def _execute(self, run: Run) -> t.Message:
+        sessions = self.sessions
+        sid = run.session_id
+        lock = RunLock(sessions.session_dir(sid))
+        if not await asyncio.to_thread(lock.try_acquire):
+            self._active.pop(sid, None)
+            self._start_next(sid)
+            raise SessionBusy("session is running in another agentd", data={"sessionId": sid})
+        log = sessions.log_for(sid)
+        stream = RunStream(sessions.link, log, sid, run.run_id)
+        scope_key = ""
+        try:
+            state = await log.read()
+            header = state.session or {}
+            scope_key = header["sessionScopeKey"]
+            first_run = not state.messages
+            now = ids.now_ms()
+            trace_id = run.params.trace_id or header.get("traceId") or ""
+            sessions.cache_run(run.run_id, {"sessionId": sid,
+                                            "clientSessionId": header["clientSessionId"],
+                                            "sessionScopeKey": scope_key})
+            log.append({"k": "run", "run": run.run_id, "state": "start", "pid": os.getpid(),
+                        "at": now})
+            await sessions.catalog.run(sessions.catalog.start_run, run.run_id, sid, now,
+                                       os.getpid())
+            await sessions.toolctx.write({
+                "sessionScopeKey": scope_key, "sessionId": sid,
+                "clientSessionId": header["clientSessionId"], "runId": run.run_id,
+                "actorKey": header["actorKey"], "projectKey": header["projectKey"],
+                "projectId": header.get("projectId"), "traceId": trace_id,
+                "learningMode": "interactive", "allowLearningWrite": True,
+                "workspaceRoot": header.get("workspaceRoot"), "pid": os.getpid(),
+                "updatedAt": now,
+            })
+            stream.status("busy")
+            await sessions.emit_session_by_id(sid)
+
+            workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
+            env = tool_env(workspace, sessions.session_dir(sid), scope_key,
+                           sessions.toolctx.directory)
+            user = self._user_message(run, env.workspace_root)
+            stream.message(user)
+            for part in user.parts:
+                stream.part(user.id, part)
+            history = self._history(state, env.workspace_root)
+            history.append(self._user_chat(user, env.workspace_root))
+            system = [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
+            messages = [{"role": "system", "content": "\n\n".join(system)}, *history]
+            runner = ToolRunner(
+                config=self.config, link=sessions.link, editor=sessions.editor,
+                session_id=sid, run_id=run.run_id, scope_key=scope_key,
+                builtin=list(run.params.tools if run.params.tools is not None else DEFAULT_TOOLS),
+                client_tools=run.params.client_tools or [], env=env,
+                permissions=self._permissions.setdefault(sid, Permissions()),
+            )
+            session_obj = sessions._session(await sessions.get_row(sid))
+            inp = TurnInput(session=session_obj, header=header, run_id=run.run_id,
+                            params=run.params, model=run.model, history=messages,
+                            user_message=user)
+            turn = Turn(inp, stream, self.provider_for(run.model), runner, self.config,
+                        on_retry=lambda notice: self._on_retry(run, stream, notice))
+            run.turn = turn
+            message = await turn.run()
+            log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
+            await stream.close()
+            if first_run and header.get("parentId") is None and not header.get("titleSet"):
+                self._spawn(self._make_title(sid, run, user))
+            return message
+        finally:
+            await self._finish(run, lock, stream, scope_key)
+
+    async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
+        sessions = self.sessions
+        sid = run.session_id
+        try:
+            await stream.close()
+        except OSError:
+            logger.exception("could not persist the end of run %s", run.run_id)
+        state = await sessions.log_for(sid).read()
+        totals = _totals(state)
+        await sessions.catalog.run(sessions.catalog.end_run, run.run_id, sid, ids.now_ms(), totals)
+        if scope_key:
+            await sessions.toolctx.remove(scope_key)
+        lock.release()
+        self._active.pop(sid, None)
+        stream.status("idle")
+        await sessions.emit_session_by_id(sid)
+        self._start_next(sid)
+
+    def _user_message(self, run: Run, root: Any) -> t.Message:
+        now = ids.now_ms()
+        parts: list[t.Part] = []
+        for inp in run.params.parts:
+            if isinstance(inp, t.TextInputPart):
+                parts.append(t.TextPart(id=ids.new_id("prt"), text=inp.text,
+                                        time=t.PartTime(start=now, end=now)))
+            else:
+                parts.append(t.FilePart(id=ids.new_id("prt"), path=inp.path,
+                                        mime=inp.mime or _guess_mime(inp.path)))
+        return t.Message(id=ids.new_id("msg"), session_id=run.session_id, role="user",
+                         time=t.MessageTime(created=now, completed=now), parts=parts,
+                         run_id=run.run_id)
+
+    def _user_chat(self, user: t.Message, root: Any) -> dict[str, Any]:
+        return to_chat_messages([self._with_file_text(unstructure(user), root)])[0]
+
+    def _with_file_text(self, msg: dict[str, Any], root: Any) -> dict[str, Any]:
+        if msg.get("role") != "user":
+            return msg
+        parts = [
+            {**p, "content": read_input_file(root, p["path"])} if p.get("type") == "file" else p
+            for p in msg.get("parts") or []
+        ]
+        return {**msg, "parts": parts}
+
+    def _history(self, state: LogState, root: Any) -> list[dict[str, Any]]:
+        msgs = list(state.messages.values())
+        if state.compact_from and state.compact_from in state.messages:
+            ids_ = list(state.messages)
+            msgs = msgs[ids_.index(state.compact_from):]
+        return to_chat_messages(self._with_file_text(m.to_wire(), root) for m in msgs)
+
+    def _on_retry(self, run: Run, stream: RunStream, notice: Any) -> None:
+        run.status = "retry"
+        stream.status("retry", attempt=notice.attempt, nextRetryAt=notice.next_retry_at_ms,
+                      message=notice.error.message)
+
+    # --- session/abort -----------------------------------------------------------------
+
+    async def abort(self, p: t.SessionIdParams) -> t.SessionAbortResult:
+        try:
+            await self.sessions.get_row(p.session_id)
+        except SessionNotFound:
+            raise
+        run_id = await self.abort_session(p.session_id, drop_queue=True)
+        return t.SessionAbortResult(aborted=run_id is not None, run_id=run_id)
+
+    async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None:
+        """Abort the active run (and drop queued ones); returns once it is persisted."""
+        if drop_queue:
+            for waiting in self._queues.pop(session_id, collections.deque()):
+                waiting.dropped = True
+                if not waiting.ready.done():
+                    waiting.ready.set_result(None)
+        run = self._active.get(session_id)
+        if run is None or run.task is None:
+            return None
+        self._abort_run(run)
+        await asyncio.wait({run.task})
+        return run.run_id
+
+    # --- titles, summaries -------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _make_title(self, sid: str, run: Run, user: t.Message) -> None:
+        text = " ".join(p.text for p in user.parts if isinstance(p, t.TextPart)).strip()
+        fallback = " ".join(text.split()[:8])[:80] or DEFAULT_TITLE
+        title = fallback
+        try:
+            model = self.resolve_model(self.config.title_model, run.model.id)
+            provider = self.provider_for(model)
+            async with asyncio.timeout(60):
+                answer, usage = await provider.complete_text(
+                    model=model.upstream,
+                    messages=[{"role": "system", "content": TITLE_PROMPT},
+                              {"role": "user", "content": text[:4000]}],
+                    max_tokens=32,
+                )
+            self._record_usage(sid, model, usage)
+            cleaned = " ".join(answer.strip().strip("\"'").split())[:80].rstrip(".!?:;")
+            title = cleaned or fallback
+        except Exception as exc:  # a title is never an error: fall back to the first words
+            logger.info("title generation failed (%s): using the first words", exc)
+        try:
+            await self.sessions.set_title(sid, title)
+        except Exception:
+            logger.debug("session %s gone before its title was set", sid)
+
+    def _record_usage(self, sid: str, model: ModelConfig, usage: Any) -> None:
+        if usage is None:
+            return
+        u = t.Usage(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens,
+                    usage.cache_read_tokens, usage.cache_write_tokens)
+        self.sessions.log_for(sid).append({
+            "k": "usage", "usage": unstructure(u), "cost": str(step_cost(model, u)),
+            "at": ids.now_ms(),
+        })
+
+    async def summarize(self, p: t.SessionSummarizeParams) -> t.MessageResult:
+        row = await self.sessions.get_row(p.session_id)
+        if self._active.get(p.session_id) is not None:
+            raise SessionBusy("session is busy", data={"sessionId": p.session_id,
+                                                       "runId": self._active[p.session_id].run_id})
+        model = self.resolve_model(p.model, row[8])
+        message = await self.compact(p.session_id, model, auto=False)
+        return t.MessageResult(message=message)
+
+    async def compact(self, sid: str, model: ModelConfig, *, auto: bool) -> t.Message:
+        """Summarize history into a `summary: true` message; later turns send history from
+        it on, with the last few messages kept verbatim after it."""
+        sessions = self.sessions
+        log = sessions.log_for(sid)
+        state = await log.read()
+        msgs = list(state.messages.values())
+        keep = msgs[-KEEP_TAIL_MESSAGES:] if len(msgs) > KEEP_TAIL_MESSAGES else []
+        to_summarize = msgs[: len(msgs) - len(keep)]
+        chat = to_chat_messages(m.to_wire() for m in to_summarize)
+        now = ids.now_ms()
+        message = t.Message(id=ids.new_id("msg"), session_id=sid, role="assistant",
+                            time=t.MessageTime(created=now), model=model.id, summary=True)
+        try:
+            text, usage = await self.provider_for(model).complete_text(
+                model=model.upstream,
+                messages=[{"role": "system", "content": SUMMARY_PROMPT}, *chat,
+                          {"role": "user", "content": "Summarize the conversation above."}],
+                max_tokens=model.max_output_tokens,
+            )
+        except ProviderError as exc:
+            message.error = t.ErrorInfo(**exc.to_wire())
+            message.finish_reason = "error"
+            message.time.completed = ids.now_ms()
+            return message
+        u = usage and t.Usage(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens,
+                              usage.cache_read_tokens, usage.cache_write_tokens)
+        message.usage = u or t.Usage()
+        message.cost = float(step_cost(model, message.usage))
+        message.finish_reason = "stop"
+        message.parts = [
+            t.CompactionPart(id=ids.new_id("prt"), auto=auto),
+            t.TextPart(id=ids.new_id("prt"), text=text, time=t.PartTime(start=now, end=ids.now_ms())),
+        ]
+        message.time.completed = ids.now_ms()
+        data = unstructure(message)
+        parts = data.pop("parts")
+        # The summary goes before the kept tail in history order: it is logged as a new
+        # message and `compact` points at it; the kept tail is re-appended after it.
+        records: list[dict[str, Any]] = [{"k": "message", "message": data, "at": now}]
+        records += [{"k": "part", "m": message.id, "part": part} for part in parts]
+        for kept in keep:
+            wire = kept.to_wire()
+            kept_parts = wire.pop("parts")
+            records.append({"k": "message", "message": wire, "at": now})
+            records += [{"k": "part", "m": wire["id"], "part": part} for part in kept_parts]
+        records.append({"k": "compact", "from": message.id, "at": now})
+        log.append(*records)
+        await log.flush()
+        await self._update_totals(sid)
+        return message
+
+    async def _update_totals(self, sid: str) -> None:
+        state = await self.sessions.log_for(sid).read()
+        await self.sessions.catalog.run(self.sessions.catalog.update_session, sid,
+                                        {**_totals(state), "updated": ids.now_ms()})
+        await self.sessions.emit_session_by_id(sid)
+
+    # --- recovery and shutdown ---------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Close runs of daemons that died: `interrupted`, idle, no tool-context file."""
+        sessions = self.sessions
+        rows = await sessions.catalog.run(sessions.catalog.busy_sessions)
+        for row in rows:
+            sid = row[0]
+            if not await asyncio.to_thread(lock_is_free, sessions.session_dir(sid)):
+                continue  # a live daemon is running it
+            await self._close_interrupted(sid, row[9])
+
+    async def _close_interrupted(self, sid: str, scope_key: str) -> None:
+        sessions = self.sessions
+        lock = RunLock(sessions.session_dir(sid))
+        if not await asyncio.to_thread(lock.try_acquire):
+            return
+        try:
+            log = sessions.log_for(sid)
+            state = await log.read()
+            now = ids.now_ms()
+            records: list[dict[str, Any]] = []
+            for run_id in list(state.open_runs):
+                for msg in state.messages.values():
+                    meta = msg.meta
+                    if meta.get("runId") != run_id or meta.get("role") != "assistant":
+                        continue
+                    if meta.get("time", {}).get("completed"):
+                        continue
+                    for part in msg.parts.values():
+                        closed = _close_part(part, now)
+                        if closed is not None:
+                            records.append({"k": "part", "m": meta["id"], "part": closed})
+                    records.append({"k": "message", "message": {
+                        **meta, "finishReason": "interrupted",
+                        "time": {**meta.get("time", {}), "completed": now}}, "at": now})
+                records.append({"k": "run", "run": run_id, "state": "end", "at": now})
+            if records:
+                log.append(*records)
+                await log.flush()
+            state = await log.read()
+            await sessions.catalog.run(sessions.catalog.end_run, "", sid, now, _totals(state))
+            if scope_key:
+                await sessions.toolctx.remove(scope_key)
+        finally:
+            lock.release()
+
+    async def shutdown(self) -> None:
+        """Abort every run and wait until each is persisted."""
+        self._closing = True
+        for sid in list(self._queues):
+            for waiting in self._queues.pop(sid):
+                waiting.dropped = True
+                if not waiting.ready.done():
+                    waiting.ready.set_result(None)
+        runs = list(self._active.values())
+        for run in runs:
+            self._abort_run(run)
+        tasks = {r.task for r in runs if r.task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.wait(set(self._background))
+        for provider in self._providers.values():
+            try:
+                await provider.aclose()
+            except Exception:
+                logger.debug("provider close failed", exc_info=True)
+        self._providers.clear()
+
+
+def _close_part(part: dict[str, Any], now: int) -> dict[str, Any] | None:
+    kind = part.get("type")
+    if kind in ("text", "reasoning") and not (part.get("time") or {}).get("end"):
+        return {**part, "time": {**part.get("time", {}), "end": now}}
+    if kind == "tool":
+        state = part.get("state") or {}
+        if state.get("status") in ("pending", "running"):
+            start = (state.get("time") or {}).get("start", now)
+            return {**part, "state": {"status": "error", "input": state.get("input", {}),
+                                      "error": "interrupted: agentd stopped during the run",
+                                      "time": {"start": start, "end": now}}}
+    return None
+
+
+def _totals(state: LogState) -> dict[str, Any]:
+    usage, cost = state.usage_and_cost()
+    return {
+        "input_tokens": usage.get("inputTokens", 0),
+        "output_tokens": usage.get("outputTokens", 0),
+        "reasoning_tokens": usage.get("reasoningTokens", 0),
+        "cache_read_tokens": usage.get("cacheReadTokens", 0),
+        "cache_write_tokens": usage.get("cacheWriteTokens", 0),
+        "cost": cost_str(cost),
+    }
+
+
+def _guess_mime(path: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+

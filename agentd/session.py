@@ -1,0 +1,421 @@
+"""SessionManager: sessions, their history, runs, and the lookups editors need.
+
+The server's handlers call one method here each. Notifications and requests to the
+editor go out through the `EditorLink` the server passes in; this module never sees
+JSON-RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from agentd import ids, keys
+from agentd.config import Config
+from agentd.errors import (
+    InvalidParams,
+    ModelNotConfigured,
+    SessionBusy,
+    SessionNotFound,
+)
+from agentd.protocol import types as t
+from agentd.protocol.converter import structure, unstructure
+from agentd.storage.catalog import DEFAULT_TITLE, Catalog
+from agentd.storage.log import LogState, RunLock, SessionLog, lock_is_free
+from agentd.storage.reindex import reindex_sync
+from agentd.toolctx import ToolContextStore
+
+logger = logging.getLogger(__name__)
+
+LIST_DEFAULT, LIST_MAX = 50, 500
+MESSAGES_DEFAULT = 100
+
+
+class EditorLink(Protocol):
+    """How the session layer talks to the editor (implemented by the server)."""
+
+    def notify(self, method: str, params: dict[str, Any]) -> None: ...
+
+    def request(self, method: str, params: dict[str, Any]) -> Awaitable[Any]: ...
+
+    def congested(self) -> bool: ...
+
+    def when_drained(self, callback: Callable[[], None]) -> None: ...
+
+
+@attrs.define
+class EditorInfo:
+    """What `initialize` told us about the editor."""
+
+    workspace_root: str | None = None
+    client_tools: bool = False
+    permission_requests: bool = False
+
+
+@attrs.define
+class SensitiveContext:
+    """Per-session secrets: memory only, never logged, never persisted."""
+
+    access_token: str | None = attrs.field(default=None, repr=False)
+
+
+def session_from_row(row: tuple[Any, ...], status: str | None = None) -> t.Session:
+    (sid, client_id, actor, project, project_id, parent_id, title, workspace_root, model,
+     scope_key, created, updated, row_status, _run_id, _pid, inp, out, reas, cread, cwrite,
+     cost) = row
+    return t.Session(
+        id=sid,
+        client_session_id=client_id,
+        title=title,
+        project_key=project,
+        actor_key=actor,
+        session_scope_key=scope_key,
+        status=status or row_status,
+        time=t.SessionTime(created=created, updated=updated),
+        usage=t.Usage(inp, out, reas, cread, cwrite),
+        cost=float(Decimal(cost)),
+        parent_id=parent_id,
+        project_id=project_id,
+        workspace_root=workspace_root,
+        model=model,
+    )
+
+
+def encode_cursor(updated: int, session_id: str) -> str:
+    return f"{updated:x}.{session_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    updated, _, sid = cursor.partition(".")
+    try:
+        value = int(updated, 16)
+    except ValueError:
+        value = -1
+    if value < 0 or not ids.is_valid_id(sid, "ses"):
+        raise InvalidParams("params.cursor: not a cursor this server issued",
+                            data={"field": "cursor"})
+    return value, sid
+
+
+class SessionManager:
+    def __init__(self, config: Config, link: EditorLink) -> None:
+        self.config = config
+        self.link = link
+        self.editor = EditorInfo()
+        self.sessions_dir = config.data_dir / "sessions"
+        self.catalog = Catalog(config.data_dir / "catalog.sqlite3")
+        self.toolctx = ToolContextStore(config.tool_context_dir)
+        self._logs: dict[str, SessionLog] = {}
+        self._secrets: dict[str, SensitiveContext] = {}
+        # run/resolve's first tier: runId → (sessionId, clientSessionId, scopeKey).
+        self._run_cache: dict[str, dict[str, str]] = {}
+        # Filled by the run layer (agentd.runs) when it is attached.
+        self.runs: Any = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open storage, rebuild the catalog if needed, close runs of dead daemons, and
+        sweep stale tool-context files. Runs before serving, off the hot path."""
+        self.sessions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        usable = self.catalog.open_sync()
+        if not usable and self.sessions_dir.exists() and any(os.scandir(self.sessions_dir)):
+            reindex_sync(self.catalog, self.sessions_dir)
+        removed = self.toolctx.prepare()
+        if removed:
+            logger.info("removed %d stale tool-context files", removed)
+
+    async def close(self) -> None:
+        for log in self._logs.values():
+            await log.flush()
+            log.close()
+        self._logs.clear()
+        await asyncio.to_thread(self.catalog.close)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def session_dir(self, session_id: str) -> Path:
+        return self.sessions_dir / session_id
+
+    def log_for(self, session_id: str) -> SessionLog:
+        log = self._logs.get(session_id)
+        if log is None:
+            log = self._logs[session_id] = SessionLog(self.session_dir(session_id))
+        return log
+
+    def secrets_for(self, session_id: str) -> SensitiveContext:
+        return self._secrets.setdefault(session_id, SensitiveContext())
+
+    def local_status(self, session_id: str) -> str | None:
+        return self.runs.status_of(session_id) if self.runs is not None else None
+
+    async def get_row(self, session_id: str) -> tuple[Any, ...]:
+        if not isinstance(session_id, str) or not ids.is_valid_id(session_id, "ses"):
+            raise SessionNotFound(f"session not found: {session_id}", data={"sessionId": session_id})
+        row = await self.catalog.run(self.catalog.get_session, session_id)
+        if row is None:
+            raise SessionNotFound(f"session not found: {session_id}", data={"sessionId": session_id})
+        return row
+
+    async def get_session_obj(self, session_id: str) -> t.Session:
+        row = await self.get_row(session_id)
+        return self._session(row)
+
+    def _session(self, row: tuple[Any, ...]) -> t.Session:
+        return session_from_row(row, self.local_status(row[0]))
+
+    def emit_session(self, session: t.Session) -> None:
+        self.link.notify("session/updated", {"session": unstructure(session)})
+
+    async def emit_session_by_id(self, session_id: str) -> t.Session | None:
+        row = await self.catalog.run(self.catalog.get_session, session_id)
+        if row is None:
+            return None
+        session = self._session(row)
+        self.emit_session(session)
+        return session
+
+    # --- session/create ----------------------------------------------------------------
+
+    async def create(self, p: t.SessionCreateParams) -> t.SessionCreateResult:
+        actor = keys.actor_key(p.user_id)
+        project = keys.project_key(p.project_id)
+        if p.parent_id is not None:
+            await self.get_row(p.parent_id)  # 1001 when unknown
+        if p.model is not None and self.config.resolve_model(p.model) is None:
+            raise ModelNotConfigured(f"unknown model: {p.model}", data={"model": p.model})
+        if p.client_session_id is not None:
+            if not p.client_session_id or len(p.client_session_id) > 512:
+                raise InvalidParams("params.clientSessionId: must be 1 to 512 characters",
+                                    data={"field": "clientSessionId"})
+            row = await self.catalog.run(self.catalog.find_by_client, actor, project,
+                                         p.client_session_id)
+            if row is not None:
+                self._remember_secret(row[0], p.access_token)
+                return t.SessionCreateResult(session=self._session(row), created=False)
+        client_id = p.client_session_id or keys.new_client_session_id()
+        now = ids.now_ms()
+        session_id = ids.new_id("ses")
+        workspace_root = p.workspace_root or self.editor.workspace_root
+        header = {
+            "id": session_id,
+            "clientSessionId": client_id,
+            "parentId": p.parent_id,
+            "title": p.title or DEFAULT_TITLE,
+            "titleSet": p.title is not None,
+            "projectId": p.project_id,
+            "projectKey": project,
+            "actorKey": actor,
+            "sessionScopeKey": keys.session_scope_key(actor, project, client_id),
+            "workspaceRoot": workspace_root,
+            "model": p.model,
+            "traceId": p.trace_id or keys.new_trace_id(),
+            "created": now,
+        }
+        if p.mcp_servers:
+            header["mcpServers"] = [unstructure(s) for s in p.mcp_servers]
+        log = self.log_for(session_id)
+        log.append({"k": "session", "session": header, "at": now})
+        await log.flush()
+        row = {
+            "id": session_id,
+            "client_session_id": client_id,
+            "actor_key": actor,
+            "project_key": project,
+            "project_id": p.project_id,
+            "parent_id": p.parent_id,
+            "title": header["title"],
+            "workspace_root": workspace_root,
+            "model": p.model,
+            "scope_key": header["sessionScopeKey"],
+            "created": now,
+            "updated": now,
+        }
+        inserted = await self.catalog.run(self.catalog.insert_session, row)
+        if not inserted:
+            # Another daemon created the same clientSessionId first: theirs wins.
+            self._logs.pop(session_id).close()
+            await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
+            existing = await self.catalog.run(self.catalog.find_by_client, actor, project,
+                                              client_id)
+            assert existing is not None
+            self._remember_secret(existing[0], p.access_token)
+            return t.SessionCreateResult(session=self._session(existing), created=False)
+        self._remember_secret(session_id, p.access_token)
+        session = self._session(await self.get_row(session_id))
+        self.emit_session(session)
+        return t.SessionCreateResult(session=session, created=True)
+
+    def _remember_secret(self, session_id: str, token: str | None) -> None:
+        if token is not None:
+            self.secrets_for(session_id).access_token = token
+
+    # --- get / list / messages / update ------------------------------------------------
+
+    async def get(self, p: t.SessionIdParams) -> t.SessionResult:
+        return t.SessionResult(session=await self.get_session_obj(p.session_id))
+
+    async def list(self, p: t.SessionListParams) -> t.SessionListResult:
+        limit = LIST_DEFAULT if p.limit is None else p.limit
+        if not 1 <= limit <= LIST_MAX:
+            raise InvalidParams(f"params.limit: must be between 1 and {LIST_MAX}",
+                                data={"field": "limit"})
+        cursor = decode_cursor(p.cursor) if p.cursor else None
+        rows = await self.catalog.run(
+            lambda: self.catalog.list_sessions(
+                limit=limit + 1,
+                cursor=cursor,
+                parent_id=p.parent_id,
+                roots_only=bool(p.roots_only),
+                project_id=p.project_id,
+                query=p.query,
+            )
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        sessions = [self._session(r) for r in rows]
+        next_cursor = encode_cursor(rows[-1][11], rows[-1][0]) if more else None
+        return t.SessionListResult(sessions=sessions, next_cursor=next_cursor)
+
+    async def read_state(self, session_id: str) -> LogState:
+        return await self.log_for(session_id).read()
+
+    async def messages(self, p: t.SessionMessagesParams) -> t.SessionMessagesResult:
+        await self.get_row(p.session_id)
+        limit = MESSAGES_DEFAULT if p.limit is None else p.limit
+        if limit < 1:
+            raise InvalidParams("params.limit: must be at least 1", data={"field": "limit"})
+        state = await self.read_state(p.session_id)
+        all_ids = list(state.messages)
+        end = len(all_ids)
+        if p.before is not None:
+            if p.before not in state.messages:
+                raise InvalidParams(f"params.before: no message {p.before} in this session",
+                                    data={"field": "before"})
+            end = all_ids.index(p.before)
+        start = max(0, end - limit)
+        page = [structure(state.messages[i].to_wire(), t.Message) for i in all_ids[start:end]]
+        live = self.runs.live_messages(p.session_id) if self.runs is not None else {}
+        if live:
+            page = [live.get(m.id, m) for m in page]
+        return t.SessionMessagesResult(
+            messages=page, next_before=all_ids[start] if start > 0 else None
+        )
+
+    async def update(self, p: t.SessionUpdateParams) -> t.SessionResult:
+        await self.get_row(p.session_id)
+        if p.title is not None:
+            await self.set_title(p.session_id, p.title)
+        return t.SessionResult(session=await self.get_session_obj(p.session_id))
+
+    async def set_title(self, session_id: str, title: str) -> t.Session | None:
+        title = " ".join(title.split())[:200] or DEFAULT_TITLE
+        now = ids.now_ms()
+        log = self.log_for(session_id)
+        log.append({"k": "title", "title": title, "at": now})
+        await log.flush()
+        row = await self.catalog.run(
+            self.catalog.update_session, session_id, {"title": title, "updated": now}
+        )
+        if row is None:
+            return None
+        session = self._session(row)
+        self.emit_session(session)
+        return session
+
+    # --- delete ------------------------------------------------------------------------
+
+    async def delete(self, p: t.SessionIdParams) -> t.SessionDeleteResult:
+        try:
+            await self.get_row(p.session_id)
+        except SessionNotFound:
+            return t.SessionDeleteResult(deleted=False)
+        doomed = await self.catalog.run(self._descendants, p.session_id)
+        for sid in doomed:
+            if self.runs is not None:
+                await self.runs.abort_session(sid, drop_queue=True)
+            # Still locked after our own abort: another daemon is running it.
+            if not await asyncio.to_thread(lock_is_free, self.session_dir(sid)):
+                raise SessionBusy("session is running in another agentd",
+                                  data={"sessionId": sid})
+        rows = [await self.catalog.run(self.catalog.get_session, sid) for sid in doomed]
+        await self.catalog.run(self.catalog.delete_sessions, doomed)
+        for sid, row in zip(doomed, rows, strict=True):
+            if row is not None:
+                await self.toolctx.remove(row[9])
+            log = self._logs.pop(sid, None)
+            if log is not None:
+                await log.flush()
+                log.close()
+            self._secrets.pop(sid, None)
+            await asyncio.to_thread(shutil.rmtree, self.session_dir(sid), True)
+        for run_id in [r for r, v in self._run_cache.items() if v["sessionId"] in doomed]:
+            del self._run_cache[run_id]
+        return t.SessionDeleteResult(deleted=True)
+
+    def _descendants(self, session_id: str) -> list[str]:
+        out, todo = [], [session_id]
+        while todo:
+            sid = todo.pop()
+            out.append(sid)
+            todo.extend(self.catalog.children(sid))
+        return out
+
+    # --- run/resolve, toolContext/get, models/list -------------------------------------
+
+    def cache_run(self, run_id: str, entry: dict[str, str]) -> None:
+        """Merge into the cache: a field already set is never replaced by an absent one."""
+        current = self._run_cache.setdefault(run_id, {})
+        for key, value in entry.items():
+            if value is not None:
+                current[key] = value
+
+    async def resolve_run(self, p: t.RunResolveParams) -> t.RunResolveResult | None:
+        cached = self._run_cache.get(p.run_id)
+        if cached is None or len(cached) < 3:
+            if not ids.is_valid_id(p.run_id, "run"):
+                return None
+            row = await self.catalog.run(self.catalog.resolve_run, p.run_id)
+            if row is None:
+                return None
+            self.cache_run(p.run_id, {"sessionId": row[0], "clientSessionId": row[1],
+                                      "sessionScopeKey": row[2]})
+            cached = self._run_cache[p.run_id]
+        return t.RunResolveResult(
+            session_id=cached["sessionId"],
+            client_session_id=cached["clientSessionId"],
+            session_scope_key=cached["sessionScopeKey"],
+        )
+
+    async def tool_context(self, p: t.ToolContextGetParams) -> t.ToolContext | None:
+        data = await self.toolctx.get(p.session_scope_key)
+        if data is None:
+            return None
+        try:
+            return structure(data, t.ToolContext)
+        except Exception:
+            return None
+
+    def models(self) -> t.ModelsListResult:
+        out = []
+        for model in self.config.models.values():
+            out.append(t.ModelInfo(
+                id=model.id,
+                provider=model.provider,
+                default=model.id == self.config.default_model,
+                context_window=model.context_window,
+                max_output_tokens=model.max_output_tokens,
+            ))
+        return t.ModelsListResult(models=out)
+
+
+def run_lock(manager: SessionManager, session_id: str) -> RunLock:
+    return RunLock(manager.session_dir(session_id))

@@ -1,0 +1,316 @@
+"""The catalog: a SQLite index of sessions and runs, derived from the logs.
+
+`session/list` (every filter, cursor pagination) and `run/resolve` read only this.
+It can always be rebuilt from the logs (`agentd reindex`), and is rebuilt when it is
+missing or unreadable. Several daemons may share it: WAL mode, a busy timeout, and
+short transactions. All access goes through one thread, so the event loop never
+waits on SQLite locks held by another process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_TITLE = "New session"
+
+
+def cost_str(value: Decimal) -> str:
+    """Costs are stored as exact decimal strings."""
+    return format(value.normalize(), "f") if value else "0"
+
+T = TypeVar("T")
+
+SESSION_COLUMNS = (
+    "id, client_session_id, actor_key, project_key, project_id, parent_id, title, "
+    "workspace_root, model, scope_key, created, updated, status, run_id, owner_pid, "
+    "input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost"
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+  id TEXT PRIMARY KEY,
+  client_session_id TEXT NOT NULL,
+  actor_key TEXT NOT NULL,
+  project_key TEXT NOT NULL,
+  project_id TEXT,
+  parent_id TEXT,
+  title TEXT NOT NULL,
+  title_fold TEXT NOT NULL,
+  workspace_root TEXT,
+  model TEXT,
+  scope_key TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  status TEXT NOT NULL DEFAULT 'idle',
+  run_id TEXT,
+  owner_pid INTEGER,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+  cost TEXT NOT NULL DEFAULT '0'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sessions_client
+  ON sessions (actor_key, project_key, client_session_id);
+CREATE INDEX IF NOT EXISTS sessions_order ON sessions (updated DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_parent ON sessions (parent_id, updated DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_roots ON sessions (updated DESC, id DESC) WHERE parent_id IS NULL;
+CREATE INDEX IF NOT EXISTS sessions_project ON sessions (project_id, updated DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_busy ON sessions (status) WHERE status != 'idle';
+CREATE INDEX IF NOT EXISTS sessions_scope ON sessions (scope_key);
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  session_id TEXT NOT NULL,
+  started INTEGER NOT NULL,
+  ended INTEGER
+);
+CREATE INDEX IF NOT EXISTS runs_session ON runs (session_id);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '{SCHEMA_VERSION}');
+"""
+
+
+class CatalogCorrupt(Exception):
+    pass
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agentd-catalog"
+        )
+        self._db: sqlite3.Connection | None = None
+        self.rebuilt = False
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def open_sync(self) -> bool:
+        """Open (creating if needed). Returns False when the file was missing or unusable
+        and a fresh, empty catalog was made: the caller then reindexes from the logs."""
+        existed = self.path.exists()
+        try:
+            self._db = self._connect()
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                raise CatalogCorrupt(f"schema {row and row[0]!r}")
+            return existed
+        except (sqlite3.DatabaseError, CatalogCorrupt) as exc:
+            logger.warning("catalog %s unusable (%s): rebuilding from the logs", self.path, exc)
+            self._discard()
+            self._db = self._connect()
+            return False
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: commits survive a process crash; the catalog is derived anyway.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _discard(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        stamp = time.strftime("%Y%m%d%H%M%S")
+        if self.path.exists():
+            self.path.replace(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "catalog not open"
+        return self._db
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        def _close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        self._executor.submit(_close).result()
+        self._executor.shutdown(wait=True)
+
+    # --- sessions (call through `run`) -------------------------------------------------
+
+    def insert_session(self, row: dict[str, Any]) -> bool:
+        """Insert; False when (actor, project, clientSessionId) already exists."""
+        try:
+            self.db.execute(
+                "INSERT INTO sessions (id, client_session_id, actor_key, project_key, project_id,"
+                " parent_id, title, title_fold, workspace_root, model, scope_key, created, updated)"
+                " VALUES (:id, :client_session_id, :actor_key, :project_key, :project_id,"
+                " :parent_id, :title, :title_fold, :workspace_root, :model, :scope_key, :created,"
+                " :updated)",
+                {**row, "title_fold": row["title"].casefold()},
+            )
+            return True
+        except sqlite3.IntegrityError:
+            return False
+
+    def upsert_session(self, row: dict[str, Any]) -> None:
+        """Reindex: write a session row whole."""
+        values = {
+            "status": "idle", "run_id": None, "owner_pid": None, "input_tokens": 0,
+            "output_tokens": 0, "reasoning_tokens": 0, "cache_read_tokens": 0,
+            "cache_write_tokens": 0, "cost": "0", **row, "title_fold": row["title"].casefold(),
+        }
+        cols = [c.strip() for c in SESSION_COLUMNS.split(",")] + ["title_fold"]
+        self.db.execute(
+            f"INSERT OR REPLACE INTO sessions ({', '.join(cols)}) VALUES "
+            f"({', '.join(':' + c for c in cols)})",
+            values,
+        )
+
+    def get_session(self, session_id: str) -> tuple[Any, ...] | None:
+        return self.db.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+
+    def find_by_client(self, actor: str, project: str, client_id: str) -> tuple[Any, ...] | None:
+        return self.db.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE actor_key = ? AND project_key = ?"
+            " AND client_session_id = ?",
+            (actor, project, client_id),
+        ).fetchone()
+
+    def find_by_scope(self, scope_key: str) -> tuple[Any, ...] | None:
+        return self.db.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE scope_key = ?", (scope_key,)
+        ).fetchone()
+
+    def update_session(self, session_id: str, fields: dict[str, Any]) -> tuple[Any, ...] | None:
+        if "title" in fields:
+            fields = {**fields, "title_fold": fields["title"].casefold()}
+        assignments = ", ".join(f"{k} = :{k}" for k in fields)
+        self.db.execute(
+            f"UPDATE sessions SET {assignments} WHERE id = :_id", {**fields, "_id": session_id}
+        )
+        return self.get_session(session_id)
+
+    def touch(self, session_id: str, at: int) -> None:
+        # `updated` only moves forward; two daemons may race.
+        self.db.execute("UPDATE sessions SET updated = max(updated, ?) WHERE id = ?",
+                        (at, session_id))
+
+    def list_sessions(
+        self,
+        *,
+        limit: int,
+        cursor: tuple[int, str] | None,
+        parent_id: str | None,
+        roots_only: bool,
+        project_id: str | None,
+        query: str | None,
+    ) -> list[tuple[Any, ...]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("(updated < ? OR (updated = ? AND id < ?))")
+            args += [cursor[0], cursor[0], cursor[1]]
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            args.append(parent_id)
+        elif roots_only:
+            where.append("parent_id IS NULL")
+        if project_id is not None:
+            where.append("project_id = ?")
+            args.append(project_id)
+        if query:
+            where.append("instr(title_fold, ?) > 0")
+            args.append(query.casefold())
+        sql = f"SELECT {SESSION_COLUMNS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return self.db.execute(sql, args).fetchall()
+
+    def children(self, session_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT id FROM sessions WHERE parent_id = ?", (session_id,))]
+
+    def delete_sessions(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in ids])
+            self.db.executemany("DELETE FROM runs WHERE session_id = ?", [(i,) for i in ids])
+
+    def busy_sessions(self) -> list[tuple[Any, ...]]:
+        return self.db.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE status != 'idle'"
+        ).fetchall()
+
+    # --- runs --------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, session_id: str, at: int, pid: int) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, session_id, started) VALUES (?, ?, ?)",
+                (run_id, session_id, at),
+            )
+            self.db.execute(
+                "UPDATE sessions SET status = 'busy', run_id = ?, owner_pid = ?,"
+                " updated = max(updated, ?) WHERE id = ?",
+                (run_id, pid, at, session_id),
+            )
+
+    def end_run(self, run_id: str, session_id: str, at: int, totals: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (at, run_id))
+            self.db.execute(
+                "UPDATE sessions SET status = 'idle', run_id = NULL, owner_pid = NULL,"
+                " updated = max(updated, :at), input_tokens = :input_tokens,"
+                " output_tokens = :output_tokens, reasoning_tokens = :reasoning_tokens,"
+                " cache_read_tokens = :cache_read_tokens,"
+                " cache_write_tokens = :cache_write_tokens, cost = :cost WHERE id = :id",
+                {**totals, "at": at, "id": session_id},
+            )
+
+    def resolve_run(self, run_id: str) -> tuple[str, str, str] | None:
+        return self.db.execute(
+            "SELECT s.id, s.client_session_id, s.scope_key FROM runs r"
+            " JOIN sessions s ON s.id = r.session_id WHERE r.run_id = ?",
+            (run_id,),
+        ).fetchone()
+
+    def insert_runs(self, rows: Iterable[tuple[str, str, int, int | None]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO runs (run_id, session_id, started, ended) VALUES (?,?,?,?)",
+            rows,
+        )
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+    def transaction(self, fn: Callable[[], T]) -> T:
+        with self.db:
+            self.db.execute("BEGIN")
+            return fn()

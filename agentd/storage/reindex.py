@@ -1,0 +1,74 @@
+"""Rebuild the catalog from the session logs (`agentd reindex`, or by itself when the
+catalog is missing or corrupt). The logs are the source of truth."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from agentd import ids
+from agentd.storage.catalog import DEFAULT_TITLE, Catalog, cost_str
+from agentd.storage.log import LOG_NAME, read_log_file
+
+logger = logging.getLogger(__name__)
+
+
+def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
+    """Returns the number of sessions indexed. Runs on the caller's thread."""
+    count = 0
+
+    def work() -> None:
+        nonlocal count
+        for entry in os.scandir(sessions_dir):
+            if not ids.is_valid_id(entry.name, "ses"):
+                continue
+            path = Path(entry.path) / LOG_NAME
+            if not path.exists():
+                continue
+            state = read_log_file(path)
+            header = state.session
+            if header is None or header.get("id") != entry.name:
+                logger.warning("no session header in %s: skipped", path)
+                continue
+            usage, cost = state.usage_and_cost()
+            last_message_at = max(
+                [m.meta.get("time", {}).get("completed") or m.meta.get("time", {}).get("created", 0)
+                 for m in state.messages.values()] or [0]
+            )
+            catalog.upsert_session({
+                "id": header["id"],
+                "client_session_id": header["clientSessionId"],
+                "actor_key": header["actorKey"],
+                "project_key": header["projectKey"],
+                "project_id": header.get("projectId"),
+                "parent_id": header.get("parentId"),
+                "title": state.title or DEFAULT_TITLE,
+                "workspace_root": header.get("workspaceRoot"),
+                "model": header.get("model"),
+                "scope_key": header["sessionScopeKey"],
+                "created": header["created"],
+                "updated": max(header["created"], state.last_at, last_message_at),
+                # A run still open in the log is closed by recovery, which looks for it.
+                "status": "busy" if state.open_runs else "idle",
+                "run_id": next(iter(state.open_runs), None),
+                "input_tokens": usage.get("inputTokens", 0),
+                "output_tokens": usage.get("outputTokens", 0),
+                "reasoning_tokens": usage.get("reasoningTokens", 0),
+                "cache_read_tokens": usage.get("cacheReadTokens", 0),
+                "cache_write_tokens": usage.get("cacheWriteTokens", 0),
+                "cost": cost_str(cost),
+            })
+            run_rows = {}
+            for msg in state.messages.values():
+                run_id = msg.meta.get("runId")
+                if run_id:
+                    t = msg.meta.get("time", {})
+                    run_rows[run_id] = (run_id, header["id"], t.get("created", 0),
+                                        t.get("completed"))
+            catalog.insert_runs(run_rows.values())
+            count += 1
+
+    catalog.transaction(work)
+    logger.info("reindexed %d sessions from %s", count, sessions_dir)
+    return count

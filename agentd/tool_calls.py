@@ -1,0 +1,217 @@
+"""Running the model's tool calls: built-in tools, editor-side tools (`tool/execute`),
+permission checks (`permission/request`), and the tool part's state machine
+pending → running → completed | error. A failing tool is a result the model reads,
+never a protocol error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from agentd import ids
+from agentd.config import Config
+from agentd.protocol import types as t
+from agentd.tools import BUILTIN_TOOLS, DEFAULT_TOOLS, ToolEnv, run_builtin_tool, truncate_output
+
+logger = logging.getLogger(__name__)
+
+CLIENT_TOOL_TIMEOUT_S = 600.0
+
+
+@attrs.define
+class Permissions:
+    """Remembered `*_always` answers for one session, keyed by tool and normalized input."""
+
+    decisions: dict[tuple[str, str], bool] = attrs.Factory(dict)
+
+    @staticmethod
+    def key(tool: str, tool_input: Any) -> tuple[str, str]:
+        return tool, json.dumps(tool_input, sort_keys=True, separators=(",", ":"))
+
+    def get(self, tool: str, tool_input: Any) -> bool | None:
+        return self.decisions.get(self.key(tool, tool_input))
+
+    def remember(self, tool: str, tool_input: Any, allowed: bool) -> None:
+        self.decisions[self.key(tool, tool_input)] = allowed
+
+
+class ToolRunner:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        link: Any,
+        editor: Any,
+        session_id: str,
+        run_id: str,
+        scope_key: str,
+        builtin: list[str],
+        client_tools: list[t.ClientTool],
+        env: ToolEnv,
+        permissions: Permissions,
+    ) -> None:
+        self.config = config
+        self.link = link
+        self.editor = editor
+        self.session_id = session_id
+        self.run_id = run_id
+        self.scope_key = scope_key
+        self.builtin = [name for name in builtin if name in BUILTIN_TOOLS]
+        self.client_tools = {ct.name: ct for ct in client_tools if ct.name not in BUILTIN_TOOLS}
+        self.env = env
+        self.permissions = permissions
+
+    def openai_specs(self) -> list[dict[str, Any]]:
+        specs = []
+        for name in self.builtin:
+            spec = BUILTIN_TOOLS[name]
+            specs.append(_function(spec.name, spec.description, spec.parameters))
+        for ct in self.client_tools.values():
+            specs.append(_function(ct.name, ct.description, ct.parameters))
+        return specs
+
+    async def run(self, turn: Any, part: t.ToolPart, raw_args: str) -> None:
+        tool_input, problem = parse_arguments(raw_args)
+        start = ids.now_ms()
+        part.state = t.ToolStatePending(input=tool_input)
+        turn.update_part(part)
+        if problem is not None:
+            return self._error(turn, part, tool_input, start, problem)
+        name = part.tool
+        if name not in self.builtin and name not in self.client_tools:
+            known = ", ".join(self.builtin + list(self.client_tools)) or "none"
+            return self._error(turn, part, tool_input, start,
+                               f"unknown tool {name!r}; available tools: {known}")
+        if name in self.builtin and BUILTIN_TOOLS[name].writes:
+            refusal = await self._permission(part, tool_input)
+            if refusal is not None:
+                return self._error(turn, part, tool_input, start, refusal)
+        start = ids.now_ms()
+        part.state = t.ToolStateRunning(input=tool_input, time=t.ToolTime(start=start),
+                                        title=_title(name, tool_input))
+        turn.update_part(part)
+        if name in self.builtin:
+            out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
+            output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
+        else:
+            output, title, metadata, is_error = await self._client_tool(turn, part, tool_input)
+        end = ids.now_ms()
+        if is_error:
+            part.state = t.ToolStateError(input=tool_input, error=output or "failed",
+                                          time=t.ToolTime(start=start, end=end))
+        else:
+            part.state = t.ToolStateCompleted(
+                input=tool_input, output=output, title=title or _title(name, tool_input),
+                metadata=metadata, time=t.ToolTime(start=start, end=end),
+            )
+        turn.update_part(part)
+        return None
+
+    def _error(self, turn: Any, part: t.ToolPart, tool_input: Any, start: int, why: str) -> None:
+        part.state = t.ToolStateError(input=tool_input, error=why,
+                                      time=t.ToolTime(start=start, end=ids.now_ms()))
+        turn.update_part(part)
+
+    async def _permission(self, part: t.ToolPart, tool_input: Any) -> str | None:
+        """None when the tool may run, else why not (the model reads it)."""
+        name = part.tool
+        if (name == "bash" and self.config.allow_bash) or (
+            name != "bash" and self.config.allow_write_tools
+        ):
+            return None
+        remembered = self.permissions.get(name, tool_input)
+        if remembered is not None:
+            return None if remembered else f"the user refused {name} for this input"
+        if not self.editor.permission_requests:
+            return (f"{name} needs the user's permission, and this editor cannot ask for it "
+                    "(no permissionRequests capability); it is refused")
+        try:
+            answer = await self.link.request("permission/request", {
+                "sessionId": self.session_id, "runId": self.run_id, "callId": part.call_id,
+                "tool": name, "input": tool_input, "title": _title(name, tool_input),
+            })
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return f"permission request failed: {exc}"
+        outcome = answer.get("outcome") if isinstance(answer, dict) else None
+        if outcome == "allow_always":
+            self.permissions.remember(name, tool_input, True)
+        elif outcome == "reject_always":
+            self.permissions.remember(name, tool_input, False)
+        if outcome in ("allow_once", "allow_always"):
+            return None
+        if outcome in ("reject_once", "reject_always"):
+            return f"the user refused {name}"
+        return f"permission request got an invalid answer: {outcome!r}"
+
+    async def _client_tool(self, turn: Any, part: t.ToolPart,
+                           tool_input: Any) -> tuple[str, str | None, dict[str, Any] | None, bool]:
+        params = {
+            "sessionId": self.session_id, "runId": self.run_id, "messageId": turn.message.id,
+            "callId": part.call_id, "name": part.tool, "input": tool_input,
+            "sessionScopeKey": self.scope_key,
+        }
+        try:
+            async with asyncio.timeout(CLIENT_TOOL_TIMEOUT_S):
+                result = await self.link.request("tool/execute", params)
+        except TimeoutError:
+            return f"the editor did not answer within {CLIENT_TOOL_TIMEOUT_S:.0f} s", None, None, True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return f"the editor failed to run {part.tool}: {exc}", None, None, True
+        if not isinstance(result, dict) or not isinstance(result.get("output"), str):
+            return "the editor answered tool/execute without an output string", None, None, True
+        output = truncate_output(result["output"], self.env, call_id=part.call_id)
+        metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
+        title = result.get("title") if isinstance(result.get("title"), str) else None
+        return output, title, metadata, result.get("isError") is True
+
+
+def parse_arguments(raw: str) -> tuple[Any, str | None]:
+    if not raw.strip():
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        return {"_raw": raw[:2000]}, f"the arguments are not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return {"_raw": raw[:2000]}, "the arguments must be a JSON object"
+    return value, None
+
+
+def _function(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "function",
+            "function": {"name": name, "description": description, "parameters": dict(parameters)}}
+
+
+def _title(name: str, tool_input: Any) -> str:
+    if isinstance(tool_input, dict):
+        for key in ("path", "pattern", "command"):
+            value = tool_input.get(key)
+            if isinstance(value, str) and value:
+                return f"{name} {value[:60]}"
+    return name
+
+
+def tool_env(workspace_root: str | None, session_dir: Path, scope_key: str,
+             tool_context_dir: Path) -> ToolEnv:
+    from agentd.toolctx import ENV_DIR, ENV_KEY
+
+    root = Path(workspace_root or ".").absolute()
+    return ToolEnv(
+        workspace_root=root,
+        spill_dir=session_dir / "tool-output",
+        process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
+    )
+
+
+__all__ = ["DEFAULT_TOOLS", "Permissions", "ToolRunner", "tool_env"]

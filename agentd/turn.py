@@ -1,0 +1,306 @@
+"""One run: the model loop.
+
+`run_turn` appends the user message, sends history + system prompt + tool specs to the
+model, streams the answer into parts, runs the tool calls, feeds the results back, and
+repeats until the model stops or the step limit. Abort is task cancellation: the loop
+catches it, closes what is open, and the message ends as `aborted` with everything
+streamed so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from agentd import ids
+from agentd.config import Config, ModelConfig
+from agentd.errors import ProviderError
+from agentd.history import to_chat_messages
+from agentd.protocol import types as t
+from agentd.run_stream import RunStream
+from agentd.tool_calls import ToolRunner
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_STEPS = 25
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a coding assistant working inside the user's editor. Be concise. Use the "
+    "tools you are given to read and change the user's workspace when that helps; paths "
+    "are relative to the workspace root."
+)
+
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content-filter",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+}
+
+
+@attrs.define
+class TurnInput:
+    session: t.Session
+    header: dict[str, Any]
+    run_id: str
+    params: t.SessionChatParams
+    model: ModelConfig
+    history: list[dict[str, Any]]  # OpenAI chat messages for everything before this run
+    user_message: t.Message
+
+
+def step_cost(model: ModelConfig, usage: t.Usage) -> Decimal:
+    cached = usage.cache_read_tokens
+    uncached = max(usage.input_tokens - cached, 0)
+    read_price = model.cache_read_price if model.cache_read_price is not None else model.input_price
+    write_price = model.cache_write_price if model.cache_write_price is not None else Decimal(0)
+    total = (
+        uncached * model.input_price
+        + cached * read_price
+        + usage.cache_write_tokens * write_price
+        + usage.output_tokens * model.output_price
+    )
+    return total / Decimal(1_000_000)
+
+
+def usage_from_provider(u: Any) -> t.Usage:
+    if u is None:
+        return t.Usage()
+    return t.Usage(
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+        cache_read_tokens=u.cache_read_tokens,
+        cache_write_tokens=u.cache_write_tokens,
+    )
+
+
+class Turn:
+    """State of one run's assistant message while it streams."""
+
+    def __init__(self, inp: TurnInput, stream: RunStream, provider: Any, tools: ToolRunner,
+                 config: Config, on_retry: Callable[[Any], None]) -> None:
+        self.inp = inp
+        self.stream = stream
+        self.provider = provider
+        self.tools = tools
+        self.config = config
+        self.on_retry = on_retry
+        now = ids.now_ms()
+        self.message = t.Message(
+            id=ids.new_id("msg"),
+            session_id=inp.session.id,
+            role="assistant",
+            time=t.MessageTime(created=now),
+            run_id=inp.run_id,
+            parent_id=inp.user_message.id,
+            model=inp.model.id,
+            usage=t.Usage(),
+            cost=0.0,
+        )
+        self.cost = Decimal(0)
+        self._open_text: t.TextPart | t.ReasoningPart | None = None
+
+    # --- parts -------------------------------------------------------------------------
+
+    def add_part(self, part: t.Part) -> None:
+        self.message.parts.append(part)
+        self.stream.part(self.message.id, part)
+
+    def update_part(self, part: t.Part) -> None:
+        self.stream.part(self.message.id, part)
+
+    def _stream_text(self, kind: type[t.TextPart] | type[t.ReasoningPart], text: str) -> None:
+        part = self._open_text
+        if part is None or type(part) is not kind:
+            self.close_text()
+            part = kind(id=ids.new_id("prt"), text="", time=t.PartTime(start=ids.now_ms()))
+            self._open_text = part
+            # Logged empty now; its text is checkpointed as deltas and written whole at its end.
+            self.add_part(part)
+        part.text += text
+        self.stream.delta(self.message.id, part.id, text)
+
+    def close_text(self) -> None:
+        part, self._open_text = self._open_text, None
+        if part is not None:
+            part.time.end = ids.now_ms()
+            self.update_part(part)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> t.Message:
+        inp = self.inp
+        self.stream.message(self.message)
+        max_steps = inp.params.max_steps or DEFAULT_MAX_STEPS
+        messages = list(inp.history)
+        finish: str | None = None
+        try:
+            for step in range(max_steps):
+                calls = await self.step(messages)
+                if calls is None:
+                    finish = self.message.finish_reason or "stop"
+                    break
+                if step == max_steps - 1:
+                    finish = "tool-calls"
+            else:
+                finish = finish or "tool-calls"
+        except asyncio.CancelledError:
+            finish = "aborted"
+            self._abandon_open_parts("aborted")
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        except ProviderError as exc:
+            finish = "error"
+            self.message.error = t.ErrorInfo(**exc.to_wire())
+            self._abandon_open_parts("interrupted by a provider error")
+        self.message.finish_reason = finish  # type: ignore[assignment]
+        self.message.time.completed = ids.now_ms()
+        self.message.cost = float(self.cost)
+        self.stream.message(self.message)
+        return self.message
+
+    async def step(self, messages: list[dict[str, Any]]) -> list[t.ToolPart] | None:
+        """One model call and its tool calls. Returns the tool parts when the model asked
+        for tools (the loop goes on), None when it stopped."""
+        self.add_part(t.StepStartPart(id=ids.new_id("prt")))
+        step_usage = t.Usage()
+        reason = "stop"
+        calls: dict[int, dict[str, Any]] = {}
+        try:
+            events = self.provider.stream_chat(
+                model=self.inp.model.upstream,
+                messages=messages,
+                tools=self.tools.openai_specs() or None,
+                max_tokens=self.inp.model.max_output_tokens,
+                on_retry=self.on_retry,
+            )
+            try:
+                async for ev in events:
+                    kind = type(ev).__name__
+                    if kind == "TextDelta":
+                        self._stream_text(t.TextPart, ev.text)
+                    elif kind == "ReasoningDelta":
+                        self._stream_text(t.ReasoningPart, ev.text)
+                    elif kind == "ToolCallStarted":
+                        self.close_text()
+                        part = t.ToolPart(id=ids.new_id("prt"), call_id=ev.call_id, tool=ev.name,
+                                          state=t.ToolStatePending(input={}))
+                        calls[ev.index] = {"part": part, "args": []}
+                        self.add_part(part)
+                    elif kind == "ToolCallArguments":
+                        if ev.index in calls:
+                            calls[ev.index]["args"].append(ev.delta)
+                    elif kind == "StepFinished":
+                        step_usage = usage_from_provider(ev.usage)
+                        reason = FINISH_REASONS.get(ev.finish_reason, ev.finish_reason or "stop")
+                        if ev.refusal and not any(isinstance(p, t.TextPart) for p in self.message.parts):
+                            self._stream_text(t.TextPart, ev.refusal)
+                        self._reconcile_calls(calls, ev.tool_calls)
+            finally:
+                await events.aclose()
+        except BaseException as exc:
+            self.close_text()
+            label = "aborted" if isinstance(exc, asyncio.CancelledError) else "error"
+            self._finish_step(label, step_usage)
+            raise
+        self.close_text()
+        self._finish_step(reason, step_usage)
+        if reason in ("length", "content-filter"):
+            self.message.finish_reason = reason  # type: ignore[assignment]
+        tool_parts = [c["part"] for _, c in sorted(calls.items())]
+        if not tool_parts:
+            return None
+        # The assistant turn as the model sent it, then each result, in call order.
+        messages.append({
+            "role": "assistant",
+            "content": "".join(p.text for p in self._step_text()) or None,
+            "tool_calls": [
+                {"id": p.call_id, "type": "function",
+                 "function": {"name": p.tool, "arguments": "".join(c["args"]) or "{}"}}
+                for p, c in ((c["part"], c) for _, c in sorted(calls.items()))
+            ],
+        })
+        for _, call in sorted(calls.items()):
+            part: t.ToolPart = call["part"]
+            await self.tools.run(self, part, "".join(call["args"]))
+            messages.append({"role": "tool", "tool_call_id": part.call_id,
+                             "content": tool_result_text(part)})
+        return tool_parts
+
+    def _reconcile_calls(self, calls: dict[int, dict[str, Any]], assembled: Any) -> None:
+        """Use the provider's assembled calls as the authority for ids, names and args."""
+        for index, call in enumerate(assembled or ()):
+            entry = calls.get(index)
+            if entry is None:
+                part = t.ToolPart(id=ids.new_id("prt"), call_id=call.call_id, tool=call.name,
+                                  state=t.ToolStatePending(input={}))
+                calls[index] = {"part": part, "args": [call.arguments]}
+                self.add_part(part)
+            else:
+                entry["args"] = [call.arguments]
+
+    def _step_text(self) -> list[t.TextPart]:
+        out: list[t.TextPart] = []
+        for part in reversed(self.message.parts):
+            if isinstance(part, t.StepStartPart):
+                break
+            if isinstance(part, t.TextPart):
+                out.append(part)
+        return list(reversed(out))
+
+    def _finish_step(self, reason: str, usage: t.Usage) -> None:
+        cost = step_cost(self.inp.model, usage)
+        self.cost += cost
+        assert self.message.usage is not None
+        self.message.usage = self.message.usage + usage
+        self.message.cost = float(self.cost)
+        self.add_part(t.StepFinishPart(id=ids.new_id("prt"), reason=reason, usage=usage,
+                                       cost=float(cost)))
+
+    def _abandon_open_parts(self, why: str) -> None:
+        """Unfinished tool parts become errors; open text is closed as it stands."""
+        self.close_text()
+        now = ids.now_ms()
+        for part in self.message.parts:
+            if isinstance(part, t.ToolPart) and part.state.status in ("pending", "running"):
+                start = getattr(part.state, "time", None)
+                part.state = t.ToolStateError(
+                    input=part.state.input,
+                    error="aborted" if why == "aborted" else why,
+                    time=t.ToolTime(start=start.start if start else now, end=now),
+                )
+                self.update_part(part)
+
+
+def tool_result_text(part: t.ToolPart) -> str:
+    state = part.state
+    if isinstance(state, t.ToolStateCompleted):
+        return state.output
+    if isinstance(state, t.ToolStateError):
+        return f"Error: {state.error}"
+    return "Error: the tool call was interrupted before it finished"
+
+
+def read_input_file(root: Path, path: str, limit: int = 200_000) -> str:
+    """An input `file` part's text for the model (confined to the workspace)."""
+    target = (root / path).resolve()
+    if not target.is_relative_to(root.resolve()):
+        return f"[file {path}: outside the workspace, not attached]"
+    try:
+        data = target.read_bytes()[:limit]
+    except OSError as exc:
+        return f"[file {path}: {exc.strerror}]"
+    if b"\x00" in data[:8192]:
+        return f"[file {path}: binary, not attached]"
+    return f"[file {path}]\n{data.decode('utf-8', 'replace')}"
+
+
+__all__ = ["Turn", "TurnInput", "to_chat_messages", "tool_result_text"]

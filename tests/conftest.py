@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from rpc_client import Daemon, daemon_env  # noqa: E402
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    """spawn(base_url=None, **env) -> an agentd started on tmp_path's data and state dirs."""
+    daemons: list[Daemon] = []
+
+    def _spawn(base_url: str | None = None, *, args: list[str] | None = None,
+               initialize: bool = True, workspace: Path | None = None, **env: str) -> Daemon:
+        d = Daemon(daemon_env(tmp_path, base_url, **env), args=args)
+        daemons.append(d)
+        if initialize:
+            d.initialize(workspaceRoot=str(workspace or tmp_path))
+        return d
+
+    yield _spawn
+    for d in daemons:
+        d.stop()
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator:
+    from agentd.scripted_model import ScriptedModelServer
+
+    with ScriptedModelServer(fixtures_dir=Path(__file__).parent / "fixtures" / "openai-compat") as srv:
+        yield srv
+
+
+@pytest.fixture
+def model(model_server):  # type: ignore[no-untyped-def]
+    model_server.reset()
+    return model_server

@@ -1,0 +1,223 @@
+"""A small JSON-RPC client for the tests: spawns the installed `agentd`, speaks LSP
+framing over real pipes, and shares no code with agentd.
+
+A reader thread parses frames into a queue; tests wait on conditions with deadlines
+(never sleeps). Requests from agentd (`tool/execute`, `permission/request`) are
+answered by handlers the test registers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+AGENTD = [sys.executable, "-m", "agentd"]
+
+
+class RpcError(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('code')}: {error.get('message')}")
+        self.code = error.get("code")
+        self.message = error.get("message")
+        self.data = error.get("data")
+
+
+def frame(obj: Any) -> bytes:
+    body = json.dumps(obj).encode("utf-8")
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+class Daemon:
+    def __init__(self, env: dict[str, str], args: list[str] | None = None,
+                 cwd: str | None = None) -> None:
+        full_env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            [*AGENTD, *(args or [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=full_env, cwd=cwd,
+        )
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self.messages: list[dict[str, Any]] = []  # everything received, in order
+        self.responses: dict[Any, dict[str, Any]] = {}
+        self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        self.stderr_lines: list[str] = []
+        self.closed = False
+        self._reader = threading.Thread(target=self._read_loop, daemon=True)
+        self._reader.start()
+        self._err = threading.Thread(target=self._read_stderr, daemon=True)
+        self._err.start()
+
+    # --- transport ---------------------------------------------------------------------
+
+    def send_raw(self, data: bytes) -> None:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    def send(self, obj: Any) -> None:
+        self.send_raw(frame(obj))
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line.decode("utf-8", "replace"))
+
+    def _read_loop(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                headers: dict[str, str] = {}
+                while True:
+                    line = out.readline()
+                    if not line:
+                        return
+                    line = line.strip()
+                    if not line:
+                        break
+                    name, _, value = line.decode("ascii").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers["content-length"])
+                body = out.read(length)
+                msg = json.loads(body)
+                self._on_message(msg)
+        finally:
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        if "method" in msg and "id" in msg:
+            handler = self.handlers.get(msg["method"])
+            with self._cond:
+                self.messages.append(msg)
+                self._cond.notify_all()
+            if handler is not None:
+                threading.Thread(target=self._answer, args=(msg, handler), daemon=True).start()
+            return
+        with self._cond:
+            self.messages.append(msg)
+            if "id" in msg and "method" not in msg:
+                self.responses[msg["id"]] = msg
+            self._cond.notify_all()
+
+    def _answer(self, msg: dict[str, Any], handler: Callable[[dict[str, Any]], Any]) -> None:
+        try:
+            result = handler(msg["params"])
+            self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+        except RpcError as exc:
+            self.send({"jsonrpc": "2.0", "id": msg["id"],
+                       "error": {"code": exc.code, "message": exc.message}})
+
+    # --- waiting -----------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("condition not met; stderr:\n" + "".join(self.stderr_lines[-30:]))
+                if self.closed and not value:
+                    # One last check after the stream closed.
+                    value = predicate()
+                    if value:
+                        return value
+                    raise EOFError("agentd closed stdout; stderr:\n" + "".join(self.stderr_lines[-30:]))
+                self._cond.wait(min(remaining, 0.5))
+
+    def notifications(self, method: str | None = None) -> list[dict[str, Any]]:
+        with self._cond:
+            return [m for m in self.messages if "id" not in m
+                    and (method is None or m.get("method") == method)]
+
+    # --- requests ----------------------------------------------------------------------
+
+    def request_async(self, method: str, params: Any = None, *, msg_id: Any = None) -> Any:
+        msg_id = next(self._ids) if msg_id is None else msg_id
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+        return msg_id
+
+    def response(self, msg_id: Any, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait_for(lambda: self.responses.get(msg_id), timeout)
+
+    def result(self, msg_id: Any, timeout: float = 20.0) -> Any:
+        resp = self.response(msg_id, timeout)
+        if "error" in resp:
+            raise RpcError(resp["error"])
+        return resp["result"]
+
+    def call(self, method: str, params: Any = None, timeout: float = 20.0) -> Any:
+        return self.result(self.request_async(method, params), timeout)
+
+    def notify(self, method: str, params: Any = None) -> None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+
+    def initialize(self, **params: Any) -> Any:
+        result = self.call("initialize", {"processId": os.getpid(),
+                                          "clientInfo": {"name": "tests"}, **params})
+        self.notify("initialized", {})
+        return result
+
+    # --- ending ------------------------------------------------------------------------
+
+    def close_stdin(self) -> None:
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.call("shutdown", None, timeout=10)
+                self.notify("exit")
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+
+
+def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str, str]:
+    env = {
+        "AGENTD_DATA_DIR": str(tmp / "data"),
+        "AGENTD_STATE_DIR": str(tmp / "state"),
+        "AGENTD_CONFIG": str(tmp / "no-config.toml"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    for key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AGENTD_MODEL", "AGENTD_TITLE_MODEL"):
+        env[key] = ""
+    if base_url:
+        env.update({"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-test-key-123456",
+                    "AGENTD_MODEL": "scripted"})
+    env.update(extra)
+    return env
