@@ -145,10 +145,10 @@ class RunManager:
         mode = p.on_busy or "reject"
         active = self._active.get(sid)
         queue = self._queues.setdefault(sid, collections.deque())
+        # Decide and claim with no await in between: two chats arriving together must
+        # not both see the session idle. (Another daemon's run is caught by the lock.)
         if active is None and not queue:
-            if not await asyncio.to_thread(lock_is_free, self.sessions.session_dir(sid)):
-                raise SessionBusy("session is running in another agentd",
-                                  data={"sessionId": sid, "runId": row[13]})
+            self._active[sid] = run
             run.ready.set_result(None)
         elif mode == "reject":
             busy_run = active.run_id if active is not None else queue[0].run_id
@@ -165,8 +165,10 @@ class RunManager:
             self._discard_waiting(run)
             raise
         if run.dropped:
+            if self._active.get(sid) is run:
+                del self._active[sid]
+                self._start_next(sid)
             raise RequestCancelled("the run was dropped: the session was aborted before it started")
-        self._active[sid] = run
         run.task = asyncio.create_task(self._execute(run), name=f"run {run.run_id}")
         try:
             message = await asyncio.shield(run.task)
@@ -205,6 +207,7 @@ class RunManager:
         while queue:
             nxt = queue.popleft()
             if not nxt.ready.done():
+                self._active[session_id] = nxt
                 nxt.ready.set_result(None)
                 return
         self._queues.pop(session_id, None)
@@ -216,7 +219,9 @@ class RunManager:
         if not await asyncio.to_thread(lock.try_acquire):
             self._active.pop(sid, None)
             self._start_next(sid)
-            raise SessionBusy("session is running in another agentd", data={"sessionId": sid})
+            row = await sessions.catalog.run(sessions.catalog.get_session, sid)
+            raise SessionBusy("session is running in another agentd",
+                              data={"sessionId": sid, "runId": row[13] if row else None})
         log = sessions.log_for(sid)
         stream = RunStream(sessions.link, log, sid, run.run_id)
         scope_key = ""
@@ -327,8 +332,12 @@ class RunManager:
     def _history(self, state: LogState, root: Any) -> list[dict[str, Any]]:
         msgs = list(state.messages.values())
         if state.compact_from and state.compact_from in state.messages:
-            ids_ = list(state.messages)
-            msgs = msgs[ids_.index(state.compact_from):]
+            # The model sees the summary, then the tail kept verbatim, then what came after.
+            order = list(state.messages)
+            after = order[order.index(state.compact_from) + 1 :]
+            msgs = [state.messages[state.compact_from]]
+            msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
+            msgs += [state.messages[i] for i in after]
         return to_chat_messages(self._with_file_text(m.to_wire(), root) for m in msgs)
 
     def _on_retry(self, run: Run, stream: RunStream, notice: Any) -> None:
@@ -354,7 +363,10 @@ class RunManager:
                 if not waiting.ready.done():
                     waiting.ready.set_result(None)
         run = self._active.get(session_id)
-        if run is None or run.task is None:
+        if run is None:
+            return None
+        if run.task is None:  # claimed but not started yet: it never will
+            run.dropped = True
             return None
         self._abort_run(run)
         await asyncio.wait({run.task})
@@ -447,16 +459,10 @@ class RunManager:
         message.time.completed = ids.now_ms()
         data = unstructure(message)
         parts = data.pop("parts")
-        # The summary goes before the kept tail in history order: it is logged as a new
-        # message and `compact` points at it; the kept tail is re-appended after it.
         records: list[dict[str, Any]] = [{"k": "message", "message": data, "at": now}]
         records += [{"k": "part", "m": message.id, "part": part} for part in parts]
-        for kept in keep:
-            wire = kept.to_wire()
-            kept_parts = wire.pop("parts")
-            records.append({"k": "message", "message": wire, "at": now})
-            records += [{"k": "part", "m": wire["id"], "part": part} for part in kept_parts]
-        records.append({"k": "compact", "from": message.id, "at": now})
+        records.append({"k": "compact", "from": message.id,
+                        "keep": [m.meta["id"] for m in keep], "at": now})
         log.append(*records)
         await log.flush()
         await self._update_totals(sid)

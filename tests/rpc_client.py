@@ -66,6 +66,13 @@ class Daemon:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
 
+    def _send_quietly(self, obj: Any) -> None:
+        """For answers from handler threads: the daemon may be gone by then."""
+        try:
+            self.send(obj)
+        except (ValueError, OSError):
+            pass
+
     def send(self, obj: Any) -> None:
         self.send_raw(frame(obj))
 
@@ -116,9 +123,9 @@ class Daemon:
     def _answer(self, msg: dict[str, Any], handler: Callable[[dict[str, Any]], Any]) -> None:
         try:
             result = handler(msg["params"])
-            self.send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+            self._send_quietly({"jsonrpc": "2.0", "id": msg["id"], "result": result})
         except RpcError as exc:
-            self.send({"jsonrpc": "2.0", "id": msg["id"],
+            self._send_quietly({"jsonrpc": "2.0", "id": msg["id"],
                        "error": {"code": exc.code, "message": exc.message}})
 
     # --- waiting -----------------------------------------------------------------------

@@ -8,7 +8,8 @@ Records (one JSON object per line, key `k` says which):
   delta    streamed text since the last checkpoint, appended to a part's `text`
   run      a run starting (`state: start`, with the daemon's pid) or ending
   usage    usage and cost of a model call outside messages (titles, summaries)
-  compact  history sent to the model starts at this message (compaction)
+  compact  history sent to the model is this summary message, the `keep` tail, then
+           what follows (compaction)
 
 Appends are single `write()` calls of whole lines on an O_APPEND descriptor, so two
 processes appending to one log never interleave within a line. Writes run on one
@@ -63,6 +64,7 @@ class LogState:
     extra_usage: dict[str, int] = attrs.Factory(dict)
     extra_cost: Decimal = Decimal(0)
     compact_from: str | None = None
+    compact_keep: list[str] = attrs.Factory(list)
     last_at: int = 0
     bad_lines: int = 0
 
@@ -104,6 +106,7 @@ class LogState:
             self.extra_cost += Decimal(str(rec.get("cost", 0)))
         elif kind == "compact":
             self.compact_from = rec["from"]
+            self.compact_keep = list(rec.get("keep") or ())
         at = rec.get("at")
         if isinstance(at, int) and at > self.last_at:
             self.last_at = at
