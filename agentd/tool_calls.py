@@ -170,7 +170,9 @@ class ToolRunner:
             return f"the editor failed to run {part.tool}: {exc}", None, None, True
         if not isinstance(result, dict) or not isinstance(result.get("output"), str):
             return "the editor answered tool/execute without an output string", None, None, True
-        output = truncate_output(result["output"], self.env, call_id=part.call_id)
+        # Truncation may write the full text to a spill file: off the event loop.
+        output = await asyncio.to_thread(truncate_output, result["output"], self.env,
+                                         call_id=part.call_id)
         metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
         title = result.get("title") if isinstance(result.get("title"), str) else None
         return output, title, metadata, result.get("isError") is True

@@ -1,0 +1,345 @@
+"""`agentd chat`: a terminal client. It spawns a daemon, speaks the wire protocol to it
+like any editor would, and prints answers as they stream.
+
+With no model configured (or `--offline`), it starts the bundled scripted model on
+loopback and points the daemon at it, so a newcomer sees a streamed answer with no key
+and no network. Ctrl-C aborts the running answer; at the prompt it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from argparse import Namespace
+from typing import Any
+
+OFFLINE_BANNER = (
+    "agentd: no model configured, using the bundled scripted model (offline).\n"
+    "        Set OPENAI_BASE_URL, OPENAI_API_KEY and AGENTD_MODEL to chat with a real model.\n"
+)
+HELP = """Commands:
+  /new              start a new session
+  /sessions         list recent sessions
+  /resume ID        continue a session
+  /title TEXT       rename this session
+  /help             this help
+  /quit             leave (Ctrl-D works too)
+Ctrl-C stops the answer being written."""
+
+
+class RpcClient:
+    """JSON-RPC over the daemon's stdio, LSP framing."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, on_notify: Any, on_request: Any) -> None:
+        self.proc = proc
+        self.on_notify = on_notify
+        self.on_request = on_request
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        body = json.dumps(msg).encode()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        msg_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = future
+        self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params or {}})
+        return await future
+
+    def notify(self, method: str, params: Any = None) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params or {}})
+
+    async def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        while True:
+            length = None
+            while True:
+                line = await out.readline()
+                if not line:
+                    for fut in self._pending.values():
+                        if not fut.done():
+                            fut.set_exception(ConnectionError("agentd exited"))
+                    return
+                if not line.strip():
+                    break
+                name, _, value = line.decode().partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length is None:
+                continue
+            msg = json.loads(await out.readexactly(length))
+            if "method" in msg and "id" in msg:
+                asyncio.create_task(self._answer(msg))
+            elif "method" in msg:
+                self.on_notify(msg["method"], msg.get("params") or {})
+            else:
+                fut = self._pending.pop(msg.get("id"), None)
+                if fut is not None and not fut.done():
+                    if "error" in msg:
+                        fut.set_exception(RpcFailure(msg["error"]))
+                    else:
+                        fut.set_result(msg.get("result"))
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        result = await self.on_request(msg["method"], msg.get("params") or {})
+        self._send({"jsonrpc": "2.0", "id": msg["id"], "result": result})
+
+
+class RpcFailure(Exception):
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", "error"))
+        self.code = error.get("code")
+        self.data = error.get("data")
+
+
+class Renderer:
+    """Prints a run's notifications: text as it streams, tools one line each."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.kinds: dict[str, str] = {}
+        self.last_kind: str | None = None
+        self.tool_status: dict[str, str] = {}
+        self.user_messages: set[str] = set()
+
+    def _dim(self, text: str) -> str:
+        return f"\x1b[2m{text}\x1b[0m" if self.tty else text
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        if method == "message/updated" and params["message"]["role"] == "user":
+            self.user_messages.add(params["message"]["id"])
+        elif method == "part/updated" and params["messageId"] not in self.user_messages:
+            self.part(params["part"])
+        elif method == "part/delta" and params["messageId"] not in self.user_messages:
+            kind = self.kinds.get(params["partId"], "text")
+            self.write(self._dim(params["delta"]) if kind == "reasoning" else params["delta"])
+        elif method == "session/status" and params.get("status") == "retry":
+            wait = max(0, (params.get("nextRetryAt", 0) - time.time() * 1000) / 1000)
+            self.write(self._dim(f"\n[retrying: {params.get('message', '')}; attempt "
+                                 f"{params.get('attempt')} in {wait:.1f}s]\n"))
+
+    def part(self, part: dict[str, Any]) -> None:
+        kind = part["type"]
+        if kind in ("text", "reasoning"):
+            if part["id"] not in self.kinds:
+                self.kinds[part["id"]] = kind
+                if self.last_kind is not None and self.last_kind != kind:
+                    self.write("\n")
+                if kind == "reasoning":
+                    self.write(self._dim("(thinking) "))
+                self.last_kind = kind
+        elif kind == "tool":
+            state = part["state"]
+            status = state["status"]
+            if self.tool_status.get(part["id"]) == status or status == "pending":
+                return
+            self.tool_status[part["id"]] = status
+            label = state.get("title") or part["tool"]
+            if status == "running":
+                self.write(self._dim(f"\n[tool {label}] running...\n"))
+            elif status == "completed":
+                lines = state.get("output", "").count("\n") + 1
+                self.write(self._dim(f"[tool {label}] done ({lines} lines of output)\n"))
+            elif status == "error":
+                self.write(self._dim(f"[tool {part['tool']}] failed: {state.get('error')}\n"))
+            self.last_kind = "tool"
+
+    def finish(self, message: dict[str, Any]) -> None:
+        self.write("\n")
+        reason = message.get("finishReason")
+        if message.get("error"):
+            err = message["error"]
+            self.write(f"error: {err['name']}: {err['message']}\n")
+        elif reason == "aborted":
+            self.write(self._dim("[stopped]\n"))
+        elif reason not in (None, "stop"):
+            self.write(self._dim(f"[finished: {reason}]\n"))
+        usage = message.get("usage") or {}
+        if usage and self.tty:
+            cost = message.get("cost") or 0
+            self.write(self._dim(f"[{usage.get('inputTokens', 0)} in, "
+                                 f"{usage.get('outputTokens', 0)} out, ${cost:.4f}]\n"))
+        self.kinds.clear()
+        self.last_kind = None
+
+
+def _model_configured(model: str | None) -> bool:
+    if model or os.environ.get("AGENTD_MODEL"):
+        return True
+    from agentd.config import load_config
+
+    return load_config().default_model is not None
+
+
+async def _chat(args: Namespace) -> int:
+    env = dict(os.environ)
+    scripted = None
+    if args.offline or not _model_configured(args.model):
+        from agentd.scripted_model import ScriptedModelServer
+
+        scripted = ScriptedModelServer()
+        await scripted.start()
+        env.update({"OPENAI_BASE_URL": scripted.base_url, "OPENAI_API_KEY": "offline",
+                    "AGENTD_MODEL": "scripted"})
+        sys.stderr.write(OFFLINE_BANNER)
+    daemon_args = [sys.executable, "-m", "agentd"]
+    if args.data_dir:
+        daemon_args += ["--data-dir", args.data_dir]
+    if args.config:
+        daemon_args += ["--config", args.config]
+    proc = await asyncio.create_subprocess_exec(
+        *daemon_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+    )
+    renderer = Renderer(sys.stdout)
+    loop = asyncio.get_running_loop()
+
+    async def on_request(method: str, params: dict[str, Any]) -> Any:
+        if method == "permission/request":
+            if args.allow_tools:
+                return {"outcome": "allow_once"}
+            renderer.write(f"\nallow {params['title']}? [y]es / [a]lways / [N]o: ")
+            answer = (await loop.run_in_executor(None, sys.stdin.readline)).strip().lower()
+            outcome = {"y": "allow_once", "yes": "allow_once", "a": "allow_always",
+                       "always": "allow_always"}.get(answer, "reject_once")
+            return {"outcome": outcome}
+        return None
+
+    client = RpcClient(proc, renderer.notify, on_request)
+    try:
+        await client.call("initialize", {
+            "processId": os.getpid(), "clientInfo": {"name": "agentd chat"},
+            "workspaceRoot": os.getcwd(),
+            "capabilities": {"permissionRequests": True},
+        })
+        client.notify("initialized")
+        if args.list:
+            await _print_sessions(client)
+            return 0
+        session_id = args.session
+        if session_id:
+            session = (await client.call("session/get", {"sessionId": session_id}))["session"]
+            print(f"resuming: {session['title']} ({session_id})")
+            await _print_history(client, session_id)
+        else:
+            session_id = (await client.call("session/create", {"model": args.model}
+                                            if args.model else {}))["session"]["id"]
+        if args.prompt:
+            return await _send(client, renderer, session_id, " ".join(args.prompt))
+        return await _repl(client, renderer, session_id)
+    except RpcFailure as exc:
+        sys.stderr.write(f"agentd: {exc} ({exc.code})\n")
+        return 1
+    finally:
+        try:
+            async with asyncio.timeout(10):
+                await client.call("shutdown")
+                client.notify("exit")
+                await proc.wait()
+        except (TimeoutError, ConnectionError, RpcFailure):
+            proc.kill()
+        if scripted is not None:
+            await scripted.stop()
+
+
+async def _send(client: RpcClient, renderer: Renderer, session_id: str, text: str) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(client.call("session/chat", {
+        "sessionId": session_id, "parts": [{"type": "text", "text": text}],
+    }))
+
+    def on_sigint() -> None:
+        # Ctrl-C stops the answer, not the program.
+        asyncio.ensure_future(client.call("session/abort", {"sessionId": session_id}))
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        result = await task
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    renderer.finish(result["message"])
+    return 1 if result["message"].get("error") else 0
+
+
+async def _print_sessions(client: RpcClient) -> None:
+    page = await client.call("session/list", {"limit": 20})
+    if not page["sessions"]:
+        print("no sessions yet")
+    for s in page["sessions"]:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["time"]["updated"] / 1000))
+        busy = " (busy)" if s["status"] != "idle" else ""
+        print(f"{s['id']}  {when}  {s['title']}{busy}")
+
+
+async def _print_history(client: RpcClient, session_id: str) -> None:
+    messages = (await client.call("session/messages", {"sessionId": session_id,
+                                                       "limit": 10}))["messages"]
+    for m in messages:
+        text = "".join(p.get("text", "") for p in m["parts"] if p["type"] == "text")
+        who = "you" if m["role"] == "user" else "agentd"
+        print(f"{who}> {text}")
+
+
+async def _repl(client: RpcClient, renderer: Renderer, session_id: str) -> int:
+    loop = asyncio.get_running_loop()
+    print("Type a message; /help for commands.")
+    while True:
+        sys.stdout.write("you> ")
+        sys.stdout.flush()
+        try:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+        except KeyboardInterrupt:
+            return 0
+        if not line:
+            print()
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("/") and not text.startswith(("/tool", "/stream", "/reason", "/error")):
+            command, _, rest = text.partition(" ")
+            if command == "/quit":
+                return 0
+            if command == "/help":
+                print(HELP)
+            elif command == "/new":
+                session_id = (await client.call("session/create", {}))["session"]["id"]
+                print(f"new session {session_id}")
+            elif command == "/sessions":
+                await _print_sessions(client)
+            elif command == "/resume" and rest:
+                try:
+                    await client.call("session/get", {"sessionId": rest.strip()})
+                except RpcFailure as exc:
+                    print(f"cannot resume: {exc}")
+                    continue
+                session_id = rest.strip()
+                await _print_history(client, session_id)
+            elif command == "/title" and rest:
+                await client.call("session/update", {"sessionId": session_id, "title": rest})
+            else:
+                print("unknown command; /help lists them")
+            continue
+        sys.stdout.write("agentd> ")
+        await _send(client, renderer, session_id, text)
+
+
+def run_chat(args: Namespace) -> int:
+    try:
+        return asyncio.run(_chat(args))
+    except KeyboardInterrupt:
+        return 130

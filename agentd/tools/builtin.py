@@ -1,0 +1,328 @@
+"""The built-in tool table and `run_builtin_tool`, the one entry point the run loop calls.
+
+`run_builtin_tool` never raises for a failing tool: bad input, refused paths, missing
+files and OS errors all come back as `ToolOutput(is_error=True)` with a message written for
+the model. Only cancellation propagates (after the tool has cleaned up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+
+from agentd.tools import bash as bash_tool
+from agentd.tools import files, search
+from agentd.tools.spec import ToolEnv, ToolError, ToolOutput, ToolSpec
+from agentd.tools.truncation import DEFAULT_MAX_LINES, truncate_output
+
+log = logging.getLogger(__name__)
+
+# A tool may end a full page (DEFAULT_MAX_LINES lines, e.g. read_file's 2000) with a short
+# note such as "use offset=2001 to continue"; that note must not trigger truncation.
+NOTE_LINES = 5
+
+ToolFunction = Callable[[dict[str, Any], ToolEnv, str], Awaitable[ToolOutput]]
+
+
+def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+_PATH = "Path relative to the workspace root (absolute paths must be inside the workspace)."
+
+_SPECS = [
+    ToolSpec(
+        name="read_file",
+        description=(
+            "Read a text file in the workspace. Returns numbered lines ('   12\\tcontent'), "
+            f"up to {files.READ_DEFAULT_LIMIT} lines (the default and the maximum per call) "
+            "from `offset` (1-based); a note says when more lines remain and which offset "
+            "continues. "
+            f"Lines longer than {files.READ_MAX_LINE_CHARS} characters are cut. Binary files "
+            "are refused."
+        ),
+        parameters=_schema(
+            {
+                "path": {"type": "string", "description": _PATH},
+                "offset": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "First line to read, 1-based (default 1).",
+                },
+                "limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": f"Number of lines to read (default {files.READ_DEFAULT_LIMIT}).",
+                },
+            },
+            ["path"],
+        ),
+        writes=False,
+    ),
+    ToolSpec(
+        name="list_dir",
+        description=(
+            "List a directory in the workspace: entry names sorted, directories with a "
+            f"trailing '/', symbolic links with '@'. .git is skipped; at most "
+            f"{files.LIST_MAX_ENTRIES} entries."
+        ),
+        parameters=_schema(
+            {
+                "path": {
+                    "type": "string",
+                    "description": "Directory relative to the workspace root (default: the root).",
+                }
+            },
+            [],
+        ),
+        writes=False,
+    ),
+    ToolSpec(
+        name="glob",
+        description=(
+            "Find files by path pattern, e.g. '**/*.py' or 'src/**/test_*.{ts,tsx}'. The "
+            "pattern matches paths relative to `path`: '*' stays within one directory, '**' "
+            "spans any number of directories. Returns workspace-relative file paths, most "
+            f"recently modified first, at most {search.GLOB_MAX_RESULTS}. Skips .git and "
+            "node_modules."
+        ),
+        parameters=_schema(
+            {
+                "pattern": {"type": "string", "description": "Glob pattern."},
+                "path": {
+                    "type": "string",
+                    "description": "Directory to search, relative to the workspace root (default: the root).",
+                },
+            },
+            ["pattern"],
+        ),
+        writes=False,
+    ),
+    ToolSpec(
+        name="grep",
+        description=(
+            "Search file contents with a Python regular expression, line by line. Returns "
+            "'path:line:text' for each matching line (at most "
+            f"{search.GREP_MAX_MATCHES}). `include` filters file names by glob, e.g. '*.py' "
+            "or '*.{ts,tsx}'. Skips binary files, .git and node_modules."
+        ),
+        parameters=_schema(
+            {
+                "pattern": {"type": "string", "description": "Python regular expression."},
+                "path": {
+                    "type": "string",
+                    "description": "File or directory to search, relative to the workspace root (default: the root).",
+                },
+                "include": {
+                    "type": "string",
+                    "description": "Glob on file names to search, e.g. '*.py'.",
+                },
+            },
+            ["pattern"],
+        ),
+        writes=False,
+    ),
+    ToolSpec(
+        name="write_file",
+        description=(
+            "Create or overwrite a file in the workspace with `content` (parent directories "
+            "are created). The write is atomic. Prefer edit_file for changes to an existing file."
+        ),
+        parameters=_schema(
+            {
+                "path": {"type": "string", "description": _PATH},
+                "content": {"type": "string", "description": "The complete new file content."},
+            },
+            ["path", "content"],
+        ),
+        writes=True,
+    ),
+    ToolSpec(
+        name="edit_file",
+        description=(
+            "Replace text in a file: `oldString` must match the file exactly (including "
+            "whitespace) and occur exactly once, unless `replaceAll` is true. Include enough "
+            "surrounding lines to make it unique."
+        ),
+        parameters=_schema(
+            {
+                "path": {"type": "string", "description": _PATH},
+                "oldString": {"type": "string", "description": "Exact text to replace."},
+                "newString": {"type": "string", "description": "Replacement text."},
+                "replaceAll": {
+                    "type": "boolean",
+                    "description": "Replace every occurrence (default false).",
+                },
+            },
+            ["path", "oldString", "newString"],
+        ),
+        writes=True,
+    ),
+    ToolSpec(
+        name="bash",
+        description=(
+            "Run a command with /bin/bash -c in the workspace root. Returns stdout and stderr "
+            "combined, with the exit code when it is not 0. Default timeout "
+            f"{bash_tool.DEFAULT_TIMEOUT_MS // 1000} s, at most "
+            f"{bash_tool.MAX_TIMEOUT_MS // 1000} s. Stdin is empty; background processes are "
+            "stopped when the command finishes."
+        ),
+        parameters=_schema(
+            {
+                "command": {"type": "string", "description": "The command line."},
+                "timeoutMs": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": bash_tool.MAX_TIMEOUT_MS,
+                    "description": f"Timeout in milliseconds (default {bash_tool.DEFAULT_TIMEOUT_MS}).",
+                },
+            },
+            ["command"],
+        ),
+        writes=True,
+    ),
+]
+
+BUILTIN_TOOLS: Mapping[str, ToolSpec] = types.MappingProxyType({s.name: s for s in _SPECS})
+DEFAULT_TOOLS: tuple[str, ...] = ("read_file", "list_dir", "glob", "grep")
+
+_FUNCTIONS: Mapping[str, ToolFunction] = {
+    "read_file": files.read_file,
+    "list_dir": files.list_dir,
+    "glob": search.glob,
+    "grep": search.grep,
+    "write_file": files.write_file,
+    "edit_file": files.edit_file,
+    "bash": bash_tool.bash,
+}
+
+_JSON_TYPES: Mapping[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "boolean": (bool,),
+}
+
+
+def validate_input(spec: ToolSpec, raw: Any) -> dict[str, Any]:
+    """Check `raw` against the spec's schema (keys, types, integer bounds); ToolError if not."""
+    schema = spec.parameters
+    if not isinstance(raw, Mapping):
+        raise ToolError(f"{spec.name}: the input must be a JSON object, got {_json_type(raw)}.")
+    properties: dict[str, Any] = schema["properties"]
+    unknown = [key for key in raw if key not in properties]
+    if unknown:
+        expected = ", ".join(properties) or "none"
+        raise ToolError(
+            f"{spec.name}: unknown parameter {', '.join(map(repr, unknown))} "
+            f"(expected: {expected})."
+        )
+    missing = [key for key in schema["required"] if key not in raw]
+    if missing:
+        raise ToolError(f"{spec.name}: missing required parameter {', '.join(map(repr, missing))}.")
+    args: dict[str, Any] = {}
+    for key, value in raw.items():
+        if value is None and key not in schema["required"]:
+            continue  # models often send null for an optional parameter they mean to omit
+        prop = properties[key]
+        kind = prop["type"]
+        if kind == "integer" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        # bool is an int subclass; true is not an integer here.
+        ok = isinstance(value, _JSON_TYPES[kind]) and not (
+            kind == "integer" and isinstance(value, bool)
+        )
+        if not ok:
+            raise ToolError(
+                f"{spec.name}: parameter {key!r} must be {_article(kind)} {kind}, "
+                f"got {_json_type(value)}."
+            )
+        if kind == "integer":
+            if "minimum" in prop and value < prop["minimum"]:
+                raise ToolError(
+                    f"{spec.name}: parameter {key!r} must be at least {prop['minimum']}."
+                )
+            if "maximum" in prop and value > prop["maximum"]:
+                raise ToolError(
+                    f"{spec.name}: parameter {key!r} must be at most {prop['maximum']}."
+                )
+        args[key] = value
+    return args
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _title_from_input(name: str, raw: Any) -> str | None:
+    if not isinstance(raw, Mapping):
+        return None
+    key = {"glob": "pattern", "grep": "pattern", "bash": "command"}.get(name, "path")
+    value = raw.get(key)
+    if not isinstance(value, str):
+        return None
+    if name == "bash":
+        return bash_tool.command_title(value)
+    return value[:100]
+
+
+async def run_builtin_tool(
+    name: str, input: Mapping[str, Any], env: ToolEnv, *, call_id: str
+) -> ToolOutput:
+    """Run one built-in tool call. Failures are outputs with is_error=True, never raised."""
+    spec = BUILTIN_TOOLS.get(name)
+    if spec is None:
+        known = ", ".join(BUILTIN_TOOLS)
+        return ToolOutput(output=f"Unknown tool {name!r}. Built-in tools: {known}.", is_error=True)
+    try:
+        args = validate_input(spec, input)
+        result = await _FUNCTIONS[name](args, env, call_id)
+    except ToolError as exc:
+        result = ToolOutput(output=exc.message, title=_title_from_input(name, input), is_error=True)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        result = ToolOutput(
+            output=f"{name} failed: {exc.strerror or exc}{where}.",
+            title=_title_from_input(name, input),
+            is_error=True,
+        )
+    except Exception as exc:
+        log.exception("built-in tool %s failed", name)
+        result = ToolOutput(
+            output=f"{name} failed with an internal error: {type(exc).__name__}: {exc}",
+            title=_title_from_input(name, input),
+            is_error=True,
+        )
+    output = await asyncio.to_thread(
+        truncate_output,
+        result.output,
+        env,
+        call_id=call_id,
+        max_lines=DEFAULT_MAX_LINES + NOTE_LINES,
+    )
+    return attrs.evolve(result, output=output) if output is not result.output else result

@@ -1,0 +1,266 @@
+"""The file tools: read_file, list_dir, write_file, edit_file.
+
+Each runs its file I/O in a worker thread; the bodies below are synchronous on purpose.
+Paths are confined by `Workspace` (see workspace.py for what is refused and why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import stat
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
+from agentd.tools.workspace import Workspace
+
+READ_DEFAULT_LIMIT = 2000  # also the most lines one call returns
+# Kept under the 50 KB truncation limit so a long read ends with "continue at offset N",
+# which the model can act on, rather than with a spill file it cannot read.
+READ_MAX_OUTPUT_BYTES = 45_000
+READ_MAX_LINE_CHARS = 2000
+# Bytes read per line before the rest of an overlong line is skipped unread.
+_READ_LINE_BYTES = READ_MAX_LINE_CHARS * 4
+BINARY_SNIFF_BYTES = 8192
+LIST_MAX_ENTRIES = 1000
+DIFF_MAX_BYTES = 1_000_000
+SKIPPED_DIR_NAMES = frozenset({".git"})
+
+
+async def read_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    return await asyncio.to_thread(_read_file, args, Workspace(env.workspace_root))
+
+
+async def list_dir(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    return await asyncio.to_thread(_list_dir, args, Workspace(env.workspace_root))
+
+
+async def write_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    return await asyncio.to_thread(_write_file, args, Workspace(env.workspace_root))
+
+
+async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    return await asyncio.to_thread(_edit_file, args, Workspace(env.workspace_root))
+
+
+def _read_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
+    ws.check_root()
+    path: str = args["path"]
+    offset: int = args.get("offset", 1)
+    limit: int = min(args.get("limit", READ_DEFAULT_LIMIT), READ_DEFAULT_LIMIT)
+    real = ws.resolve(path)
+    display = ws.relative(real)
+    fd, st = ws.open_regular_for_read(real, display)
+    with os.fdopen(fd, "rb") as f:
+        if b"\0" in f.read(BINARY_SNIFF_BYTES):
+            raise ToolError(
+                f"{display} is a binary file ({st.st_size} bytes); read_file only reads text."
+            )
+        f.seek(0)
+        if st.st_size == 0:
+            return ToolOutput(output="(empty file)", title=display)
+        out: list[str] = []
+        used = 0
+        number = 0
+        for number, raw, cut in _numbered_lines(f):
+            if number < offset:
+                continue
+            if number >= offset + limit:
+                out.append(f"\n(More lines follow. Use offset={number} to continue reading.)")
+                break
+            text = raw.decode("utf-8", "replace")
+            if cut or len(text) > READ_MAX_LINE_CHARS:
+                text = text[:READ_MAX_LINE_CHARS] + " [line truncated]"
+            line = f"{number:>5}\t{text}"
+            used += len(line.encode("utf-8", "replace")) + 1
+            if used > READ_MAX_OUTPUT_BYTES and number > offset:
+                out.append(
+                    f"\n(Output limited to {READ_MAX_OUTPUT_BYTES // 1000} KB. "
+                    f"Use offset={number} to continue reading.)"
+                )
+                break
+            out.append(line)
+        else:
+            if number < offset:
+                raise ToolError(
+                    f"offset {offset} is past the end of {display}, which has {number} lines."
+                )
+            out.append(f"\n(End of file: {number} lines.)")
+    return ToolOutput(output="\n".join(out), title=display)
+
+
+def _numbered_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
+    """Yield (line number, line bytes without the newline, whether the line was cut)."""
+    number = 0
+    while True:
+        raw = f.readline(_READ_LINE_BYTES)
+        if not raw:
+            return
+        number += 1
+        cut = False
+        if not raw.endswith(b"\n"):
+            # Either the last line without a newline or an overlong line: skip its rest.
+            rest = f.readline(_READ_LINE_BYTES)
+            while rest:
+                cut = True
+                if rest.endswith(b"\n"):
+                    break
+                rest = f.readline(_READ_LINE_BYTES)
+        raw = raw.rstrip(b"\n")
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        yield number, raw, cut
+
+
+def _list_dir(args: dict[str, Any], ws: Workspace) -> ToolOutput:
+    ws.check_root()
+    path: str = args.get("path", ".")
+    real = ws.resolve(path)
+    display = ws.relative(real)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise ToolError(f"Directory not found: {path}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ToolError(f"{display} is not a directory. Use read_file to read a file.")
+    names: list[str] = []
+    with os.scandir(real) as it:
+        for entry in it:
+            if entry.name in SKIPPED_DIR_NAMES:
+                continue
+            if entry.is_symlink():
+                names.append(entry.name + "@")
+            elif entry.is_dir(follow_symlinks=False):
+                names.append(entry.name + "/")
+            else:
+                names.append(entry.name)
+    names.sort()
+    total = len(names)
+    if total == 0:
+        return ToolOutput(output="(empty directory)", title=display, metadata={"count": 0})
+    shown = names[:LIST_MAX_ENTRIES]
+    lines = list(shown)
+    if total > len(shown):
+        lines.append(
+            f"\n(Showing {len(shown)} of {total} entries. Use glob to find specific files.)"
+        )
+    return ToolOutput(output="\n".join(lines), title=display, metadata={"count": total})
+
+
+def _write_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
+    ws.check_root()
+    path: str = args["path"]
+    content: str = args["content"]
+    real = ws.resolve(path)
+    display = ws.relative(real)
+    if real == ws.root:
+        raise ToolError("Cannot write to the workspace root itself; give a file path.")
+    data = _encode(content, "content")
+    old_text = _existing_text_for_diff(ws, real, display)
+    created = ws.write_atomically(real, data, display)
+    verb = "Created" if created else "Wrote"
+    metadata: dict[str, Any] = {"created": created, "bytes": len(data)}
+    if old_text is not None and len(data) <= DIFF_MAX_BYTES:
+        metadata["diff"] = unified_diff(old_text, content, display)
+    return ToolOutput(
+        output=f"{verb} {display} ({len(data)} bytes).", title=display, metadata=metadata
+    )
+
+
+def _existing_text_for_diff(ws: Workspace, real: str, display: str) -> str | None:
+    """The current text of a file about to be overwritten, for the diff; "" if it is new.
+
+    Refusals (not regular, hard-linked) surface here, before anything is written.
+    """
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        return ""
+    except NotADirectoryError:
+        raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ToolError(f"{display} is a directory.")
+    fd, st = ws.open_regular_for_read(real, display, action="write")
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > DIFF_MAX_BYTES:
+            return None
+        data = f.read()
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        return None
+    return data.decode("utf-8", "replace")
+
+
+def _edit_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
+    ws.check_root()
+    path: str = args["path"]
+    old: str = args["oldString"]
+    new: str = args["newString"]
+    replace_all: bool = args.get("replaceAll", False)
+    if old == "":
+        raise ToolError(
+            "oldString must not be empty. Use write_file to create or overwrite a file."
+        )
+    if old == new:
+        raise ToolError("oldString and newString are identical; there is nothing to change.")
+    real = ws.resolve(path)
+    display = ws.relative(real)
+    fd, st = ws.open_regular_for_read(real, display, action="edit")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        raise ToolError(f"{display} is a binary file; edit_file only edits text.")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ToolError(
+            f"{display} is not valid UTF-8 (byte {exc.start}); editing it would corrupt it."
+        ) from None
+    count = text.count(old)
+    if count == 0 and "\r\n" in text and "\n" in old and "\r\n" not in old:
+        # The model writes "\n"; the file uses CRLF. Match and write in the file's style.
+        old = old.replace("\n", "\r\n")
+        new = new.replace("\r\n", "\n").replace("\n", "\r\n")
+        count = text.count(old)
+    if count == 0:
+        raise ToolError(
+            f"oldString was not found in {display}. It must match the file exactly, including "
+            "whitespace and indentation; read the file again to copy the exact text."
+        )
+    if count > 1 and not replace_all:
+        raise ToolError(
+            f"oldString occurs {count} times in {display}. Include more surrounding lines to "
+            "make it unique, or set replaceAll to true to replace every occurrence."
+        )
+    updated = text.replace(old, new) if replace_all else text.replace(old, new, 1)
+    data = _encode(updated, "newString")
+    ws.write_atomically(real, data, display, expect=(st.st_dev, st.st_ino))
+    replaced = count if replace_all else 1
+    noun = "occurrence" if replaced == 1 else "occurrences"
+    return ToolOutput(
+        output=f"Edited {display}: replaced {replaced} {noun}.",
+        title=display,
+        metadata={"diff": unified_diff(text, updated, display), "replacements": replaced},
+    )
+
+
+def _encode(text: str, param: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # JSON can carry lone surrogates (\ud800); they have no UTF-8 form.
+        raise ToolError(
+            f"{param} contains an invalid character (a lone surrogate at index {exc.start})."
+        ) from None
+
+
+def unified_diff(before: str, after: str, display: str) -> str:
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"a/{display}",
+            tofile=f"b/{display}",
+        )
+    )

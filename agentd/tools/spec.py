@@ -1,0 +1,59 @@
+"""What a tool is to the run loop: its spec, its output, and the environment it runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ToolSpec:
+    """A tool as the model sees it. `writes=True` means the run loop must ask permission."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON Schema object
+    writes: bool
+
+
+@attrs.frozen
+class ToolOutput:
+    """The result of one tool call. A failed call is an output with `is_error=True`."""
+
+    output: str
+    title: str | None = None
+    metadata: dict[str, Any] | None = None
+    is_error: bool = False
+
+
+@attrs.frozen
+class ToolEnv:
+    """Where a tool call runs.
+
+    `spill_dir` receives the full text of truncated outputs (created on demand, 0700);
+    `process_env` is added to the environment of processes the tools start (for example
+    AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR).
+    """
+
+    workspace_root: Path
+    spill_dir: Path
+    process_env: Mapping[str, str] = attrs.field(factory=dict)
+
+
+class ToolError(Exception):
+    """A tool failure the model should read; `run_builtin_tool` turns it into an error output."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def to_openai_tool(spec_name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI chat-completions `tools[]` entry for a tool."""
+    return {
+        "type": "function",
+        "function": {"name": spec_name, "description": description, "parameters": parameters},
+    }

@@ -1,0 +1,221 @@
+"""Confinement of tool paths to the workspace root.
+
+Every path a model names is resolved with symbolic links (`os.path.realpath`) and must land
+inside the *real* workspace root. Resolution alone is racy (a directory can be swapped for a
+symlink between the check and the open), so opens also use O_NOFOLLOW, re-check the opened
+file with fstat, and, where the OS can say which path an fd refers to, check that path too.
+Writes go through a directory fd opened and checked the same way.
+
+Only regular files are read or written: opening a FIFO blocks, and devices such as
+/dev/zero never end. A regular file with more than one hard link is refused as well, since
+one of its other names may be outside the workspace and nothing here can tell.
+
+All functions here block; callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from agentd.tools.spec import ToolError
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def is_within(path: str, root: str) -> bool:
+    """True when `path` is `root` or below it (both already normalised)."""
+    if path == root:
+        return True
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    return path.startswith(prefix)
+
+
+def fd_path(fd: int) -> str | None:
+    """The path an open fd refers to, when the OS can tell (Linux, macOS); else None."""
+    if sys.platform.startswith("linux"):
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return None
+    if sys.platform == "darwin":
+        import fcntl
+
+        try:
+            raw = fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024))  # type: ignore[attr-defined]
+        except OSError:
+            return None
+        return os.fsdecode(raw.rstrip(b"\0"))
+    return None
+
+
+class Workspace:
+    """The real workspace root and the checks every tool path goes through."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.given_root = os.path.abspath(os.fspath(root))
+        self.root = os.path.realpath(self.given_root)
+
+    def check_root(self) -> None:
+        if not os.path.isdir(self.root):
+            raise ToolError(
+                f"The workspace root {self.given_root} does not exist or is not a directory."
+            )
+
+    def resolve(self, path: str, *, param: str = "path") -> str:
+        """The real absolute path for a model-supplied path; ToolError if it leaves the workspace."""
+        if "\0" in path:
+            raise ToolError(f'Parameter "{param}" contains a NUL byte; that is never a valid path.')
+        if path == "":
+            raise ToolError(f'Parameter "{param}" must not be empty.')
+        joined = path if os.path.isabs(path) else os.path.join(self.given_root, path)
+        real = os.path.realpath(joined)
+        if is_within(real, self.root):
+            return real
+        lexical = os.path.normpath(joined)
+        if is_within(lexical, self.given_root) or is_within(lexical, self.root):
+            raise ToolError(
+                f"{path} resolves through a symbolic link to a location outside the workspace "
+                f"({self.given_root}); only paths inside the workspace are allowed."
+            )
+        raise ToolError(
+            f"{path} is outside the workspace ({self.given_root}); only paths inside the "
+            "workspace are allowed."
+        )
+
+    def relative(self, real: str) -> str:
+        """How a real path inside the workspace is shown to the model: relative, with '/'."""
+        rel = os.path.relpath(real, self.root)
+        return rel.replace(os.sep, "/") if os.sep != "/" else rel
+
+    def fd_is_inside(self, fd: int) -> bool:
+        where = fd_path(fd)
+        return where is None or is_within(where, self.root)
+
+    def open_regular_for_read(
+        self, real: str, display: str, *, action: str = "read"
+    ) -> tuple[int, os.stat_result]:
+        """Open a regular, singly linked file inside the workspace; returns (fd, fstat).
+
+        `action` names what the caller will do with it, for the refusal messages.
+        """
+        try:
+            before = os.stat(real)
+        except FileNotFoundError:
+            raise ToolError(f"File not found: {display}") from None
+        except NotADirectoryError:
+            raise ToolError(f"File not found: {display} (a parent is not a directory)") from None
+        check_regular_single_link(before, display, action=action)
+        try:
+            fd = os.open(real, _READ_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ToolError(
+                    f"{display} changed into a symbolic link; refusing to {action} it."
+                ) from None
+            raise
+        try:
+            after = os.fstat(fd)
+            if (after.st_dev, after.st_ino) != (
+                before.st_dev,
+                before.st_ino,
+            ) or not self.fd_is_inside(fd):
+                raise ToolError(f"{display} changed while it was being opened; try again.")
+            check_regular_single_link(after, display, action=action)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, after
+
+    def write_atomically(
+        self,
+        real: str,
+        data: bytes,
+        display: str,
+        *,
+        expect: tuple[int, int] | None = None,
+    ) -> bool:
+        """Replace (or create) `real` with `data` via a temp file and rename; True if created.
+
+        `expect` is the (st_dev, st_ino) the caller read; the write is refused if the file
+        was replaced since.
+        """
+        parent, name = os.path.split(real)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except FileExistsError:
+            raise ToolError(
+                f"Cannot write {display}: a parent path exists and is not a directory."
+            ) from None
+        except NotADirectoryError:
+            raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
+        dir_fd = os.open(parent, _DIR_FLAGS)
+        try:
+            if not self.fd_is_inside(dir_fd):
+                raise ToolError(f"{display} changed while it was being opened; try again.")
+            try:
+                current: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            if current is not None:
+                if stat.S_ISLNK(current.st_mode):
+                    raise ToolError(
+                        f"{display} changed into a symbolic link; refusing to write it."
+                    )
+                check_regular_single_link(current, display, action="write")
+                if expect is not None and (current.st_dev, current.st_ino) != expect:
+                    raise ToolError(f"{display} was replaced while it was being edited; try again.")
+            elif expect is not None:
+                raise ToolError(f"{display} was deleted while it was being edited.")
+            # The temp file sits next to the target so the rename is atomic (same file system).
+            temp = f".{name[:200]}.{secrets.token_hex(4)}.agentd-tmp"
+            # New files get 0666 minus the umask, as any editor would create them.
+            fd = os.open(temp, _TEMP_FLAGS, 0o666 if current is None else 0o600, dir_fd=dir_fd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    if current is not None:
+                        os.fchmod(fd, stat.S_IMODE(current.st_mode))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(temp, dir_fd=dir_fd)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(dir_fd)
+        return current is None
+
+
+def check_regular_single_link(st: os.stat_result, display: str, *, action: str) -> None:
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        hint = " Use list_dir to see its entries." if action == "read" else ""
+        raise ToolError(f"{display} is a directory.{hint}")
+    if not stat.S_ISREG(mode):
+        if stat.S_ISFIFO(mode):
+            kind = "a FIFO"
+        elif stat.S_ISSOCK(mode):
+            kind = "a socket"
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            kind = "a device file"
+        else:
+            kind = "a special file"
+        raise ToolError(f"Refusing to {action} {display}: it is {kind}, not a regular file.")
+    if st.st_nlink > 1:
+        raise ToolError(
+            f"Refusing to {action} {display}: it has {st.st_nlink} hard links, and another "
+            "link may be outside the workspace."
+        )
