@@ -41,7 +41,13 @@ class RpcClient:
         self.on_request = on_request
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._reader = asyncio.create_task(self._read())
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _send(self, msg: dict[str, Any]) -> None:
         body = json.dumps(msg).encode()
@@ -79,7 +85,7 @@ class RpcClient:
                 continue
             msg = json.loads(await out.readexactly(length))
             if "method" in msg and "id" in msg:
-                asyncio.create_task(self._answer(msg))
+                self.spawn(self._answer(msg))
             elif "method" in msg:
                 self.on_notify(msg["method"], msg.get("params") or {})
             else:
@@ -264,7 +270,7 @@ async def _send(client: RpcClient, renderer: Renderer, session_id: str, text: st
 
     def on_sigint() -> None:
         # Ctrl-C stops the answer, not the program.
-        asyncio.ensure_future(client.call("session/abort", {"sessionId": session_id}))
+        client.spawn(client.call("session/abort", {"sessionId": session_id}))
 
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
