@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from rpc_client import Daemon, daemon_env  # noqa: E402
+from rpc_client import Daemon, daemon_env
 
 
 @pytest.fixture

@@ -546,44 +546,39 @@ def test_grep_caps_matches_and_long_lines(env: ToolEnv, ws: Path) -> None:
     assert out.output.endswith(" [line truncated]") and len(out.output) < 500
 
 
-def test_grep_speed_on_ten_thousand_files_and_loop_stays_free(env: ToolEnv, ws: Path) -> None:
+def test_grep_on_a_large_tree_runs_off_the_event_loop(env: ToolEnv, ws: Path) -> None:
+    """Correct results over 1,000 files, and the event loop keeps turning meanwhile
+    (speed itself is measured in bench/)."""
     body = "".join(
         f"    value_{i} = compute(alpha, beta, gamma, {i})\n" for i in range(100)
     ).encode()
-    assert 4_500 < len(body) < 5_500
-    for d in range(100):
+    for d in range(20):
         sub = ws / f"pkg{d:02d}"
         sub.mkdir()
-        for f in range(100):
-            data = body + (b"needle_here = 1\n" if (d * 100 + f) % 1000 == 0 else b"")
+        for f in range(50):
+            data = body + (b"needle_here = 1\n" if (d * 50 + f) % 100 == 0 else b"")
             (sub / f"m{f:02d}.py").write_bytes(data)
 
-    async def scenario() -> tuple[ToolOutput, float, int]:
+    async def scenario() -> tuple[ToolOutput, int]:
         ticks = 0
+        done = False
 
         async def heartbeat() -> None:
             nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
+            while not done:
+                await asyncio.sleep(0)
                 ticks += 1
 
         beat = asyncio.create_task(heartbeat())
-        start = time.perf_counter()
         out = await run_builtin_tool("grep", {"pattern": r"needle_\w+ = 1"}, env, call_id="g")
-        elapsed = time.perf_counter() - start
-        beat.cancel()
-        return out, elapsed, ticks
+        done = True
+        await beat
+        return out, ticks
 
-    try:
-        runs = [run(scenario()) for _ in range(2)]  # best of two: other load on the machine
-    finally:
-        shutil.rmtree(ws)  # 50 MB; pytest keeps recent tmp dirs
-    for out, elapsed, ticks in runs:
-        assert out.metadata == {"matches": 10, "files": 10, "truncated": False}
-        # The walk runs in a worker thread: the event loop kept ticking meanwhile.
-        assert ticks >= min(5, int(elapsed / 0.005) // 4), (ticks, elapsed)
-    best = min(elapsed for _, elapsed, _ in runs)
-    assert best < 2.0, f"grep over 10,000 files took {best:.2f} s"
+    out, ticks = run(scenario())
+    assert out.metadata == {"matches": 10, "files": 10, "truncated": False}
+    # A grep running on the loop would finish before the heartbeat ever ran.
+    assert ticks > 0
 
 
 def test_grep_and_glob_cancel_promptly(env: ToolEnv, ws: Path) -> None:

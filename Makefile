@@ -1,0 +1,43 @@
+# agentd: `make help` lists the targets.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: help install dev chat test test-python test-editors lint schema schema-check bench reliability clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: ## install agentd (the `agentd` command)
+	$(PIP) install -q .
+
+dev: ## install agentd editable, with the test and lint tools
+	$(PIP) install -q -e '.[dev]'
+
+chat: install ## chat in the terminal; offline with the bundled scripted model when no model is configured
+	agentd chat
+
+test: dev lint schema-check test-python test-editors ## everything CI runs: lint, schema freshness, all tests
+
+test-python: ## the Python test suite (daemon end to end, tools, provider, reliability in its bounded form)
+	$(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-editors: ## the Neovim and VS Code plugin tests (install what they need)
+	@if [ -x editors/nvim/tests/run.sh ]; then bash editors/nvim/tests/run.sh; fi
+	@if [ -x editors/vscode/scripts/ci.sh ]; then bash editors/vscode/scripts/ci.sh; fi
+
+lint: ## ruff lint and format check
+	$(PYTHON) -m ruff check agentd tests bench
+	$(PYTHON) -m ruff format --check agentd
+
+schema: ## regenerate protocol/agentd.schema.json from agentd/protocol
+	$(PYTHON) -m agentd.protocol.schema --write protocol/agentd.schema.json
+
+schema-check: ## fail when protocol/agentd.schema.json is stale
+	$(PYTHON) -m agentd.protocol.schema --check protocol/agentd.schema.json
+
+bench: dev ## run the benchmarks (figures in bench/results/)
+	$(PYTHON) bench/run.py
+
+clean: ## remove build and cache files
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache bench/results
