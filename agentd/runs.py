@@ -13,7 +13,7 @@ import collections
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -34,8 +34,10 @@ from agentd.run_stream import RunStream
 from agentd.session import SessionManager
 from agentd.storage.catalog import DEFAULT_TITLE, cost_str
 from agentd.storage.log import LogState, RunLock, lock_is_free
-from agentd.tool_calls import DEFAULT_TOOLS, Permissions, ToolRunner, tool_env
 from agentd.turn import DEFAULT_SYSTEM_PROMPT, Turn, TurnInput, read_input_file, step_cost
+
+if TYPE_CHECKING:
+    from agentd.tool_calls import Permissions
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +252,9 @@ class RunManager:
             })
             stream.status("busy")
             await sessions.emit_session_by_id(sid)
+
+            # The tool machinery loads on the first chat, not at startup (initialize latency).
+            from agentd.tool_calls import DEFAULT_TOOLS, Permissions, ToolRunner, tool_env
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(workspace, sessions.session_dir(sid), scope_key,

@@ -90,6 +90,8 @@ class _Plan:
     delay: float = 0.0
     stall_after: int | None = None
     drop_after: int | None = None
+    # Benchmarks: a label per piece whose send time (time.time_ns()) is recorded.
+    stamps: list[str | None] | None = None
 
 
 def _dumps(value: Any) -> bytes:
@@ -258,7 +260,14 @@ def _chat_plan(spec: dict[str, Any], body: dict[str, Any], request_no: int) -> _
 
     deltas: list[dict[str, Any]] = []
     deltas += [{reasoning_field: piece} for piece in _split_text(reasoning, chunk_size)]
-    deltas += [{"content": piece} for piece in _split_text(text, chunk_size)]
+    tokens = spec.get("tokens")
+    if tokens is not None and not (
+        isinstance(tokens, list) and all(isinstance(x, str) for x in tokens)
+    ):
+        raise ScriptError("tokens must be a list of strings")
+    content_pieces = tokens if tokens is not None else _split_text(text, chunk_size)
+    first_content = len(deltas)
+    deltas += [{"content": piece} for piece in content_pieces]
     for index, call in enumerate(calls):
         deltas.append(
             {
@@ -331,7 +340,13 @@ def _chat_plan(spec: dict[str, Any], body: dict[str, Any], request_no: int) -> _
             "usage": usage,
         }
         pieces.append(b"data: " + _dumps(usage_chunk) + b"\n\n")
+    stamps: list[str | None] | None = None
+    if spec.get("stampTokens"):
+        stamps = [None] * len(pieces)
+        for i, piece in enumerate(content_pieces):
+            stamps[first_content + i] = piece
     return _Plan(
+        stamps=stamps,
         status=200,
         headers=[
             ("content-type", "text/event-stream; charset=utf-8"),
@@ -511,6 +526,8 @@ class _ScriptState:
         self._queue: deque[list[Any]] = deque()  # [spec, remaining uses]
         self._records: list[_ChatRecord] = []
         self._request_no = 0
+        # Send times of stamped tokens (`stampTokens`), for latency benchmarks.
+        self.token_times: dict[str, int] = {}
 
     def enqueue(self, specs: Iterable[Any]) -> int:
         items = []
@@ -529,7 +546,11 @@ class _ScriptState:
         with self._lock:
             self._queue.clear()
             self._records.clear()
+            self.token_times.clear()
             self._lock.notify_all()
+
+    def stamp(self, token: str) -> None:
+        self.token_times[token] = time.time_ns()
 
     def take(self, entry: dict[str, Any]) -> tuple[dict[str, Any] | None, _ChatRecord, int]:
         with self._lock:
@@ -820,6 +841,8 @@ class _Connection(asyncio.Protocol):
                 return "client_closed"
             if self.closed:
                 return "client_closed"
+            if plan.stamps is not None and plan.stamps[i] is not None:
+                self._app.state.stamp(plan.stamps[i])  # type: ignore[arg-type]
             self.write(_frame(piece) if plan.chunked else piece)
             if self._paused:
                 await self.drain()
@@ -1022,6 +1045,10 @@ class ScriptedModelServer:
 
     def reset(self) -> None:
         self._state.reset()
+
+    def token_times(self) -> dict[str, int]:
+        """Send times (time.time_ns) of the tokens of responses with `stampTokens`."""
+        return dict(self._state.token_times)
 
     def wait_response_end(self, index: int, timeout: float = 10.0) -> str | None:
         """Block until the response to chat request `index` (0-based) has ended and

@@ -21,6 +21,8 @@ Only this module imports pygls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import re
@@ -43,6 +45,8 @@ from agentd.protocol import METHODS, PROTOCOL_VERSION, describe_error, unstructu
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure
 from agentd.protocol.methods import agentd_notifications, editor_requests
+from agentd.runs import RunManager
+from agentd.session import SessionManager
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +333,10 @@ class AgentdProtocol(JsonRPCProtocol):
         params = self._structure_params(msg_id, spec.params, raw)
         if params is _INVALID:
             return
+        if method == "initialize":
+            # Requests the editor pipelines right behind `initialize` are served: the
+            # gate opens when it is dispatched, not when its (async) handler finishes.
+            self.initialized = True
         self._handle_request(msg_id, method, params)
 
     def _structure_params(self, msg_id: Any, cls: type | None, raw: Any) -> Any:
@@ -473,6 +481,8 @@ class AgentdServer(JsonRPCServer):
         self.exit_code: int | None = None
         self._reader: FrameReader | None = None
         self._stop = threading.Event()
+        # Storage start-up, begun with the first request (see create_server).
+        self.startup: asyncio.Future[None] | None = None
 
     # --- the EditorLink the session layer uses -----------------------------------------
 
@@ -506,7 +516,7 @@ class AgentdServer(JsonRPCServer):
             self._reader.close()
             self._stream_reader.feed_eof()
 
-    async def serve(self, stdin: Any, stdout: Any, on_start: Callable[[], Any]) -> int:
+    async def serve(self, stdin: Any, stdout: Any) -> int:
         loop = asyncio.get_running_loop()
         self._stream_reader = stream = asyncio.StreamReader(limit=1 << 16)
         try:
@@ -522,7 +532,6 @@ class AgentdServer(JsonRPCServer):
             self.writer.use_fd(stdout.fileno())
         self.protocol.set_writer(self.writer)  # type: ignore[arg-type]
         self._reader = reader = FrameReader(stream, self.config.max_frame_bytes)
-        await on_start()
 
         def on_error(exc: Exception, _: Any) -> None:
             framing = reader.take_error()
@@ -576,21 +585,42 @@ def _feed_from_thread(loop: asyncio.AbstractEventLoop, stream: asyncio.StreamRea
 
 def create_server(config: Config) -> tuple[AgentdServer, Any]:
     """Build the server and its session manager; returns both."""
-    from agentd.runs import RunManager
-    from agentd.session import SessionManager
-
     server = AgentdServer(config)
     manager = SessionManager(config, server)
     runs = RunManager(manager)
     proto = server.protocol
+    # Storage opens (catalog, recovery, tool-context sweep) while the editor's first
+    # request is read and `initialize` answered: every other handler waits for it.
 
-    def initialize(params: t.InitializeParams) -> t.InitializeResult:
+    async def start_storage() -> None:
+        await asyncio.to_thread(manager.open)
+        await runs.recover()
+
+    def ready() -> asyncio.Future[None]:
+        if server.startup is None:
+            server.startup = asyncio.ensure_future(start_storage())
+        return server.startup
+
+    def gated(handler: Callable[..., Any]) -> Callable[..., Any]:
+        async def run(params: Any) -> Any:
+            try:
+                await asyncio.shield(ready())
+            except Exception as exc:
+                logger.exception("storage unavailable")
+                raise AgentdError(f"storage unavailable: {exc}", code=-32603) from exc
+            result = handler(params)
+            return await result if inspect.isawaitable(result) else result
+
+        return run
+
+    async def initialize(params: t.InitializeParams) -> t.InitializeResult:
         caps = dict(params.initialization_options or {})
         caps.update(params.capabilities or {})
         manager.editor.client_tools = caps.get("clientTools") is True
         manager.editor.permission_requests = caps.get("permissionRequests") is True
         manager.editor.workspace_root = _workspace_root(params)
-        proto.initialized = True
+        ready()
+        await asyncio.to_thread(manager.toolctx.prepare_dir)
         return t.InitializeResult(
             protocol_version=PROTOCOL_VERSION,
             server_info=t.ServerInfo(name="agentd", version=__version__),
@@ -627,7 +657,7 @@ def create_server(config: Config) -> tuple[AgentdServer, Any]:
         "mcp/list": lambda _: t.McpListResult(servers=[]),
     }
     for name, handler in handlers.items():
-        proto.fm.features[name] = handler
+        proto.fm.features[name] = handler if name == "initialize" else gated(handler)
     return server, manager
 
 
@@ -647,13 +677,12 @@ def serve_stdio(config: Config) -> int:
     server, manager = create_server(config)
 
     async def main() -> int:
-        async def on_start() -> None:
-            await asyncio.to_thread(manager.open)
-            await manager.runs.recover()
-
         try:
-            code = await server.serve(sys.stdin.buffer, sys.stdout.buffer, on_start)
+            code = await server.serve(sys.stdin.buffer, sys.stdout.buffer)
         finally:
+            if server.startup is not None:
+                with contextlib.suppress(Exception):
+                    await server.startup
             # End of input acts as shutdown then exit.
             await manager.runs.shutdown()
             await manager.close()

@@ -45,11 +45,15 @@ class ToolContextStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def prepare(self) -> int:
-        """Create the directory (0700) and sweep files of dead daemons. Returns how many
-        stale files were removed. Runs once at startup, before the event loop is busy."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def prepare_dir(self) -> None:
+        """Create the directory, 0700 whatever the umask."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
+
+    def prepare(self) -> int:
+        """Create the directory and sweep files of dead daemons. Returns how many stale
+        files were removed. Runs once at startup."""
+        self.prepare_dir()
         removed = 0
         for entry in os.scandir(self.directory):
             if entry.name.startswith(".tmp-"):

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -24,7 +24,9 @@ from agentd.errors import ProviderError
 from agentd.history import to_chat_messages
 from agentd.protocol import types as t
 from agentd.run_stream import RunStream
-from agentd.tool_calls import ToolRunner
+
+if TYPE_CHECKING:
+    from agentd.tool_calls import ToolRunner
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,360 @@
+"""agentd benchmarks: the real daemon over real pipes, the scripted model on loopback.
+
+    python bench/run.py [--quick] [--only NAME ...]
+
+Prints one line per figure and writes bench/results/latest.json. Targets (2-core
+machine) are in README.md; each figure states what it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from rpc_client import Daemon, daemon_env  # noqa: E402
+
+from agentd.scripted_model import ScriptedModelServer  # noqa: E402
+
+RESULTS: dict[str, Any] = {}
+
+
+def report(name: str, value: Any, unit: str = "", note: str = "") -> None:
+    RESULTS[name] = {"value": value, "unit": unit, "note": note}
+    shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+    print(f"{name:<44} {shown:>12} {unit:<8} {note}", flush=True)
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fresh_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="agentd-bench-"))
+
+
+# --- startup and listing ---------------------------------------------------------------
+
+
+def bench_initialize(runs: int) -> None:
+    times = []
+    for _ in range(runs):
+        tmp = fresh_dir()
+        start = time.perf_counter()
+        d = Daemon(daemon_env(tmp))
+        d.call("initialize", {"processId": os.getpid()})
+        times.append((time.perf_counter() - start) * 1000)
+        d.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report("spawn_to_initialize_median", statistics.median(times), "ms", f"{runs} spawns")
+    report("spawn_to_initialize_p90", pct(times, 90), "ms")
+
+
+def populate_catalog(tmp: Path, count: int) -> None:
+    """Sessions straight into the catalog (and one log each for the first few), the way
+    the daemon writes them; creating 100,000 through the protocol would take minutes."""
+    d = Daemon(daemon_env(tmp))
+    d.initialize()
+    sample = d.call("session/create", {"title": "seed"})["session"]
+    d.stop()
+    db = sqlite3.connect(tmp / "data" / "catalog.sqlite3")
+    now = sample["time"]["created"]
+    rows = []
+    for i in range(count):
+        sid = f"ses_{now - i:012x}0000{i:08x}"[:28]
+        rows.append((sid, f"agent-{i:012x}", "anonymous", "default", None, None,
+                     f"Session number {i}", f"session number {i}", None, None,
+                     f"anonymous.default.agent-{i:012x}", now - count + i, now - count + i))
+    db.executemany(
+        "INSERT OR IGNORE INTO sessions (id, client_session_id, actor_key, project_key, project_id,"
+        " parent_id, title, title_fold, workspace_root, model, scope_key, created, updated)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+
+
+def bench_list(count: int) -> None:
+    tmp = fresh_dir()
+    populate_catalog(tmp, count)
+    d = Daemon(daemon_env(tmp))
+    d.initialize()
+    d.call("session/list", {})  # warm
+    times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        d.call("session/list", {"limit": 50})
+        times.append((time.perf_counter() - start) * 1000)
+    report(f"list_first_page_{count}_median", statistics.median(times), "ms",
+           "50 sessions, round trip over the pipe")
+    if count <= 10_000:
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            d.call("session/list", {"limit": 50, "query": "number 99"})
+            times.append((time.perf_counter() - start) * 1000)
+        report(f"list_query_{count}_median", statistics.median(times), "ms", "title search")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_walk_and_create() -> None:
+    tmp = fresh_dir()
+    d = Daemon(daemon_env(tmp))
+    d.initialize()
+    times = []
+    for i in range(1000):
+        start = time.perf_counter()
+        d.call("session/create", {"title": f"s{i}"})
+        times.append((time.perf_counter() - start) * 1000)
+    report("create_median", statistics.median(times), "ms", "session/create round trip")
+    report("create_p99", pct(times, 99), "ms")
+    walks = []
+    for _ in range(5):
+        start = time.perf_counter()
+        cursor, seen = None, 0
+        while True:
+            page = d.call("session/list", {"limit": 500, **({"cursor": cursor} if cursor else {})})
+            seen += len(page["sessions"])
+            cursor = page.get("nextCursor")
+            if not cursor:
+                break
+        walks.append((time.perf_counter() - start) * 1000)
+    assert seen == 1000, seen
+    report("list_all_1000_by_cursor_median", statistics.median(walks), "ms", "limit 500 pages")
+    report("rss_with_1000_sessions", rss_mib(d.proc.pid), "MiB", "after creating and listing")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- streaming ---------------------------------------------------------------------------
+
+
+def _chat_daemon(srv: ScriptedModelServer) -> tuple[Daemon, Path]:
+    tmp = fresh_dir()
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+    return d, tmp
+
+
+def bench_token_latency(srv: ScriptedModelServer) -> None:
+    """Upstream sends a token every 5 ms; latency = editor receives it - server sent it.
+    The server stamps each token with its send time (perf_counter is per-process, so
+    wall clock in ns on one machine is used on both sides)."""
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+    received: list[tuple[int, str]] = []
+    original = d._on_message
+
+    def on_message(msg: dict[str, Any]) -> None:
+        if msg.get("method") == "part/delta":
+            received.append((time.time_ns(), msg["params"]["delta"]))
+        original(msg)
+
+    d._on_message = on_message  # type: ignore[method-assign]
+    tokens = [f"<{i}>" for i in range(400)]
+    srv.enqueue({"text": "".join(tokens), "chunkSize": None, "tokens": tokens, "delayMs": 5,
+                 "stampTokens": True})
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
+           timeout=60)
+    sent = srv.token_times()
+    lat = []
+    for recv_ns, delta in received:
+        for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
+            if tok in sent:
+                lat.append((recv_ns - sent[tok]) / 1e6)
+    report("token_latency_median", statistics.median(lat), "ms", f"{len(lat)} tokens at 5 ms")
+    report("token_latency_p99", pct(lat, 99), "ms")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+    best = 0.0
+    text = " ".join(f"tok{i}" for i in range(2000))
+    for _ in range(3):
+        srv.enqueue({"text": text})
+        log = tmp / "data" / "sessions" / sid / "log.jsonl"
+        size_before = log.stat().st_size
+        start = time.perf_counter()
+        res = d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
+                     timeout=60)
+        elapsed = time.perf_counter() - start
+        assert "".join(p.get("text", "") for p in res["message"]["parts"]) == text
+        best = max(best, 2000 / elapsed)
+        written = log.stat().st_size - size_before
+    report("tokens_per_second_2000_token_answer", best, "tok/s",
+           "chat request to response, upstream without pauses")
+    report("disk_bytes_per_streamed_byte", written / len(text.encode()), "x",
+           f"{written} log bytes for {len(text)} text bytes")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
+    d, tmp = _chat_daemon(srv)
+    sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
+    received: list[tuple[int, str]] = []
+    original = d._on_message
+
+    def on_message(msg: dict[str, Any]) -> None:
+        if msg.get("method") == "part/delta":
+            received.append((time.time_ns(), msg["params"]["delta"]))
+        original(msg)
+
+    d._on_message = on_message  # type: ignore[method-assign]
+    specs = []
+    for i in range(streams):
+        tokens = [f"<{i}.{j}>" for j in range(100)]
+        specs.append({"text": "".join(tokens), "tokens": tokens, "delayMs": 20,
+                      "stampTokens": True})
+    srv.enqueue(*specs)
+    ids = [d.request_async("session/chat", {"sessionId": s, "parts": [{"type": "text",
+                                                                          "text": "go"}]})
+           for s in sids]
+    for i in ids:
+        d.result(i, timeout=120)
+    sent = srv.token_times()
+    lat = []
+    for recv_ns, delta in received:
+        for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
+            if tok in sent:
+                lat.append((recv_ns - sent[tok]) / 1e6)
+    report(f"token_latency_{streams}_streams_median", statistics.median(lat), "ms",
+           f"{len(lat)} tokens, 20 ms pace each")
+    report(f"token_latency_{streams}_streams_p99", pct(lat, 99), "ms")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_abort(srv: ScriptedModelServer, runs: int) -> None:
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    times = []
+    for _ in range(runs):
+        srv.enqueue({"text": " ".join(["word"] * 2000), "delayMs": 5})
+        seen = len(d.notifications("part/delta"))
+        chat = d.request_async("session/chat", {"sessionId": sid,
+                                                "parts": [{"type": "text", "text": "go"}]})
+        d.wait_for(lambda s=seen: len(d.notifications("part/delta")) > s + 3)
+        start = time.perf_counter()
+        d.call("session/abort", {"sessionId": sid})
+        times.append((time.perf_counter() - start) * 1000)
+        d.result(chat)
+    report("abort_to_response_median", statistics.median(times), "ms", f"{runs} aborts")
+    report("abort_to_response_p99", pct(times, 99), "ms")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_rss_growth(srv: ScriptedModelServer, turns: int) -> None:
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    rss10 = 0.0
+    for i in range(turns):
+        if i % 50 == 0:
+            sid = d.call("session/create", {"title": f"t{i}"})["session"]["id"]
+        srv.enqueue({"text": "answer " * 50})
+        d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]})
+        if i == 9:
+            rss10 = rss_mib(d.proc.pid)
+        if i % 100 == 0:
+            d.messages.clear()
+            d.responses.clear()
+    rss_end = rss_mib(d.proc.pid)
+    report("rss_after_10_turns", rss10, "MiB")
+    report(f"rss_after_{turns}_turns", rss_end, "MiB",
+           f"growth {100 * (rss_end - rss10) / rss10:.1f}%")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_grep() -> None:
+    import asyncio
+
+    from agentd.tools import ToolEnv, run_builtin_tool
+
+    tmp = fresh_dir()
+    body = "".join(f"    value_{i} = compute(alpha, beta, {i})\n" for i in range(120)).encode()
+    for d in range(100):
+        sub = tmp / f"pkg{d:02d}"
+        sub.mkdir()
+        for f in range(100):
+            (sub / f"m{f:02d}.py").write_bytes(body + (b"needle = 1\n" if f == 0 else b""))
+    env = ToolEnv(workspace_root=tmp, spill_dir=tmp / ".spill", process_env={})
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        out = asyncio.run(run_builtin_tool("grep", {"pattern": "needle = 1"}, env, call_id="b"))
+        times.append((time.perf_counter() - start) * 1000)
+        assert "needle" in out.output
+    report("grep_10000_files_median", statistics.median(times), "ms", "about 50 MB")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller counts")
+    parser.add_argument("--only", nargs="*", default=None)
+    args = parser.parse_args()
+    quick = args.quick
+
+    def want(name: str) -> bool:
+        return args.only is None or name in args.only
+
+    if want("initialize"):
+        bench_initialize(5 if quick else 15)
+    if want("list"):
+        bench_list(10_000)
+        if not quick:
+            bench_list(100_000)
+    if want("create"):
+        bench_walk_and_create()
+    if want("grep"):
+        bench_grep()
+    with ScriptedModelServer() as srv:
+        if want("latency"):
+            bench_token_latency(srv)
+        if want("throughput"):
+            bench_throughput_and_disk(srv)
+        if want("concurrent"):
+            bench_concurrent_streams(srv, 20 if quick else 100)
+        if want("abort"):
+            bench_abort(srv, 20 if quick else 50)
+        if want("rss"):
+            bench_rss_growth(srv, 100 if quick else 1000)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(RESULTS, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    _ = (subprocess, threading)
+    raise SystemExit(main())
