@@ -136,8 +136,12 @@ class Renderer:
             self.write(self._dim(params["delta"]) if kind == "reasoning" else params["delta"])
         elif method == "session/status" and params.get("status") == "retry":
             wait = max(0, (params.get("nextRetryAt", 0) - time.time() * 1000) / 1000)
-            self.write(self._dim(f"\n[retrying: {params.get('message', '')}; attempt "
-                                 f"{params.get('attempt')} in {wait:.1f}s]\n"))
+            self.write(
+                self._dim(
+                    f"\n[retrying: {params.get('message', '')}; attempt "
+                    f"{params.get('attempt')} in {wait:.1f}s]\n"
+                )
+            )
 
     def part(self, part: dict[str, Any]) -> None:
         kind = part["type"]
@@ -178,8 +182,12 @@ class Renderer:
         usage = message.get("usage") or {}
         if usage and self.tty:
             cost = message.get("cost") or 0
-            self.write(self._dim(f"[{usage.get('inputTokens', 0)} in, "
-                                 f"{usage.get('outputTokens', 0)} out, ${cost:.4f}]\n"))
+            self.write(
+                self._dim(
+                    f"[{usage.get('inputTokens', 0)} in, "
+                    f"{usage.get('outputTokens', 0)} out, ${cost:.4f}]\n"
+                )
+            )
         self.kinds.clear()
         self.last_kind = None
 
@@ -200,8 +208,13 @@ async def _chat(args: Namespace) -> int:
 
         scripted = ScriptedModelServer()
         await scripted.start()
-        env.update({"OPENAI_BASE_URL": scripted.base_url, "OPENAI_API_KEY": "offline",
-                    "AGENTD_MODEL": "scripted"})
+        env.update(
+            {
+                "OPENAI_BASE_URL": scripted.base_url,
+                "OPENAI_API_KEY": "offline",
+                "AGENTD_MODEL": "scripted",
+            }
+        )
         sys.stderr.write(OFFLINE_BANNER)
     daemon_args = [sys.executable, "-m", "agentd"]
     if args.data_dir:
@@ -209,7 +222,10 @@ async def _chat(args: Namespace) -> int:
     if args.config:
         daemon_args += ["--config", args.config]
     proc = await asyncio.create_subprocess_exec(
-        *daemon_args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+        *daemon_args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
     )
     renderer = Renderer(sys.stdout)
     loop = asyncio.get_running_loop()
@@ -220,18 +236,26 @@ async def _chat(args: Namespace) -> int:
                 return {"outcome": "allow_once"}
             renderer.write(f"\nallow {params['title']}? [y]es / [a]lways / [N]o: ")
             answer = (await loop.run_in_executor(None, sys.stdin.readline)).strip().lower()
-            outcome = {"y": "allow_once", "yes": "allow_once", "a": "allow_always",
-                       "always": "allow_always"}.get(answer, "reject_once")
+            outcome = {
+                "y": "allow_once",
+                "yes": "allow_once",
+                "a": "allow_always",
+                "always": "allow_always",
+            }.get(answer, "reject_once")
             return {"outcome": outcome}
         return None
 
     client = RpcClient(proc, renderer.notify, on_request)
     try:
-        await client.call("initialize", {
-            "processId": os.getpid(), "clientInfo": {"name": "agentd chat"},
-            "workspaceRoot": os.getcwd(),
-            "capabilities": {"permissionRequests": True},
-        })
+        await client.call(
+            "initialize",
+            {
+                "processId": os.getpid(),
+                "clientInfo": {"name": "agentd chat"},
+                "workspaceRoot": os.getcwd(),
+                "capabilities": {"permissionRequests": True},
+            },
+        )
         client.notify("initialized")
         if args.list:
             await _print_sessions(client)
@@ -242,8 +266,9 @@ async def _chat(args: Namespace) -> int:
             print(f"resuming: {session['title']} ({session_id})")
             await _print_history(client, session_id)
         else:
-            session_id = (await client.call("session/create", {"model": args.model}
-                                            if args.model else {}))["session"]["id"]
+            session_id = (
+                await client.call("session/create", {"model": args.model} if args.model else {})
+            )["session"]["id"]
         if args.prompt:
             return await _send(client, renderer, session_id, " ".join(args.prompt))
         return await _repl(client, renderer, session_id)
@@ -264,9 +289,15 @@ async def _chat(args: Namespace) -> int:
 
 async def _send(client: RpcClient, renderer: Renderer, session_id: str, text: str) -> int:
     loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(client.call("session/chat", {
-        "sessionId": session_id, "parts": [{"type": "text", "text": text}],
-    }))
+    task = asyncio.ensure_future(
+        client.call(
+            "session/chat",
+            {
+                "sessionId": session_id,
+                "parts": [{"type": "text", "text": text}],
+            },
+        )
+    )
 
     def on_sigint() -> None:
         # Ctrl-C stops the answer, not the program.
@@ -292,8 +323,9 @@ async def _print_sessions(client: RpcClient) -> None:
 
 
 async def _print_history(client: RpcClient, session_id: str) -> None:
-    messages = (await client.call("session/messages", {"sessionId": session_id,
-                                                       "limit": 10}))["messages"]
+    messages = (await client.call("session/messages", {"sessionId": session_id, "limit": 10}))[
+        "messages"
+    ]
     for m in messages:
         text = "".join(p.get("text", "") for p in m["parts"] if p["type"] == "text")
         who = "you" if m["role"] == "user" else "agentd"

@@ -58,27 +58,46 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON-RPC (LSP framing) on stdin/stdout for an editor.",
     )
     parser.add_argument("--version", action="version", version=f"agentd {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging (-v info, -vv debug); logs go to stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging (-v info, -vv debug); logs go to stderr",
+    )
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
-    parser.add_argument("--data-dir", help="where sessions are stored (default: $AGENTD_DATA_DIR "
-                        "or the user data directory)")
-    parser.add_argument("--config", help="configuration file (default: $AGENTD_CONFIG or "
-                        "<user config dir>/agentd/config.toml)")
-    parser.add_argument("--max-frame-bytes", type=int,
-                        help="largest accepted JSON-RPC frame (default 32 MiB)")
+    parser.add_argument(
+        "--data-dir",
+        help="where sessions are stored (default: $AGENTD_DATA_DIR or the user data directory)",
+    )
+    parser.add_argument(
+        "--config",
+        help="configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
+    )
+    parser.add_argument(
+        "--max-frame-bytes", type=int, help="largest accepted JSON-RPC frame (default 32 MiB)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
-    chat = sub.add_parser("chat", help="chat in the terminal (spawns a daemon; works offline "
-                          "with the bundled scripted model when no model is configured)")
+    chat = sub.add_parser(
+        "chat",
+        help="chat in the terminal (spawns a daemon; works offline "
+        "with the bundled scripted model when no model is configured)",
+    )
     chat.add_argument("prompt", nargs="*", help="send this and exit after the answer")
     chat.add_argument("--session", help="resume this session id")
     chat.add_argument("--list", action="store_true", help="list sessions and exit")
     chat.add_argument("--model", help="model to use")
-    chat.add_argument("--offline", action="store_true",
-                      help="use the bundled scripted model even if a model is configured")
-    chat.add_argument("--allow-tools", action="store_true",
-                      help="let the model use write_file, edit_file and bash without asking")
+    chat.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the bundled scripted model even if a model is configured",
+    )
+    chat.add_argument(
+        "--allow-tools",
+        action="store_true",
+        help="let the model use write_file, edit_file and bash without asking",
+    )
     sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
     tc = sub.add_parser("tool-context", help="print the tool context of an active run")
     tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")

@@ -108,8 +108,9 @@ def _decimal(value: Any, where: str, problems: list[str]) -> Decimal | None:
         return None
 
 
-def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
-          problems: list[str]) -> Any:
+def _take(
+    table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, problems: list[str]
+) -> Any:
     value = table.get(key)
     if value is None:
         return None
@@ -193,10 +194,15 @@ def load_config(
         )
 
     default_model = env.get("AGENTD_MODEL") or _take(raw, "default_model", str, "config", problems)
-    if default_model and default_model not in models and "default" in providers \
-            and "/" not in default_model:
-        models[default_model] = ModelConfig(id=default_model, provider="default",
-                                            upstream=default_model)
+    if (
+        default_model
+        and default_model not in models
+        and "default" in providers
+        and "/" not in default_model
+    ):
+        models[default_model] = ModelConfig(
+            id=default_model, provider="default", upstream=default_model
+        )
     mcp = raw.get("mcp_servers") or {}
     if not isinstance(mcp, dict):
         problems.append("mcp_servers: expected a table")

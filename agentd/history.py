@@ -47,9 +47,14 @@ def assistant_to_chat(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         msg: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
         if calls:
             msg["tool_calls"] = [
-                {"id": c["callId"], "type": "function",
-                 "function": {"name": c["tool"],
-                              "arguments": json.dumps((c.get("state") or {}).get("input") or {})}}
+                {
+                    "id": c["callId"],
+                    "type": "function",
+                    "function": {
+                        "name": c["tool"],
+                        "arguments": json.dumps((c.get("state") or {}).get("input") or {}),
+                    },
+                }
                 for c in calls
             ]
         out.append(msg)

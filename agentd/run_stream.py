@@ -79,14 +79,17 @@ class RunStream:
         if pending is None:
             return
         message_id, part_id, chunks = pending
-        self.link.notify("part/delta", {
-            "sessionId": self.session_id,
-            "runId": self.run_id,
-            "messageId": message_id,
-            "partId": part_id,
-            "field": "text",
-            "delta": "".join(chunks),
-        })
+        self.link.notify(
+            "part/delta",
+            {
+                "sessionId": self.session_id,
+                "runId": self.run_id,
+                "messageId": message_id,
+                "partId": part_id,
+                "field": "text",
+                "delta": "".join(chunks),
+            },
+        )
 
     # --- parts and messages ------------------------------------------------------------
 
@@ -94,10 +97,15 @@ class RunStream:
         """A part appeared or changed state: tell the editor; log it whole when `persist`
         (at boundaries: creation with content, state changes, end)."""
         data = unstructure(part)
-        self.notify("part/updated", {
-            "sessionId": self.session_id, "runId": self.run_id,
-            "messageId": message_id, "part": data,
-        })
+        self.notify(
+            "part/updated",
+            {
+                "sessionId": self.session_id,
+                "runId": self.run_id,
+                "messageId": message_id,
+                "part": data,
+            },
+        )
         if persist:
             # The snapshot contains all text so far: unsaved deltas are now redundant.
             self._unsaved.pop((message_id, part.id), None)
@@ -106,9 +114,14 @@ class RunStream:
     def message(self, message: t.Message, *, persist: bool = True) -> None:
         data = unstructure(message)
         data.pop("parts", None)
-        self.notify("message/updated", {
-            "sessionId": self.session_id, "runId": self.run_id, "message": data,
-        })
+        self.notify(
+            "message/updated",
+            {
+                "sessionId": self.session_id,
+                "runId": self.run_id,
+                "message": data,
+            },
+        )
         if persist:
             self.log.append({"k": "message", "message": data, "at": message.time.created})
 

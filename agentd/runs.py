@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -34,7 +35,14 @@ from agentd.run_stream import RunStream
 from agentd.session import SessionManager
 from agentd.storage.catalog import DEFAULT_TITLE, cost_str
 from agentd.storage.log import LogState, RunLock, lock_is_free
-from agentd.turn import DEFAULT_SYSTEM_PROMPT, Turn, TurnInput, read_input_file, step_cost
+from agentd.turn import (
+    DEFAULT_SYSTEM_PROMPT,
+    Turn,
+    TurnInput,
+    read_input_file,
+    step_cost,
+    usage_from_provider,
+)
 
 if TYPE_CHECKING:
     from agentd.tool_calls import Permissions
@@ -107,11 +115,16 @@ class RunManager:
             from agentd.provider import ChatProvider, ProviderConfig
 
             cfg = self.config.providers[model.provider]
-            provider = ChatProvider(ProviderConfig(
-                base_url=cfg.base_url, api_key=cfg.api_key, max_attempts=cfg.max_attempts,
-                first_token_timeout_s=cfg.first_token_timeout_s,
-                stall_timeout_s=cfg.stall_timeout_s, headers=dict(cfg.headers),
-            ))
+            provider = ChatProvider(
+                ProviderConfig(
+                    base_url=cfg.base_url,
+                    api_key=cfg.api_key,
+                    max_attempts=cfg.max_attempts,
+                    first_token_timeout_s=cfg.first_token_timeout_s,
+                    stall_timeout_s=cfg.stall_timeout_s,
+                    headers=dict(cfg.headers),
+                )
+            )
             self._providers[model.provider] = provider
         return provider
 
@@ -129,20 +142,28 @@ class RunManager:
 
     # --- session/chat ------------------------------------------------------------------
 
-    async def chat(self, p: t.SessionChatParams,
-                   on_cancel: Callable[[Callable[[], None]], None]) -> t.SessionChatResult:
+    async def chat(
+        self, p: t.SessionChatParams, on_cancel: Callable[[Callable[[], None]], None]
+    ) -> t.SessionChatResult:
         row = await self.sessions.get_row(p.session_id)
         model = self.resolve_model(p.model, row[8])
         if not p.parts:
-            raise InvalidParams("params.parts: at least one part is needed", data={"field": "parts"})
+            raise InvalidParams(
+                "params.parts: at least one part is needed", data={"field": "parts"}
+            )
         if p.max_steps is not None and p.max_steps < 1:
             raise InvalidParams("params.maxSteps: must be at least 1", data={"field": "maxSteps"})
         if self._closing:
             raise RequestCancelled("agentd is shutting down")
         sid = p.session_id
         loop = asyncio.get_running_loop()
-        run = Run(run_id=ids.new_id("run"), session_id=sid, params=p, model=model,
-                  ready=loop.create_future())
+        run = Run(
+            run_id=ids.new_id("run"),
+            session_id=sid,
+            params=p,
+            model=model,
+            ready=loop.create_future(),
+        )
         on_cancel(lambda: self._cancel_run(run))
         mode = p.on_busy or "reject"
         active = self._active.get(sid)
@@ -222,8 +243,10 @@ class RunManager:
             self._active.pop(sid, None)
             self._start_next(sid)
             row = await sessions.catalog.run(sessions.catalog.get_session, sid)
-            raise SessionBusy("session is running in another agentd",
-                              data={"sessionId": sid, "runId": row[13] if row else None})
+            raise SessionBusy(
+                "session is running in another agentd",
+                data={"sessionId": sid, "runId": row[13] if row else None},
+            )
         log = sessions.log_for(sid)
         stream = RunStream(sessions.link, log, sid, run.run_id)
         scope_key = ""
@@ -234,22 +257,37 @@ class RunManager:
             first_run = not state.messages
             now = ids.now_ms()
             trace_id = run.params.trace_id or header.get("traceId") or ""
-            sessions.cache_run(run.run_id, {"sessionId": sid,
-                                            "clientSessionId": header["clientSessionId"],
-                                            "sessionScopeKey": scope_key})
-            log.append({"k": "run", "run": run.run_id, "state": "start", "pid": os.getpid(),
-                        "at": now})
-            await sessions.catalog.run(sessions.catalog.start_run, run.run_id, sid, now,
-                                       os.getpid())
-            await sessions.toolctx.write({
-                "sessionScopeKey": scope_key, "sessionId": sid,
-                "clientSessionId": header["clientSessionId"], "runId": run.run_id,
-                "actorKey": header["actorKey"], "projectKey": header["projectKey"],
-                "projectId": header.get("projectId"), "traceId": trace_id,
-                "learningMode": "interactive", "allowLearningWrite": True,
-                "workspaceRoot": header.get("workspaceRoot"), "pid": os.getpid(),
-                "updatedAt": now,
-            })
+            sessions.cache_run(
+                run.run_id,
+                {
+                    "sessionId": sid,
+                    "clientSessionId": header["clientSessionId"],
+                    "sessionScopeKey": scope_key,
+                },
+            )
+            log.append(
+                {"k": "run", "run": run.run_id, "state": "start", "pid": os.getpid(), "at": now}
+            )
+            await sessions.catalog.run(
+                sessions.catalog.start_run, run.run_id, sid, now, os.getpid()
+            )
+            await sessions.toolctx.write(
+                {
+                    "sessionScopeKey": scope_key,
+                    "sessionId": sid,
+                    "clientSessionId": header["clientSessionId"],
+                    "runId": run.run_id,
+                    "actorKey": header["actorKey"],
+                    "projectKey": header["projectKey"],
+                    "projectId": header.get("projectId"),
+                    "traceId": trace_id,
+                    "learningMode": "interactive",
+                    "allowLearningWrite": True,
+                    "workspaceRoot": header.get("workspaceRoot"),
+                    "pid": os.getpid(),
+                    "updatedAt": now,
+                }
+            )
             stream.status("busy")
             await sessions.emit_session_by_id(sid)
 
@@ -257,29 +295,61 @@ class RunManager:
             from agentd.tool_calls import DEFAULT_TOOLS, Permissions, ToolRunner, tool_env
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
-            env = tool_env(workspace, sessions.session_dir(sid), scope_key,
-                           sessions.toolctx.directory)
+            env = tool_env(
+                workspace, sessions.session_dir(sid), scope_key, sessions.toolctx.directory
+            )
             user = self._user_message(run, env.workspace_root)
             stream.message(user)
             for part in user.parts:
                 stream.part(user.id, part)
-            history = self._history(state, env.workspace_root)
-            history.append(self._user_chat(user, env.workspace_root))
-            system = [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
-            messages = [{"role": "system", "content": "\n\n".join(system)}, *history]
+            state = await log.read()
+            if self._needs_compaction(state, run.model):
+                await self.compact(sid, run.model, auto=True, stream=stream)
+                state = await log.read()
+            messages = self._chat_messages(run, state, env.workspace_root)
             runner = ToolRunner(
-                config=self.config, link=sessions.link, editor=sessions.editor,
-                session_id=sid, run_id=run.run_id, scope_key=scope_key,
+                config=self.config,
+                link=sessions.link,
+                editor=sessions.editor,
+                session_id=sid,
+                run_id=run.run_id,
+                scope_key=scope_key,
                 builtin=list(run.params.tools if run.params.tools is not None else DEFAULT_TOOLS),
-                client_tools=run.params.client_tools or [], env=env,
+                client_tools=run.params.client_tools or [],
+                env=env,
                 permissions=self._permissions.setdefault(sid, Permissions()),
             )
             session_obj = sessions._session(await sessions.get_row(sid))
-            inp = TurnInput(session=session_obj, header=header, run_id=run.run_id,
-                            params=run.params, model=run.model, history=messages,
-                            user_message=user)
-            turn = Turn(inp, stream, self.provider_for(run.model), runner, self.config,
-                        on_retry=lambda notice: self._on_retry(run, stream, notice))
+            inp = TurnInput(
+                session=session_obj,
+                header=header,
+                run_id=run.run_id,
+                params=run.params,
+                model=run.model,
+                history=messages,
+                user_message=user,
+            )
+
+            async def on_overflow() -> list[dict[str, Any]] | None:
+                if not self.config.compaction:
+                    return None
+                summary = await self.compact(sid, run.model, auto=True, stream=stream)
+                if summary.error is not None:
+                    return None
+                return self._chat_messages(
+                    run, await log.read(), env.workspace_root, exclude=turn.message.id
+                )
+
+            turn = Turn(
+                inp,
+                stream,
+                self.provider_for(run.model),
+                runner,
+                self.config,
+                on_retry=lambda notice: self._on_retry(run, stream, notice),
+                on_resume=lambda: self._on_resume(run, stream),
+                on_overflow=on_overflow,
+            )
             run.turn = turn
             message = await turn.run()
             log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
@@ -313,17 +383,49 @@ class RunManager:
         parts: list[t.Part] = []
         for inp in run.params.parts:
             if isinstance(inp, t.TextInputPart):
-                parts.append(t.TextPart(id=ids.new_id("prt"), text=inp.text,
-                                        time=t.PartTime(start=now, end=now)))
+                parts.append(
+                    t.TextPart(
+                        id=ids.new_id("prt"), text=inp.text, time=t.PartTime(start=now, end=now)
+                    )
+                )
             else:
-                parts.append(t.FilePart(id=ids.new_id("prt"), path=inp.path,
-                                        mime=inp.mime or _guess_mime(inp.path)))
-        return t.Message(id=ids.new_id("msg"), session_id=run.session_id, role="user",
-                         time=t.MessageTime(created=now, completed=now), parts=parts,
-                         run_id=run.run_id)
+                parts.append(
+                    t.FilePart(
+                        id=ids.new_id("prt"), path=inp.path, mime=inp.mime or _guess_mime(inp.path)
+                    )
+                )
+        return t.Message(
+            id=ids.new_id("msg"),
+            session_id=run.session_id,
+            role="user",
+            time=t.MessageTime(created=now, completed=now),
+            parts=parts,
+            run_id=run.run_id,
+        )
 
-    def _user_chat(self, user: t.Message, root: Any) -> dict[str, Any]:
-        return to_chat_messages([self._with_file_text(unstructure(user), root)])[0]
+    def _chat_messages(
+        self, run: Run, state: LogState, root: Any, exclude: str | None = None
+    ) -> list[dict[str, Any]]:
+        """System prompt + history (from the latest summary on) for the model."""
+        system = [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
+        return [
+            {"role": "system", "content": "\n\n".join(system)},
+            *self._history(state, root, exclude),
+        ]
+
+    def _needs_compaction(self, state: LogState, model: ModelConfig) -> bool:
+        """The last step's tokens exceed the usable context (window - output - margin)."""
+        if not self.config.compaction or not model.context_window:
+            return False
+        usable = (model.context_window - (model.max_output_tokens or 0)) * (1 - CONTEXT_MARGIN)
+        for msg in reversed(state.messages.values()):
+            finishes = [p for p in msg.parts.values() if p.get("type") == "step-finish"]
+            if finishes:
+                usage = finishes[-1].get("usage") or {}
+                return usage.get("inputTokens", 0) + usage.get("outputTokens", 0) > usable
+            if msg.meta.get("summary"):
+                return False
+        return False
 
     def _with_file_text(self, msg: dict[str, Any], root: Any) -> dict[str, Any]:
         if msg.get("role") != "user":
@@ -334,8 +436,10 @@ class RunManager:
         ]
         return {**msg, "parts": parts}
 
-    def _history(self, state: LogState, root: Any) -> list[dict[str, Any]]:
-        msgs = list(state.messages.values())
+    def _history(
+        self, state: LogState, root: Any, exclude: str | None = None
+    ) -> list[dict[str, Any]]:
+        msgs = [m for i, m in state.messages.items() if i != exclude]
         if state.compact_from and state.compact_from in state.messages:
             # The model sees the summary, then the tail kept verbatim, then what came after.
             order = list(state.messages)
@@ -343,12 +447,21 @@ class RunManager:
             msgs = [state.messages[state.compact_from]]
             msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
             msgs += [state.messages[i] for i in after]
+            msgs = [m for m in msgs if m.meta["id"] != exclude]
         return to_chat_messages(self._with_file_text(m.to_wire(), root) for m in msgs)
 
     def _on_retry(self, run: Run, stream: RunStream, notice: Any) -> None:
         run.status = "retry"
-        stream.status("retry", attempt=notice.attempt, nextRetryAt=notice.next_retry_at_ms,
-                      message=notice.error.message)
+        stream.status(
+            "retry",
+            attempt=notice.attempt,
+            nextRetryAt=notice.next_retry_at_ms,
+            message=notice.error.message,
+        )
+
+    def _on_resume(self, run: Run, stream: RunStream) -> None:
+        run.status = "busy"
+        stream.status("busy")
 
     # --- session/abort -----------------------------------------------------------------
 
@@ -394,8 +507,10 @@ class RunManager:
             async with asyncio.timeout(60):
                 answer, usage = await provider.complete_text(
                     model=model.upstream,
-                    messages=[{"role": "system", "content": TITLE_PROMPT},
-                              {"role": "user", "content": text[:4000]}],
+                    messages=[
+                        {"role": "system", "content": TITLE_PROMPT},
+                        {"role": "user", "content": text[:4000]},
+                    ],
                     max_tokens=32,
                 )
             self._record_usage(sid, model, usage)
@@ -411,40 +526,57 @@ class RunManager:
     def _record_usage(self, sid: str, model: ModelConfig, usage: Any) -> None:
         if usage is None:
             return
-        u = t.Usage(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens,
-                    usage.cache_read_tokens, usage.cache_write_tokens)
-        self.sessions.log_for(sid).append({
-            "k": "usage", "usage": unstructure(u), "cost": str(step_cost(model, u)),
-            "at": ids.now_ms(),
-        })
+        u = usage_from_provider(usage)
+        self.sessions.log_for(sid).append(
+            {
+                "k": "usage",
+                "usage": unstructure(u),
+                "cost": str(step_cost(model, u)),
+                "at": ids.now_ms(),
+            }
+        )
 
     async def summarize(self, p: t.SessionSummarizeParams) -> t.MessageResult:
         row = await self.sessions.get_row(p.session_id)
         if self._active.get(p.session_id) is not None:
-            raise SessionBusy("session is busy", data={"sessionId": p.session_id,
-                                                       "runId": self._active[p.session_id].run_id})
+            raise SessionBusy(
+                "session is busy",
+                data={"sessionId": p.session_id, "runId": self._active[p.session_id].run_id},
+            )
         model = self.resolve_model(p.model, row[8])
         message = await self.compact(p.session_id, model, auto=False)
         return t.MessageResult(message=message)
 
-    async def compact(self, sid: str, model: ModelConfig, *, auto: bool) -> t.Message:
-        """Summarize history into a `summary: true` message; later turns send history from
-        it on, with the last few messages kept verbatim after it."""
+    async def compact(
+        self, sid: str, model: ModelConfig, *, auto: bool, stream: RunStream | None = None
+    ) -> t.Message:
+        """Summarize history into a `summary: true` message; later turns send the summary,
+        then the last few messages verbatim, then what follows. Within a run, the summary
+        is streamed to the editor like any message (`stream`)."""
         sessions = self.sessions
         log = sessions.log_for(sid)
         state = await log.read()
         msgs = list(state.messages.values())
         keep = msgs[-KEEP_TAIL_MESSAGES:] if len(msgs) > KEEP_TAIL_MESSAGES else []
-        to_summarize = msgs[: len(msgs) - len(keep)]
-        chat = to_chat_messages(m.to_wire() for m in to_summarize)
+        chat = to_chat_messages(m.to_wire() for m in msgs[: len(msgs) - len(keep)])
+        chat = _fit(chat, model)
         now = ids.now_ms()
-        message = t.Message(id=ids.new_id("msg"), session_id=sid, role="assistant",
-                            time=t.MessageTime(created=now), model=model.id, summary=True)
+        message = t.Message(
+            id=ids.new_id("msg"),
+            session_id=sid,
+            role="assistant",
+            time=t.MessageTime(created=now),
+            model=model.id,
+            summary=True,
+        )
         try:
             text, usage = await self.provider_for(model).complete_text(
                 model=model.upstream,
-                messages=[{"role": "system", "content": SUMMARY_PROMPT}, *chat,
-                          {"role": "user", "content": "Summarize the conversation above."}],
+                messages=[
+                    {"role": "system", "content": SUMMARY_PROMPT},
+                    *chat,
+                    {"role": "user", "content": "Summarize the conversation above."},
+                ],
                 max_tokens=model.max_output_tokens,
             )
         except ProviderError as exc:
@@ -452,31 +584,40 @@ class RunManager:
             message.finish_reason = "error"
             message.time.completed = ids.now_ms()
             return message
-        u = usage and t.Usage(usage.input_tokens, usage.output_tokens, usage.reasoning_tokens,
-                              usage.cache_read_tokens, usage.cache_write_tokens)
-        message.usage = u or t.Usage()
+        message.usage = usage_from_provider(usage)
         message.cost = float(step_cost(model, message.usage))
         message.finish_reason = "stop"
         message.parts = [
             t.CompactionPart(id=ids.new_id("prt"), auto=auto),
-            t.TextPart(id=ids.new_id("prt"), text=text, time=t.PartTime(start=now, end=ids.now_ms())),
+            t.TextPart(
+                id=ids.new_id("prt"), text=text, time=t.PartTime(start=now, end=ids.now_ms())
+            ),
         ]
         message.time.completed = ids.now_ms()
-        data = unstructure(message)
-        parts = data.pop("parts")
-        records: list[dict[str, Any]] = [{"k": "message", "message": data, "at": now}]
-        records += [{"k": "part", "m": message.id, "part": part} for part in parts]
-        records.append({"k": "compact", "from": message.id,
-                        "keep": [m.meta["id"] for m in keep], "at": now})
-        log.append(*records)
+        if stream is not None:
+            stream.message(message)
+            for part in message.parts:
+                stream.part(message.id, part)
+        else:
+            data = unstructure(message)
+            parts = data.pop("parts")
+            log.append(
+                {"k": "message", "message": data, "at": now},
+                *({"k": "part", "m": message.id, "part": part} for part in parts),
+            )
+        log.append(
+            {"k": "compact", "from": message.id, "keep": [m.meta["id"] for m in keep], "at": now}
+        )
         await log.flush()
-        await self._update_totals(sid)
+        if stream is None:
+            await self._update_totals(sid)
         return message
 
     async def _update_totals(self, sid: str) -> None:
         state = await self.sessions.log_for(sid).read()
-        await self.sessions.catalog.run(self.sessions.catalog.update_session, sid,
-                                        {**_totals(state), "updated": ids.now_ms()})
+        await self.sessions.catalog.run(
+            self.sessions.catalog.update_session, sid, {**_totals(state), "updated": ids.now_ms()}
+        )
         await self.sessions.emit_session_by_id(sid)
 
     # --- recovery and shutdown ---------------------------------------------------------
@@ -512,9 +653,17 @@ class RunManager:
                         closed = _close_part(part, now)
                         if closed is not None:
                             records.append({"k": "part", "m": meta["id"], "part": closed})
-                    records.append({"k": "message", "message": {
-                        **meta, "finishReason": "interrupted",
-                        "time": {**meta.get("time", {}), "completed": now}}, "at": now})
+                    records.append(
+                        {
+                            "k": "message",
+                            "message": {
+                                **meta,
+                                "finishReason": "interrupted",
+                                "time": {**meta.get("time", {}), "completed": now},
+                            },
+                            "at": now,
+                        }
+                    )
                 records.append({"k": "run", "run": run_id, "state": "end", "at": now})
             if records:
                 log.append(*records)
@@ -560,10 +709,35 @@ def _close_part(part: dict[str, Any], now: int) -> dict[str, Any] | None:
         state = part.get("state") or {}
         if state.get("status") in ("pending", "running"):
             start = (state.get("time") or {}).get("start", now)
-            return {**part, "state": {"status": "error", "input": state.get("input", {}),
-                                      "error": "interrupted: agentd stopped during the run",
-                                      "time": {"start": start, "end": now}}}
+            return {
+                **part,
+                "state": {
+                    "status": "error",
+                    "input": state.get("input", {}),
+                    "error": "interrupted: agentd stopped during the run",
+                    "time": {"start": start, "end": now},
+                },
+            }
     return None
+
+
+def _fit(chat: list[dict[str, Any]], model: ModelConfig) -> list[dict[str, Any]]:
+    """Drop the oldest messages so a summary request fits the model's context (about
+    three characters a token), keeping tool results with their calls."""
+    if not model.context_window:
+        return chat
+    budget = int((model.context_window - (model.max_output_tokens or 0)) * 0.8 * 3)
+    total = 0
+    start = len(chat)
+    while start > 0:
+        size = len(json.dumps(chat[start - 1]))
+        if total + size > budget:
+            break
+        total += size
+        start -= 1
+    while start < len(chat) and chat[start].get("role") == "tool":
+        start += 1
+    return chat[start:]
 
 
 def _totals(state: LogState) -> dict[str, Any]:
@@ -582,4 +756,3 @@ def _guess_mime(path: str) -> str:
     import mimetypes
 
     return mimetypes.guess_type(path)[0] or "application/octet-stream"
-

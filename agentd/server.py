@@ -217,7 +217,7 @@ class PipeWriter:
         if self._sync_fd is not None:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._sync_fd, view):]
+                view = view[os.write(self._sync_fd, view) :]
             return
         assert self.transport is not None
         self.transport.write(data)
@@ -292,8 +292,9 @@ class AgentdProtocol(JsonRPCProtocol):
         msg_id = msg.get("id")
         has_id = "id" in msg
         if msg.get("jsonrpc") != "2.0":
-            self._reply_error(msg_id if _valid_id(msg_id) else None, -32600,
-                              'jsonrpc must be "2.0"')
+            self._reply_error(
+                msg_id if _valid_id(msg_id) else None, -32600, 'jsonrpc must be "2.0"'
+            )
             return
         if has_id and not _valid_id(msg_id):
             self._reply_error(None, -32600, "id must be a string or an integer")
@@ -345,15 +346,15 @@ class AgentdProtocol(JsonRPCProtocol):
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            self._reply_error(msg_id, -32602, "params must be an object",
-                              {"field": "params"})
+            self._reply_error(msg_id, -32602, "params must be an object", {"field": "params"})
             return _INVALID
         try:
             return structure(raw, cls)
         except Exception as exc:
             problems = describe_error(exc)
-            self._reply_error(msg_id, -32602, "invalid params: " + "; ".join(problems),
-                              {"errors": problems})
+            self._reply_error(
+                msg_id, -32602, "invalid params: " + "; ".join(problems), {"errors": problems}
+            )
             return _INVALID
 
     def _on_notification(self, method: str, raw: Any) -> None:
@@ -392,8 +393,9 @@ class AgentdProtocol(JsonRPCProtocol):
         if error is not None:
             err = error if isinstance(error, dict) else {}
             future.set_exception(
-                EditorError(err.get("code", -32603), str(err.get("message", "error")),
-                            err.get("data"))
+                EditorError(
+                    err.get("code", -32603), str(err.get("message", "error")), err.get("data")
+                )
             )
         else:
             future.set_result(msg.get("result"))
@@ -409,8 +411,13 @@ class AgentdProtocol(JsonRPCProtocol):
         exc = future.exception()
         if exc is None:
             result = future.result()
-            self._write({"jsonrpc": "2.0", "id": msg_id,
-                         "result": None if result is None else unstructure(result)})
+            self._write(
+                {
+                    "jsonrpc": "2.0",
+                    "id": msg_id,
+                    "result": None if result is None else unstructure(result),
+                }
+            )
         elif isinstance(exc, AgentdError):
             self._reply_error(msg_id, exc.code, exc.message, exc.data)
         else:
@@ -436,8 +443,9 @@ class AgentdProtocol(JsonRPCProtocol):
     def notify(self, method: str, params: Any | None = None) -> None:
         self._write({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def send_request(self, method: str, params: Any | None = None, callback: Any = None,
-                     msg_id: Any = None) -> Future[Any]:
+    def send_request(
+        self, method: str, params: Any | None = None, callback: Any = None, msg_id: Any = None
+    ) -> Future[Any]:
         msg_id = msg_id or f"agentd-{uuid.uuid4().hex[:16]}"
         future: Future[Any] = Future()
         future.agentd_msg_id = msg_id  # type: ignore[attr-defined]
@@ -566,8 +574,9 @@ def _find_header(body: bytes) -> int:
     return match.start() if match else -1
 
 
-def _feed_from_thread(loop: asyncio.AbstractEventLoop, stream: asyncio.StreamReader,
-                      source: Any) -> None:
+def _feed_from_thread(
+    loop: asyncio.AbstractEventLoop, stream: asyncio.StreamReader, source: Any
+) -> None:
     def pump() -> None:
         fd = source.fileno()
         while True:

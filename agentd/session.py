@@ -68,9 +68,29 @@ class SensitiveContext:
 
 
 def session_from_row(row: tuple[Any, ...], status: str | None = None) -> t.Session:
-    (sid, client_id, actor, project, project_id, parent_id, title, workspace_root, model,
-     scope_key, created, updated, row_status, _run_id, _pid, inp, out, reas, cread, cwrite,
-     cost) = row
+    (
+        sid,
+        client_id,
+        actor,
+        project,
+        project_id,
+        parent_id,
+        title,
+        workspace_root,
+        model,
+        scope_key,
+        created,
+        updated,
+        row_status,
+        _run_id,
+        _pid,
+        inp,
+        out,
+        reas,
+        cread,
+        cwrite,
+        cost,
+    ) = row
     return t.Session(
         id=sid,
         client_session_id=client_id,
@@ -100,8 +120,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     except ValueError:
         value = -1
     if value < 0 or not ids.is_valid_id(sid, "ses"):
-        raise InvalidParams("params.cursor: not a cursor this server issued",
-                            data={"field": "cursor"})
+        raise InvalidParams(
+            "params.cursor: not a cursor this server issued", data={"field": "cursor"}
+        )
     return value, sid
 
 
@@ -159,10 +180,14 @@ class SessionManager:
 
     async def get_row(self, session_id: str) -> tuple[Any, ...]:
         if not isinstance(session_id, str) or not ids.is_valid_id(session_id, "ses"):
-            raise SessionNotFound(f"session not found: {session_id}", data={"sessionId": session_id})
+            raise SessionNotFound(
+                f"session not found: {session_id}", data={"sessionId": session_id}
+            )
         row = await self.catalog.run(self.catalog.get_session, session_id)
         if row is None:
-            raise SessionNotFound(f"session not found: {session_id}", data={"sessionId": session_id})
+            raise SessionNotFound(
+                f"session not found: {session_id}", data={"sessionId": session_id}
+            )
         return row
 
     async def get_session_obj(self, session_id: str) -> t.Session:
@@ -194,10 +219,13 @@ class SessionManager:
             raise ModelNotConfigured(f"unknown model: {p.model}", data={"model": p.model})
         if p.client_session_id is not None:
             if not p.client_session_id or len(p.client_session_id) > 512:
-                raise InvalidParams("params.clientSessionId: must be 1 to 512 characters",
-                                    data={"field": "clientSessionId"})
-            row = await self.catalog.run(self.catalog.find_by_client, actor, project,
-                                         p.client_session_id)
+                raise InvalidParams(
+                    "params.clientSessionId: must be 1 to 512 characters",
+                    data={"field": "clientSessionId"},
+                )
+            row = await self.catalog.run(
+                self.catalog.find_by_client, actor, project, p.client_session_id
+            )
             if row is not None:
                 self._remember_secret(row[0], p.access_token)
                 return t.SessionCreateResult(session=self._session(row), created=False)
@@ -244,8 +272,9 @@ class SessionManager:
             # Another daemon created the same clientSessionId first: theirs wins.
             self._logs.pop(session_id).close()
             await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
-            existing = await self.catalog.run(self.catalog.find_by_client, actor, project,
-                                              client_id)
+            existing = await self.catalog.run(
+                self.catalog.find_by_client, actor, project, client_id
+            )
             assert existing is not None
             self._remember_secret(existing[0], p.access_token)
             return t.SessionCreateResult(session=self._session(existing), created=False)
@@ -266,8 +295,9 @@ class SessionManager:
     async def list(self, p: t.SessionListParams) -> t.SessionListResult:
         limit = LIST_DEFAULT if p.limit is None else p.limit
         if not 1 <= limit <= LIST_MAX:
-            raise InvalidParams(f"params.limit: must be between 1 and {LIST_MAX}",
-                                data={"field": "limit"})
+            raise InvalidParams(
+                f"params.limit: must be between 1 and {LIST_MAX}", data={"field": "limit"}
+            )
         cursor = decode_cursor(p.cursor) if p.cursor else None
         rows = await self.catalog.run(
             lambda: self.catalog.list_sessions(
@@ -298,8 +328,10 @@ class SessionManager:
         end = len(all_ids)
         if p.before is not None:
             if p.before not in state.messages:
-                raise InvalidParams(f"params.before: no message {p.before} in this session",
-                                    data={"field": "before"})
+                raise InvalidParams(
+                    f"params.before: no message {p.before} in this session",
+                    data={"field": "before"},
+                )
             end = all_ids.index(p.before)
         start = max(0, end - limit)
         page = [structure(state.messages[i].to_wire(), t.Message) for i in all_ids[start:end]]
@@ -344,8 +376,7 @@ class SessionManager:
                 await self.runs.abort_session(sid, drop_queue=True)
             # Still locked after our own abort: another daemon is running it.
             if not await asyncio.to_thread(lock_is_free, self.session_dir(sid)):
-                raise SessionBusy("session is running in another agentd",
-                                  data={"sessionId": sid})
+                raise SessionBusy("session is running in another agentd", data={"sessionId": sid})
         rows = [await self.catalog.run(self.catalog.get_session, sid) for sid in doomed]
         await self.catalog.run(self.catalog.delete_sessions, doomed)
         for sid, row in zip(doomed, rows, strict=True):
@@ -386,8 +417,10 @@ class SessionManager:
             row = await self.catalog.run(self.catalog.resolve_run, p.run_id)
             if row is None:
                 return None
-            self.cache_run(p.run_id, {"sessionId": row[0], "clientSessionId": row[1],
-                                      "sessionScopeKey": row[2]})
+            self.cache_run(
+                p.run_id,
+                {"sessionId": row[0], "clientSessionId": row[1], "sessionScopeKey": row[2]},
+            )
             cached = self._run_cache[p.run_id]
         return t.RunResolveResult(
             session_id=cached["sessionId"],
@@ -407,13 +440,15 @@ class SessionManager:
     def models(self) -> t.ModelsListResult:
         out = []
         for model in self.config.models.values():
-            out.append(t.ModelInfo(
-                id=model.id,
-                provider=model.provider,
-                default=model.id == self.config.default_model,
-                context_window=model.context_window,
-                max_output_tokens=model.max_output_tokens,
-            ))
+            out.append(
+                t.ModelInfo(
+                    id=model.id,
+                    provider=model.provider,
+                    default=model.id == self.config.default_model,
+                    context_window=model.context_window,
+                    max_output_tokens=model.max_output_tokens,
+                )
+            )
         return t.ModelsListResult(models=out)
 
 

@@ -87,15 +87,17 @@ class ToolRunner:
         name = part.tool
         if name not in self.builtin and name not in self.client_tools:
             known = ", ".join(self.builtin + list(self.client_tools)) or "none"
-            return self._error(turn, part, tool_input, start,
-                               f"unknown tool {name!r}; available tools: {known}")
+            return self._error(
+                turn, part, tool_input, start, f"unknown tool {name!r}; available tools: {known}"
+            )
         if name in self.builtin and BUILTIN_TOOLS[name].writes:
             refusal = await self._permission(part, tool_input)
             if refusal is not None:
                 return self._error(turn, part, tool_input, start, refusal)
         start = ids.now_ms()
-        part.state = t.ToolStateRunning(input=tool_input, time=t.ToolTime(start=start),
-                                        title=_title(name, tool_input))
+        part.state = t.ToolStateRunning(
+            input=tool_input, time=t.ToolTime(start=start), title=_title(name, tool_input)
+        )
         turn.update_part(part)
         if name in self.builtin:
             out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
@@ -104,19 +106,24 @@ class ToolRunner:
             output, title, metadata, is_error = await self._client_tool(turn, part, tool_input)
         end = ids.now_ms()
         if is_error:
-            part.state = t.ToolStateError(input=tool_input, error=output or "failed",
-                                          time=t.ToolTime(start=start, end=end))
+            part.state = t.ToolStateError(
+                input=tool_input, error=output or "failed", time=t.ToolTime(start=start, end=end)
+            )
         else:
             part.state = t.ToolStateCompleted(
-                input=tool_input, output=output, title=title or _title(name, tool_input),
-                metadata=metadata, time=t.ToolTime(start=start, end=end),
+                input=tool_input,
+                output=output,
+                title=title or _title(name, tool_input),
+                metadata=metadata,
+                time=t.ToolTime(start=start, end=end),
             )
         turn.update_part(part)
         return None
 
     def _error(self, turn: Any, part: t.ToolPart, tool_input: Any, start: int, why: str) -> None:
-        part.state = t.ToolStateError(input=tool_input, error=why,
-                                      time=t.ToolTime(start=start, end=ids.now_ms()))
+        part.state = t.ToolStateError(
+            input=tool_input, error=why, time=t.ToolTime(start=start, end=ids.now_ms())
+        )
         turn.update_part(part)
 
     async def _permission(self, part: t.ToolPart, tool_input: Any) -> str | None:
@@ -130,13 +137,22 @@ class ToolRunner:
         if remembered is not None:
             return None if remembered else f"the user refused {name} for this input"
         if not self.editor.permission_requests:
-            return (f"{name} needs the user's permission, and this editor cannot ask for it "
-                    "(no permissionRequests capability); it is refused")
+            return (
+                f"{name} needs the user's permission, and this editor cannot ask for it "
+                "(no permissionRequests capability); it is refused"
+            )
         try:
-            answer = await self.link.request("permission/request", {
-                "sessionId": self.session_id, "runId": self.run_id, "callId": part.call_id,
-                "tool": name, "input": tool_input, "title": _title(name, tool_input),
-            })
+            answer = await self.link.request(
+                "permission/request",
+                {
+                    "sessionId": self.session_id,
+                    "runId": self.run_id,
+                    "callId": part.call_id,
+                    "tool": name,
+                    "input": tool_input,
+                    "title": _title(name, tool_input),
+                },
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -152,18 +168,28 @@ class ToolRunner:
             return f"the user refused {name}"
         return f"permission request got an invalid answer: {outcome!r}"
 
-    async def _client_tool(self, turn: Any, part: t.ToolPart,
-                           tool_input: Any) -> tuple[str, str | None, dict[str, Any] | None, bool]:
+    async def _client_tool(
+        self, turn: Any, part: t.ToolPart, tool_input: Any
+    ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
         params = {
-            "sessionId": self.session_id, "runId": self.run_id, "messageId": turn.message.id,
-            "callId": part.call_id, "name": part.tool, "input": tool_input,
+            "sessionId": self.session_id,
+            "runId": self.run_id,
+            "messageId": turn.message.id,
+            "callId": part.call_id,
+            "name": part.tool,
+            "input": tool_input,
             "sessionScopeKey": self.scope_key,
         }
         try:
             async with asyncio.timeout(CLIENT_TOOL_TIMEOUT_S):
                 result = await self.link.request("tool/execute", params)
         except TimeoutError:
-            return f"the editor did not answer within {CLIENT_TOOL_TIMEOUT_S:.0f} s", None, None, True
+            return (
+                f"the editor did not answer within {CLIENT_TOOL_TIMEOUT_S:.0f} s",
+                None,
+                None,
+                True,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -171,8 +197,9 @@ class ToolRunner:
         if not isinstance(result, dict) or not isinstance(result.get("output"), str):
             return "the editor answered tool/execute without an output string", None, None, True
         # Truncation may write the full text to a spill file: off the event loop.
-        output = await asyncio.to_thread(truncate_output, result["output"], self.env,
-                                         call_id=part.call_id)
+        output = await asyncio.to_thread(
+            truncate_output, result["output"], self.env, call_id=part.call_id
+        )
         metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
         title = result.get("title") if isinstance(result.get("title"), str) else None
         return output, title, metadata, result.get("isError") is True
@@ -191,8 +218,10 @@ def parse_arguments(raw: str) -> tuple[Any, str | None]:
 
 
 def _function(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "function",
-            "function": {"name": name, "description": description, "parameters": dict(parameters)}}
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": dict(parameters)},
+    }
 
 
 def _title(name: str, tool_input: Any) -> str:
@@ -204,8 +233,9 @@ def _title(name: str, tool_input: Any) -> str:
     return name
 
 
-def tool_env(workspace_root: str | None, session_dir: Path, scope_key: str,
-             tool_context_dir: Path) -> ToolEnv:
+def tool_env(
+    workspace_root: str | None, session_dir: Path, scope_key: str, tool_context_dir: Path
+) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
     root = Path(workspace_root or ".").absolute()

@@ -131,7 +131,9 @@ def default_dir() -> Path:
     return Path(state) / "tool-context"
 
 
-def read(scope_key: str | None = None, directory: Path | str | None = None) -> dict[str, Any] | None:
+def read(
+    scope_key: str | None = None, directory: Path | str | None = None
+) -> dict[str, Any] | None:
     """The tool context of the active run for `scope_key` (default: $AGENTD_SESSION_SCOPE_KEY),
     or None when no run is active for it. For editor-side tools written in Python."""
     scope_key = scope_key or os.environ.get(ENV_KEY)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,16 @@ from agentd import ids
 from agentd.config import Config, ModelConfig
 from agentd.errors import ProviderError
 from agentd.history import to_chat_messages
+from agentd.model_events import (
+    ReasoningDelta,
+    RetryNotice,
+    StepFinished,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallStarted,
+)
 from agentd.protocol import types as t
+from agentd.protocol.converter import unstructure
 from agentd.run_stream import RunStream
 
 if TYPE_CHECKING:
@@ -86,14 +95,28 @@ def usage_from_provider(u: Any) -> t.Usage:
 class Turn:
     """State of one run's assistant message while it streams."""
 
-    def __init__(self, inp: TurnInput, stream: RunStream, provider: Any, tools: ToolRunner,
-                 config: Config, on_retry: Callable[[Any], None]) -> None:
+    def __init__(
+        self,
+        inp: TurnInput,
+        stream: RunStream,
+        provider: Any,
+        tools: ToolRunner,
+        config: Config,
+        *,
+        on_retry: Callable[[RetryNotice], None],
+        on_resume: Callable[[], None],
+        on_overflow: Callable[[], Awaitable[list[dict[str, Any]] | None]],
+    ) -> None:
         self.inp = inp
         self.stream = stream
         self.provider = provider
         self.tools = tools
         self.config = config
-        self.on_retry = on_retry
+        self._on_retry = on_retry
+        self._on_resume = on_resume
+        # Compacts the session and returns the history to retry with (None: cannot).
+        self._on_overflow = on_overflow
+        self._retrying = False
         now = ids.now_ms()
         self.message = t.Message(
             id=ids.new_id("msg"),
@@ -143,16 +166,28 @@ class Turn:
         max_steps = inp.params.max_steps or DEFAULT_MAX_STEPS
         messages = list(inp.history)
         finish: str | None = None
+        compacted = False
         try:
-            for step in range(max_steps):
-                calls = await self.step(messages)
+            step = 0
+            while step < max_steps:
+                try:
+                    calls = await self.step(messages)
+                except ProviderError as exc:
+                    # A context overflow on the first call: compact once and retry.
+                    if exc.name != "ContextOverflow" or compacted or step > 0:
+                        raise
+                    compacted = True
+                    history = await self._on_overflow()
+                    if history is None:
+                        raise
+                    messages = history
+                    continue
+                step += 1
                 if calls is None:
                     finish = self.message.finish_reason or "stop"
                     break
-                if step == max_steps - 1:
-                    finish = "tool-calls"
             else:
-                finish = finish or "tool-calls"
+                finish = "tool-calls"
         except asyncio.CancelledError:
             finish = "aborted"
             self._abandon_open_parts("aborted")
@@ -167,7 +202,20 @@ class Turn:
         self.message.time.completed = ids.now_ms()
         self.message.cost = float(self.cost)
         self.stream.message(self.message)
+        if self.message.error is not None:
+            self.stream.notify(
+                "session/error",
+                {
+                    "sessionId": self.message.session_id,
+                    "runId": self.inp.run_id,
+                    "error": unstructure(self.message.error),
+                },
+            )
         return self.message
+
+    def _retry(self, notice: RetryNotice) -> None:
+        self._retrying = True
+        self._on_retry(notice)
 
     async def step(self, messages: list[dict[str, Any]]) -> list[t.ToolPart] | None:
         """One model call and its tool calls. Returns the tool parts when the model asked
@@ -182,30 +230,39 @@ class Turn:
                 messages=messages,
                 tools=self.tools.openai_specs() or None,
                 max_tokens=self.inp.model.max_output_tokens,
-                on_retry=self.on_retry,
+                on_retry=self._retry,
             )
             try:
                 async for ev in events:
-                    kind = type(ev).__name__
-                    if kind == "TextDelta":
-                        self._stream_text(t.TextPart, ev.text)
-                    elif kind == "ReasoningDelta":
-                        self._stream_text(t.ReasoningPart, ev.text)
-                    elif kind == "ToolCallStarted":
-                        self.close_text()
-                        part = t.ToolPart(id=ids.new_id("prt"), call_id=ev.call_id, tool=ev.name,
-                                          state=t.ToolStatePending(input={}))
-                        calls[ev.index] = {"part": part, "args": []}
-                        self.add_part(part)
-                    elif kind == "ToolCallArguments":
-                        if ev.index in calls:
-                            calls[ev.index]["args"].append(ev.delta)
-                    elif kind == "StepFinished":
-                        step_usage = usage_from_provider(ev.usage)
-                        reason = FINISH_REASONS.get(ev.finish_reason, ev.finish_reason or "stop")
-                        if ev.refusal and not any(isinstance(p, t.TextPart) for p in self.message.parts):
-                            self._stream_text(t.TextPart, ev.refusal)
-                        self._reconcile_calls(calls, ev.tool_calls)
+                    if self._retrying:
+                        self._retrying = False
+                        self._on_resume()
+                    match ev:
+                        case TextDelta(text=text):
+                            self._stream_text(t.TextPart, text)
+                        case ReasoningDelta(text=text):
+                            self._stream_text(t.ReasoningPart, text)
+                        case ToolCallStarted(index=index, call_id=call_id, name=name):
+                            self.close_text()
+                            part = t.ToolPart(
+                                id=ids.new_id("prt"),
+                                call_id=call_id,
+                                tool=name,
+                                state=t.ToolStatePending(input={}),
+                            )
+                            calls[index] = {"part": part, "args": []}
+                            self.add_part(part)
+                        case ToolCallArguments(index=index, delta=delta):
+                            if index in calls:
+                                calls[index]["args"].append(delta)
+                        case StepFinished():
+                            step_usage = usage_from_provider(ev.usage)
+                            reason = FINISH_REASONS.get(
+                                ev.finish_reason, ev.finish_reason or "stop"
+                            )
+                            if ev.refusal and not self._step_text():
+                                self._stream_text(t.TextPart, ev.refusal)
+                            self._reconcile_calls(calls, ev.tool_calls)
             finally:
                 await events.aclose()
         except BaseException as exc:
@@ -221,20 +278,26 @@ class Turn:
         if not tool_parts:
             return None
         # The assistant turn as the model sent it, then each result, in call order.
-        messages.append({
-            "role": "assistant",
-            "content": "".join(p.text for p in self._step_text()) or None,
-            "tool_calls": [
-                {"id": p.call_id, "type": "function",
-                 "function": {"name": p.tool, "arguments": "".join(c["args"]) or "{}"}}
-                for p, c in ((c["part"], c) for _, c in sorted(calls.items()))
-            ],
-        })
+        messages.append(
+            {
+                "role": "assistant",
+                "content": "".join(p.text for p in self._step_text()) or None,
+                "tool_calls": [
+                    {
+                        "id": p.call_id,
+                        "type": "function",
+                        "function": {"name": p.tool, "arguments": "".join(c["args"]) or "{}"},
+                    }
+                    for p, c in ((c["part"], c) for _, c in sorted(calls.items()))
+                ],
+            }
+        )
         for _, call in sorted(calls.items()):
             part: t.ToolPart = call["part"]
             await self.tools.run(self, part, "".join(call["args"]))
-            messages.append({"role": "tool", "tool_call_id": part.call_id,
-                             "content": tool_result_text(part)})
+            messages.append(
+                {"role": "tool", "tool_call_id": part.call_id, "content": tool_result_text(part)}
+            )
         return tool_parts
 
     def _reconcile_calls(self, calls: dict[int, dict[str, Any]], assembled: Any) -> None:
@@ -242,8 +305,12 @@ class Turn:
         for index, call in enumerate(assembled or ()):
             entry = calls.get(index)
             if entry is None:
-                part = t.ToolPart(id=ids.new_id("prt"), call_id=call.call_id, tool=call.name,
-                                  state=t.ToolStatePending(input={}))
+                part = t.ToolPart(
+                    id=ids.new_id("prt"),
+                    call_id=call.call_id,
+                    tool=call.name,
+                    state=t.ToolStatePending(input={}),
+                )
                 calls[index] = {"part": part, "args": [call.arguments]}
                 self.add_part(part)
             else:
@@ -264,8 +331,9 @@ class Turn:
         assert self.message.usage is not None
         self.message.usage = self.message.usage + usage
         self.message.cost = float(self.cost)
-        self.add_part(t.StepFinishPart(id=ids.new_id("prt"), reason=reason, usage=usage,
-                                       cost=float(cost)))
+        self.add_part(
+            t.StepFinishPart(id=ids.new_id("prt"), reason=reason, usage=usage, cost=float(cost))
+        )
 
     def _abandon_open_parts(self, why: str) -> None:
         """Unfinished tool parts become errors; open text is closed as it stands."""

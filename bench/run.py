@@ -85,13 +85,29 @@ def populate_catalog(tmp: Path, count: int) -> None:
     rows = []
     for i in range(count):
         sid = f"ses_{now - i:012x}0000{i:08x}"[:28]
-        rows.append((sid, f"agent-{i:012x}", "anonymous", "default", None, None,
-                     f"Session number {i}", f"session number {i}", None, None,
-                     f"anonymous.default.agent-{i:012x}", now - count + i, now - count + i))
+        rows.append(
+            (
+                sid,
+                f"agent-{i:012x}",
+                "anonymous",
+                "default",
+                None,
+                None,
+                f"Session number {i}",
+                f"session number {i}",
+                None,
+                None,
+                f"anonymous.default.agent-{i:012x}",
+                now - count + i,
+                now - count + i,
+            )
+        )
     db.executemany(
         "INSERT OR IGNORE INTO sessions (id, client_session_id, actor_key, project_key, project_id,"
         " parent_id, title, title_fold, workspace_root, model, scope_key, created, updated)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
     db.commit()
     db.close()
 
@@ -107,8 +123,12 @@ def bench_list(count: int) -> None:
         start = time.perf_counter()
         d.call("session/list", {"limit": 50})
         times.append((time.perf_counter() - start) * 1000)
-    report(f"list_first_page_{count}_median", statistics.median(times), "ms",
-           "50 sessions, round trip over the pipe")
+    report(
+        f"list_first_page_{count}_median",
+        statistics.median(times),
+        "ms",
+        "50 sessions, round trip over the pipe",
+    )
     if count <= 10_000:
         times = []
         for _ in range(20):
@@ -176,10 +196,18 @@ def bench_token_latency(srv: ScriptedModelServer) -> None:
 
     d._on_message = on_message  # type: ignore[method-assign]
     tokens = [f"<{i}>" for i in range(400)]
-    srv.enqueue({"text": "".join(tokens), "chunkSize": None, "tokens": tokens, "delayMs": 5,
-                 "stampTokens": True})
-    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
-           timeout=60)
+    srv.enqueue(
+        {
+            "text": "".join(tokens),
+            "chunkSize": None,
+            "tokens": tokens,
+            "delayMs": 5,
+            "stampTokens": True,
+        }
+    )
+    d.call(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=60
+    )
     sent = srv.token_times()
     lat = []
     for recv_ns, delta in received:
@@ -203,16 +231,27 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
         log = tmp / "data" / "sessions" / sid / "log.jsonl"
         size_before = log.stat().st_size
         start = time.perf_counter()
-        res = d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
-                     timeout=60)
+        res = d.call(
+            "session/chat",
+            {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
+            timeout=60,
+        )
         elapsed = time.perf_counter() - start
         assert "".join(p.get("text", "") for p in res["message"]["parts"]) == text
         best = max(best, 2000 / elapsed)
         written = log.stat().st_size - size_before
-    report("tokens_per_second_2000_token_answer", best, "tok/s",
-           "chat request to response, upstream without pauses")
-    report("disk_bytes_per_streamed_byte", written / len(text.encode()), "x",
-           f"{written} log bytes for {len(text)} text bytes")
+    report(
+        "tokens_per_second_2000_token_answer",
+        best,
+        "tok/s",
+        "chat request to response, upstream without pauses",
+    )
+    report(
+        "disk_bytes_per_streamed_byte",
+        written / len(text.encode()),
+        "x",
+        f"{written} log bytes for {len(text)} text bytes",
+    )
     d.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -232,12 +271,14 @@ def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     specs = []
     for i in range(streams):
         tokens = [f"<{i}.{j}>" for j in range(100)]
-        specs.append({"text": "".join(tokens), "tokens": tokens, "delayMs": 20,
-                      "stampTokens": True})
+        specs.append(
+            {"text": "".join(tokens), "tokens": tokens, "delayMs": 20, "stampTokens": True}
+        )
     srv.enqueue(*specs)
-    ids = [d.request_async("session/chat", {"sessionId": s, "parts": [{"type": "text",
-                                                                          "text": "go"}]})
-           for s in sids]
+    ids = [
+        d.request_async("session/chat", {"sessionId": s, "parts": [{"type": "text", "text": "go"}]})
+        for s in sids
+    ]
     for i in ids:
         d.result(i, timeout=120)
     sent = srv.token_times()
@@ -246,8 +287,12 @@ def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
         for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
             if tok in sent:
                 lat.append((recv_ns - sent[tok]) / 1e6)
-    report(f"token_latency_{streams}_streams_median", statistics.median(lat), "ms",
-           f"{len(lat)} tokens, 20 ms pace each")
+    report(
+        f"token_latency_{streams}_streams_median",
+        statistics.median(lat),
+        "ms",
+        f"{len(lat)} tokens, 20 ms pace each",
+    )
     report(f"token_latency_{streams}_streams_p99", pct(lat, 99), "ms")
     d.stop()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -260,8 +305,9 @@ def bench_abort(srv: ScriptedModelServer, runs: int) -> None:
     for _ in range(runs):
         srv.enqueue({"text": " ".join(["word"] * 2000), "delayMs": 5})
         seen = len(d.notifications("part/delta"))
-        chat = d.request_async("session/chat", {"sessionId": sid,
-                                                "parts": [{"type": "text", "text": "go"}]})
+        chat = d.request_async(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+        )
         d.wait_for(lambda s=seen: len(d.notifications("part/delta")) > s + 3)
         start = time.perf_counter()
         d.call("session/abort", {"sessionId": sid})
@@ -289,8 +335,9 @@ def bench_rss_growth(srv: ScriptedModelServer, turns: int) -> None:
             d.responses.clear()
     rss_end = rss_mib(d.proc.pid)
     report("rss_after_10_turns", rss10, "MiB")
-    report(f"rss_after_{turns}_turns", rss_end, "MiB",
-           f"growth {100 * (rss_end - rss10) / rss10:.1f}%")
+    report(
+        f"rss_after_{turns}_turns", rss_end, "MiB", f"growth {100 * (rss_end - rss10) / rss10:.1f}%"
+    )
     d.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 

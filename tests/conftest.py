@@ -16,8 +16,14 @@ def spawn(tmp_path: Path) -> Iterator:
     """spawn(base_url=None, **env) -> an agentd started on tmp_path's data and state dirs."""
     daemons: list[Daemon] = []
 
-    def _spawn(base_url: str | None = None, *, args: list[str] | None = None,
-               initialize: bool = True, workspace: Path | None = None, **env: str) -> Daemon:
+    def _spawn(
+        base_url: str | None = None,
+        *,
+        args: list[str] | None = None,
+        initialize: bool = True,
+        workspace: Path | None = None,
+        **env: str,
+    ) -> Daemon:
         d = Daemon(daemon_env(tmp_path, base_url, **env), args=args)
         daemons.append(d)
         if initialize:
@@ -33,7 +39,9 @@ def spawn(tmp_path: Path) -> Iterator:
 def model_server() -> Iterator:
     from agentd.scripted_model import ScriptedModelServer
 
-    with ScriptedModelServer(fixtures_dir=Path(__file__).parent / "fixtures" / "openai-compat") as srv:
+    with ScriptedModelServer(
+        fixtures_dir=Path(__file__).parent / "fixtures" / "openai-compat"
+    ) as srv:
         yield srv
 
 

@@ -36,13 +36,17 @@ def frame(obj: Any) -> bytes:
 
 
 class Daemon:
-    def __init__(self, env: dict[str, str], args: list[str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], args: list[str] | None = None, cwd: str | None = None
+    ) -> None:
         full_env = {**os.environ, **env}
         self.proc = subprocess.Popen(
             [*AGENTD, *(args or [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=cwd,
         )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -124,8 +128,13 @@ class Daemon:
             result = handler(msg["params"])
             self._send_quietly({"jsonrpc": "2.0", "id": msg["id"], "result": result})
         except RpcError as exc:
-            self._send_quietly({"jsonrpc": "2.0", "id": msg["id"],
-                       "error": {"code": exc.code, "message": exc.message}})
+            self._send_quietly(
+                {
+                    "jsonrpc": "2.0",
+                    "id": msg["id"],
+                    "error": {"code": exc.code, "message": exc.message},
+                }
+            )
 
     # --- waiting -----------------------------------------------------------------------
 
@@ -138,19 +147,26 @@ class Daemon:
                     return value
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError("condition not met; stderr:\n" + "".join(self.stderr_lines[-30:]))
+                    raise TimeoutError(
+                        "condition not met; stderr:\n" + "".join(self.stderr_lines[-30:])
+                    )
                 if self.closed and not value:
                     # One last check after the stream closed.
                     value = predicate()
                     if value:
                         return value
-                    raise EOFError("agentd closed stdout; stderr:\n" + "".join(self.stderr_lines[-30:]))
+                    raise EOFError(
+                        "agentd closed stdout; stderr:\n" + "".join(self.stderr_lines[-30:])
+                    )
                 self._cond.wait(min(remaining, 0.5))
 
     def notifications(self, method: str | None = None) -> list[dict[str, Any]]:
         with self._cond:
-            return [m for m in self.messages if "id" not in m
-                    and (method is None or m.get("method") == method)]
+            return [
+                m
+                for m in self.messages
+                if "id" not in m and (method is None or m.get("method") == method)
+            ]
 
     # --- requests ----------------------------------------------------------------------
 
@@ -181,8 +197,9 @@ class Daemon:
         self.send(msg)
 
     def initialize(self, **params: Any) -> Any:
-        result = self.call("initialize", {"processId": os.getpid(),
-                                          "clientInfo": {"name": "tests"}, **params})
+        result = self.call(
+            "initialize", {"processId": os.getpid(), "clientInfo": {"name": "tests"}, **params}
+        )
         self.notify("initialized", {})
         return result
 
@@ -223,7 +240,12 @@ def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str
     for key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AGENTD_MODEL", "AGENTD_TITLE_MODEL"):
         env[key] = ""
     if base_url:
-        env.update({"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-test-key-123456",
-                    "AGENTD_MODEL": "scripted"})
+        env.update(
+            {
+                "OPENAI_BASE_URL": base_url,
+                "OPENAI_API_KEY": "sk-test-key-123456",
+                "AGENTD_MODEL": "scripted",
+            }
+        )
     env.update(extra)
     return env

@@ -531,7 +531,9 @@ def test_busy_reject_preempt_queue(spawn, model):
             if n["params"]["status"] == "busy"
         ][busy_before:]
     )[0]
-    d.wait_for(lambda: [n for n in d.notifications("part/delta") if n["params"]["runId"] == long_run])
+    d.wait_for(
+        lambda: [n for n in d.notifications("part/delta") if n["params"]["runId"] == long_run]
+    )
     res = chat(d, sid, "urgent", onBusy="preempt")
     assert text_of(res["message"]) == "preempted!"
     assert d.result(long_id)["message"]["finishReason"] == "aborted"
@@ -587,7 +589,7 @@ def test_rate_limit_is_retried_with_status(spawn, model):
     res = chat(d, sid, "x")
     assert text_of(res["message"]) == "after retry"
     statuses = [n["params"] for n in run_notes(d, res["runId"]) if n["method"] == "session/status"]
-    assert [s["status"] for s in statuses] == ["busy", "retry", "idle"]
+    assert [s["status"] for s in statuses] == ["busy", "retry", "busy", "idle"]
     assert statuses[1]["attempt"] == 1
 
 
@@ -719,3 +721,79 @@ def test_offline_chat_cli_streams_an_answer(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "You said: hello offline" in out.stdout
+
+
+def _config(tmp_path, body: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(body)
+    return str(path)
+
+
+def test_context_overflow_compacts_and_retries(spawn, model, tmp_path):
+    d = spawn(model.base_url)
+    sid = new_session(d, title="t")
+    for i in range(5):
+        model.enqueue({"text": f"answer {i}"})
+        chat(d, sid, f"question {i}")
+    model.enqueue(
+        {"fixture": "openai-error-400-context-length.http"},
+        {"text": "SUMMARY of the long talk"},
+        {"text": "fresh answer"},
+    )
+    res = chat(d, sid, "question 5")
+    assert res["message"]["finishReason"] == "stop"
+    assert text_of(res["message"]) == "fresh answer"
+    msgs = d.call("session/messages", {"sessionId": sid})["messages"]
+    summary = next(m for m in msgs if m.get("summary"))
+    assert summary["parts"][0] == {
+        "id": summary["parts"][0]["id"],
+        "type": "compaction",
+        "auto": True,
+    }
+    retried = json.dumps(model.requests()[-1]["body"]["messages"])
+    assert "SUMMARY of the long talk" in retried and "question 0" not in retried
+    assert "question 5" in retried
+    # The summary reached the editor as notifications of the run.
+    assert any(
+        n["params"]["message"].get("summary")
+        for n in run_notes(d, res["runId"])
+        if n["method"] == "message/updated"
+    )
+
+
+def test_compaction_can_be_disabled(spawn, model, tmp_path):
+    d = spawn(model.base_url, AGENTD_CONFIG=_config(tmp_path, "compaction = false\n"))
+    sid = new_session(d, title="t")
+    model.enqueue({"fixture": "openai-error-400-context-length.http"})
+    msg = chat(d, sid, "too long")["message"]
+    assert msg["finishReason"] == "error" and msg["error"]["name"] == "ContextOverflow"
+    assert len(model.requests()) == 1
+    note = d.wait_for(lambda: d.notifications("session/error"))[0]["params"]
+    assert note["error"]["name"] == "ContextOverflow" and note["sessionId"] == sid
+
+
+def test_auto_compaction_before_a_run_over_the_usable_context(spawn, model, tmp_path):
+    config = _config(
+        tmp_path,
+        """
+[models.small]
+provider = "default"
+name = "scripted"
+context_window = 1000
+max_output_tokens = 200
+input_price = 1.5
+output_price = 2
+""",
+    )
+    d = spawn(model.base_url, AGENTD_CONFIG=config, AGENTD_MODEL="small")
+    sid = new_session(d, title="t")
+    model.enqueue({"text": "big", "usage": {"prompt_tokens": 900, "completion_tokens": 10}})
+    first = chat(d, sid, "hello")["message"]
+    # 900 input at $1.5/M + 10 output at $2/M, exactly.
+    assert first["cost"] == 0.00137
+    model.enqueue({"text": "SUMMARY"}, {"text": "small again"})
+    res = chat(d, sid, "next")
+    assert text_of(res["message"]) == "small again"
+    assert "SUMMARY" in json.dumps(model.requests()[-1]["body"]["messages"])
+    session = d.call("session/get", {"sessionId": sid})["session"]
+    assert session["usage"]["inputTokens"] >= 900

@@ -25,8 +25,13 @@ def test_create_generates_ids_and_keys(spawn):
     assert s["actorKey"] == "alice" and s["projectKey"] == "proj-1"
     assert s["sessionScopeKey"] == f"alice.proj-1.{s['clientSessionId']}"
     assert s["status"] == "idle" and s["cost"] == 0
-    assert s["usage"] == {"inputTokens": 0, "outputTokens": 0, "reasoningTokens": 0,
-                          "cacheReadTokens": 0, "cacheWriteTokens": 0}
+    assert s["usage"] == {
+        "inputTokens": 0,
+        "outputTokens": 0,
+        "reasoningTokens": 0,
+        "cacheReadTokens": 0,
+        "cacheWriteTokens": 0,
+    }
     assert s["time"]["created"] == s["time"]["updated"] > 1_600_000_000_000
     anon = d.call("session/create", {})["session"]
     assert anon["actorKey"] == "anonymous" and anon["projectKey"] == "default"
@@ -34,10 +39,18 @@ def test_create_generates_ids_and_keys(spawn):
 
 def test_unsafe_components_become_stable_hashes(spawn):
     d = spawn()
-    a = d.call("session/create", {"userId": "alice@example.com", "projectId": "../../etc",
-                                  "clientSessionId": "thread/with spaces\u00e9" * 20})["session"]
-    b = d.call("session/create", {"userId": "alice@example.com", "projectId": "../../etc",
-                                  "clientSessionId": "other"})["session"]
+    a = d.call(
+        "session/create",
+        {
+            "userId": "alice@example.com",
+            "projectId": "../../etc",
+            "clientSessionId": "thread/with spaces\u00e9" * 20,
+        },
+    )["session"]
+    b = d.call(
+        "session/create",
+        {"userId": "alice@example.com", "projectId": "../../etc", "clientSessionId": "other"},
+    )["session"]
     for key in (a["actorKey"], a["projectKey"], a["sessionScopeKey"]):
         assert KEY_RE.match(key) and key not in (".", "..")
     assert a["actorKey"] == b["actorKey"] != "alice@example.com"
@@ -49,16 +62,20 @@ def test_unsafe_components_become_stable_hashes(spawn):
 def test_client_session_id_continuity_per_actor_and_project(spawn):
     d = spawn()
     first = d.call("session/create", {"clientSessionId": "thread-1", "userId": "u1"})
-    again = d.call("session/create", {"clientSessionId": "thread-1", "userId": "u1",
-                                      "title": "ignored"})
+    again = d.call(
+        "session/create", {"clientSessionId": "thread-1", "userId": "u1", "title": "ignored"}
+    )
     assert first["created"] is True and again["created"] is False
     assert again["session"]["id"] == first["session"]["id"]
     other_user = d.call("session/create", {"clientSessionId": "thread-1", "userId": "u2"})
-    other_project = d.call("session/create", {"clientSessionId": "thread-1", "userId": "u1",
-                                              "projectId": "p"})
+    other_project = d.call(
+        "session/create", {"clientSessionId": "thread-1", "userId": "u1", "projectId": "p"}
+    )
     assert other_user["created"] and other_project["created"]
-    assert len({first["session"]["id"], other_user["session"]["id"],
-                other_project["session"]["id"]}) == 3
+    assert (
+        len({first["session"]["id"], other_user["session"]["id"], other_project["session"]["id"]})
+        == 3
+    )
 
 
 def test_parent_child_and_unknown_parent(spawn):
@@ -83,8 +100,13 @@ def test_get_update_and_session_updated(spawn):
     updated = d.call("session/update", {"sessionId": s["id"], "title": "New Title"})["session"]
     assert updated["title"] == "New Title"
     assert updated["time"]["updated"] >= s["time"]["updated"]
-    note = d.wait_for(lambda: [n for n in d.notifications("session/updated")
-                               if n["params"]["session"]["title"] == "New Title"])
+    note = d.wait_for(
+        lambda: [
+            n
+            for n in d.notifications("session/updated")
+            if n["params"]["session"]["title"] == "New Title"
+        ]
+    )
     assert note[0]["params"]["session"]["id"] == s["id"]
     for method in ("session/get", "session/update", "session/messages"):
         with pytest.raises(RpcError) as err:
@@ -98,8 +120,12 @@ def test_get_update_and_session_updated(spawn):
 
 def test_list_order_filters_query_and_limits(spawn):
     d = spawn()
-    ids = [d.call("session/create", {"title": f"Session {i}", "projectId": "a" if i % 2 else "b"})
-           ["session"]["id"] for i in range(6)]
+    ids = [
+        d.call("session/create", {"title": f"Session {i}", "projectId": "a" if i % 2 else "b"})[
+            "session"
+        ]["id"]
+        for i in range(6)
+    ]
     listed = d.call("session/list", {})["sessions"]
     assert [s["id"] for s in listed] == list(reversed(ids))
     d.call("session/update", {"sessionId": ids[0], "title": "Renamed FIRST"})
@@ -152,8 +178,7 @@ def test_messages_paging(spawn, model):
     assert roles == ["user", "assistant"] * 3
     page = d.call("session/messages", {"sessionId": sid, "limit": 4})
     assert [m["id"] for m in page["messages"]] == [m["id"] for m in everything["messages"][2:]]
-    older = d.call("session/messages", {"sessionId": sid, "limit": 4,
-                                        "before": page["nextBefore"]})
+    older = d.call("session/messages", {"sessionId": sid, "limit": 4, "before": page["nextBefore"]})
     assert [m["id"] for m in older["messages"]] == [m["id"] for m in everything["messages"][:2]]
     assert "nextBefore" not in older
 
@@ -221,8 +246,9 @@ def test_two_daemons_share_one_data_dir(spawn, model):
     assert x == y
     # A run in one daemon makes the session busy (1002) in the other.
     model.enqueue({"text": "one two three four five six", "delayMs": 300, "chunkSize": 3})
-    chat = a.request_async("session/chat", {"sessionId": x,
-                                            "parts": [{"type": "text", "text": "hi"}]})
+    chat = a.request_async(
+        "session/chat", {"sessionId": x, "parts": [{"type": "text", "text": "hi"}]}
+    )
     a.wait_for(lambda: a.notifications("part/delta"))
     with pytest.raises(RpcError) as err:
         b.call("session/chat", {"sessionId": x, "parts": [{"type": "text", "text": "me too"}]})
@@ -246,7 +272,7 @@ def test_torn_last_log_line_is_skipped(spawn, model, tmp_path):
     d2.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "again"}]})
     after = d2.call("session/messages", {"sessionId": sid})["messages"]
     assert len(after) == 4
-    for line in log.read_bytes().splitlines()[:-0 or None]:
+    for line in log.read_bytes().splitlines()[: -0 or None]:
         if line.startswith(b'{"k":"part","m":"msg_x"'):
             continue
         json.loads(line)
@@ -283,8 +309,13 @@ def test_catalog_is_rebuilt_from_logs(spawn, model, tmp_path, damage):
 
     from rpc_client import daemon_env
 
-    out = subprocess.run([sys.executable, "-m", "agentd", "reindex"], capture_output=True,
-                         text=True, env={**os.environ, **daemon_env(tmp_path)}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "reindex"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **daemon_env(tmp_path)},
+        check=True,
+    )
     assert "indexed 2 sessions" in out.stdout
 
 
@@ -310,8 +341,11 @@ def test_run_resolve_and_models_list(spawn, model):
     d = spawn(model.base_url)
     s = d.call("session/create", {"clientSessionId": "c-9"})["session"]
     res = d.call("session/chat", {"sessionId": s["id"], "parts": [{"type": "text", "text": "x"}]})
-    expected = {"sessionId": s["id"], "clientSessionId": "c-9",
-                "sessionScopeKey": s["sessionScopeKey"]}
+    expected = {
+        "sessionId": s["id"],
+        "clientSessionId": "c-9",
+        "sessionScopeKey": s["sessionScopeKey"],
+    }
     assert d.call("run/resolve", {"runId": res["runId"]}) == expected
     assert d.call("run/resolve", {"runId": "run_unknown"}) is None
     assert d.call("run/resolve", {"runId": "run_01a2000000000000deadbeef"}) is None

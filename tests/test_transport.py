@@ -16,8 +16,10 @@ def _error(d, msg_id):  # type: ignore[no-untyped-def]
 
 def test_initialize_result_is_contract_and_lsp_shaped(spawn, tmp_path):
     d = spawn(initialize=False)
-    result = d.call("initialize", {"processId": os.getpid(), "protocolVersion": 1,
-                                   "capabilities": {"clientTools": True}})
+    result = d.call(
+        "initialize",
+        {"processId": os.getpid(), "protocolVersion": 1, "capabilities": {"clientTools": True}},
+    )
     assert result["protocolVersion"] == 1
     assert result["serverInfo"]["name"] == "agentd"
     assert "session/chat" in result["capabilities"]["requests"]
@@ -42,11 +44,16 @@ def test_lsp_initialize_params_are_accepted(spawn, tmp_path):
     d = spawn(initialize=False)
     root = tmp_path / "proj"
     root.mkdir()
-    result = d.call("initialize", {
-        "processId": None, "rootUri": root.as_uri(),
-        "capabilities": {"textDocument": {"synchronization": {"dynamicRegistration": True}}},
-        "workspaceFolders": [{"uri": root.as_uri(), "name": "proj"}], "trace": "off",
-    })
+    result = d.call(
+        "initialize",
+        {
+            "processId": None,
+            "rootUri": root.as_uri(),
+            "capabilities": {"textDocument": {"synchronization": {"dynamicRegistration": True}}},
+            "workspaceFolders": [{"uri": root.as_uri(), "name": "proj"}],
+            "trace": "off",
+        },
+    )
     assert "capabilities" in result and "serverInfo" in result
     d.notify("initialized", {})
     d.notify("textDocument/didOpen", {"textDocument": {"uri": "file:///x", "text": ""}})
@@ -114,11 +121,15 @@ def test_non_json_frame_gets_32700_and_server_keeps_serving(spawn):
 
 def test_lf_only_headers_and_header_case(spawn):
     d = spawn()
-    body = json.dumps({"jsonrpc": "2.0", "id": "lf", "method": "session/list", "params": {}}).encode()
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": "lf", "method": "session/list", "params": {}}
+    ).encode()
     d.send_raw(b"content-length: %d\n\n%s" % (len(body), body))
     body2 = json.dumps({"jsonrpc": "2.0", "id": "next", "method": "session/list"}).encode()
-    d.send_raw(b"Content-Length: %d\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n%s"
-               % (len(body2), body2))
+    d.send_raw(
+        b"Content-Length: %d\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n%s"
+        % (len(body2), body2)
+    )
     assert d.result("lf")["sessions"] == []
     assert d.result("next")["sessions"] == []
 
@@ -154,8 +165,9 @@ def test_bad_content_length_values(spawn):
 
 def test_frame_over_the_size_limit_is_32600(spawn):
     d = spawn(args=["--max-frame-bytes", "1000"])
-    big = json.dumps({"jsonrpc": "2.0", "id": "big", "method": "session/create",
-                      "params": {"title": "x" * 5000}}).encode()
+    big = json.dumps(
+        {"jsonrpc": "2.0", "id": "big", "method": "session/create", "params": {"title": "x" * 5000}}
+    ).encode()
     d.send_raw(b"Content-Length: %d\r\n\r\n%s" % (len(big), big))
     d.wait_for(lambda: any(m.get("error", {}).get("code") == -32600 for m in d.messages))
     err = next(m for m in d.messages if m.get("error", {}).get("code") == -32600)["error"]
@@ -192,8 +204,9 @@ def test_duplicate_request_id_in_flight(spawn, model):
     d = spawn(model.base_url)
     sid = d.call("session/create", {})["session"]["id"]
     model.enqueue({"text": "slow answer", "delayMs": 200, "chunkSize": 2})
-    d.request_async("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}]},
-                    msg_id="dup")
+    d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}]}, msg_id="dup"
+    )
     d.wait_for(lambda: d.notifications("part/delta"))
     d.send({"jsonrpc": "2.0", "id": "dup", "method": "session/list"})
     d.wait_for(lambda: any(m.get("id") == "dup" and "error" in m for m in d.messages))
@@ -209,7 +222,7 @@ def test_internal_errors_carry_no_traceback(spawn, tmp_path):
     log.mkdir()
     resp = d.response(d.request_async("session/messages", {"sessionId": sid}))
     assert resp["error"]["code"] == -32603
-    assert "Traceback" not in json.dumps(resp) and "File \"" not in json.dumps(resp)
+    assert "Traceback" not in json.dumps(resp) and 'File "' not in json.dumps(resp)
 
 
 def test_end_of_stdin_shuts_down_cleanly(spawn):
@@ -251,16 +264,29 @@ def test_slow_reader_does_not_block_the_daemon(spawn, tmp_path):
     from rpc_client import daemon_env
 
     env = {**os.environ, **daemon_env(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "agentd"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     try:
         init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}
         proc.stdin.write(frame(init))
         # 2,000 requests whose answers (~1 MB) overflow the 64 KiB pipe while nobody reads.
         for i in range(1, 2001):
             proc.stdin.write(frame({"jsonrpc": "2.0", "id": i, "method": "models/list"}))
-        proc.stdin.write(frame({"jsonrpc": "2.0", "id": "last", "method": "session/create",
-                                "params": {"title": "after the flood"}}))
+        proc.stdin.write(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "id": "last",
+                    "method": "session/create",
+                    "params": {"title": "after the flood"},
+                }
+            )
+        )
         proc.stdin.flush()
         # Only now read: every response must be there (none lost, none an error), and
         # the create done.

@@ -39,12 +39,32 @@ METHODS: dict[str, Method] = {
         Method("session/abort", "editor", "request", t.SessionIdParams, t.SessionAbortResult),
         Method("session/list", "editor", "request", t.SessionListParams, t.SessionListResult),
         Method("session/get", "editor", "request", t.SessionIdParams, t.SessionResult),
-        Method("session/messages", "editor", "request", t.SessionMessagesParams, t.SessionMessagesResult),
+        Method(
+            "session/messages",
+            "editor",
+            "request",
+            t.SessionMessagesParams,
+            t.SessionMessagesResult,
+        ),
         Method("session/update", "editor", "request", t.SessionUpdateParams, t.SessionResult),
         Method("session/delete", "editor", "request", t.SessionIdParams, t.SessionDeleteResult),
         Method("session/summarize", "editor", "request", t.SessionSummarizeParams, t.MessageResult),
-        Method("run/resolve", "editor", "request", t.RunResolveParams, t.RunResolveResult, nullable_result=True),
-        Method("toolContext/get", "editor", "request", t.ToolContextGetParams, t.ToolContext, nullable_result=True),
+        Method(
+            "run/resolve",
+            "editor",
+            "request",
+            t.RunResolveParams,
+            t.RunResolveResult,
+            nullable_result=True,
+        ),
+        Method(
+            "toolContext/get",
+            "editor",
+            "request",
+            t.ToolContextGetParams,
+            t.ToolContext,
+            nullable_result=True,
+        ),
         Method("models/list", "editor", "request", t.EmptyParams, t.ModelsListResult),
         Method("mcp/list", "editor", "request", t.McpListParams, t.McpListResult),
         # notifications to the editor
@@ -57,7 +77,13 @@ METHODS: dict[str, Method] = {
         Method("mcp/status", "agentd", "notification", t.McpStatusParams),
         # requests to the editor
         Method("tool/execute", "agentd", "request", t.ToolExecuteParams, t.ToolExecuteResult),
-        Method("permission/request", "agentd", "request", t.PermissionRequestParams, t.PermissionRequestResult),
+        Method(
+            "permission/request",
+            "agentd",
+            "request",
+            t.PermissionRequestParams,
+            t.PermissionRequestResult,
+        ),
     )
 }
 

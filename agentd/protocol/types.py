@@ -178,13 +178,7 @@ class CompactionPart:
 
 
 Part = (
-    TextPart
-    | ReasoningPart
-    | ToolPart
-    | StepStartPart
-    | StepFinishPart
-    | FilePart
-    | CompactionPart
+    TextPart | ReasoningPart | ToolPart | StepStartPart | StepFinishPart | FilePart | CompactionPart
 )
 
 

@@ -29,6 +29,7 @@ def cost_str(value: Decimal) -> str:
     """Costs are stored as exact decimal strings."""
     return format(value.normalize(), "f") if value else "0"
 
+
 T = TypeVar("T")
 
 SESSION_COLUMNS = (
@@ -115,8 +116,7 @@ class Catalog:
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=10000")
         db.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: commits survive a process crash; the catalog is derived anyway.
@@ -175,9 +175,17 @@ class Catalog:
     def upsert_session(self, row: dict[str, Any]) -> None:
         """Reindex: write a session row whole."""
         values = {
-            "status": "idle", "run_id": None, "owner_pid": None, "input_tokens": 0,
-            "output_tokens": 0, "reasoning_tokens": 0, "cache_read_tokens": 0,
-            "cache_write_tokens": 0, "cost": "0", **row, "title_fold": row["title"].casefold(),
+            "status": "idle",
+            "run_id": None,
+            "owner_pid": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "reasoning_tokens": 0,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "cost": "0",
+            **row,
+            "title_fold": row["title"].casefold(),
         }
         cols = [c.strip() for c in SESSION_COLUMNS.split(",")] + ["title_fold"]
         self.db.execute(
@@ -214,8 +222,9 @@ class Catalog:
 
     def touch(self, session_id: str, at: int) -> None:
         # `updated` only moves forward; two daemons may race.
-        self.db.execute("UPDATE sessions SET updated = max(updated, ?) WHERE id = ?",
-                        (at, session_id))
+        self.db.execute(
+            "UPDATE sessions SET updated = max(updated, ?) WHERE id = ?", (at, session_id)
+        )
 
     def list_sessions(
         self,
@@ -251,8 +260,10 @@ class Catalog:
         return self.db.execute(sql, args).fetchall()
 
     def children(self, session_id: str) -> list[str]:
-        return [r[0] for r in self.db.execute(
-            "SELECT id FROM sessions WHERE parent_id = ?", (session_id,))]
+        return [
+            r[0]
+            for r in self.db.execute("SELECT id FROM sessions WHERE parent_id = ?", (session_id,))
+        ]
 
     def delete_sessions(self, ids: Iterable[str]) -> None:
         ids = list(ids)

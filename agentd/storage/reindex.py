@@ -33,39 +33,49 @@ def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
                 continue
             usage, cost = state.usage_and_cost()
             last_message_at = max(
-                [m.meta.get("time", {}).get("completed") or m.meta.get("time", {}).get("created", 0)
-                 for m in state.messages.values()] or [0]
+                [
+                    m.meta.get("time", {}).get("completed")
+                    or m.meta.get("time", {}).get("created", 0)
+                    for m in state.messages.values()
+                ]
+                or [0]
             )
-            catalog.upsert_session({
-                "id": header["id"],
-                "client_session_id": header["clientSessionId"],
-                "actor_key": header["actorKey"],
-                "project_key": header["projectKey"],
-                "project_id": header.get("projectId"),
-                "parent_id": header.get("parentId"),
-                "title": state.title or DEFAULT_TITLE,
-                "workspace_root": header.get("workspaceRoot"),
-                "model": header.get("model"),
-                "scope_key": header["sessionScopeKey"],
-                "created": header["created"],
-                "updated": max(header["created"], state.last_at, last_message_at),
-                # A run still open in the log is closed by recovery, which looks for it.
-                "status": "busy" if state.open_runs else "idle",
-                "run_id": next(iter(state.open_runs), None),
-                "input_tokens": usage.get("inputTokens", 0),
-                "output_tokens": usage.get("outputTokens", 0),
-                "reasoning_tokens": usage.get("reasoningTokens", 0),
-                "cache_read_tokens": usage.get("cacheReadTokens", 0),
-                "cache_write_tokens": usage.get("cacheWriteTokens", 0),
-                "cost": cost_str(cost),
-            })
+            catalog.upsert_session(
+                {
+                    "id": header["id"],
+                    "client_session_id": header["clientSessionId"],
+                    "actor_key": header["actorKey"],
+                    "project_key": header["projectKey"],
+                    "project_id": header.get("projectId"),
+                    "parent_id": header.get("parentId"),
+                    "title": state.title or DEFAULT_TITLE,
+                    "workspace_root": header.get("workspaceRoot"),
+                    "model": header.get("model"),
+                    "scope_key": header["sessionScopeKey"],
+                    "created": header["created"],
+                    "updated": max(header["created"], state.last_at, last_message_at),
+                    # A run still open in the log is closed by recovery, which looks for it.
+                    "status": "busy" if state.open_runs else "idle",
+                    "run_id": next(iter(state.open_runs), None),
+                    "input_tokens": usage.get("inputTokens", 0),
+                    "output_tokens": usage.get("outputTokens", 0),
+                    "reasoning_tokens": usage.get("reasoningTokens", 0),
+                    "cache_read_tokens": usage.get("cacheReadTokens", 0),
+                    "cache_write_tokens": usage.get("cacheWriteTokens", 0),
+                    "cost": cost_str(cost),
+                }
+            )
             run_rows = {}
             for msg in state.messages.values():
                 run_id = msg.meta.get("runId")
                 if run_id:
                     t = msg.meta.get("time", {})
-                    run_rows[run_id] = (run_id, header["id"], t.get("created", 0),
-                                        t.get("completed"))
+                    run_rows[run_id] = (
+                        run_id,
+                        header["id"],
+                        t.get("created", 0),
+                        t.get("completed"),
+                    )
             catalog.insert_runs(run_rows.values())
             count += 1
 
