@@ -1,0 +1,248 @@
+// Connects the chat view to the daemon: sends, aborts, session switching, list, rename, delete.
+import * as vscode from 'vscode';
+import { AgentdError, isCancelled, type AgentdClient } from './client/agentdClient';
+import type { ChatViewProvider } from './chatViewProvider';
+import { resolvePath } from './editorTools';
+import { ErrorCodes, type Session } from './protocol';
+import type { ViewToHost } from './shared/webviewProtocol';
+
+const CURRENT_SESSION_KEY = 'agentd.currentSessionId';
+const PAGE_SIZE = 30;
+
+export class ChatController implements vscode.Disposable {
+  private currentSessionId: string | undefined;
+  private readonly busySessions = new Set<string>();
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly client: AgentdClient,
+    private readonly view: ChatViewProvider,
+    private readonly state: vscode.Memento,
+    private readonly getModel: () => string,
+    private readonly log: vscode.LogOutputChannel,
+    private readonly getTools: () => string[] | undefined = () => undefined,
+  ) {
+    this.currentSessionId = state.get<string>(CURRENT_SESSION_KEY);
+    this.disposables.push(
+      view.onMessage((m) => void this.onViewMessage(m).catch((e) => this.reportError(e))),
+      client.onNotification((n) => {
+        if (n.method === 'session/status') {
+          if (n.params.status === 'idle') this.busySessions.delete(n.params.sessionId);
+          else this.busySessions.add(n.params.sessionId);
+          this.updateBusyContext();
+        }
+        this.view.post({ type: 'notification', notification: n });
+      }),
+      client.onDidChangeState((s) => {
+        this.view.post({ type: 'daemon', state: s.state, message: s.message });
+        if (s.state === 'restarting' || s.state === 'failed') {
+          this.busySessions.clear();
+          this.updateBusyContext();
+        }
+        // After a restart, reload the conversation: what was streamed before the crash is persisted.
+        if (s.state === 'running' && this.currentSessionId) void this.showSession(this.currentSessionId, true);
+      }),
+    );
+  }
+
+  get sessionId(): string | undefined {
+    return this.currentSessionId;
+  }
+
+  private setCurrent(id: string | undefined): void {
+    this.currentSessionId = id;
+    void this.state.update(CURRENT_SESSION_KEY, id);
+    this.updateBusyContext();
+  }
+
+  private updateBusyContext(): void {
+    const busy = !!this.currentSessionId && this.busySessions.has(this.currentSessionId);
+    void vscode.commands.executeCommand('setContext', 'agentd.busy', busy);
+  }
+
+  private async onViewMessage(m: ViewToHost): Promise<void> {
+    switch (m.type) {
+      case 'ready':
+        this.view.post({ type: 'daemon', state: this.client.state });
+        // Start the daemon as soon as the view shows, so the first answer does not wait for it.
+        this.client.start().catch((e) => this.log.error(`agentd did not start: ${describeError(e)}`));
+        if (m.sessionId && !this.currentSessionId) this.setCurrent(m.sessionId);
+        if (this.currentSessionId) await this.showSession(this.currentSessionId, true);
+        else this.view.post({ type: 'history', messages: [] });
+        break;
+      case 'send':
+        await this.send(m.text, m.sessionId, false);
+        break;
+      case 'abort':
+        await this.abort(m.sessionId);
+        break;
+      case 'newChat':
+        this.newChat();
+        break;
+      case 'openSession':
+        await this.showSession(m.sessionId);
+        break;
+      case 'listSessions':
+        await this.listSessions(m.query, m.cursor);
+        break;
+      case 'renameSession':
+        await this.client.renameSession(m.sessionId, m.title);
+        break;
+      case 'deleteSession':
+        await this.deleteSession(m.sessionId, m.title);
+        break;
+      case 'copy':
+        await vscode.env.clipboard.writeText(m.text);
+        break;
+      case 'insert':
+        await insertAtCursor(m.text);
+        break;
+      case 'openFile':
+        try {
+          await vscode.window.showTextDocument(resolvePath(m.path), { preview: true });
+        } catch (e) {
+          void vscode.window.showWarningMessage(`Cannot open ${m.path}: ${(e as Error).message}`);
+        }
+        break;
+    }
+  }
+
+  newChat(): void {
+    this.setCurrent(undefined);
+    this.view.post({ type: 'history', messages: [] });
+  }
+
+  async showSession(sessionId: string, quiet = false): Promise<void> {
+    try {
+      const [{ session }, page] = await Promise.all([
+        this.client.getSession(sessionId),
+        this.client.messages({ sessionId, limit: 200 }),
+      ]);
+      this.setCurrent(session.id);
+      if (session.status !== 'idle') this.busySessions.add(session.id);
+      this.updateBusyContext();
+      this.view.post({ type: 'history', session, messages: page.messages, hasMore: !!page.nextBefore });
+    } catch (e) {
+      if (e instanceof AgentdError && e.code === ErrorCodes.SessionNotFound) {
+        // Deleted elsewhere (or a different data dir): start fresh rather than show an error.
+        this.newChat();
+        if (!quiet) void vscode.window.showWarningMessage('That agentd session no longer exists.');
+        return;
+      }
+      if (quiet) {
+        this.log.warn(`could not load session ${sessionId}: ${(e as Error).message}`);
+        this.view.post({ type: 'history', messages: [] });
+        return;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Sends a user message, creating the session on the first send of a fresh chat.
+   * `announce` shows the text as pending in the view (for sends that did not come from it).
+   */
+  async send(text: string, sessionId = this.currentSessionId, announce = true): Promise<void> {
+    if (announce) this.view.post({ type: 'sending', sessionId, text });
+    let session: Session | undefined;
+    try {
+      if (!sessionId) {
+        const model = this.getModel();
+        const workspaceRoot = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+        const created = await this.client.createSession({
+          ...(model ? { model } : {}),
+          ...(workspaceRoot ? { workspaceRoot } : {}),
+        });
+        session = created.session;
+        sessionId = session.id;
+        this.setCurrent(sessionId);
+        this.view.post({ type: 'sessionStarted', session });
+      }
+      const model = this.getModel();
+      const tools = this.getTools();
+      const result = await this.client.chat({
+        sessionId,
+        parts: [{ type: 'text', text }],
+        onBusy: 'queue',
+        ...(model ? { model } : {}),
+        ...(tools ? { tools } : {}),
+      });
+      this.view.post({ type: 'chatResult', sessionId, message: result.message });
+    } catch (e) {
+      if (isCancelled(e)) return; // aborted: the notifications already show what happened
+      this.view.post({ type: 'error', sessionId, message: describeError(e) });
+      this.log.error(`session/chat failed: ${describeError(e)}`);
+    }
+  }
+
+  async abort(sessionId = this.currentSessionId): Promise<void> {
+    if (!sessionId) return;
+    try {
+      await this.client.abort(sessionId);
+    } catch (e) {
+      this.reportError(e);
+    }
+  }
+
+  async listSessions(query: string, cursor?: string): Promise<void> {
+    const res = await this.client.listSessions({
+      limit: PAGE_SIZE,
+      rootsOnly: true,
+      ...(query ? { query } : {}),
+      ...(cursor ? { cursor } : {}),
+    });
+    this.view.post({ type: 'sessions', sessions: res.sessions, nextCursor: res.nextCursor ?? undefined, query, append: !!cursor });
+  }
+
+  async deleteSession(sessionId: string, title?: string): Promise<boolean> {
+    const choice = await vscode.window.showWarningMessage(
+      `Delete the chat “${title || sessionId}”?`,
+      { modal: true, detail: 'Its whole history is deleted from agentd. This cannot be undone.' },
+      'Delete',
+    );
+    if (choice !== 'Delete') return false;
+    const { deleted } = await this.client.deleteSession(sessionId);
+    this.view.post({ type: 'sessionDeleted', sessionId });
+    if (sessionId === this.currentSessionId) this.newChat();
+    return deleted;
+  }
+
+  private reportError(e: unknown): void {
+    const message = describeError(e);
+    this.log.error(message);
+    this.view.post({ type: 'error', message });
+  }
+
+  dispose(): void {
+    for (const d of this.disposables) d.dispose();
+  }
+}
+
+export function describeError(e: unknown): string {
+  if (e instanceof AgentdError) {
+    switch (e.code) {
+      case ErrorCodes.ModelNotConfigured:
+        return `${e.message} — set "agentd.model" (or AGENTD_MODEL in "agentd.env") to a model agentd knows.`;
+      case ErrorCodes.SessionBusy:
+        return `${e.message} — this chat is already running; stop it or wait.`;
+      case ErrorCodes.SessionNotFound:
+        return `${e.message} — the session no longer exists.`;
+      default:
+        return e.code !== undefined ? `${e.message} (error ${e.code})` : e.message;
+    }
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+async function insertAtCursor(text: string): Promise<void> {
+  const editor = vscode.window.activeTextEditor ?? vscode.window.visibleTextEditors[0];
+  if (!editor) {
+    const doc = await vscode.workspace.openTextDocument({ content: text });
+    await vscode.window.showTextDocument(doc);
+    return;
+  }
+  await editor.edit((b) => {
+    for (const sel of editor.selections) b.replace(sel, text);
+  });
+  await vscode.window.showTextDocument(editor.document, editor.viewColumn);
+}

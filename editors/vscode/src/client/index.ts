@@ -1,0 +1,9 @@
+// The client layer: everything here runs under plain Node (no `vscode` import).
+export * from './agentdClient';
+export * from './daemonEnv';
+export * from './editLogic';
+export * from './emitter';
+export * from './restartPolicy';
+export { ChatState } from '../shared/chatState';
+export type { Change, MessageState } from '../shared/chatState';
+export * from '../protocol';

@@ -1,0 +1,258 @@
+// VS Code entry point: settings, the daemon client, the chat view, commands, status bar.
+import * as vscode from 'vscode';
+import { AgentdClient, type StateChange } from './client/agentdClient';
+import { daemonEnvironment, needsRestart, normalizeSettings, type DaemonSettings } from './client/daemonEnv';
+import { ChatController, describeError } from './chatController';
+import { ChatViewProvider } from './chatViewProvider';
+import { createEditorTools, displayPath } from './editorTools';
+import { askPermission } from './permission';
+import { formatRelativeTime } from './webview/format';
+
+function readSettings(): DaemonSettings {
+  const c = vscode.workspace.getConfiguration('agentd');
+  return normalizeSettings({ path: c.get('path'), model: c.get('model'), env: c.get('env'), dataDir: c.get('dataDir') });
+}
+
+/** `agentd.tools`: the built-in tools to offer; undefined leaves the daemon's default. */
+function readTools(): string[] | undefined {
+  const v = vscode.workspace.getConfiguration('agentd').get<unknown>('tools');
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : undefined;
+}
+
+export function activate(context: vscode.ExtensionContext): void {
+  const log = vscode.window.createOutputChannel('agentd', { log: true });
+  context.subscriptions.push(log);
+
+  let settings = readSettings();
+  const workspaceRoot = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+  const version = (context.extension.packageJSON as { version?: string }).version;
+  const tools = createEditorTools(context);
+
+  const makeClient = (s: DaemonSettings) =>
+    new AgentdClient({
+      command: s.path,
+      env: daemonEnvironment(s),
+      cwd: workspaceRoot,
+      workspaceRoot,
+      clientInfo: { name: 'vscode-agentd', version },
+      clientTools: tools,
+      onPermissionRequest: askPermission,
+    });
+
+  let client = makeClient(settings);
+  currentClient = () => client;
+  const view = new ChatViewProvider(context.extensionUri);
+  context.subscriptions.push(
+    view,
+    vscode.window.registerWebviewViewProvider(ChatViewProvider.viewId, view, {
+      webviewOptions: { retainContextWhenHidden: true },
+    }),
+  );
+
+  const status = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
+  status.name = 'agentd';
+  status.command = 'agentd.openChat';
+  context.subscriptions.push(status);
+
+  let controller: ChatController;
+  let clientSubscriptions: vscode.Disposable[] = [];
+  const wire = () => {
+    controller = new ChatController(client, view, context.workspaceState, () => settings.model, log, readTools);
+    clientSubscriptions = [
+      controller,
+      { dispose: () => client.dispose() },
+      { dispose: client.onLog((line) => log.info(line)).dispose },
+      { dispose: client.onDidChangeState((s) => onState(s)).dispose },
+    ];
+  };
+
+  const onState = (s: StateChange) => {
+    const label: Record<string, string> = {
+      starting: '$(loading~spin) agentd',
+      running: '$(comment-discussion) agentd',
+      restarting: '$(sync~spin) agentd',
+      failed: '$(error) agentd',
+      stopped: '$(circle-slash) agentd',
+    };
+    status.text = label[s.state] ?? 'agentd';
+    status.tooltip = s.message ?? (s.serverInfo ? `agentd ${s.serverInfo.version} is running` : `agentd: ${s.state}`);
+    status.backgroundColor = s.state === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
+    status.show();
+    if (s.message) log.warn(s.message);
+    if (s.stderrTail?.length && (s.state === 'restarting' || s.state === 'failed')) {
+      log.warn(`last daemon output:\n${s.stderrTail.join('\n')}`);
+    }
+    // Visible notices for crashes: never a silent loop.
+    if (s.state === 'restarting') {
+      void vscode.window.showWarningMessage(s.message ?? 'agentd stopped; restarting.', 'Show Log').then((c) => {
+        if (c === 'Show Log') log.show();
+      });
+    } else if (s.state === 'failed') {
+      void vscode.window
+        .showErrorMessage(s.message ?? 'agentd failed.', 'Restart', 'Show Log', 'Open Settings')
+        .then((c) => {
+          if (c === 'Restart') void vscode.commands.executeCommand('agentd.restart');
+          if (c === 'Show Log') log.show();
+          if (c === 'Open Settings') void vscode.commands.executeCommand('workbench.action.openSettings', 'agentd');
+        });
+    }
+  };
+
+  wire();
+  context.subscriptions.push({ dispose: () => clientSubscriptions.forEach((d) => d.dispose()) });
+
+  const start = () =>
+    client.start().catch((e) => {
+      log.error(`agentd did not start: ${describeError(e)}`);
+    });
+
+  context.subscriptions.push(
+    vscode.workspace.onDidChangeConfiguration(async (e) => {
+      if (!e.affectsConfiguration('agentd')) return;
+      const next = readSettings();
+      const restart = needsRestart(settings, next);
+      settings = next;
+      if (!restart) return;
+      log.info('settings changed: restarting agentd');
+      const wasRunning = client.state !== 'stopped';
+      clientSubscriptions.forEach((d) => d.dispose());
+      client = makeClient(settings);
+      wire();
+      if (wasRunning) {
+        await start();
+        void vscode.window.showInformationMessage('agentd restarted with the new settings.');
+      }
+    }),
+
+    vscode.commands.registerCommand('agentd.openChat', async () => {
+      await view.reveal();
+      void start();
+    }),
+
+    vscode.commands.registerCommand('agentd.newChat', async () => {
+      await view.reveal();
+      controller.newChat();
+      view.post({ type: 'focusInput' });
+    }),
+
+    vscode.commands.registerCommand('agentd.abort', async () => {
+      await controller.abort();
+    }),
+
+    vscode.commands.registerCommand('agentd.sessions', async () => {
+      await pickSession();
+    }),
+
+    vscode.commands.registerCommand('agentd.sendSelection', async () => {
+      const editor = vscode.window.activeTextEditor;
+      if (!editor || editor.selection.isEmpty) {
+        void vscode.window.showInformationMessage('Select some code first.');
+        return;
+      }
+      const doc = editor.document;
+      const sel = editor.selection;
+      const code = doc.getText(sel);
+      const where = `${displayPath(doc.uri)}:${sel.start.line + 1}-${sel.end.line + 1}`;
+      const question = await vscode.window.showInputBox({
+        title: 'Send selection to agentd',
+        prompt: `Ask about ${where} (Enter sends; leave empty to send the code alone)`,
+        placeHolder: 'e.g. Explain this, or: Why does this throw?',
+      });
+      if (question === undefined) return; // Escape
+      const fence = code.includes('```') ? '````' : '```';
+      const text = `${question.trim() ? question.trim() + '\n\n' : ''}${where}\n${fence}${doc.languageId}\n${code}\n${fence}`;
+      await view.reveal(true);
+      await controller.send(text);
+    }),
+
+    vscode.commands.registerCommand('agentd.restart', async () => {
+      try {
+        await client.restart();
+        void vscode.window.showInformationMessage('agentd restarted.');
+      } catch (e) {
+        void vscode.window.showErrorMessage(`agentd did not restart: ${describeError(e)}`);
+      }
+    }),
+
+    vscode.commands.registerCommand('agentd.showLog', () => log.show()),
+  );
+
+  async function pickSession(): Promise<void> {
+    type Item = vscode.QuickPickItem & { sessionId?: string; title?: string; more?: boolean };
+    const qp = vscode.window.createQuickPick<Item>();
+    qp.placeholder = 'Search agentd sessions by title';
+    qp.matchOnDescription = false;
+    const renameButton = { iconPath: new vscode.ThemeIcon('edit'), tooltip: 'Rename' };
+    const deleteButton = { iconPath: new vscode.ThemeIcon('trash'), tooltip: 'Delete' };
+    let items: Item[] = [];
+    let cursor: string | undefined;
+    let seq = 0;
+    const load = async (query: string, append: boolean) => {
+      const my = ++seq;
+      qp.busy = true;
+      try {
+        const res = await client.listSessions({ limit: 30, rootsOnly: true, ...(query ? { query } : {}), ...(append && cursor ? { cursor } : {}) });
+        if (my !== seq) return;
+        const page: Item[] = res.sessions.map((s) => ({
+          label: s.title || 'Untitled',
+          description: formatRelativeTime(s.time.updated) + (s.status !== 'idle' ? ' · running' : ''),
+          detail: s.id === controller.sessionId ? 'current chat' : undefined,
+          sessionId: s.id,
+          title: s.title,
+          alwaysShow: true,
+          buttons: [renameButton, deleteButton],
+        }));
+        items = append ? [...items.filter((i) => !i.more), ...page] : page;
+        cursor = res.nextCursor ?? undefined;
+        qp.items = cursor ? [...items, { label: '$(ellipsis) Load more…', more: true, alwaysShow: true }] : items;
+      } catch (e) {
+        qp.items = [{ label: `$(error) ${describeError(e)}`, alwaysShow: true }];
+      } finally {
+        if (my === seq) qp.busy = false;
+      }
+    };
+    let timer: NodeJS.Timeout | undefined;
+    qp.onDidChangeValue((v) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => void load(v.trim(), false), 200);
+    });
+    qp.onDidAccept(async () => {
+      const item = qp.selectedItems[0];
+      if (!item) return;
+      if (item.more) {
+        await load(qp.value.trim(), true);
+        return;
+      }
+      if (item.sessionId) {
+        qp.hide();
+        await view.reveal();
+        await controller.showSession(item.sessionId);
+      }
+    });
+    qp.onDidTriggerItemButton(async ({ item, button }) => {
+      if (!item.sessionId) return;
+      if (button === renameButton) {
+        const title = await vscode.window.showInputBox({ title: 'Rename chat', value: item.title ?? '' });
+        if (title?.trim()) await client.renameSession(item.sessionId, title.trim());
+      } else if (button === deleteButton) {
+        await controller.deleteSession(item.sessionId, item.title);
+      }
+      await load(qp.value.trim(), false);
+      qp.show();
+    });
+    qp.onDidHide(() => qp.dispose());
+    qp.show();
+    await load('', false);
+  }
+
+  status.text = '$(comment-discussion) agentd';
+  status.tooltip = 'agentd: not started';
+  status.show();
+}
+
+let currentClient: (() => AgentdClient) | undefined;
+
+/** VS Code waits for this: the daemon gets `shutdown` and `exit`, so its runs are persisted. */
+export async function deactivate(): Promise<void> {
+  await currentClient?.().stop();
+}

@@ -1,0 +1,821 @@
+// The chat view. Runs in a VS Code webview, or in any browser page that provides
+// `acquireVsCodeApi` (the tests do). It renders agentd's notifications as they arrive:
+// part/updated inserts or replaces a part's element, part/delta appends to the part's text and
+// schedules one markdown render of that part per animation frame.
+import type { Message, Part, Session, ToolPart } from '../protocol';
+import { ChatState, type Change } from '../shared/chatState';
+import type { HostToView, ViewPersistedState, ViewToHost } from '../shared/webviewProtocol';
+import { finishReasonLabel, formatCost, formatDuration, formatRelativeTime, formatTokens } from './format';
+import { renderMarkdownToHtml } from './markdown';
+
+interface VsCodeApi {
+  postMessage(msg: unknown): void;
+  getState(): unknown;
+  setState(state: unknown): void;
+}
+declare function acquireVsCodeApi(): VsCodeApi;
+
+const vscode = acquireVsCodeApi();
+const post = (msg: ViewToHost) => vscode.postMessage(msg);
+const persisted = (vscode.getState() as ViewPersistedState | undefined) ?? {};
+
+// --- icons (static, trusted markup) ----------------------------------------------------------
+const svg = (body: string) =>
+  `<svg width="16" height="16" viewBox="0 0 16 16" fill="currentColor" aria-hidden="true">${body}</svg>`;
+const ICON = {
+  send: svg('<path d="M1.7 1.3 15 8 1.7 14.7l1.6-5.9L10 8 3.3 7.2 1.7 1.3z"/>'),
+  stop: svg('<rect x="3" y="3" width="10" height="10" rx="1.5"/>'),
+  add: svg('<path d="M8.5 2h-1v5.5H2v1h5.5V14h1V8.5H14v-1H8.5z"/>'),
+  history: svg(
+    '<path d="M8 1.5a6.5 6.5 0 1 1-6.3 8h1.03A5.5 5.5 0 1 0 3.7 4.6H6v1H2V1.6h1v2.3A6.5 6.5 0 0 1 8 1.5z"/><path d="M7.5 4h1v3.8l2.6 1.5-.5.9-3.1-1.8z"/>',
+  ),
+  edit: svg('<path d="M13.2 1.8a1.6 1.6 0 0 1 2.3 2.3L5.7 13.9 2 15l1.1-3.7zM3.9 12.1l-.5 1.5 1.5-.5 8-8-1-1z"/>'),
+  trash: svg('<path d="M6 1h4l.5 1H14v1H2V2h3.5zM3 4h10l-.8 10.2a1 1 0 0 1-1 .8H4.8a1 1 0 0 1-1-.8zm3 2v7h1V6zm3 0v7h1V6z"/>'),
+  copy: svg('<path d="M4 4V1.5h10.5V12H12V4.5zm-2.5 1.5H11V15H1.5zm1 1v7.5H10V6.5z"/>'),
+  insert: svg('<path d="M2 3h12v1H2zm0 3h7v1H2zm0 3h7v1H2zm0 3h12v1H2zm9-5.5 3 2-3 2z"/>'),
+  tool: svg('<path d="M14.7 4.3 12.4 6.6 9.4 3.6 11.7 1.3A4 4 0 0 0 6.6 6.4L1.3 11.7a1.4 1.4 0 0 0 2 2l5.3-5.3a4 4 0 0 0 6.1-4.1z"/>'),
+  check: svg('<path d="M6 11.6 2.4 8l-.7.7L6 13 14.3 4.7l-.7-.7z"/>'),
+  error: svg('<path d="M8 1a7 7 0 1 0 0 14A7 7 0 0 0 8 1zm3.1 9.4-.7.7L8 8.7l-2.4 2.4-.7-.7L7.3 8 4.9 5.6l.7-.7L8 7.3l2.4-2.4.7.7L8.7 8z"/>'),
+  clock: svg('<path d="M8 1a7 7 0 1 0 0 14A7 7 0 0 0 8 1zm0 1a6 6 0 1 1 0 12A6 6 0 0 1 8 2zm-.5 2h1v3.8l2.6 1.5-.5.9-3.1-1.8z"/>'),
+  spinner: '<span class="spinner" aria-hidden="true"></span>',
+  file: svg('<path d="M3 1h6.7L13 4.3V15H3zm1 1v12h8V5H9V2zm6 .7V4h1.3z"/>'),
+  close: svg('<path d="M8 7.3 12.6 2.7l.7.7L8.7 8l4.6 4.6-.7.7L8 8.7l-4.6 4.6-.7-.7L7.3 8 2.7 3.4l.7-.7z"/>'),
+  search: svg('<path d="M10.5 1a4.5 4.5 0 1 1-2.9 8l-5 5-.7-.7 5-5A4.5 4.5 0 0 1 10.5 1zm0 1a3.5 3.5 0 1 0 0 7 3.5 3.5 0 0 0 0-7z"/>'),
+};
+
+// --- DOM helper ----------------------------------------------------------------------------------
+type Attrs = Record<string, string | boolean | undefined | ((e: Event) => void)>;
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Attrs = {},
+  ...children: (Node | string | null | undefined | false)[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === false) continue;
+    if (typeof v === 'function') el.addEventListener(k.replace(/^on/, ''), v as EventListener);
+    else if (k === 'class') el.className = String(v);
+    else if (k === 'html') el.innerHTML = String(v); // only ever given static icon markup
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined && c !== false) el.append(c);
+  return el;
+}
+function iconButton(icon: string, label: string, onclick: (e: Event) => void, cls = ''): HTMLButtonElement {
+  const b = h('button', { class: `icon-button ${cls}`.trim(), title: label, 'aria-label': label, type: 'button', onclick });
+  b.innerHTML = icon;
+  return b;
+}
+
+// --- page skeleton -------------------------------------------------------------------------------
+const app = document.getElementById('app')!;
+const titleEl = h('div', { class: 'title', id: 'chat-title' }, 'New chat');
+const sessionsButton = iconButton(ICON.history, 'Sessions', () => toggleSessions(), 'sessions-toggle');
+sessionsButton.id = 'sessions-toggle';
+const newChatButton = iconButton(ICON.add, 'New chat', () => post({ type: 'newChat' }));
+newChatButton.id = 'new-chat';
+const header = h('header', { class: 'toolbar' }, titleEl, sessionsButton, newChatButton);
+const banner = h('div', { class: 'banner', id: 'daemon-banner', role: 'status', hidden: true });
+
+const searchInput = h('input', {
+  id: 'session-search',
+  type: 'search',
+  placeholder: 'Search sessions',
+  'aria-label': 'Search sessions',
+});
+const sessionList = h('ul', { id: 'session-list', class: 'session-list', role: 'list' });
+const sessionsEmpty = h('div', { class: 'sessions-empty', hidden: true }, 'No sessions');
+const moreButton = h('button', { id: 'sessions-more', class: 'text-button', type: 'button', hidden: true }, 'Load more');
+const sessionsPanel = h(
+  'section',
+  { id: 'sessions-panel', class: 'sessions-panel', hidden: true, 'aria-label': 'Sessions' },
+  h('div', { class: 'search-row' }, searchInput),
+  sessionList,
+  sessionsEmpty,
+  moreButton,
+);
+
+const messagesEl = h('main', { id: 'messages', class: 'messages', role: 'log', 'aria-live': 'polite' });
+const emptyEl = h(
+  'div',
+  { class: 'empty-state', id: 'empty-state' },
+  h('div', { class: 'empty-title' }, 'Ask agentd'),
+  h('div', { class: 'empty-hint' }, 'Enter to send, Shift+Enter for a new line. Select code and use “Send Selection to agentd” from the editor’s context menu.'),
+);
+messagesEl.append(emptyEl);
+
+const statusLine = h('div', { class: 'turn-status', id: 'turn-status', hidden: true });
+const input = h('textarea', {
+  id: 'input',
+  rows: '1',
+  placeholder: 'Ask agentd… (Enter to send, Shift+Enter for a new line)',
+  'aria-label': 'Message',
+});
+const sendButton = iconButton(ICON.send, 'Send (Enter)', () => send(), 'send');
+sendButton.id = 'send';
+const stopButton = h('button', { id: 'stop', class: 'stop-button', type: 'button', title: 'Stop (Escape)', hidden: true, onclick: () => abort() });
+stopButton.innerHTML = ICON.stop + '<span>Stop</span>';
+const composer = h('footer', { class: 'composer' }, statusLine, h('div', { class: 'input-row' }, input, sendButton, stopButton));
+
+app.append(header, banner, sessionsPanel, messagesEl, composer);
+
+// --- state -------------------------------------------------------------------------------------
+let chat = new ChatState(persisted.sessionId);
+let busy = false; // the current session is running a turn (session/status)
+let pendingSends: string[] = []; // sent, not yet seen as a user message
+let statusInfo: { status: string; message?: string; attempt?: number; nextRetryAt?: number } = { status: 'idle' };
+let sessions: Session[] = [];
+let sessionsCursor: string | undefined;
+let sessionsQuery = '';
+let renamingId: string | undefined;
+
+interface MessageView {
+  root: HTMLElement;
+  parts: HTMLElement;
+  error: HTMLElement;
+  meta: HTMLElement;
+}
+const messageViews = new Map<string, MessageView>();
+const partViews = new Map<string, HTMLElement>();
+const dirtyParts = new Map<string, string>(); // partId -> messageId
+let frameRequested = false;
+const errorBlocks: HTMLElement[] = [];
+const pendingEls: HTMLElement[] = [];
+
+if (persisted.draft) input.value = persisted.draft;
+autosize();
+
+// --- rendering -----------------------------------------------------------------------------------
+function persist(): void {
+  vscode.setState({ sessionId: chat.sessionId, draft: input.value } satisfies ViewPersistedState);
+}
+
+function nearBottom(): boolean {
+  return messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 48;
+}
+function scrollToBottom(): void {
+  messagesEl.scrollTop = messagesEl.scrollHeight;
+}
+
+function resetConversation(): void {
+  for (const v of messageViews.values()) v.root.remove();
+  messageViews.clear();
+  partViews.clear();
+  dirtyParts.clear();
+  for (const e of errorBlocks.splice(0)) e.remove();
+  for (const e of pendingEls.splice(0)) e.remove();
+  pendingSends = [];
+}
+
+function updateHeader(): void {
+  const title = chat.session?.title?.trim();
+  titleEl.textContent = title || (chat.sessionId ? 'Chat' : 'New chat');
+  titleEl.title = titleEl.textContent;
+}
+
+function updateEmpty(): void {
+  emptyEl.hidden = messageViews.size > 0 || pendingEls.length > 0 || errorBlocks.length > 0;
+}
+
+function updateBusy(): void {
+  const running = busy || pendingSends.length > 0;
+  stopButton.hidden = !running;
+  sendButton.hidden = running && input.value.trim() === '';
+  document.body.classList.toggle('busy', running);
+  if (statusInfo.status === 'retry') {
+    const when = statusInfo.nextRetryAt ? ` in ${Math.max(0, Math.round((statusInfo.nextRetryAt - Date.now()) / 1000))} s` : '';
+    statusLine.textContent = '';
+    statusLine.append(
+      h('span', { class: 'status-retry' }, `Retrying${statusInfo.attempt ? ` (attempt ${statusInfo.attempt})` : ''}${when}${statusInfo.message ? `: ${statusInfo.message}` : ''}`),
+    );
+    statusLine.hidden = false;
+  } else if (running) {
+    statusLine.innerHTML = ICON.spinner;
+    statusLine.append(h('span', {}, busy ? 'Working…' : 'Sending…'));
+    statusLine.hidden = false;
+  } else {
+    statusLine.hidden = true;
+    statusLine.textContent = '';
+  }
+}
+
+function ensureMessageView(messageId: string): MessageView {
+  let v = messageViews.get(messageId);
+  if (v) return v;
+  const parts = h('div', { class: 'parts' });
+  const error = h('div', { class: 'message-error', role: 'alert', hidden: true });
+  const meta = h('div', { class: 'message-meta', hidden: true });
+  const root = h('article', { class: 'message', 'data-message-id': messageId }, h('div', { class: 'role' }), parts, error, meta);
+  v = { root, parts, error, meta };
+  messageViews.set(messageId, v);
+  // Keep DOM order equal to the state's order (ids sort by creation time).
+  const order = chat.messages.map((m) => m.info.id);
+  const idx = order.indexOf(messageId);
+  let before: Node | null = pendingEls[0] ?? errorBlocks.find((e) => e.isConnected && e.dataset.after === undefined) ?? null;
+  for (let i = idx + 1; i < order.length; i++) {
+    const next = messageViews.get(order[i]);
+    if (next) {
+      before = next.root;
+      break;
+    }
+  }
+  messagesEl.insertBefore(root, before && before.parentNode === messagesEl ? before : null);
+  updateEmpty();
+  return v;
+}
+
+function renderMessageInfo(messageId: string): void {
+  const m = chat.message(messageId);
+  if (!m) return;
+  const v = ensureMessageView(messageId);
+  const info = m.info as Message;
+  const role = info.role;
+  v.root.className = `message ${role}`;
+  const roleEl = v.root.querySelector('.role') as HTMLElement;
+  roleEl.textContent = role === 'user' ? 'You' : 'agentd';
+  if (info.summary) roleEl.textContent += ' · summary';
+
+  // Plain errors: the name and what happened.
+  if (info.error) {
+    v.error.hidden = false;
+    v.error.textContent = '';
+    v.error.append(
+      h('span', { class: 'error-icon', html: ICON.error }),
+      h('span', { class: 'error-text' }, h('strong', {}, info.error.name || 'Error'), `: ${info.error.message ?? ''}`),
+    );
+  } else {
+    v.error.hidden = true;
+  }
+
+  // Usage and cost once the turn is complete.
+  if (role === 'assistant' && info.time?.completed) {
+    const bits: string[] = [];
+    const u = info.usage;
+    if (u) {
+      bits.push(`${formatTokens(u.inputTokens)} in`);
+      bits.push(`${formatTokens(u.outputTokens)} out`);
+      if (u.reasoningTokens) bits.push(`${formatTokens(u.reasoningTokens)} reasoning`);
+      if (u.cacheReadTokens) bits.push(`${formatTokens(u.cacheReadTokens)} cached`);
+    }
+    if (info.cost !== undefined && info.cost !== null) bits.push(formatCost(info.cost));
+    if (info.time.created && info.time.completed) bits.push(formatDuration(info.time.completed - info.time.created));
+    if (info.model) bits.push(info.model);
+    const reason = info.finishReason ? finishReasonLabel[info.finishReason] ?? info.finishReason : '';
+    v.meta.textContent = '';
+    if (reason) v.meta.append(h('span', { class: `finish finish-${info.finishReason}` }, reason));
+    v.meta.append(h('span', { class: 'usage', title: usageTitle(info) }, bits.join(' · ')));
+    v.meta.hidden = false;
+  } else {
+    v.meta.hidden = true;
+  }
+}
+
+function usageTitle(info: Message): string {
+  const u = info.usage;
+  if (!u) return '';
+  return [
+    `Input tokens: ${u.inputTokens}`,
+    `Output tokens: ${u.outputTokens}`,
+    `Reasoning tokens: ${u.reasoningTokens}`,
+    `Cache read: ${u.cacheReadTokens}`,
+    `Cache write: ${u.cacheWriteTokens}`,
+    `Cost: $${info.cost ?? 0}`,
+  ].join('\n');
+}
+
+function renderPart(messageId: string, partId: string): void {
+  const part = chat.part(messageId, partId);
+  if (!part) return;
+  const v = ensureMessageView(messageId);
+  let el = partViews.get(partId);
+  const fresh = !el || el.dataset.type !== part.type;
+  if (fresh) {
+    const created = createPartElement(part);
+    if (!created) return;
+    if (el) el.replaceWith(created);
+    else {
+      // Insert in the state's part order.
+      const parts = chat.message(messageId)!.parts;
+      const idx = parts.findIndex((p) => p.id === partId);
+      let before: Node | null = null;
+      for (let i = idx + 1; i < parts.length; i++) {
+        const n = partViews.get(parts[i].id);
+        if (n) {
+          before = n;
+          break;
+        }
+      }
+      v.parts.insertBefore(created, before);
+    }
+    el = created;
+    partViews.set(partId, el);
+  }
+  updatePartElement(el!, part);
+}
+
+function createPartElement(part: Part): HTMLElement | undefined {
+  switch (part.type) {
+    case 'text':
+      return h('div', { class: 'part text markdown', 'data-part-id': part.id, 'data-type': part.type });
+    case 'reasoning': {
+      const d = h('details', { class: 'part reasoning', 'data-part-id': part.id, 'data-type': part.type });
+      d.append(h('summary', {}, h('span', { class: 'reasoning-label' }, 'Reasoning')), h('div', { class: 'reasoning-body markdown' }));
+      return d;
+    }
+    case 'tool': {
+      const d = h('details', { class: 'part tool-card', 'data-part-id': part.id, 'data-type': part.type });
+      const summary = h(
+        'summary',
+        {},
+        h('span', { class: 'tool-status-icon' }),
+        h('span', { class: 'tool-name' }),
+        h('span', { class: 'tool-title' }),
+        h('span', { class: 'tool-badge' }),
+      );
+      d.append(summary, h('div', { class: 'tool-body' }));
+      return d;
+    }
+    case 'file':
+      return h('div', { class: 'part file-chip', 'data-part-id': part.id, 'data-type': part.type });
+    case 'compaction':
+      return h('div', { class: 'part compaction', 'data-part-id': part.id, 'data-type': part.type });
+    default:
+      // step-start / step-finish carry no text of their own: the message shows the turn's totals.
+      return h('span', { class: 'part hidden-part', hidden: true, 'data-part-id': part.id, 'data-type': part.type });
+  }
+}
+
+function updatePartElement(el: HTMLElement, part: Part): void {
+  switch (part.type) {
+    case 'text':
+      renderMarkdownInto(el, part.text ?? '');
+      break;
+    case 'reasoning': {
+      const body = el.querySelector('.reasoning-body') as HTMLElement;
+      renderMarkdownInto(body, part.text ?? '');
+      const label = el.querySelector('.reasoning-label') as HTMLElement;
+      const t = part.time;
+      label.textContent = t?.end ? `Reasoning (${formatDuration(Math.max(0, t.end - t.start))})` : 'Reasoning…';
+      break;
+    }
+    case 'tool':
+      updateToolCard(el as HTMLDetailsElement, part as ToolPart);
+      break;
+    case 'file':
+      el.innerHTML = ICON.file;
+      el.append(h('a', { href: '#', title: part.path, onclick: (e) => { e.preventDefault(); post({ type: 'openFile', path: part.path }); } }, part.path));
+      break;
+    case 'compaction':
+      el.textContent = part.auto ? 'Earlier conversation was summarised automatically' : 'Earlier conversation was summarised';
+      break;
+  }
+}
+
+const STATUS_LABEL: Record<string, string> = { pending: 'Pending', running: 'Running', completed: 'Completed', error: 'Error' };
+const STATUS_ICON: Record<string, string> = { pending: ICON.clock, running: ICON.spinner, completed: ICON.check, error: ICON.error };
+
+function updateToolCard(el: HTMLDetailsElement, part: ToolPart): void {
+  const state = part.state as ToolPart['state'] & Record<string, unknown>;
+  const status = String(state.status);
+  el.className = `part tool-card status-${status}`;
+  el.dataset.status = status;
+  (el.querySelector('.tool-status-icon') as HTMLElement).innerHTML = STATUS_ICON[status] ?? ICON.tool;
+  (el.querySelector('.tool-name') as HTMLElement).textContent = part.tool;
+  const given = typeof state.title === 'string' && state.title !== part.tool ? state.title : '';
+  const title = given || summarizeInput(state.input);
+  (el.querySelector('.tool-title') as HTMLElement).textContent = title;
+  const badge = el.querySelector('.tool-badge') as HTMLElement;
+  badge.textContent = STATUS_LABEL[status] ?? status;
+  badge.className = `tool-badge badge-${status}`;
+
+  const body = el.querySelector('.tool-body') as HTMLElement;
+  body.textContent = '';
+  body.append(h('div', { class: 'tool-section-label' }, 'Input'), h('pre', { class: 'tool-input' }, prettyJson(state.input)));
+  if (status === 'completed') {
+    const time = state.time as { start: number; end: number } | undefined;
+    body.append(
+      h('div', { class: 'tool-section-label' }, 'Output', time ? h('span', { class: 'tool-time' }, ` · ${formatDuration(Math.max(0, time.end - time.start))}`) : null),
+      h('pre', { class: 'tool-output' }, prettyOutput(String(state.output ?? ''))),
+    );
+  } else if (status === 'error') {
+    body.append(h('div', { class: 'tool-section-label' }, 'Error'), h('pre', { class: 'tool-output tool-error' }, String(state.error ?? '')));
+  }
+}
+
+function summarizeInput(input: unknown): string {
+  if (input && typeof input === 'object') {
+    const o = input as Record<string, unknown>;
+    for (const k of ['path', 'pattern', 'command', 'query', 'name', 'url']) if (typeof o[k] === 'string') return o[k] as string;
+  }
+  return '';
+}
+
+/** Tool output as the model got it, except that JSON is indented for reading. */
+function prettyOutput(s: string): string {
+  if (!/^\s*[[{]/.test(s) || s.length > 200_000) return s;
+  try {
+    return JSON.stringify(JSON.parse(s), null, 2);
+  } catch {
+    return s;
+  }
+}
+
+function prettyJson(v: unknown): string {
+  if (v === undefined) return '';
+  if (typeof v === 'string') return v;
+  try {
+    return JSON.stringify(v, null, 2);
+  } catch {
+    return String(v);
+  }
+}
+
+function renderMarkdownInto(el: HTMLElement, text: string): void {
+  el.innerHTML = renderMarkdownToHtml(text);
+  decorateCodeBlocks(el);
+}
+
+function decorateCodeBlocks(root: HTMLElement): void {
+  for (const pre of Array.from(root.querySelectorAll('pre'))) {
+    if (pre.parentElement?.classList.contains('code-block')) continue;
+    const code = pre.querySelector('code');
+    const lang = /language-([\w+#.-]+)/.exec(code?.className ?? '')?.[1] ?? '';
+    const wrapper = h('div', { class: 'code-block' });
+    // A fence's content ends with the newline before the closing fence; that is not code.
+    const codeText = () => (code?.textContent ?? pre.textContent ?? '').replace(/\n$/, '');
+    const copy = iconButton(ICON.copy, 'Copy', () => {
+      post({ type: 'copy', text: codeText() });
+      flash(copy, 'Copied');
+    }, 'code-copy');
+    const insert = iconButton(ICON.insert, 'Insert at cursor', () => {
+      post({ type: 'insert', text: codeText() });
+      flash(insert, 'Inserted');
+    }, 'code-insert');
+    const toolbar = h('div', { class: 'code-toolbar' }, h('span', { class: 'code-lang' }, lang), copy, insert);
+    pre.replaceWith(wrapper);
+    wrapper.append(toolbar, pre);
+  }
+}
+
+function flash(button: HTMLElement, text: string): void {
+  button.classList.add('flash');
+  button.setAttribute('data-flash', text);
+  setTimeout(() => {
+    button.classList.remove('flash');
+    button.removeAttribute('data-flash');
+  }, 1200);
+}
+
+function scheduleFlush(): void {
+  if (frameRequested) return;
+  frameRequested = true;
+  requestAnimationFrame(flush);
+}
+
+function flush(): void {
+  frameRequested = false;
+  const stick = nearBottom();
+  for (const [partId, messageId] of dirtyParts) {
+    const el = partViews.get(partId);
+    const part = chat.part(messageId, partId);
+    if (el && part) updatePartElement(el, part);
+  }
+  dirtyParts.clear();
+  if (stick) scrollToBottom();
+}
+
+function applyChanges(changes: Change[]): void {
+  const stick = nearBottom();
+  for (const c of changes) {
+    switch (c.kind) {
+      case 'message':
+        renderMessageInfo(c.messageId);
+        break;
+      case 'part': {
+        dirtyParts.delete(c.partId);
+        renderPart(c.messageId, c.partId);
+        const msg = chat.message(c.messageId);
+        if (c.created && msg?.info.role === 'user') settlePending(chat.part(c.messageId, c.partId));
+        break;
+      }
+      case 'delta':
+        if (!partViews.has(c.partId)) renderPart(c.messageId, c.partId);
+        dirtyParts.set(c.partId, c.messageId);
+        scheduleFlush();
+        break;
+      case 'status':
+        statusInfo = { status: c.status, message: c.message, attempt: c.attempt, nextRetryAt: c.nextRetryAt };
+        busy = c.status !== 'idle';
+        if (!busy) clearPending();
+        updateBusy();
+        break;
+      case 'session':
+        updateHeader();
+        break;
+      case 'error':
+        showError(`${c.error.name}: ${c.error.message}`);
+        break;
+    }
+  }
+  updateEmpty();
+  if (stick) scrollToBottom();
+}
+
+function settlePending(part: Part | undefined): void {
+  if (!pendingSends.length) return;
+  const text = part && part.type === 'text' ? part.text : undefined;
+  let i = text !== undefined ? pendingSends.indexOf(text) : -1;
+  if (i < 0) i = 0;
+  pendingSends.splice(i, 1);
+  pendingEls.splice(i, 1)[0]?.remove();
+  updateBusy();
+}
+
+function clearPending(): void {
+  pendingSends = [];
+  for (const e of pendingEls.splice(0)) e.remove();
+}
+
+function showError(text: string): void {
+  const block = h('div', { class: 'error-block', role: 'alert' }, h('span', { class: 'error-icon', html: ICON.error }), h('span', {}, text));
+  messagesEl.append(block);
+  errorBlocks.push(block);
+  updateEmpty();
+  scrollToBottom();
+}
+
+function showPendingUserMessage(text: string): void {
+  const el = h(
+    'article',
+    { class: 'message user pending' },
+    h('div', { class: 'role' }, 'You', h('span', { class: 'pending-label' }, busy ? ' · queued' : ' · sending')),
+    h('div', { class: 'parts' }, h('div', { class: 'part text plain' }, text)),
+  );
+  messagesEl.append(el);
+  pendingEls.push(el);
+  updateEmpty();
+  scrollToBottom();
+}
+
+function showConversation(session: Session | undefined, messages: Message[]): void {
+  resetConversation();
+  chat = new ChatState(session?.id);
+  chat.session = session;
+  busy = session ? session.status !== 'idle' : false;
+  statusInfo = { status: session?.status ?? 'idle' };
+  chat.load(messages);
+  for (const m of chat.messages) {
+    renderMessageInfo(m.info.id);
+    for (const p of m.parts) renderPart(m.info.id, p.id);
+  }
+  updateHeader();
+  updateBusy();
+  updateEmpty();
+  persist();
+  scrollToBottom();
+  markActiveSession();
+}
+
+// --- sending, stopping ------------------------------------------------------------------------
+function send(): void {
+  const text = input.value.trim();
+  if (!text) return;
+  post({ type: 'send', text, sessionId: chat.sessionId });
+  pendingSends.push(text);
+  showPendingUserMessage(text);
+  input.value = '';
+  autosize();
+  persist();
+  updateBusy();
+}
+
+function abort(): void {
+  post({ type: 'abort', sessionId: chat.sessionId });
+  stopButton.disabled = true;
+  setTimeout(() => (stopButton.disabled = false), 800);
+}
+
+function autosize(): void {
+  input.style.height = 'auto';
+  input.style.height = Math.min(input.scrollHeight, 200) + 'px';
+}
+
+input.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !e.altKey && !e.ctrlKey && !e.metaKey) {
+    e.preventDefault();
+    send();
+  } else if (e.key === 'Escape' && (busy || pendingSends.length)) {
+    e.preventDefault();
+    abort();
+  }
+});
+input.addEventListener('input', () => {
+  autosize();
+  updateBusy();
+  persist();
+});
+
+// --- sessions panel ----------------------------------------------------------------------------
+function toggleSessions(visible = sessionsPanel.hidden): void {
+  sessionsPanel.hidden = !visible;
+  sessionsButton.classList.toggle('active', visible);
+  sessionsButton.setAttribute('aria-expanded', String(visible));
+  if (visible) {
+    requestSessions(searchInput.value.trim());
+    searchInput.focus();
+  }
+}
+
+function requestSessions(query: string, cursor?: string): void {
+  sessionsQuery = query;
+  post({ type: 'listSessions', query, ...(cursor ? { cursor } : {}) });
+}
+
+let searchTimer: ReturnType<typeof setTimeout> | undefined;
+searchInput.addEventListener('input', () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => requestSessions(searchInput.value.trim()), 200);
+});
+searchInput.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') toggleSessions(false);
+});
+moreButton.addEventListener('click', () => {
+  if (sessionsCursor) requestSessions(sessionsQuery, sessionsCursor);
+});
+
+function renderSessions(): void {
+  sessionList.textContent = '';
+  for (const s of sessions) sessionList.append(sessionItem(s));
+  sessionsEmpty.hidden = sessions.length > 0;
+  sessionsEmpty.textContent = sessionsQuery ? `No sessions match “${sessionsQuery}”` : 'No sessions yet';
+  moreButton.hidden = !sessionsCursor;
+  markActiveSession();
+}
+
+function sessionItem(s: Session): HTMLElement {
+  const li = h('li', { class: 'session-item', 'data-session-id': s.id });
+  if (renamingId === s.id) {
+    const field = h('input', { class: 'rename-input', type: 'text', value: s.title ?? '', 'aria-label': 'Session title' });
+    const commit = () => {
+      const title = field.value.trim();
+      renamingId = undefined;
+      if (title && title !== s.title) {
+        post({ type: 'renameSession', sessionId: s.id, title });
+        s.title = title;
+      }
+      renderSessions();
+    };
+    field.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') commit();
+      if (e.key === 'Escape') {
+        renamingId = undefined;
+        renderSessions();
+      }
+      e.stopPropagation();
+    });
+    field.addEventListener('blur', commit);
+    li.append(field);
+    setTimeout(() => {
+      field.focus();
+      field.select();
+    });
+    return li;
+  }
+  const open = h(
+    'button',
+    { class: 'session-open', type: 'button', title: s.title, onclick: () => { post({ type: 'openSession', sessionId: s.id }); toggleSessions(false); } },
+    h('span', { class: `session-dot status-${s.status}`, title: s.status }),
+    h('span', { class: 'session-title' }, s.title || 'Untitled'),
+    h('span', { class: 'session-time' }, formatRelativeTime(s.time?.updated)),
+  );
+  const rename = iconButton(ICON.edit, 'Rename', () => {
+    renamingId = s.id;
+    renderSessions();
+  }, 'session-rename');
+  const del = iconButton(ICON.trash, 'Delete', () => post({ type: 'deleteSession', sessionId: s.id, title: s.title }), 'session-delete');
+  li.append(open, h('span', { class: 'session-actions' }, rename, del));
+  return li;
+}
+
+function markActiveSession(): void {
+  for (const li of Array.from(sessionList.children) as HTMLElement[]) {
+    li.classList.toggle('active', li.dataset.sessionId === chat.sessionId);
+  }
+}
+
+function onSessionUpdated(s: Session): void {
+  const i = sessions.findIndex((x) => x.id === s.id);
+  if (i >= 0) {
+    sessions.splice(i, 1);
+    // An update moves a session to the front (the list is by time.updated, newest first).
+    if (!sessionsQuery || (s.title ?? '').toLowerCase().includes(sessionsQuery.toLowerCase())) sessions.unshift(s);
+    if (!sessionsPanel.hidden && renamingId !== s.id) renderSessions();
+  } else if (!sessionsPanel.hidden && !sessionsQuery) {
+    sessions.unshift(s);
+    if (renamingId === undefined) renderSessions();
+  }
+}
+
+// --- daemon state ------------------------------------------------------------------------------
+function showDaemon(state: string, message?: string): void {
+  banner.className = `banner banner-${state}`;
+  if (state === 'running' || state === 'stopped' || (state === 'starting' && !message)) {
+    banner.hidden = true;
+    return;
+  }
+  banner.textContent = message ?? (state === 'starting' ? 'Starting agentd…' : state);
+  banner.hidden = false;
+}
+
+// --- messages from the host --------------------------------------------------------------------
+window.addEventListener('message', (event: MessageEvent) => {
+  const msg = event.data as HostToView;
+  if (!msg || typeof msg !== 'object' || typeof (msg as { type?: unknown }).type !== 'string') return;
+  switch (msg.type) {
+    case 'notification': {
+      const n = msg.notification;
+      if (n.method === 'session/updated') onSessionUpdated(n.params.session);
+      // A fresh chat has no session until the first send creates one: adopt it then.
+      const sid = (n.params as { sessionId?: string }).sessionId;
+      if (!chat.sessionId) {
+        // A fresh chat shows nothing of other sessions, until its own first send adopts one.
+        if (!sid || !pendingSends.length) break;
+        chat.sessionId = sid;
+        persist();
+      }
+      applyChanges(chat.apply(n));
+      break;
+    }
+    case 'history':
+      showConversation(msg.session, msg.messages);
+      break;
+    case 'sessionStarted':
+      if (!chat.sessionId || chat.sessionId === msg.session.id) {
+        chat.sessionId = msg.session.id;
+        chat.session = msg.session;
+        updateHeader();
+        persist();
+      }
+      break;
+    case 'chatResult':
+      if (msg.sessionId === chat.sessionId) {
+        const changes = chat.upsertFull(msg.message);
+        applyChanges(changes);
+        for (const p of msg.message.parts ?? []) renderPart(msg.message.id, p.id);
+      }
+      break;
+    case 'error':
+      if (!msg.sessionId || !chat.sessionId || msg.sessionId === chat.sessionId) {
+        clearPending();
+        showError(msg.message);
+        updateBusy();
+      }
+      break;
+    case 'sessions':
+      sessions = msg.append ? [...sessions, ...msg.sessions.filter((s) => !sessions.some((x) => x.id === s.id))] : msg.sessions;
+      sessionsCursor = msg.nextCursor;
+      sessionsQuery = msg.query;
+      renderSessions();
+      break;
+    case 'sessionDeleted':
+      sessions = sessions.filter((s) => s.id !== msg.sessionId);
+      renderSessions();
+      break;
+    case 'daemon':
+      showDaemon(msg.state, msg.message);
+      break;
+    case 'sending':
+      pendingSends.push(msg.text);
+      showPendingUserMessage(msg.text);
+      updateBusy();
+      break;
+    case 'showSessions':
+      toggleSessions(msg.visible ?? sessionsPanel.hidden);
+      break;
+    case 'focusInput':
+      if (msg.text !== undefined) {
+        input.value = msg.text;
+        autosize();
+        persist();
+      }
+      input.focus();
+      break;
+  }
+});
+
+updateHeader();
+updateBusy();
+post({ type: 'ready', sessionId: persisted.sessionId });
+input.focus();
+
+// For tests and debugging: a read-only view of what the page holds.
+(window as unknown as { __agentdView: unknown }).__agentdView = {
+  get sessionId() {
+    return chat.sessionId;
+  },
+  get busy() {
+    return busy;
+  },
+  snapshot: (id: string) => chat.snapshot(id),
+  messageIds: () => chat.messages.map((m) => m.info.id),
+};

@@ -1,0 +1,323 @@
+// End to end without VS Code (which cannot be downloaded here): the bundled extension
+// (dist/extension.js) runs under Node with a stand-in `vscode` module, spawns the real agentd
+// (with the scripted model), and its webview view is the real page, served with the HTML the
+// extension generates (CSP and nonce included) and loaded in headless Chromium. A person's
+// actions are clicks and keys in that page, and the answers of the VS Code dialogs are scripted.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import Module, { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { AGENTD, root, startScriptedModel, tempDirs, waitFor } from '../client/helpers.mjs';
+import { launch } from '../webview/harness.mjs';
+import { themes } from '../webview/themes.mjs';
+
+const require = createRequire(import.meta.url);
+const vscode = require('./vscodeStub.cjs');
+const stub = vscode.__stub;
+
+// `require('vscode')` from the bundle gets the stand-in.
+const originalLoad = Module._load;
+Module._load = function (request, ...rest) {
+  if (request === 'vscode') return vscode;
+  return originalLoad.call(this, request, ...rest);
+};
+
+let model, dirs, server, browser, page, ext, context, origin;
+let viewListeners = [];
+let deliverChain = Promise.resolve();
+const FILE_TEXT = 'let total = items.reduce((a, b) => a + b, 0);\nexport { total };\n';
+
+/** The agentd processes this test process started (children whose command line names agentd). */
+function daemonPids() {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmd.includes('agentd') && !cmd.includes('scripted_model')) pids.push(Number(entry));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return pids;
+}
+
+before(async () => {
+  model = await startScriptedModel();
+  dirs = tempDirs();
+  mkdirSync(join(dirs.workspace, 'src'), { recursive: true });
+  writeFileSync(join(dirs.workspace, 'src/app.ts'), FILE_TEXT);
+  stub.workspaceFolder = dirs.workspace;
+  stub.config = {
+    path: AGENTD,
+    model: 'scripted',
+    tools: ['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash'],
+    dataDir: dirs.data,
+    env: { OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'test', AGENTD_STATE_DIR: dirs.state, AGENTD_CONFIG: join(dirs.base, 'none.toml') },
+  };
+  // An open editor with the first line selected.
+  const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(dirs.workspace, 'src/app.ts')));
+  doc.languageId = 'typescript';
+  stub.activeTextEditor = vscode.__makeEditor(doc, new vscode.Selection(new vscode.Position(0, 0), new vscode.Position(0, 45)));
+
+  // The page is served from loopback; asWebviewUri maps extension files there.
+  let html = '';
+  server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    if (url.pathname === '/') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      return res.end(html);
+    }
+    const m = /^\/ext\/((dist|media)\/[\w.-]+)$/.exec(url.pathname);
+    if (m) {
+      res.writeHead(200, { 'content-type': m[1].endsWith('.js') ? 'text/javascript' : 'text/css' });
+      return res.end(readFileSync(join(root, m[1])));
+    }
+    res.writeHead(404);
+    res.end();
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  origin = `http://127.0.0.1:${server.address().port}`;
+
+  ext = require(join(root, 'dist/extension.js'));
+  const mem = new Map();
+  context = {
+    subscriptions: [],
+    extensionUri: vscode.Uri.file(root),
+    workspaceState: { get: (k) => mem.get(k), update: async (k, v) => void mem.set(k, v), keys: () => [...mem.keys()] },
+    extension: { packageJSON: JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) },
+  };
+  ext.activate(context);
+
+  browser = await launch();
+  const ctx = await browser.newContext({ viewport: { width: 440, height: 800 } });
+  page = await ctx.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.exposeFunction('__toHost', (m) => viewListeners.forEach((l) => l(m)));
+  await page.addInitScript((vars) => {
+    let state = null;
+    window.acquireVsCodeApi = () => ({ postMessage: (m) => window.__toHost(JSON.parse(JSON.stringify(m))), getState: () => state, setState: (s) => (state = s) });
+    document.addEventListener('DOMContentLoaded', () => {
+      for (const [k, v] of Object.entries(vars)) document.documentElement.style.setProperty(k, v);
+    });
+  }, themes.dark.vars);
+
+  const provider = stub.providers.get('agentd.chatView');
+  assert.ok(provider, 'the chat view provider is registered');
+  const webview = {
+    options: {},
+    html: '',
+    cspSource: origin,
+    asWebviewUri: (uri) => `${origin}/ext${uri.path.slice(root.length)}`,
+    postMessage: (m) => {
+      deliverChain = deliverChain.then(() => page.evaluate((msg) => window.dispatchEvent(new MessageEvent('message', { data: msg })), m).catch(() => undefined));
+      return Promise.resolve(true);
+    },
+    onDidReceiveMessage: (l) => {
+      viewListeners.push(l);
+      return { dispose: () => (viewListeners = viewListeners.filter((x) => x !== l)) };
+    },
+  };
+  provider.resolveWebviewView({ webview, visible: true, show() {}, onDidDispose: () => ({ dispose() {} }) });
+  html = webview.html;
+  assert.match(html, /Content-Security-Policy/);
+  assert.match(html, new RegExp(`script-src 'nonce-`));
+  await page.goto(origin + '/');
+  await page.locator('#empty-state').waitFor();
+});
+
+after(async () => {
+  await ext?.deactivate();
+  for (const d of context?.subscriptions ?? []) {
+    try {
+      d.dispose();
+    } catch {
+      /* ignore */
+    }
+  }
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+  await model?.close();
+  dirs?.cleanup();
+  Module._load = originalLoad;
+});
+
+const assistant = () => page.locator('article.message.assistant').last();
+async function send(text) {
+  await page.locator('#input').fill(text);
+  await page.locator('#input').press('Enter');
+}
+const lastToolCard = () => page.locator('.tool-card').last();
+const completedTurns = () => page.evaluate(() => [...document.querySelectorAll('article.message.assistant .message-meta')].filter((m) => !m.hidden).length);
+/** Sends from the page's input and waits for the answer to complete. */
+async function sendAndWait(text) {
+  const before = await completedTurns();
+  await send(text);
+  await page.waitForFunction((n) => [...document.querySelectorAll('article.message.assistant .message-meta')].filter((m) => !m.hidden).length > n, before);
+}
+
+describe('extension end to end (stand-in vscode, real agentd, real page)', () => {
+  test('first message creates the session, streams the answer, and the title arrives', async () => {
+    await send('hello agent');
+    await assistant().locator('.message-meta').waitFor();
+    assert.match(await assistant().innerText(), /You said: hello agent/);
+    await page.waitForFunction(() => document.getElementById('chat-title').textContent === 'hello agent');
+    assert.equal(await page.locator('#stop').isVisible(), false);
+    assert.match(await assistant().locator('.message-meta').innerText(), / in · .* out/);
+  });
+
+  test('editor_selection: the editor tool answers tool/execute with the selection', async () => {
+    await sendAndWait('/tool editor_selection {}');
+    const card = lastToolCard();
+    await card.locator('summary').click();
+    const output = JSON.parse(await card.locator('.tool-output').innerText());
+    assert.equal(output.path, 'src/app.ts');
+    assert.equal(output.languageId, 'typescript');
+    assert.equal(output.text, 'let total = items.reduce((a, b) => a + b, 0);');
+  });
+
+  test('read_document returns the unsaved text; open_editors lists the editor', async () => {
+    stub.activeTextEditor.document.text = FILE_TEXT + '// unsaved line\n';
+    stub.activeTextEditor.document.isDirty = true;
+    await sendAndWait('/tool read_document {"path": "src/app.ts"}');
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'completed');
+    assert.match(await assistant().innerText(), /unsaved line/);
+    await sendAndWait('/tool open_editors {}');
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'completed');
+    assert.match(await assistant().innerText(), /src\/app\.ts/);
+  });
+
+  test('apply_edit shows a diff; Accept applies the edit, Reject leaves the file', async () => {
+    stub.answers.push({ match: /proposes an edit to src\/app\.ts/, answer: 'Accept' });
+    const before = stub.commandsRun.length;
+    await sendAndWait('/tool apply_edit {"path": "src/app.ts", "edits": [{"oldString": "let total", "newString": "const total"}], "description": "use const"}');
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'completed');
+    const diff = stub.commandsRun.slice(before).find((c) => c.id === 'vscode.diff');
+    assert.ok(diff, 'a diff editor was opened');
+    assert.match(diff.args[2], /src\/app\.ts \(proposed\)/);
+    assert.match(stub.activeTextEditor.document.text, /^const total = /);
+    assert.match(await assistant().innerText(), /accepted the edit/);
+
+    stub.answers.push({ match: /proposes an edit/, answer: 'Reject' });
+    await sendAndWait('/tool apply_edit {"path": "src/app.ts", "content": "wiped"}');
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'error');
+    assert.match(await assistant().innerText(), /rejected the edit/);
+    assert.match(stub.activeTextEditor.document.text, /^const total = /);
+    assert.match(await lastToolCard().locator('.tool-badge').innerText(), /Error/);
+  });
+
+  test('permission/request is a modal: Reject refuses the write, Allow once permits it', async () => {
+    const shown = stub.messages.length;
+    stub.answers.push({ match: /./, answer: 'Reject' });
+    await sendAndWait('/tool write_file {"path": "notes.txt", "content": "from the model"}');
+    const modal = stub.messages.slice(shown).find((m) => m.options?.modal);
+    assert.ok(modal, 'a modal dialog was shown');
+    assert.deepEqual(modal.items, ['Allow once', 'Allow always', 'Reject']);
+    assert.match(modal.options.detail, /notes\.txt/);
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'error');
+    assert.throws(() => readFileSync(join(dirs.workspace, 'notes.txt')));
+
+    stub.answers.push({ match: /./, answer: 'Allow once' });
+    await sendAndWait('/tool write_file {"path": "notes.txt", "content": "from the model"}');
+    assert.equal(await lastToolCard().getAttribute('data-status'), 'completed');
+    assert.equal(readFileSync(join(dirs.workspace, 'notes.txt'), 'utf8'), 'from the model');
+  });
+
+  test('the stop button aborts a running turn', async () => {
+    await send('/stream 200 30');
+    await page.waitForFunction(() => /w3/.test(document.querySelector('article.message.assistant:last-of-type')?.innerText ?? ''));
+    assert.equal(stub.contexts['agentd.busy'], true, 'agentd.busy context while running');
+    await page.locator('#stop').click();
+    await assistant().locator('.message-meta', { hasText: 'Stopped' }).waitFor();
+    assert.ok(!/w200/.test(await assistant().innerText()));
+    await page.waitForFunction(() => document.getElementById('stop').hidden);
+    await waitFor(() => stub.contexts['agentd.busy'] === false, { what: 'busy context cleared' });
+  });
+
+  test('Send Selection asks a question and sends it with the code; code blocks copy and insert', async () => {
+    stub.answers.push({ match: /Send selection to agentd/, answer: 'Explain this' });
+    stub.activeTextEditor.selection = new vscode.Selection(new vscode.Position(0, 0), new vscode.Position(0, 11));
+    stub.activeTextEditor.selections = [stub.activeTextEditor.selection];
+    await vscode.commands.executeCommand('agentd.sendSelection');
+    await page.waitForFunction(() => /You said: Explain this/.test(document.querySelector('article.message.assistant:last-of-type')?.innerText ?? ''));
+    const userText = await page.locator('article.message.user').last().innerText();
+    assert.match(userText, /Explain this/);
+    assert.match(userText, /src\/app\.ts:1-1/);
+    // The echo carries the fenced code: a code block with buttons.
+    const block = assistant().locator('.code-block').first();
+    assert.equal(await block.locator('.code-lang').innerText(), 'typescript');
+    await block.locator('.code-copy').click();
+    await waitFor(() => stub.clipboard === 'const total', { what: 'clipboard' });
+    stub.activeTextEditor.selection = new vscode.Selection(new vscode.Position(1, 0), new vscode.Position(1, 0));
+    stub.activeTextEditor.selections = [stub.activeTextEditor.selection];
+    await block.locator('.code-insert').click();
+    await waitFor(() => stub.activeTextEditor.document.text.split('\n')[1].startsWith('const total'), { what: 'inserted at cursor' });
+  });
+
+  test('the Sessions command: a searchable quick pick that opens a chat', async () => {
+    await vscode.commands.executeCommand('agentd.newChat');
+    await page.locator('#empty-state').waitFor();
+    await sendAndWait('a second chat');
+    await vscode.commands.executeCommand('agentd.sessions');
+    const qp = stub.quickPicks.at(-1);
+    await waitFor(() => qp.items.some((i) => i.label === 'hello agent') && qp.items.some((i) => i.label === 'a second chat'), { what: 'sessions listed' });
+    qp.__type('hello');
+    await waitFor(() => qp.items.length === 1 && qp.items[0].label === 'hello agent', { what: 'search results' });
+    qp.__accept(qp.items[0]);
+    await page.waitForFunction(() => document.getElementById('chat-title').textContent === 'hello agent');
+    await page.waitForFunction(() => /You said: hello agent/.test(document.getElementById('messages').innerText));
+    assert.equal(qp.visible, false);
+  });
+
+  test('session list in the view: rename and delete go to the daemon', async () => {
+    await page.locator('#sessions-toggle').click();
+    await page.locator('.session-item', { hasText: 'hello agent' }).waitFor();
+    const item = page.locator('.session-item', { hasText: 'hello agent' });
+    await item.hover();
+    await item.locator('.session-rename').click();
+    await page.locator('.rename-input').fill('Renamed from the view');
+    await page.locator('.rename-input').press('Enter');
+    await page.waitForFunction(() => document.getElementById('chat-title').textContent === 'Renamed from the view');
+    // Search goes to session/list with a query.
+    await page.locator('#session-search').fill('renamed from');
+    await page.waitForFunction(() => document.querySelectorAll('.session-item').length === 1);
+    stub.answers.push({ match: /Delete the chat “Renamed from the view”/, answer: 'Delete' });
+    await page.locator('.session-item').first().hover();
+    await page.locator('.session-item .session-delete').first().click();
+    await page.waitForFunction(() => document.querySelectorAll('.session-item').length === 0);
+    // It was the current chat: the view starts a fresh one.
+    await page.locator('#empty-state').waitFor();
+    assert.equal(await page.locator('#chat-title').innerText(), 'New chat');
+  });
+
+  test('a crashed daemon is restarted with a visible notice and the chat goes on', async () => {
+    await send('before the crash');
+    await page.waitForFunction(() => /You said: before the crash/.test(document.body.innerText));
+    const pids = daemonPids();
+    assert.equal(pids.length, 1, 'one daemon');
+    const shown = stub.messages.length;
+    process.kill(pids[0], 'SIGKILL');
+    await waitFor(() => stub.messages.slice(shown).some((m) => m.level === 'warning' && /stopped unexpectedly.*restarting in/.test(m.text)), { what: 'restart notice' });
+    await waitFor(() => daemonPids().length === 1 && daemonPids()[0] !== pids[0], { what: 'new daemon', timeoutMs: 15_000 });
+    // The conversation is reloaded from the daemon's store after the restart.
+    await page.waitForFunction(() => /You said: before the crash/.test(document.body.innerText));
+    await send('after the crash');
+    await page.waitForFunction(() => /You said: after the crash/.test(document.body.innerText));
+    await page.waitForFunction(() => document.getElementById('daemon-banner').hidden);
+  });
+
+  test('New Chat clears the view; deactivate shuts the daemon down', async () => {
+    await vscode.commands.executeCommand('agentd.newChat');
+    await page.locator('#empty-state').waitFor();
+    assert.equal(await page.locator('article.message').count(), 0);
+    const pids = daemonPids();
+    await ext.deactivate();
+    await waitFor(() => daemonPids().length === 0, { what: 'daemon gone' });
+    assert.ok(pids.length === 1);
+  });
+});

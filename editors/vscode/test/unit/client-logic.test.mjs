@@ -1,0 +1,133 @@
+// Pure parts of the client layer: settings → environment, restart policy, apply_edit text
+// arithmetic, and the notification reducer against the recorded fixture.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+const root = join(fileURLToPath(import.meta.url), '../../..');
+const lib = require(join(root, 'out/client.cjs'));
+
+describe('settings', () => {
+  test('normalizeSettings fills defaults and drops junk', () => {
+    assert.deepEqual(lib.normalizeSettings({}), { path: 'agentd', model: '', env: {}, dataDir: '' });
+    assert.deepEqual(lib.normalizeSettings({ path: '  /opt/agentd  ', model: 'gpt', env: { A: 1, B: null }, dataDir: '~/x' }), {
+      path: '/opt/agentd',
+      model: 'gpt',
+      env: { A: '1' },
+      dataDir: '~/x',
+    });
+    assert.deepEqual(lib.normalizeSettings({ env: ['nope'] }).env, {});
+  });
+
+  test('daemonEnvironment: agentd.env over the editor env, dedicated settings win', () => {
+    const env = lib.daemonEnvironment(
+      { path: 'agentd', model: 'm1', env: { OPENAI_BASE_URL: 'http://x', AGENTD_MODEL: 'ignored' }, dataDir: '~/data' },
+      { HOME: '/home/u', PATH: '/bin', OPENAI_BASE_URL: 'http://base' },
+    );
+    assert.equal(env.PATH, '/bin');
+    assert.equal(env.OPENAI_BASE_URL, 'http://x');
+    assert.equal(env.AGENTD_MODEL, 'm1');
+    assert.equal(env.AGENTD_DATA_DIR, '/home/u/data');
+    assert.equal(env.PYTHONUNBUFFERED, '1');
+    const none = lib.daemonEnvironment(lib.normalizeSettings({}), { PATH: '/bin' });
+    assert.equal(none.AGENTD_MODEL, undefined);
+    assert.equal(none.AGENTD_DATA_DIR, undefined);
+  });
+
+  test('needsRestart compares what the daemon sees', () => {
+    const a = lib.normalizeSettings({ env: { A: '1', B: '2' } });
+    assert.equal(lib.needsRestart(a, lib.normalizeSettings({ env: { B: '2', A: '1' } })), false);
+    assert.equal(lib.needsRestart(a, lib.normalizeSettings({ env: { A: '1' } })), true);
+    assert.equal(lib.needsRestart(a, { ...a, model: 'x' }), true);
+  });
+});
+
+describe('restart policy', () => {
+  test('exponential backoff, capped, bounded per window', () => {
+    let now = 0;
+    const p = new lib.RestartPolicy({ maxRestarts: 3, windowMs: 1000, baseDelayMs: 100, maxDelayMs: 250 }, () => now);
+    assert.deepEqual(p.onCrash(), { restart: true, attempt: 1, delayMs: 100 });
+    assert.deepEqual(p.onCrash(), { restart: true, attempt: 2, delayMs: 200 });
+    assert.deepEqual(p.onCrash(), { restart: true, attempt: 3, delayMs: 250 });
+    assert.equal(p.onCrash().restart, false);
+    now = 5000; // the window has passed: crashes long ago do not count
+    assert.deepEqual(p.onCrash(), { restart: true, attempt: 1, delayMs: 100 });
+    p.reset();
+    assert.equal(p.onCrash().attempt, 1);
+  });
+});
+
+describe('apply_edit logic', () => {
+  test('replaces a unique match; refuses missing or ambiguous ones', () => {
+    assert.equal(lib.applyTextEdits('a b c', [{ oldString: 'b', newString: 'B' }]), 'a B c');
+    assert.equal(lib.applyTextEdits('x x', [{ oldString: 'x', newString: 'y', replaceAll: true }]), 'y y');
+    assert.equal(lib.applyTextEdits('$1', [{ oldString: '$1', newString: '$&$&' }]), '$&$&', 'no replacement patterns');
+    assert.throws(() => lib.applyTextEdits('x x', [{ oldString: 'x', newString: 'y' }]), /occurs 2 times/);
+    assert.throws(() => lib.applyTextEdits('abc', [{ oldString: 'z', newString: 'y' }]), /not found/);
+    assert.equal(lib.applyTextEdits('', [{ oldString: '', newString: 'new' }]), 'new');
+  });
+
+  test('parseApplyEditInput validates the tool input', () => {
+    assert.deepEqual(lib.parseApplyEditInput({ path: 'a.ts', content: 'x' }), { path: 'a.ts', edits: undefined, content: 'x', description: undefined });
+    assert.throws(() => lib.parseApplyEditInput({ path: 'a.ts' }), /exactly one/);
+    assert.throws(() => lib.parseApplyEditInput({ path: 'a.ts', content: 'x', edits: [{ oldString: 'a', newString: 'b' }] }), /exactly one/);
+    assert.throws(() => lib.parseApplyEditInput({ content: 'x' }), /path/);
+    assert.throws(() => lib.parseApplyEditInput({ path: 'a', edits: [{ oldString: 1 }] }), /edits\[0\]/);
+  });
+
+  test('sliceLines and describeChange', () => {
+    assert.equal(lib.sliceLines('1\n2\n3\n4', 2, 3), '2\n3');
+    assert.equal(lib.sliceLines('1\n2', undefined, undefined), '1\n2');
+    assert.equal(lib.describeChange('a\nb\nc', 'a\nX\nY\nc'), '1 line(s) replaced by 2 line(s) starting at line 2');
+  });
+
+  test('the editor tools are declared with JSON Schema parameters', () => {
+    const names = lib.EDITOR_TOOL_DEFINITIONS.map((t) => t.name);
+    assert.deepEqual(names, ['editor_selection', 'open_editors', 'read_document', 'apply_edit']);
+    for (const t of lib.EDITOR_TOOL_DEFINITIONS) {
+      assert.equal(t.parameters.type, 'object');
+      assert.ok(t.description.length > 20);
+    }
+  });
+});
+
+describe('ChatState (notification reducer)', () => {
+  const fixture = JSON.parse(readFileSync(join(root, 'test/fixtures/agentd-notifications.json'), 'utf8'));
+
+  test('replaying each recorded turn reproduces its session/chat result', () => {
+    const state = new lib.ChatState(fixture.session.id);
+    for (const t of fixture.turns) {
+      for (const e of t.events) state.apply(e);
+      assert.deepEqual(state.snapshot(t.result.message.id), t.result.message, t.name);
+    }
+    assert.equal(state.messages.length, fixture.turns.length * 2);
+    assert.deepEqual(state.messages.map((m) => m.info.role), fixture.turns.flatMap(() => ['user', 'assistant']));
+  });
+
+  test('ignores other sessions; reports deltas as deltas', () => {
+    const state = new lib.ChatState('ses_other');
+    const t = fixture.turns[0];
+    assert.deepEqual(t.events.flatMap((e) => state.apply(e)), []);
+    const mine = new lib.ChatState(t.sessionId);
+    const kinds = t.events.flatMap((e) => mine.apply(e)).map((c) => c.kind);
+    assert.ok(kinds.includes('delta'));
+    assert.equal(kinds[0], 'status');
+  });
+
+  test('history and live notifications merge in id order', () => {
+    const [a, b] = fixture.turns;
+    const state = new lib.ChatState(a.sessionId);
+    for (const e of b.events) state.apply(e);
+    const userA = a.events.find((e) => e.method === 'message/updated' && e.params.message.role === 'user');
+    state.load([]);
+    for (const e of b.events) state.apply(e);
+    state.upsertFull({ ...userA.params.message, parts: [] });
+    state.upsertFull(a.result.message);
+    const ids = state.messages.map((m) => m.info.id);
+    assert.deepEqual(ids, [...ids].sort());
+  });
+});
