@@ -522,6 +522,14 @@ class ChatProvider:
         self._client: openai.AsyncOpenAI | None = None
         self._endpoint = ""
 
+    @staticmethod
+    def preload() -> None:
+        """Import the SDK (about a second of CPU) ahead of the first turn. Called from a
+        background thread once the editor is connected; the first turn then starts at
+        once. Importing twice is harmless."""
+        import openai
+        import openai.resources.chat.completions  # noqa: F401
+
     def _sdk(self) -> openai.AsyncOpenAI:
         if self._client is None:
             import openai

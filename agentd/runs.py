@@ -128,6 +128,23 @@ class RunManager:
             self._providers[model.provider] = provider
         return provider
 
+    def preload_provider(self) -> None:
+        """When a model is configured, load the provider's SDK in a background thread so
+        the first turn does not wait for the import. Startup itself never loads it."""
+        if self.config.default_model is None and not self.config.models:
+            return
+        import threading
+
+        def load() -> None:
+            from agentd.provider import ChatProvider
+
+            try:
+                ChatProvider.preload()
+            except Exception:  # the first turn will report it properly
+                logger.debug("provider preload failed", exc_info=True)
+
+        threading.Thread(target=load, name="agentd-preload", daemon=True).start()
+
     def resolve_model(self, *names: str | None) -> ModelConfig:
         name = next((n for n in names if n), None)
         model = self.config.resolve_model(name)

@@ -370,7 +370,8 @@ class AgentdProtocol(JsonRPCProtocol):
             return  # unknown notifications (textDocument/didOpen, $/setTrace...) are ignored
         if not self.initialized:
             return
-        # `initialized` needs no work.
+        if method == "initialized":
+            self._server.on_initialized()
 
     def _cancel(self, msg_id: Any) -> None:
         hook = self.cancel_hooks.pop(msg_id, None)
@@ -491,6 +492,8 @@ class AgentdServer(JsonRPCServer):
         self._stop = threading.Event()
         # Storage start-up, begun with the first request (see create_server).
         self.startup: asyncio.Future[None] | None = None
+        # Called when the editor sends `initialized` (set by create_server).
+        self.on_initialized: Callable[[], None] = lambda: None
 
     # --- the EditorLink the session layer uses -----------------------------------------
 
@@ -667,6 +670,7 @@ def create_server(config: Config) -> tuple[AgentdServer, Any]:
     }
     for name, handler in handlers.items():
         proto.fm.features[name] = handler if name == "initialize" else gated(handler)
+    server.on_initialized = runs.preload_provider
     return server, manager
 
 

@@ -8,6 +8,7 @@ JSON-RPC.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import shutil
@@ -36,6 +37,8 @@ from agentd.toolctx import ToolContextStore
 logger = logging.getLogger(__name__)
 
 LIST_DEFAULT, LIST_MAX = 50, 500
+LOG_CACHE = 64
+RUN_CACHE = 10_000
 MESSAGES_DEFAULT = 100
 
 
@@ -134,10 +137,13 @@ class SessionManager:
         self.sessions_dir = config.data_dir / "sessions"
         self.catalog = Catalog(config.data_dir / "catalog.sqlite3")
         self.toolctx = ToolContextStore(config.tool_context_dir)
-        self._logs: dict[str, SessionLog] = {}
+        # Open logs with their folded state, least recently used first; idle ones beyond
+        # LOG_CACHE are closed (their state is read again from disk when needed).
+        self._logs: collections.OrderedDict[str, SessionLog] = collections.OrderedDict()
         self._secrets: dict[str, SensitiveContext] = {}
-        # run/resolve's first tier: runId → (sessionId, clientSessionId, scopeKey).
-        self._run_cache: dict[str, dict[str, str]] = {}
+        # run/resolve's first tier: runId → (sessionId, clientSessionId, scopeKey), the
+        # RUN_CACHE most recent; older runs are found in the catalog.
+        self._run_cache: collections.OrderedDict[str, dict[str, str]] = collections.OrderedDict()
         # Filled by the run layer (agentd.runs) when it is attached.
         self.runs: Any = None
 
@@ -170,7 +176,19 @@ class SessionManager:
         log = self._logs.get(session_id)
         if log is None:
             log = self._logs[session_id] = SessionLog(self.session_dir(session_id))
+            self._evict_logs()
+        else:
+            self._logs.move_to_end(session_id)
         return log
+
+    def _evict_logs(self) -> None:
+        excess = len(self._logs) - LOG_CACHE
+        for sid in list(self._logs)[:excess]:
+            log = self._logs[sid]
+            if (self.runs is not None and self.runs.owns(sid)) or log.busy:
+                continue
+            del self._logs[sid]
+            log.close()
 
     def secrets_for(self, session_id: str) -> SensitiveContext:
         return self._secrets.setdefault(session_id, SensitiveContext())
@@ -405,9 +423,12 @@ class SessionManager:
     def cache_run(self, run_id: str, entry: dict[str, str]) -> None:
         """Merge into the cache: a field already set is never replaced by an absent one."""
         current = self._run_cache.setdefault(run_id, {})
+        self._run_cache.move_to_end(run_id)
         for key, value in entry.items():
             if value is not None:
                 current[key] = value
+        while len(self._run_cache) > RUN_CACHE:
+            self._run_cache.popitem(last=False)
 
     async def resolve_run(self, p: t.RunResolveParams) -> t.RunResolveResult | None:
         cached = self._run_cache.get(p.run_id)

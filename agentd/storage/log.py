@@ -134,6 +134,7 @@ class SessionLog:
         self.directory = directory
         self.path = directory / LOG_NAME
         self._fd: int | None = None
+        self._closed = False
         self._last: concurrent.futures.Future[None] | None = None
         self._state = LogState()
         self._offset = 0
@@ -163,6 +164,11 @@ class SessionLog:
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        if self._closed:
+            # A late append to a log already closed (evicted from the cache): do not
+            # keep a descriptor nobody will close.
+            self._fd = None
+            os.close(fd)
 
     def append(self, *records: dict[str, Any]) -> concurrent.futures.Future[None]:
         """Queue records for writing; returns at once. Serialisation happens now, so the
@@ -175,15 +181,26 @@ class SessionLog:
         """For code already off the event loop (recovery, reindex)."""
         self._write(encode(records))
 
+    @property
+    def busy(self) -> bool:
+        """Writes are still queued."""
+        return self._last is not None and not self._last.done()
+
     async def flush(self) -> None:
         """Wait until every record appended so far is written; raises the write error."""
         if self._last is not None:
             await asyncio.wrap_future(self._last)
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            _writer.submit(os.close, fd)
+        self._closed = True
+
+        def _close() -> None:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+
+        # On the writer thread, after every queued write.
+        _writer.submit(_close)
 
     # --- reading -----------------------------------------------------------------------
 
