@@ -37,7 +37,7 @@ from agentd.toolctx import ToolContextStore
 logger = logging.getLogger(__name__)
 
 LIST_DEFAULT, LIST_MAX = 50, 500
-LOG_CACHE = 64
+LOG_CACHE = 16
 RUN_CACHE = 10_000
 MESSAGES_DEFAULT = 100
 
