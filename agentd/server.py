@@ -75,6 +75,8 @@ class FrameReader:
         self._error: tuple[int, str] | None = None
         self.last_body = b""
         self._eof = False
+        # Bytes of an oversized frame still to discard.
+        self._discard = 0
 
     def take_error(self) -> tuple[int, str] | None:
         err, self._error = self._error, None
@@ -103,23 +105,38 @@ class FrameReader:
             # A line over the stream's limit: garbage. Discard what is buffered.
             return b"\n"
 
-    async def _raw_exactly(self, n: int) -> bytes:
-        head = self._pushback[:n]
-        self._pushback = self._pushback[n:]
-        if len(head) == n:
-            return head
-        try:
-            return head + await self._stream.readexactly(n - len(head))
-        except asyncio.IncompleteReadError:
-            return b""
+    async def _chunk(self, limit: int) -> bytes:
+        """Up to `limit` bytes: the pushback first, else what the pipe has (b"" at EOF)."""
+        if self._pushback:
+            chunk, self._pushback = self._pushback[:limit], self._pushback[limit:]
+            return chunk
+        return await self._stream.read(limit)
 
-    async def _skip(self, n: int) -> bool:
-        while n > 0:
-            chunk = await self._raw_exactly(min(n, 1 << 20))
+    async def _read_body(self, n: int, *, keep: bool) -> bytes | None:
+        """Read an announced body of `n` bytes (discarding it unless `keep`). A body
+        shorter than announced runs into the next frame's header. A `Content-Length`
+        header inside the bytes read can only belong to a JSON body when it sits in a
+        string, and JSON strings hold no raw newline: so a header at the start, after a
+        raw newline, or right after a complete JSON value starts the next frame (for a
+        discarded body, any header does). The rest is pushed back. None at end of input."""
+        buf = bytearray()
+        seen = 0
+        while seen < n:
+            chunk = await self._chunk(min(n - seen, 1 << 16))
             if not chunk:
-                return False
-            n -= len(chunk)
-        return True
+                return None
+            start = max(0, len(buf) - 16)
+            buf += chunk
+            seen += len(chunk)
+            for match in _HEADER_SEARCH.finditer(buf, start):
+                at = match.start()
+                head = bytes(buf[:at])
+                if not keep or at == 0 or buf[at - 1] in b"\r\n" or _is_json(head):
+                    self.push_back(bytes(buf[match.start() :]))
+                    return head if keep else b""
+            if not keep:
+                del buf[: max(0, len(buf) - 16)]
+        return bytes(buf) if keep else b""
 
     async def _next_frame(self) -> bool:
         """Parse the next frame into `_pending` (header lines) and `_body`."""
@@ -153,14 +170,14 @@ class FrameReader:
             self._set_bad(-32700, bad_header or "missing Content-Length header")
             return True
         if length > self._max:
-            if not await self._skip(length):
-                return False
             self._set_bad(-32600, f"frame of {length} bytes exceeds the limit of {self._max}")
+            # Answered now; the body is discarded as it arrives (or up to the next header).
+            self._discard = length
             return True
-        body = await self._raw_exactly(length)
-        if len(body) < length:
+        body = await self._read_body(length, keep=True)
+        if body is None:
             return False
-        self._pending = [b"Content-Length: %d\r\n" % length, b"\r\n"]
+        self._pending = [b"Content-Length: %d\r\n" % len(body), b"\r\n"]
         self._body = body
         return True
 
@@ -170,6 +187,10 @@ class FrameReader:
         self._body = _BAD_FRAME
 
     async def readline(self) -> bytes:
+        if self._discard and not self._pending:
+            n, self._discard = self._discard, 0
+            if await self._read_body(n, keep=False) is None:
+                return b""
         if not self._pending and not await self._next_frame():
             return b""
         return self._pending.pop(0)
@@ -570,6 +591,14 @@ class AgentdServer(JsonRPCServer):
 
 
 _HEADER_SEARCH = re.compile(rb"content-length\s*:", re.IGNORECASE)
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _find_header(body: bytes) -> int:
