@@ -238,8 +238,13 @@ class RunManager:
         self._abort_run(run)
 
     def _abort_run(self, run: Run) -> None:
-        if run.task is not None and not run.task.done() and not run.abort_requested:
-            run.abort_requested = True
+        """Abort by cancelling the turn. Setup (lock, log, tool-context file) is never
+        interrupted: an abort that arrives during it takes effect when the turn starts,
+        so every run that began ends through `_finish`, with an `aborted` message."""
+        if run.abort_requested:
+            return
+        run.abort_requested = True
+        if run.turn is not None and run.task is not None and not run.task.done():
             run.task.cancel()
 
     def _start_next(self, session_id: str) -> None:
@@ -368,6 +373,11 @@ class RunManager:
                 on_overflow=on_overflow,
             )
             run.turn = turn
+            if run.abort_requested:
+                # Aborted during setup: the cancellation lands at the turn's first await.
+                task = asyncio.current_task()
+                assert task is not None
+                task.cancel()
             message = await turn.run()
             log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
             await stream.close()
