@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help install dev chat test test-python test-editors lint schema schema-check bench reliability clean
+.PHONY: help install dev chat test test-python test-quick test-editors lint schema schema-check bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,14 @@ test: dev lint schema-check test-python test-editors ## everything CI runs: lint
 
 test-python: ## the Python test suite (daemon end to end, tools, provider, reliability in its bounded form)
 	$(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-quick: ## the Python tests without the reliability suite
+	$(PYTHON) -m pytest -n 2 -q -m "not reliability" $(PYTEST_ARGS)
+
+soak: dev ## the long reliability runs (10,000 turns, 500 kills, 1,000 aborts)
+	$(PYTHON) bench/soak.py turns
+	$(PYTHON) bench/soak.py crash
+	$(PYTHON) bench/soak.py storm
 
 test-editors: ## the Neovim and VS Code plugin tests (install what they need)
 	@if [ -x editors/nvim/tests/run.sh ]; then bash editors/nvim/tests/run.sh; fi

@@ -33,7 +33,7 @@ from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
-from agentd.storage.catalog import DEFAULT_TITLE, cost_str
+from agentd.storage.catalog import DEFAULT_TITLE
 from agentd.storage.log import LogState, RunLock, lock_is_free
 from agentd.turn import (
     DEFAULT_SYSTEM_PROMPT,
@@ -395,7 +395,7 @@ class RunManager:
         except OSError:
             logger.exception("could not persist the end of run %s", run.run_id)
         state = await sessions.log_for(sid).read()
-        totals = _totals(state)
+        totals = state.catalog_totals()
         await sessions.catalog.run(sessions.catalog.end_run, run.run_id, sid, ids.now_ms(), totals)
         if scope_key:
             await sessions.toolctx.remove(scope_key)
@@ -643,7 +643,9 @@ class RunManager:
     async def _update_totals(self, sid: str) -> None:
         state = await self.sessions.log_for(sid).read()
         await self.sessions.catalog.run(
-            self.sessions.catalog.update_session, sid, {**_totals(state), "updated": ids.now_ms()}
+            self.sessions.catalog.update_session,
+            sid,
+            {**state.catalog_totals(), "updated": ids.now_ms()},
         )
         await self.sessions.emit_session_by_id(sid)
 
@@ -696,7 +698,9 @@ class RunManager:
                 log.append(*records)
                 await log.flush()
             state = await log.read()
-            await sessions.catalog.run(sessions.catalog.end_run, "", sid, now, _totals(state))
+            await sessions.catalog.run(
+                sessions.catalog.end_run, "", sid, now, state.catalog_totals()
+            )
             if scope_key:
                 await sessions.toolctx.remove(scope_key)
         finally:
@@ -765,18 +769,6 @@ def _fit(chat: list[dict[str, Any]], model: ModelConfig) -> list[dict[str, Any]]
     while start < len(chat) and chat[start].get("role") == "tool":
         start += 1
     return chat[start:]
-
-
-def _totals(state: LogState) -> dict[str, Any]:
-    usage, cost = state.usage_and_cost()
-    return {
-        "input_tokens": usage.get("inputTokens", 0),
-        "output_tokens": usage.get("outputTokens", 0),
-        "reasoning_tokens": usage.get("reasoningTokens", 0),
-        "cache_read_tokens": usage.get("cacheReadTokens", 0),
-        "cache_write_tokens": usage.get("cacheWriteTokens", 0),
-        "cost": cost_str(cost),
-    }
 
 
 def _guess_mime(path: str) -> str:

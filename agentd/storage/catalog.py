@@ -15,7 +15,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,11 +22,6 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_TITLE = "New session"
-
-
-def cost_str(value: Decimal) -> str:
-    """Costs are stored as exact decimal strings."""
-    return format(value.normalize(), "f") if value else "0"
 
 
 T = TypeVar("T")

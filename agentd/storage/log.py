@@ -43,6 +43,11 @@ LOCK_NAME = "run.lock"
 _writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentd-log")
 
 
+def cost_str(value: Decimal) -> str:
+    """Costs are stored as exact decimal strings."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 @attrs.define
 class MessageState:
     meta: dict[str, Any]
@@ -120,6 +125,18 @@ class LogState:
             if msg.meta.get("cost"):
                 cost += Decimal(str(msg.meta["cost"]))
         return usage, cost
+
+    def catalog_totals(self) -> dict[str, Any]:
+        """The session's usage and cost as the catalog's columns."""
+        usage, cost = self.usage_and_cost()
+        return {
+            "input_tokens": usage.get("inputTokens", 0),
+            "output_tokens": usage.get("outputTokens", 0),
+            "reasoning_tokens": usage.get("reasoningTokens", 0),
+            "cache_read_tokens": usage.get("cacheReadTokens", 0),
+            "cache_write_tokens": usage.get("cacheWriteTokens", 0),
+            "cost": cost_str(cost),
+        }
 
 
 def encode(records: Iterable[dict[str, Any]]) -> bytes:

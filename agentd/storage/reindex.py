@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from agentd import ids
-from agentd.storage.catalog import DEFAULT_TITLE, Catalog, cost_str
+from agentd.storage.catalog import DEFAULT_TITLE, Catalog
 from agentd.storage.log import LOG_NAME, read_log_file
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
             if header is None or header.get("id") != entry.name:
                 logger.warning("no session header in %s: skipped", path)
                 continue
-            usage, cost = state.usage_and_cost()
             last_message_at = max(
                 [
                     m.meta.get("time", {}).get("completed")
@@ -57,12 +56,7 @@ def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
                     # A run still open in the log is closed by recovery, which looks for it.
                     "status": "busy" if state.open_runs else "idle",
                     "run_id": next(iter(state.open_runs), None),
-                    "input_tokens": usage.get("inputTokens", 0),
-                    "output_tokens": usage.get("outputTokens", 0),
-                    "reasoning_tokens": usage.get("reasoningTokens", 0),
-                    "cache_read_tokens": usage.get("cacheReadTokens", 0),
-                    "cache_write_tokens": usage.get("cacheWriteTokens", 0),
-                    "cost": cost_str(cost),
+                    **state.catalog_totals(),
                 }
             )
             run_rows = {}
