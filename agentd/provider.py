@@ -697,7 +697,15 @@ class ChatProvider:
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    request = client.chat.completions.with_streaming_response.create(**params)
+                    # The SDK's type-driven transform walks every message in Python on
+                    # each request: with a long history, the largest CPU cost of a turn.
+                    # Messages and tools are already wire-format JSON, so they travel
+                    # as extra_body, which the SDK sends as it is.
+                    wire = {k: params[k] for k in ("messages", "tools") if k in params}
+                    rest = {k: v for k, v in params.items() if k not in wire}
+                    request = client.chat.completions.with_streaming_response.create(
+                        messages=[], **rest, extra_body=wire
+                    )
                     response = await request.__aenter__()
             except TimeoutError:
                 raise redact.error(

@@ -373,12 +373,8 @@ class RunManager:
                 on_overflow=on_overflow,
             )
             run.turn = turn
-            if run.abort_requested:
-                # Aborted during setup: the cancellation lands at the turn's first await.
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-            message = await turn.run()
+            # Aborted during setup: the message ends at once, without calling the model.
+            message = await turn.run(aborted=run.abort_requested)
             log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
             await stream.close()
             if first_run and header.get("parentId") is None and not header.get("titleSet"):

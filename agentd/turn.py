@@ -160,16 +160,16 @@ class Turn:
 
     # --- the loop ----------------------------------------------------------------------
 
-    async def run(self) -> t.Message:
+    async def run(self, *, aborted: bool = False) -> t.Message:
         inp = self.inp
         self.stream.message(self.message)
         max_steps = inp.params.max_steps or DEFAULT_MAX_STEPS
         messages = list(inp.history)
-        finish: str | None = None
+        finish: str | None = "aborted" if aborted else None
         compacted = False
         try:
             step = 0
-            while step < max_steps:
+            while step < max_steps and not aborted:
                 try:
                     calls = await self.step(messages)
                 except ProviderError as exc:
@@ -187,7 +187,7 @@ class Turn:
                     finish = self.message.finish_reason or "stop"
                     break
             else:
-                finish = "tool-calls"
+                finish = finish or "tool-calls"
         except asyncio.CancelledError:
             finish = "aborted"
             self._abandon_open_parts("aborted")
