@@ -55,6 +55,13 @@ class ModelNotConfigured(AgentdError):
     code = 1003
 
 
+class StorageError(AgentdError):
+    """Writing the data dir failed (disk full, read-only, file too large). What was
+    stored before is intact; the write can succeed again once the cause is gone."""
+
+    code = -32603
+
+
 class ProviderError(Exception):
     """A model provider failure, named the way the contract names it.
 

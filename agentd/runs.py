@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from agentd.errors import (
     RequestCancelled,
     SessionBusy,
     SessionNotFound,
+    StorageError,
 )
 from agentd.history import to_chat_messages
 from agentd.protocol import types as t
@@ -278,6 +280,9 @@ class RunManager:
             scope_key = header["sessionScopeKey"]
             first_run = not state.messages
             now = ids.now_ms()
+            # Holding the lock, any run still open in the log is one that could not end
+            # (its daemon died, or its last writes failed): close it first.
+            leftover = _interrupted_records(state, now)
             trace_id = run.params.trace_id or header.get("traceId") or ""
             sessions.cache_run(
                 run.run_id,
@@ -288,7 +293,8 @@ class RunManager:
                 },
             )
             log.append(
-                {"k": "run", "run": run.run_id, "state": "start", "pid": os.getpid(), "at": now}
+                *leftover,
+                {"k": "run", "run": run.run_id, "state": "start", "pid": os.getpid(), "at": now},
             )
             await sessions.catalog.run(
                 sessions.catalog.start_run, run.run_id, sid, now, os.getpid()
@@ -384,22 +390,35 @@ class RunManager:
             await self._finish(run, lock, stream, scope_key)
 
     async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
+        """Every run ends here, on every path. The tool-context file, the lock and the
+        session's place in `_active` are released even when storage fails; a storage
+        failure is then raised (the editor gets it as the chat's error)."""
         sessions = self.sessions
         sid = run.session_id
+        failure: StorageError | None = None
         try:
-            await stream.close()
-        except OSError:
-            logger.exception("could not persist the end of run %s", run.run_id)
-        state = await sessions.log_for(sid).read()
-        totals = state.catalog_totals()
-        await sessions.catalog.run(sessions.catalog.end_run, run.run_id, sid, ids.now_ms(), totals)
-        if scope_key:
-            await sessions.toolctx.remove(scope_key)
-        lock.release()
-        self._active.pop(sid, None)
-        stream.status("idle")
-        await sessions.emit_session_by_id(sid)
-        self._start_next(sid)
+            try:
+                await stream.close()
+            except StorageError as exc:
+                failure = exc
+            state = await sessions.log_for(sid).read()
+            # The catalog is told the run ended even when the log could not be written.
+            await sessions.catalog.run(
+                sessions.catalog.end_run, run.run_id, sid, ids.now_ms(), state.catalog_totals()
+            )
+        finally:
+            try:
+                if scope_key:
+                    await sessions.toolctx.remove(scope_key)
+            finally:
+                lock.release()
+                self._active.pop(sid, None)
+                stream.status("idle")
+                with contextlib.suppress(StorageError):
+                    await sessions.emit_session_by_id(sid)
+                self._start_next(sid)
+        if failure is not None:
+            raise failure
 
     def _user_message(self, run: Run, root: Any) -> t.Message:
         now = ids.now_ms()
@@ -666,30 +685,7 @@ class RunManager:
             log = sessions.log_for(sid)
             state = await log.read()
             now = ids.now_ms()
-            records: list[dict[str, Any]] = []
-            for run_id in list(state.open_runs):
-                for msg in state.messages.values():
-                    meta = msg.meta
-                    if meta.get("runId") != run_id or meta.get("role") != "assistant":
-                        continue
-                    if meta.get("time", {}).get("completed"):
-                        continue
-                    for part in msg.parts.values():
-                        closed = _close_part(part, now)
-                        if closed is not None:
-                            records.append({"k": "part", "m": meta["id"], "part": closed})
-                    records.append(
-                        {
-                            "k": "message",
-                            "message": {
-                                **meta,
-                                "finishReason": "interrupted",
-                                "time": {**meta.get("time", {}), "completed": now},
-                            },
-                            "at": now,
-                        }
-                    )
-                records.append({"k": "run", "run": run_id, "state": "end", "at": now})
+            records = _interrupted_records(state, now)
             if records:
                 log.append(*records)
                 await log.flush()
@@ -726,6 +722,34 @@ class RunManager:
             except Exception:
                 logger.debug("provider close failed", exc_info=True)
         self._providers.clear()
+
+
+def _interrupted_records(state: LogState, now: int) -> list[dict[str, Any]]:
+    """Log records that close every run left open in `state` (its daemon died, or the
+    log could not be written at the run's end): the message ends `interrupted`,
+    unfinished parts are closed, unfinished tool calls become errors."""
+    records: list[dict[str, Any]] = []
+    for run_id in list(state.open_runs):
+        for msg in state.messages.values():
+            meta = msg.meta
+            if meta.get("runId") != run_id or meta.get("role") != "assistant":
+                continue
+            if meta.get("time", {}).get("completed"):
+                continue
+            for part in msg.parts.values():
+                closed = _close_part(part, now)
+                if closed is not None:
+                    records.append({"k": "part", "m": meta["id"], "part": closed})
+            done = {**meta.get("time", {}), "completed": now}
+            records.append(
+                {
+                    "k": "message",
+                    "at": now,
+                    "message": {**meta, "finishReason": "interrupted", "time": done},
+                }
+            )
+        records.append({"k": "run", "run": run_id, "state": "end", "at": now})
+    return records
 
 
 def _close_part(part: dict[str, Any], now: int) -> dict[str, Any] | None:

@@ -37,7 +37,11 @@ def frame(obj: Any) -> bytes:
 
 class Daemon:
     def __init__(
-        self, env: dict[str, str], args: list[str] | None = None, cwd: str | None = None
+        self,
+        env: dict[str, str],
+        args: list[str] | None = None,
+        cwd: str | None = None,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         full_env = {**os.environ, **env}
         self.proc = subprocess.Popen(
@@ -47,6 +51,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            preexec_fn=preexec_fn,
         )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from agentd.errors import StorageError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -138,7 +140,14 @@ class Catalog:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            # Disk full, read-only, I/O error: SQLite rolled the transaction back.
+            raise StorageError(
+                f"cannot write the session catalog ({exc}): {self.path}",
+                data={"path": str(self.path)},
+            ) from exc
 
     def close(self) -> None:
         def _close() -> None:

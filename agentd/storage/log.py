@@ -32,6 +32,8 @@ from typing import Any
 import attrs
 import orjson
 
+from agentd.errors import StorageError
+
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
@@ -152,6 +154,7 @@ class SessionLog:
         self.path = directory / LOG_NAME
         self._fd: int | None = None
         self._closed = False
+        self._maybe_torn = False
         self._last: concurrent.futures.Future[None] | None = None
         self._state = LogState()
         self._offset = 0
@@ -162,30 +165,46 @@ class SessionLog:
     def _open(self) -> int:
         if self._fd is None:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            size = os.fstat(fd).st_size
-            self._fd = fd
-            if size:
-                rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    torn = os.pread(rfd, 1, size - 1) != b"\n"
-                finally:
-                    os.close(rfd)
-                if torn:
-                    os.write(fd, b"\n")
+            self._fd = os.open(
+                self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            # A crash may have left a partial last line.
+            self._maybe_torn = True
         return self._fd
 
     def _write(self, data: bytes) -> None:
-        fd = self._open()
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        try:
+            fd = self._open()
+            if self._maybe_torn:
+                # A crash or a failed write may have left a partial line: end it first.
+                self._end_torn_line(fd)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._maybe_torn = True
+            raise StorageError(
+                f"cannot write the session log ({exc.strerror}): {self.path}",
+                data={"errno": exc.errno, "path": str(self.path)},
+            ) from exc
         if self._closed:
             # A late append to a log already closed (evicted from the cache): do not
             # keep a descriptor nobody will close.
             self._fd = None
             os.close(fd)
+
+    def _end_torn_line(self, fd: int) -> None:
+        size = os.fstat(fd).st_size
+        if size:
+            rfd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                torn = os.pread(rfd, 1, size - 1) != b"\n"
+            finally:
+                os.close(rfd)
+            if torn:
+                os.write(fd, b"\n")
+        self._maybe_torn = False
 
     def append(self, *records: dict[str, Any]) -> concurrent.futures.Future[None]:
         """Queue records for writing; returns at once. Serialisation happens now, so the
@@ -251,7 +270,8 @@ class SessionLog:
         """The folded state, including what other processes appended."""
         async with self._read_lock:
             if self._last is not None and not self._last.done():
-                await asyncio.wrap_future(self._last)
+                # Wait for queued writes; a failed one is its writer's error, not ours.
+                await asyncio.wait([asyncio.wrap_future(self._last)])
             return await asyncio.to_thread(self._read_new)
 
 

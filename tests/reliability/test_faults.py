@@ -310,3 +310,45 @@ def test_ids_from_the_editor_are_not_paths(tmp_path):
             assert d.call("toolContext/get", {"sessionScopeKey": bad}) is None
     finally:
         d.stop()
+
+
+def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, model):
+    """Writes beyond a size limit fail (RLIMIT_FSIZE: EFBIG, as a full disk would give
+    ENOSPC); raising the limit again is space returning."""
+    import resource
+
+    limit = 1024 * 1024
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    d = Daemon(daemon_env(tmp_path, model.base_url), preexec_fn=small_files)
+    d.initialize(workspaceRoot=str(tmp_path))
+    try:
+        sid = d.call("session/create", {"title": "disk"})["session"]["id"]
+        model.enqueue({"text": "short answer"})
+        d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}]})
+        before = d.call("session/messages", {"sessionId": sid})["messages"]
+        model.enqueue({"text": "x" * (limit + 100_000), "chunkSize": 16384})
+        with pytest.raises(RpcError) as err:
+            d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "big"}]},
+                   timeout=60)
+        assert err.value.code == -32603 and "cannot write" in err.value.message
+        assert "Traceback" not in err.value.message
+        # What was stored before is intact, and the session is not stuck.
+        after = d.call("session/messages", {"sessionId": sid})["messages"]
+        assert after[: len(before)] == before
+        assert d.call("session/get", {"sessionId": sid})["session"]["status"] == "idle"
+        # Space returns: the same daemon works again.
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        model.enqueue({"text": "works again"})
+        res = d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "ok?"}]})
+        assert text_of(res["message"]) == "works again"
+        final = d.call("session/messages", {"sessionId": sid})["messages"]
+        assert final[: len(before)] == before and text_of(final[-1]) == "works again"
+    finally:
+        d.stop()
+    # A fresh daemon reads every log line it can and closes what was left open.
+    counts = check_storage(tmp_path, model.base_url)
+    assert counts["messages"] >= len(before) + 2
