@@ -326,7 +326,7 @@ class RunManager:
             env = tool_env(
                 workspace, sessions.session_dir(sid), scope_key, sessions.toolctx.directory
             )
-            user = self._user_message(run, env.workspace_root)
+            user = self._user_message(run)
             stream.message(user)
             for part in user.parts:
                 stream.part(user.id, part)
@@ -420,7 +420,7 @@ class RunManager:
         if failure is not None:
             raise failure
 
-    def _user_message(self, run: Run, root: Any) -> t.Message:
+    def _user_message(self, run: Run) -> t.Message:
         now = ids.now_ms()
         parts: list[t.Part] = []
         for inp in run.params.parts:

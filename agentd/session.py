@@ -30,7 +30,7 @@ from agentd.errors import (
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.storage.catalog import DEFAULT_TITLE, Catalog
-from agentd.storage.log import LogState, RunLock, SessionLog, lock_is_free
+from agentd.storage.log import LogState, SessionLog, lock_is_free
 from agentd.storage.reindex import reindex_sync
 from agentd.toolctx import ToolContextStore
 
@@ -471,7 +471,3 @@ class SessionManager:
                 )
             )
         return t.ModelsListResult(models=out)
-
-
-def run_lock(manager: SessionManager, session_id: str) -> RunLock:
-    return RunLock(manager.session_dir(session_id))

@@ -101,9 +101,6 @@ class ToolContextStore:
         except FileNotFoundError:
             pass
 
-    def remove_sync(self, scope_key: str) -> None:
-        self.path_for(scope_key).unlink(missing_ok=True)
-
     async def get(self, scope_key: str) -> dict[str, Any] | None:
         try:
             path = self.path_for(scope_key)

@@ -209,11 +209,6 @@ class Catalog:
             (actor, project, client_id),
         ).fetchone()
 
-    def find_by_scope(self, scope_key: str) -> tuple[Any, ...] | None:
-        return self.db.execute(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE scope_key = ?", (scope_key,)
-        ).fetchone()
-
     def update_session(self, session_id: str, fields: dict[str, Any]) -> tuple[Any, ...] | None:
         if "title" in fields:
             fields = {**fields, "title_fold": fields["title"].casefold()}

@@ -213,10 +213,6 @@ class SessionLog:
         self._last = _writer.submit(self._write, data)
         return self._last
 
-    def append_sync(self, *records: dict[str, Any]) -> None:
-        """For code already off the event loop (recovery, reindex)."""
-        self._write(encode(records))
-
     @property
     def busy(self) -> bool:
         """Writes are still queued."""
