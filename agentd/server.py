@@ -40,7 +40,7 @@ from pygls.server import JsonRPCServer
 
 from agentd import __version__
 from agentd.config import Config
-from agentd.errors import AgentdError
+from agentd.errors import AgentdError, StorageError
 from agentd.protocol import METHODS, PROTOCOL_VERSION, describe_error, unstructure
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure
@@ -624,15 +624,15 @@ def _feed_from_thread(
 # --- handlers: thin, each calls the session manager ------------------------------------
 
 
-def create_server(config: Config) -> tuple[AgentdServer, Any]:
+def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
     """Build the server and its session manager; returns both."""
     server = AgentdServer(config)
     manager = SessionManager(config, server)
     runs = RunManager(manager)
     proto = server.protocol
+
     # Storage opens (catalog, recovery, tool-context sweep) while the editor's first
     # request is read and `initialize` answered: every other handler waits for it.
-
     async def start_storage() -> None:
         await asyncio.to_thread(manager.open)
         await runs.recover()
@@ -648,7 +648,7 @@ def create_server(config: Config) -> tuple[AgentdServer, Any]:
                 await asyncio.shield(ready())
             except Exception as exc:
                 logger.exception("storage unavailable")
-                raise AgentdError(f"storage unavailable: {exc}", code=-32603) from exc
+                raise StorageError(f"storage unavailable: {exc}") from exc
             result = handler(params)
             return await result if inspect.isawaitable(result) else result
 
