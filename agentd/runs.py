@@ -404,7 +404,13 @@ class RunManager:
             state = await sessions.log_for(sid).read()
             # The catalog is told the run ended even when the log could not be written.
             await sessions.catalog.run(
-                sessions.catalog.end_run, run.run_id, sid, ids.now_ms(), state.catalog_totals()
+                lambda: sessions.catalog.end_run(
+                    run.run_id,
+                    sid,
+                    ids.now_ms(),
+                    state.catalog_totals(),
+                    closed_in_log=failure is None,
+                )
             )
         finally:
             try:

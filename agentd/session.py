@@ -101,7 +101,8 @@ def session_from_row(row: tuple[Any, ...], status: str | None = None) -> t.Sessi
         project_key=project,
         actor_key=actor,
         session_scope_key=scope_key,
-        status=status or row_status,
+        # "unclosed" (a run whose end the log could not take) is idle to the editor.
+        status=status or ("idle" if row_status == "unclosed" else row_status),
         time=t.SessionTime(created=created, updated=updated),
         usage=t.Usage(inp, out, reas, cread, cwrite),
         cost=float(Decimal(cost)),

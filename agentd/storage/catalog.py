@@ -290,17 +290,29 @@ class Catalog:
                 (run_id, pid, at, session_id),
             )
 
-    def end_run(self, run_id: str, session_id: str, at: int, totals: dict[str, Any]) -> None:
+    def end_run(
+        self,
+        run_id: str,
+        session_id: str,
+        at: int,
+        totals: dict[str, Any],
+        *,
+        closed_in_log: bool = True,
+    ) -> None:
+        """`closed_in_log=False`: the run's end could not be written to its log; the
+        session is idle but marked `unclosed`, so the next start's recovery closes the
+        run in the log (the wire shows it idle)."""
+        status = "idle" if closed_in_log else "unclosed"
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (at, run_id))
             self.db.execute(
-                "UPDATE sessions SET status = 'idle', run_id = NULL, owner_pid = NULL,"
+                "UPDATE sessions SET status = :status, run_id = NULL, owner_pid = NULL,"
                 " updated = max(updated, :at), input_tokens = :input_tokens,"
                 " output_tokens = :output_tokens, reasoning_tokens = :reasoning_tokens,"
                 " cache_read_tokens = :cache_read_tokens,"
                 " cache_write_tokens = :cache_write_tokens, cost = :cost WHERE id = :id",
-                {**totals, "at": at, "id": session_id},
+                {**totals, "at": at, "id": session_id, "status": status},
             )
 
     def resolve_run(self, run_id: str) -> tuple[str, str, str] | None:

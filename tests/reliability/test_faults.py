@@ -331,8 +331,11 @@ def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, mo
         before = d.call("session/messages", {"sessionId": sid})["messages"]
         model.enqueue({"text": "x" * (limit + 100_000), "chunkSize": 16384})
         with pytest.raises(RpcError) as err:
-            d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "big"}]},
-                   timeout=60)
+            d.call(
+                "session/chat",
+                {"sessionId": sid, "parts": [{"type": "text", "text": "big"}]},
+                timeout=60,
+            )
         assert err.value.code == -32603 and "cannot write" in err.value.message
         assert "Traceback" not in err.value.message
         # What was stored before is intact, and the session is not stuck.
@@ -340,8 +343,9 @@ def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, mo
         assert after[: len(before)] == before
         assert d.call("session/get", {"sessionId": sid})["session"]["status"] == "idle"
         # Space returns: the same daemon works again.
-        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
-                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.prlimit(
+            d.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
         model.enqueue({"text": "works again"})
         res = d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "ok?"}]})
         assert text_of(res["message"]) == "works again"
@@ -352,3 +356,27 @@ def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, mo
     # A fresh daemon reads every log line it can and closes what was left open.
     counts = check_storage(tmp_path, model.base_url)
     assert counts["messages"] >= len(before) + 2
+
+
+def test_run_whose_end_could_not_be_written_is_closed_at_next_start(tmp_path, model):
+    import resource
+
+    limit = 1024 * 1024
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    d = Daemon(daemon_env(tmp_path, model.base_url), preexec_fn=small_files)
+    d.initialize(workspaceRoot=str(tmp_path))
+    sid = d.call("session/create", {"title": "disk"})["session"]["id"]
+    model.enqueue({"text": "y" * (limit + 100_000), "chunkSize": 16384})
+    with pytest.raises(RpcError):
+        d.call(
+            "session/chat",
+            {"sessionId": sid, "parts": [{"type": "text", "text": "big"}]},
+            timeout=60,
+        )
+    d.proc.send_signal(signal.SIGKILL)  # the daemon dies before its session runs again
+    d.proc.wait()
+    counts = check_storage(tmp_path, model.base_url)
+    assert counts["interrupted"] == 1
