@@ -20,7 +20,8 @@ from typing import Any
 
 OFFLINE_BANNER = (
     "agentd: no model configured, using the bundled scripted model (offline).\n"
-    "        Set OPENAI_BASE_URL, OPENAI_API_KEY and AGENTD_MODEL to chat with a real model.\n"
+    "        To chat with a real model, set OPENAI_BASE_URL, OPENAI_API_KEY and\n"
+    "        AGENTD_MODEL (or write ~/.config/agentd/config.toml).\n"
 )
 HELP = """Commands:
   /new              start a new session
@@ -221,11 +222,14 @@ async def _chat(args: Namespace) -> int:
         daemon_args += ["--data-dir", args.data_dir]
     if args.config:
         daemon_args += ["--config", args.config]
+    # Its own session: Ctrl-C in the terminal reaches this client (which aborts the
+    # answer), not the daemon.
     proc = await asyncio.create_subprocess_exec(
         *daemon_args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,
     )
     renderer = Renderer(sys.stdout)
     loop = asyncio.get_running_loop()

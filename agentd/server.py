@@ -26,6 +26,7 @@ import inspect
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import uuid
@@ -719,6 +720,11 @@ def serve_stdio(config: Config) -> int:
     server, manager = create_server(config)
 
     async def main() -> int:
+        loop = asyncio.get_running_loop()
+        # SIGTERM / SIGINT end the daemon the way `exit` after end of input does: runs are
+        # aborted and persisted, tool-context files released.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, server.exit, 0)
         try:
             code = await server.serve(sys.stdin.buffer, sys.stdout.buffer)
         finally:

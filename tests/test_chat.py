@@ -797,3 +797,19 @@ output_price = 2
     assert "SUMMARY" in json.dumps(model.requests()[-1]["body"]["messages"])
     session = d.call("session/get", {"sessionId": sid})["session"]
     assert session["usage"]["inputTokens"] >= 900
+
+
+def test_sigterm_aborts_and_persists_before_exiting(spawn, model, tmp_path):
+    d = spawn(model.base_url)
+    s = d.call("session/create", {"title": "t"})["session"]
+    model.enqueue({"text": " ".join(["x"] * 500), "delayMs": 20})
+    d.request_async(
+        "session/chat", {"sessionId": s["id"], "parts": [{"type": "text", "text": "x"}]}
+    )
+    _wait_delta(d, s["id"])
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert not (tmp_path / "state" / "tool-context" / (s["sessionScopeKey"] + ".json")).exists()
+    d2 = spawn(model.base_url)
+    msg = d2.call("session/messages", {"sessionId": s["id"]})["messages"][-1]
+    assert msg["finishReason"] == "aborted" and text_of(msg).startswith("x")
