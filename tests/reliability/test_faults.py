@@ -98,8 +98,9 @@ def test_truncated_log_line_and_corrupt_catalog(tmp_path, model):
     assert counts["messages"] == 2
 
 
-def test_two_daemons_chat_create_and_delete_concurrently(tmp_path, model):
-    daemons = [Daemon(daemon_env(tmp_path, model.base_url)) for _ in range(2)]
+@pytest.mark.parametrize("count", [2, 4])
+def test_daemons_chat_create_and_delete_concurrently(tmp_path, model, count):
+    daemons = [Daemon(daemon_env(tmp_path, model.base_url)) for _ in range(count)]
     for d in daemons:
         d.initialize(workspaceRoot=str(tmp_path))
     errors: list[BaseException] = []
@@ -134,7 +135,7 @@ def test_two_daemons_chat_create_and_delete_concurrently(tmp_path, model):
         t.join()
     for d in daemons:
         d.stop()
-    assert not errors, errors
+    assert not errors, (errors, [line for d in daemons for line in d.stderr_lines][-40:])
     counts = check_storage(tmp_path, model.base_url)
     assert counts["sessions"] == len(kept)
     assert counts["messages"] == 2 * len(kept)
@@ -207,6 +208,50 @@ def test_upstream_faults_leave_the_session_usable(tmp_path, model, spec, name):
         for i, m in enumerate(history):
             for call in m.get("tool_calls") or []:
                 assert any(h.get("tool_call_id") == call["id"] for h in history[i:])
+    finally:
+        d.stop()
+
+
+def test_a_stream_that_stalls_forever_times_out(tmp_path, model):
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+default_model = "stally"
+[providers.local]
+base_url = "{model.base_url}"
+stall_timeout = 1
+max_attempts = 1
+[models.stally]
+provider = "local"
+name = "scripted"
+""")
+    d = Daemon(daemon_env(tmp_path, None, AGENTD_CONFIG=str(config)))
+    d.initialize(workspaceRoot=str(tmp_path))
+    try:
+        sid = d.call("session/create", {"title": "t"})["session"]["id"]
+        model.enqueue({"text": "one two three four", "stallAfterChunks": 2})
+        msg = d.call(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "x"}]}, timeout=60
+        )["message"]
+        assert msg["finishReason"] == "error" and msg["error"]["name"] == "ProviderTimeout"
+        assert text_of(msg) == "one two "
+        assert model.wait_response_end(0, timeout=10) == "client_closed"
+    finally:
+        d.stop()
+
+
+def test_a_huge_single_chunk_arrives_whole(tmp_path, model):
+    d = Daemon(daemon_env(tmp_path, model.base_url))
+    d.initialize(workspaceRoot=str(tmp_path))
+    try:
+        sid = d.call("session/create", {"title": "t"})["session"]["id"]
+        big = "abcdefgh" * 250_000  # 2 MB in one SSE event
+        model.enqueue({"text": big, "chunkSize": len(big)})
+        msg = d.call(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "x"}]}, timeout=60
+        )["message"]
+        assert msg["finishReason"] == "stop" and text_of(msg) == big
+        stored = d.call("session/messages", {"sessionId": sid})["messages"][-1]
+        assert text_of(stored) == big
     finally:
         d.stop()
 
