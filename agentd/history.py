@@ -14,7 +14,8 @@ from typing import Any
 SUMMARY_PREFIX = "Summary of the conversation so far (earlier messages were compacted):\n\n"
 
 
-def _tool_result(part: dict[str, Any]) -> str:
+def tool_result_content(part: dict[str, Any]) -> str:
+    """What the model reads as a tool part's result (a wire dict), at any state."""
     state = part.get("state") or {}
     status = state.get("status")
     if status == "completed":
@@ -59,7 +60,9 @@ def assistant_to_chat(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ]
         out.append(msg)
         for c in calls:
-            out.append({"role": "tool", "tool_call_id": c["callId"], "content": _tool_result(c)})
+            out.append(
+                {"role": "tool", "tool_call_id": c["callId"], "content": tool_result_content(c)}
+            )
         text.clear()
         calls.clear()
 

@@ -347,10 +347,8 @@ class RunManager:
                 env=env,
                 permissions=self._permissions.setdefault(sid, Permissions()),
             )
-            session_obj = sessions._session(await sessions.get_row(sid))
             inp = TurnInput(
-                session=session_obj,
-                header=header,
+                session_id=sid,
                 run_id=run.run_id,
                 params=run.params,
                 model=run.model,
@@ -382,12 +380,11 @@ class RunManager:
             # Aborted during setup: the message ends at once, without calling the model.
             message = await turn.run(aborted=run.abort_requested)
             log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
-            await stream.close()
-            if first_run and header.get("parentId") is None and not header.get("titleSet"):
-                self._spawn(self._make_title(sid, run, user))
-            return message
         finally:
             await self._finish(run, lock, stream, scope_key)
+        if first_run and header.get("parentId") is None and not header.get("titleSet"):
+            self._spawn(self._make_title(sid, run, user))
+        return message
 
     async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
         """Every run ends here, on every path. The tool-context file, the lock and the

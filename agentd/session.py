@@ -220,7 +220,10 @@ class SessionManager:
         self.link.notify("session/updated", {"session": unstructure(session)})
 
     async def emit_session_by_id(self, session_id: str) -> t.Session | None:
-        row = await self.catalog.run(self.catalog.get_session, session_id)
+        return self._emit_row(await self.catalog.run(self.catalog.get_session, session_id))
+
+    def _emit_row(self, row: tuple[Any, ...] | None) -> t.Session | None:
+        """session/updated for a catalog row (None: the session is gone)."""
         if row is None:
             return None
         session = self._session(row)
@@ -373,14 +376,11 @@ class SessionManager:
         log = self.log_for(session_id)
         log.append({"k": "title", "title": title, "at": now})
         await log.flush()
-        row = await self.catalog.run(
-            self.catalog.update_session, session_id, {"title": title, "updated": now}
+        return self._emit_row(
+            await self.catalog.run(
+                self.catalog.update_session, session_id, {"title": title, "updated": now}
+            )
         )
-        if row is None:
-            return None
-        session = self._session(row)
-        self.emit_session(session)
-        return session
 
     # --- delete ------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import attrs
 from agentd import ids
 from agentd.config import Config, ModelConfig
 from agentd.errors import ProviderError
-from agentd.history import to_chat_messages
+from agentd.history import to_chat_messages, tool_result_content
 from agentd.model_events import (
     ReasoningDelta,
     RetryNotice,
@@ -57,8 +57,7 @@ FINISH_REASONS = {
 
 @attrs.define
 class TurnInput:
-    session: t.Session
-    header: dict[str, Any]
+    session_id: str
     run_id: str
     params: t.SessionChatParams
     model: ModelConfig
@@ -120,7 +119,7 @@ class Turn:
         now = ids.now_ms()
         self.message = t.Message(
             id=ids.new_id("msg"),
-            session_id=inp.session.id,
+            session_id=inp.session_id,
             role="assistant",
             time=t.MessageTime(created=now),
             run_id=inp.run_id,
@@ -296,7 +295,11 @@ class Turn:
             part: t.ToolPart = call["part"]
             await self.tools.run(self, part, "".join(call["args"]))
             messages.append(
-                {"role": "tool", "tool_call_id": part.call_id, "content": tool_result_text(part)}
+                {
+                    "role": "tool",
+                    "tool_call_id": part.call_id,
+                    "content": tool_result_content(unstructure(part)),
+                }
             )
         return tool_parts
 
@@ -350,15 +353,6 @@ class Turn:
                 self.update_part(part)
 
 
-def tool_result_text(part: t.ToolPart) -> str:
-    state = part.state
-    if isinstance(state, t.ToolStateCompleted):
-        return state.output
-    if isinstance(state, t.ToolStateError):
-        return f"Error: {state.error}"
-    return "Error: the tool call was interrupted before it finished"
-
-
 def read_input_file(root: Path, path: str, limit: int = 200_000) -> str:
     """An input `file` part's text for the model (confined to the workspace)."""
     target = (root / path).resolve()
@@ -373,4 +367,4 @@ def read_input_file(root: Path, path: str, limit: int = 200_000) -> str:
     return f"[file {path}]\n{data.decode('utf-8', 'replace')}"
 
 
-__all__ = ["Turn", "TurnInput", "to_chat_messages", "tool_result_text"]
+__all__ = ["Turn", "TurnInput", "to_chat_messages"]
