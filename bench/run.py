@@ -14,10 +14,8 @@ import os
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -179,13 +177,8 @@ def _chat_daemon(srv: ScriptedModelServer) -> tuple[Daemon, Path]:
     return d, tmp
 
 
-def bench_token_latency(srv: ScriptedModelServer) -> None:
-    """Upstream sends a token every 5 ms; latency = editor receives it - server sent it.
-    The server stamps each token with its send time (perf_counter is per-process, so
-    wall clock in ns on one machine is used on both sides)."""
-    d, tmp = _chat_daemon(srv)
-    sid = d.call("session/create", {"title": "t"})["session"]["id"]
-    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+def record_deltas(d: Daemon) -> list[tuple[int, str]]:
+    """Receive times (time.time_ns) of every part/delta the daemon sends from now on."""
     received: list[tuple[int, str]] = []
     original = d._on_message
 
@@ -195,6 +188,28 @@ def bench_token_latency(srv: ScriptedModelServer) -> None:
         original(msg)
 
     d._on_message = on_message  # type: ignore[method-assign]
+    return received
+
+
+def token_latencies(received: list[tuple[int, str]], sent: dict[str, int]) -> list[float]:
+    """Milliseconds from the server sending each `<...>` token to the editor receiving it
+    (a delta may carry several coalesced tokens)."""
+    lat = []
+    for recv_ns, delta in received:
+        for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
+            if tok in sent:
+                lat.append((recv_ns - sent[tok]) / 1e6)
+    return lat
+
+
+def bench_token_latency(srv: ScriptedModelServer) -> None:
+    """Upstream sends a token every 5 ms; latency = editor receives it - server sent it.
+    The server stamps each token with its send time (perf_counter is per-process, so
+    wall clock in ns on one machine is used on both sides)."""
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+    received = record_deltas(d)
     tokens = [f"<{i}>" for i in range(400)]
     srv.enqueue(
         {
@@ -208,12 +223,7 @@ def bench_token_latency(srv: ScriptedModelServer) -> None:
     d.call(
         "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=60
     )
-    sent = srv.token_times()
-    lat = []
-    for recv_ns, delta in received:
-        for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
-            if tok in sent:
-                lat.append((recv_ns - sent[tok]) / 1e6)
+    lat = token_latencies(received, srv.token_times())
     report("token_latency_median", statistics.median(lat), "ms", f"{len(lat)} tokens at 5 ms")
     report("token_latency_p99", pct(lat, 99), "ms")
     d.stop()
@@ -259,15 +269,7 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
 def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     d, tmp = _chat_daemon(srv)
     sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
-    received: list[tuple[int, str]] = []
-    original = d._on_message
-
-    def on_message(msg: dict[str, Any]) -> None:
-        if msg.get("method") == "part/delta":
-            received.append((time.time_ns(), msg["params"]["delta"]))
-        original(msg)
-
-    d._on_message = on_message  # type: ignore[method-assign]
+    received = record_deltas(d)
     specs = []
     for i in range(streams):
         tokens = [f"<{i}.{j}>" for j in range(100)]
@@ -281,12 +283,7 @@ def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     ]
     for i in ids:
         d.result(i, timeout=120)
-    sent = srv.token_times()
-    lat = []
-    for recv_ns, delta in received:
-        for tok in [t for t in delta.replace(">", ">\0").split("\0") if t]:
-            if tok in sent:
-                lat.append((recv_ns - sent[tok]) / 1e6)
+    lat = token_latencies(received, srv.token_times())
     report(
         f"token_latency_{streams}_streams_median",
         statistics.median(lat),
@@ -403,5 +400,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    _ = (subprocess, threading)
     raise SystemExit(main())
