@@ -380,11 +380,15 @@ class RunManager:
             # Aborted during setup: the message ends at once, without calling the model.
             message = await turn.run(aborted=run.abort_requested)
             log.append({"k": "run", "run": run.run_id, "state": "end", "at": ids.now_ms()})
+            # Persisted before the title starts: the title begins while the run is still
+            # winding down (an editor that quits on idle still gets it). `_finish` closes
+            # the stream again, a no-op here, because it is also the error path's close.
+            await stream.close()
+            if first_run and header.get("parentId") is None and not header.get("titleSet"):
+                self._spawn(self._make_title(sid, run, user))
+            return message
         finally:
             await self._finish(run, lock, stream, scope_key)
-        if first_run and header.get("parentId") is None and not header.get("titleSet"):
-            self._spawn(self._make_title(sid, run, user))
-        return message
 
     async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
         """Every run ends here, on every path. The tool-context file, the lock and the
