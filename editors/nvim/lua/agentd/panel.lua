@@ -183,21 +183,26 @@ local function panel_width()
   return math.max(10, math.min(w, vim.o.columns - 12))
 end
 
-local function setup_chat_win(win)
-  local o = config.get().panel
-  local wo = vim.wo[win]
+-- What both panel windows share: no gutters or editing decorations, soft wrap.
+local function setup_plain_win(wo)
   wo.number = false
   wo.relativenumber = false
   wo.signcolumn = "no"
   wo.foldcolumn = "0"
   wo.colorcolumn = ""
   wo.cursorline = false
-  wo.list = false
   wo.spell = false
   wo.wrap = true
   wo.linebreak = true
-  wo.breakindent = true
   wo.winfixwidth = true
+end
+
+local function setup_chat_win(win)
+  local o = config.get().panel
+  local wo = vim.wo[win]
+  setup_plain_win(wo)
+  wo.list = false
+  wo.breakindent = true
   if o.fold_reasoning then
     wo.foldmethod = "expr"
     wo.foldexpr = "getline(v:lnum)=~#'^" .. chat.REASONING_PREFIX .. "'"
@@ -218,17 +223,8 @@ end
 
 local function setup_input_win(win)
   local wo = vim.wo[win]
-  wo.number = false
-  wo.relativenumber = false
-  wo.signcolumn = "no"
-  wo.foldcolumn = "0"
-  wo.colorcolumn = ""
-  wo.cursorline = false
-  wo.spell = false
-  wo.wrap = true
-  wo.linebreak = true
+  setup_plain_win(wo)
   wo.winfixheight = true
-  wo.winfixwidth = true
   wo.statusline = "%!v:lua.require'agentd.panel'.input_statusline()"
   pcall(function()
     wo.fillchars = "eob: "
