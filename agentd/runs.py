@@ -60,6 +60,7 @@ SUMMARY_PROMPT = (
     "facts learned, files touched and open tasks. Be complete but concise."
 )
 KEEP_TAIL_MESSAGES = 4
+BACKGROUND_GRACE_S = 5.0
 CONTEXT_MARGIN = 0.1
 
 
@@ -719,6 +720,10 @@ class RunManager:
         tasks = {r.task for r in runs if r.task is not None}
         if tasks:
             await asyncio.wait(tasks)
+        # A title being written when the editor quits is worth a short wait: otherwise
+        # a session whose first answer just ended keeps "New session" for good.
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=BACKGROUND_GRACE_S)
         for task in list(self._background):
             task.cancel()
         if self._background:

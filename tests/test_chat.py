@@ -813,3 +813,14 @@ def test_sigterm_aborts_and_persists_before_exiting(spawn, model, tmp_path):
     d2 = spawn(model.base_url)
     msg = d2.call("session/messages", {"sessionId": s["id"]})["messages"][-1]
     assert msg["finishReason"] == "aborted" and text_of(msg).startswith("x")
+
+
+def test_title_in_progress_survives_an_immediate_shutdown(spawn, model):
+    d = spawn(model.base_url)
+    sid = new_session(d)
+    # The answer is immediate; the title takes a moment, and the editor quits first.
+    model.enqueue({"text": "answer"}, {"text": "Walrus talk", "firstDelayMs": 300})
+    chat(d, sid, "remember the walrus")
+    d.stop()
+    d2 = spawn(model.base_url)
+    assert d2.call("session/get", {"sessionId": sid})["session"]["title"] == "Walrus talk"
