@@ -48,6 +48,89 @@ class ModelConfig:
 
 
 @attrs.frozen
+class McpServerSpec:
+    """One MCP server: stdio (`command`) or streamable HTTP (`url`). From the
+    configuration file, or from `session/create` (`session_id` set: that session only).
+    `env` and `headers` may hold secrets: they stay in memory and out of logs."""
+
+    name: str
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict, repr=False)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
+    enabled: bool = True
+    # The server's own tool names the model may call (None: all of them).
+    tools: tuple[str, ...] | None = None
+    timeout_s: float = 60.0
+    startup_timeout_s: float = 30.0
+    # "ask": every call goes through permission/request; "allow": calls run directly.
+    trust: str = "ask"
+    session_id: str | None = None
+
+
+MCP_TRUST = ("ask", "allow")
+
+
+def mcp_server_spec(
+    name: str, raw: dict[str, Any], *, session_id: str | None = None
+) -> McpServerSpec:
+    """A server spec from a config table or the wire (already snake_case, seconds).
+    Raises ValueError naming the offending field."""
+
+    def get(key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = raw.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            wanted = " or ".join(k.__name__ for k in kinds)
+            raise ValueError(f"{key}: expected {wanted}, got {value!r}")
+        return value
+
+    def strings(key: str, container: type) -> Any:
+        value = get(key, container)
+        if value is None:
+            return None
+        items = value.values() if container is dict else value
+        if not all(isinstance(v, str) for v in items):
+            raise ValueError(f"{key}: every value must be a string")
+        return value
+
+    if not name or not isinstance(name, str):
+        raise ValueError("name: must be a non-empty string")
+    command, url = get("command", str), get("url", str)
+    if bool(command) == bool(url):
+        raise ValueError("give either command (a stdio server) or url (a streamable-HTTP server)")
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
+    trust = get("trust", str, "ask")
+    if trust not in MCP_TRUST:
+        raise ValueError(f'trust: expected "ask" or "allow", got {trust!r}')
+    timeout = get("timeout", (int, float), 60.0)
+    startup = get("startup_timeout", (int, float), 30.0)
+    if timeout <= 0 or startup <= 0:
+        raise ValueError("timeout and startup_timeout must be positive (seconds)")
+    tools = strings("tools", list)
+    return McpServerSpec(
+        name=name,
+        command=command,
+        args=tuple(strings("args", list) or ()),
+        env=dict(strings("env", dict) or {}),
+        cwd=get("cwd", str),
+        url=url,
+        headers=dict(strings("headers", dict) or {}),
+        enabled=get("enabled", bool, True),
+        tools=tuple(tools) if tools is not None else None,
+        timeout_s=float(timeout),
+        startup_timeout_s=float(startup),
+        trust=trust,
+        session_id=session_id,
+    )
+
+
+@attrs.frozen
 class Config:
     data_dir: Path
     state_dir: Path
@@ -62,7 +145,7 @@ class Config:
     allow_write_tools: bool = False
     allow_bash: bool = False
     system_prompt: str | None = None
-    mcp_servers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    mcp_servers: tuple[McpServerSpec, ...] = ()
     problems: tuple[str, ...] = ()
 
     @property
@@ -203,10 +286,7 @@ def load_config(
         models[default_model] = ModelConfig(
             id=default_model, provider="default", upstream=default_model
         )
-    mcp = raw.get("mcp_servers") or {}
-    if not isinstance(mcp, dict):
-        problems.append("mcp_servers: expected a table")
-        mcp = {}
+    mcp_servers = _mcp_servers(raw, problems)
     max_frame = _take(raw, "max_frame_bytes", int, "config", problems)
     data, state = _dirs(env, data_dir or _take(raw, "data_dir", str, "config", problems))
     return Config(
@@ -222,6 +302,27 @@ def load_config(
         allow_write_tools=bool(raw.get("allow_write_tools", False)),
         allow_bash=bool(raw.get("allow_bash", False)),
         system_prompt=_take(raw, "system_prompt", str, "config", problems),
-        mcp_servers=mcp,
+        mcp_servers=mcp_servers,
         problems=tuple(problems),
     )
+
+
+def _mcp_servers(raw: dict[str, Any], problems: list[str]) -> tuple[McpServerSpec, ...]:
+    """`[mcp_servers.<name>]` tables; `mcpServers` (the key other MCP clients use) is
+    read too, so a server definition can be pasted as it is."""
+    specs: dict[str, McpServerSpec] = {}
+    for key in ("mcp_servers", "mcpServers"):
+        tables = raw.get(key) or {}
+        if not isinstance(tables, dict):
+            problems.append(f"{key}: expected a table")
+            continue
+        for name, table in tables.items():
+            where = f"{key}.{name}"
+            if not isinstance(table, dict):
+                problems.append(f"{where}: expected a table")
+                continue
+            try:
+                specs[name] = mcp_server_spec(name, table)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}; server ignored")
+    return tuple(specs.values())

@@ -321,7 +321,7 @@ class RunManager:
             await sessions.emit_session_by_id(sid)
 
             # The tool machinery loads on the first chat, not at startup (initialize latency).
-            from agentd.tool_calls import DEFAULT_TOOLS, Permissions, ToolRunner, tool_env
+            from agentd.tool_calls import Permissions, ToolRunner, tool_env
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(
@@ -343,8 +343,9 @@ class RunManager:
                 session_id=sid,
                 run_id=run.run_id,
                 scope_key=scope_key,
-                builtin=list(run.params.tools if run.params.tools is not None else DEFAULT_TOOLS),
+                tools=run.params.tools,
                 client_tools=run.params.client_tools or [],
+                mcp=sessions.mcp,
                 env=env,
                 permissions=self._permissions.setdefault(sid, Permissions()),
             )
@@ -734,6 +735,7 @@ class RunManager:
             except Exception:
                 logger.debug("provider close failed", exc_info=True)
         self._providers.clear()
+        await self.sessions.mcp.shutdown()
 
 
 def _interrupted_records(state: LogState, now: int) -> list[dict[str, Any]]:

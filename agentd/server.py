@@ -696,7 +696,7 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
         "run/resolve": manager.resolve_run,
         "toolContext/get": manager.tool_context,
         "models/list": lambda _: manager.models(),
-        "mcp/list": lambda _: t.McpListResult(servers=[]),
+        "mcp/list": manager.mcp_list,
     }
     for name, handler in handlers.items():
         proto.fm.features[name] = handler if name == "initialize" else gated(handler)

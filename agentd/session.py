@@ -20,13 +20,14 @@ from typing import Any, Protocol
 import attrs
 
 from agentd import ids, keys
-from agentd.config import Config
+from agentd.config import Config, McpServerSpec, mcp_server_spec
 from agentd.errors import (
     InvalidParams,
     ModelNotConfigured,
     SessionBusy,
     SessionNotFound,
 )
+from agentd.mcp_servers import McpServers
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.storage.catalog import DEFAULT_TITLE, Catalog
@@ -138,6 +139,7 @@ class SessionManager:
         self.sessions_dir = config.data_dir / "sessions"
         self.catalog = Catalog(config.data_dir / "catalog.sqlite3")
         self.toolctx = ToolContextStore(config.tool_context_dir)
+        self.mcp = McpServers(config.mcp_servers, link.notify, config.tool_context_dir)
         # Open logs with their folded state, least recently used first; idle ones beyond
         # LOG_CACHE are closed (their state is read again from disk when needed).
         self._logs: collections.OrderedDict[str, SessionLog] = collections.OrderedDict()
@@ -239,6 +241,7 @@ class SessionManager:
             await self.get_row(p.parent_id)  # 1001 when unknown
         if p.model is not None and self.config.resolve_model(p.model) is None:
             raise ModelNotConfigured(f"unknown model: {p.model}", data={"model": p.model})
+        mcp_specs = _mcp_specs(p.mcp_servers)
         if p.client_session_id is not None:
             if not p.client_session_id or len(p.client_session_id) > 512:
                 raise InvalidParams(
@@ -249,7 +252,7 @@ class SessionManager:
                 self.catalog.find_by_client, actor, project, p.client_session_id
             )
             if row is not None:
-                self._remember_secret(row[0], p.access_token)
+                self._attach(row[0], p.access_token, mcp_specs)
                 return t.SessionCreateResult(session=self._session(row), created=False)
         client_id = p.client_session_id or keys.new_client_session_id()
         now = ids.now_ms()
@@ -270,8 +273,6 @@ class SessionManager:
             "traceId": p.trace_id or keys.new_trace_id(),
             "created": now,
         }
-        if p.mcp_servers:
-            header["mcpServers"] = [unstructure(s) for s in p.mcp_servers]
         log = self.log_for(session_id)
         log.append({"k": "session", "session": header, "at": now})
         await log.flush()
@@ -298,16 +299,20 @@ class SessionManager:
                 self.catalog.find_by_client, actor, project, client_id
             )
             assert existing is not None
-            self._remember_secret(existing[0], p.access_token)
+            self._attach(existing[0], p.access_token, mcp_specs)
             return t.SessionCreateResult(session=self._session(existing), created=False)
-        self._remember_secret(session_id, p.access_token)
+        self._attach(session_id, p.access_token, mcp_specs)
         session = self._session(await self.get_row(session_id))
         self.emit_session(session)
         return t.SessionCreateResult(session=session, created=True)
 
-    def _remember_secret(self, session_id: str, token: str | None) -> None:
+    def _attach(self, session_id: str, token: str | None, mcp_specs: McpSpecsFor | None) -> None:
+        """What session/create gives a session in memory only: its access token and its
+        own MCP servers (their env and headers may hold secrets too)."""
         if token is not None:
             self.secrets_for(session_id).access_token = token
+        if mcp_specs is not None:
+            self.mcp.set_session_servers(session_id, mcp_specs(session_id))
 
     # --- get / list / messages / update ------------------------------------------------
 
@@ -365,10 +370,18 @@ class SessionManager:
         )
 
     async def update(self, p: t.SessionUpdateParams) -> t.SessionResult:
+        mcp_specs = _mcp_specs(p.mcp_servers)
         await self.get_row(p.session_id)
+        if mcp_specs is not None:
+            self.mcp.set_session_servers(p.session_id, mcp_specs(p.session_id))
         if p.title is not None:
             await self.set_title(p.session_id, p.title)
         return t.SessionResult(session=await self.get_session_obj(p.session_id))
+
+    async def mcp_list(self, p: t.McpListParams) -> t.McpListResult:
+        if p.session_id is not None:
+            await self.get_row(p.session_id)  # 1001 when unknown
+        return await self.mcp.list(p)
 
     async def set_title(self, session_id: str, title: str) -> t.Session | None:
         title = " ".join(title.split())[:200] or DEFAULT_TITLE
@@ -406,6 +419,7 @@ class SessionManager:
                 await log.flush()
                 log.close()
             self._secrets.pop(sid, None)
+            self.mcp.drop_session(sid)
             await asyncio.to_thread(shutil.rmtree, self.session_dir(sid), True)
         for run_id in [r for r, v in self._run_cache.items() if v["sessionId"] in doomed]:
             del self._run_cache[run_id]
@@ -472,3 +486,37 @@ class SessionManager:
                 )
             )
         return t.ModelsListResult(models=out)
+
+
+McpSpecsFor = Callable[[str], list[McpServerSpec]]
+
+
+def _mcp_specs(servers: list[t.McpServer] | None) -> McpSpecsFor | None:
+    """Validate session/create's `mcpServers` (-32602 naming the server and field);
+    returns a function giving the specs for a session id, or None when not given."""
+    if servers is None:
+        return None
+    raws: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for index, server in enumerate(servers):
+        raw = unstructure(server)
+        name = raw.pop("name")
+        raw = {_SNAKE.get(k, k): v for k, v in raw.items()}
+        for key in ("timeout", "startup_timeout"):
+            if raw.get(key) is not None:
+                raw[key] = raw[key] / 1000
+        where = f"params.mcpServers[{index}]"
+        try:
+            mcp_server_spec(name, raw)
+        except ValueError as exc:
+            raise InvalidParams(f"{where}: {exc}", data={"field": "mcpServers"}) from None
+        if name in seen:
+            raise InvalidParams(
+                f"{where}.name: {name!r} is given twice", data={"field": "mcpServers"}
+            )
+        seen.add(name)
+        raws.append((name, raw))
+    return lambda sid: [mcp_server_spec(name, raw, session_id=sid) for name, raw in raws]
+
+
+_SNAKE = {"timeoutMs": "timeout", "startupTimeoutMs": "startup_timeout"}

@@ -1,7 +1,7 @@
 """Running the model's tool calls: built-in tools, editor-side tools (`tool/execute`),
-permission checks (`permission/request`), and the tool part's state machine
-pending → running → completed | error. A failing tool is a result the model reads,
-never a protocol error.
+MCP servers' tools, permission checks (`permission/request`), and the tool part's
+state machine pending → running → completed | error. A failing tool is a result the
+model reads, never a protocol error.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -19,6 +20,9 @@ from agentd import ids
 from agentd.config import Config
 from agentd.protocol import types as t
 from agentd.tools import BUILTIN_TOOLS, DEFAULT_TOOLS, ToolEnv, run_builtin_tool, truncate_output
+
+if TYPE_CHECKING:
+    from agentd.mcp_servers import McpServers, McpTool
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +56,9 @@ class ToolRunner:
         session_id: str,
         run_id: str,
         scope_key: str,
-        builtin: list[str],
+        tools: list[str] | None,
         client_tools: list[t.ClientTool],
+        mcp: McpServers,
         env: ToolEnv,
         permissions: Permissions,
     ) -> None:
@@ -63,10 +68,28 @@ class ToolRunner:
         self.session_id = session_id
         self.run_id = run_id
         self.scope_key = scope_key
-        self.builtin = [name for name in builtin if name in BUILTIN_TOOLS]
+        # `tools` names built-in and MCP tools; shell-style wildcards are allowed
+        # (`"github_*"`). None: the read-only built-ins and every MCP tool.
+        self.patterns = tools
+        self.builtin = [
+            name
+            for name in BUILTIN_TOOLS
+            if (name in DEFAULT_TOOLS if tools is None else _matches(name, tools))
+        ]
         self.client_tools = {ct.name: ct for ct in client_tools if ct.name not in BUILTIN_TOOLS}
+        self.mcp = mcp
+        self.mcp_tools: dict[str, McpTool] = {}
         self.env = env
         self.permissions = permissions
+
+    async def prepare(self) -> None:
+        """Start the MCP servers this run may use and take their tools (once per run:
+        a tool list that changes later applies from the next run)."""
+        tools = await self.mcp.tools_for(self.session_id, self.patterns)
+        taken = set(self.builtin) | set(self.client_tools)
+        self.mcp_tools = {
+            tool.qualified_name: tool for tool in tools if tool.qualified_name not in taken
+        }
 
     def openai_specs(self) -> list[dict[str, Any]]:
         specs = []
@@ -75,6 +98,8 @@ class ToolRunner:
             specs.append(_function(spec.name, spec.description, spec.parameters))
         for ct in self.client_tools.values():
             specs.append(_function(ct.name, ct.description, ct.parameters))
+        for tool in self.mcp_tools.values():
+            specs.append(_function(tool.qualified_name, tool.description, tool.parameters))
         return specs
 
     async def run(self, turn: Any, part: t.ToolPart, raw_args: str) -> None:
@@ -85,13 +110,19 @@ class ToolRunner:
         if problem is not None:
             return self._error(turn, part, tool_input, start, problem)
         name = part.tool
-        if name not in self.builtin and name not in self.client_tools:
-            known = ", ".join(self.builtin + list(self.client_tools)) or "none"
+        mcp_tool = self.mcp_tools.get(name)
+        if name not in self.builtin and name not in self.client_tools and mcp_tool is None:
+            known = ", ".join([*self.builtin, *self.client_tools, *self.mcp_tools]) or "none"
             return self._error(
                 turn, part, tool_input, start, f"unknown tool {name!r}; available tools: {known}"
             )
-        if name in self.builtin and BUILTIN_TOOLS[name].writes:
-            refusal = await self._permission(part, tool_input)
+        needs_permission = (
+            mcp_tool.connection.spec.trust == "ask"
+            if mcp_tool is not None
+            else name in self.builtin and BUILTIN_TOOLS[name].writes
+        )
+        if needs_permission:
+            refusal = await self._permission(part, tool_input, configured=mcp_tool is None)
             if refusal is not None:
                 return self._error(turn, part, tool_input, start, refusal)
         start = ids.now_ms()
@@ -102,6 +133,8 @@ class ToolRunner:
         if name in self.builtin:
             out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
             output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
+        elif mcp_tool is not None:
+            output, title, metadata, is_error = await self._mcp_tool(mcp_tool, part, tool_input)
         else:
             output, title, metadata, is_error = await self._client_tool(turn, part, tool_input)
         end = ids.now_ms()
@@ -126,14 +159,20 @@ class ToolRunner:
         )
         turn.update_part(part)
 
-    async def _permission(self, part: t.ToolPart, tool_input: Any) -> str | None:
-        """None when the tool may run, else why not (the model reads it)."""
+    async def _permission(
+        self, part: t.ToolPart, tool_input: Any, *, configured: bool = True
+    ) -> str | None:
+        """None when the tool may run, else why not (the model reads it). `configured`:
+        the configuration's `allow_bash` / `allow_write_tools` apply (built-in tools)."""
         name = part.tool
-        if (name == "bash" and self.config.allow_bash) or (
-            name != "bash" and self.config.allow_write_tools
+        if configured and (
+            (name == "bash" and self.config.allow_bash)
+            or (name != "bash" and self.config.allow_write_tools)
         ):
             return None
-        remembered = self.permissions.get(name, tool_input)
+        # "Always" covers any input of an MCP tool, one input of a built-in one.
+        memo = tool_input if configured else None
+        remembered = self.permissions.get(name, memo)
         if remembered is not None:
             return None if remembered else f"the user refused {name} for this input"
         if not self.editor.permission_requests:
@@ -159,9 +198,9 @@ class ToolRunner:
             return f"permission request failed: {exc}"
         outcome = answer.get("outcome") if isinstance(answer, dict) else None
         if outcome == "allow_always":
-            self.permissions.remember(name, tool_input, True)
+            self.permissions.remember(name, memo, True)
         elif outcome == "reject_always":
-            self.permissions.remember(name, tool_input, False)
+            self.permissions.remember(name, memo, False)
         if outcome in ("allow_once", "allow_always"):
             return None
         if outcome in ("reject_once", "reject_always"):
@@ -203,6 +242,31 @@ class ToolRunner:
         metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
         title = result.get("title") if isinstance(result.get("title"), str) else None
         return output, title, metadata, result.get("isError") is True
+
+    async def _mcp_tool(
+        self, tool: McpTool, part: t.ToolPart, tool_input: Any
+    ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
+        from agentd.mcp_servers import McpCallError, call_meta, result_text
+
+        server = tool.connection.spec.name
+        try:
+            result = await tool.connection.call(
+                tool.name, tool_input, call_meta(self.scope_key, self.session_id, self.run_id)
+            )
+        except McpCallError as exc:
+            return str(exc), None, {"mcpServer": server, "mcpTool": tool.name}, True
+        text, is_error = result_text(result)
+        output = await asyncio.to_thread(truncate_output, text, self.env, call_id=part.call_id)
+        return (
+            output,
+            f"{server}: {tool.name}",
+            {"mcpServer": server, "mcpTool": tool.name},
+            is_error,
+        )
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def parse_arguments(raw: str) -> tuple[Any, str | None]:

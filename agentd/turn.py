@@ -167,6 +167,10 @@ class Turn:
         finish: str | None = "aborted" if aborted else None
         compacted = False
         try:
+            if not aborted:
+                # Starts the MCP servers the run may use (bounded by their startup
+                # timeouts); an abort meanwhile ends the run like any other.
+                await self.tools.prepare()
             step = 0
             while step < max_steps and not aborted:
                 try:

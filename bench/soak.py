@@ -1,8 +1,8 @@
 """Long reliability runs (the CI suite runs bounded versions of the same checks).
 
-    python bench/soak.py turns [--count 10000]   RSS, descriptors and threads over N turns
-    python bench/soak.py crash [--count 500]     kill -9 at random moments, restart, check
-    python bench/soak.py storm [--count 1000]    chat + abort pairs with random delays
+python bench/soak.py turns [--count 10000]   RSS, descriptors and threads over N turns
+python bench/soak.py crash [--count 500]     kill -9 at random moments, restart, check
+python bench/soak.py storm [--count 1000]    chat + abort pairs with random delays
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from agentd.scripted_model import ScriptedModelServer  # noqa: E402
 def proc_stats(pid: int) -> dict[str, float]:
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-    return {"rssMiB": round(rss, 1), "fds": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": len(os.listdir(f"/proc/{pid}/task"))}
+    return {
+        "rssMiB": round(rss, 1),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+        "threads": len(os.listdir(f"/proc/{pid}/task")),
+    }
 
 
 def soak_turns(count: int) -> dict:
@@ -56,8 +59,13 @@ def soak_turns(count: int) -> dict:
         elapsed = time.monotonic() - t0
         d.stop()
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"turns": count, "seconds": round(elapsed, 1), "after100": start, "end": end,
-            "rssGrowthPct": round(100 * (end["rssMiB"] - start["rssMiB"]) / start["rssMiB"], 1)}
+    return {
+        "turns": count,
+        "seconds": round(elapsed, 1),
+        "after100": start,
+        "end": end,
+        "rssGrowthPct": round(100 * (end["rssMiB"] - start["rssMiB"]) / start["rssMiB"], 1),
+    }
 
 
 def crash_loop(count: int) -> dict:
@@ -72,15 +80,19 @@ def crash_loop(count: int) -> dict:
             sid = d.call("session/create", {"title": f"c{i}"})["session"]["id"]
             srv.reset()
             srv.enqueue(
-                {"toolCalls": [{"name": "read_file", "arguments": {"path": "a.txt"}}],
-                 "delayMs": 2},
+                {
+                    "toolCalls": [{"name": "read_file", "arguments": {"path": "a.txt"}}],
+                    "delayMs": 2,
+                },
                 {"text": " ".join(f"w{j}" for j in range(200)), "delayMs": 2},
             )
-            d.request_async("session/chat", {"sessionId": sid,
-                                             "parts": [{"type": "text", "text": "go"}]})
+            d.request_async(
+                "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+            )
             target = rng.randint(1, 60)
-            d.wait_for(lambda t=target, d=d: len(d.notifications()) >= t or d.responses.get(4),
-                       timeout=30)
+            d.wait_for(
+                lambda t=target, d=d: len(d.notifications()) >= t or d.responses.get(4), timeout=30
+            )
             d.proc.send_signal(signal.SIGKILL)
             d.proc.wait()
             if i % 25 == 24 or i == count - 1:
@@ -100,8 +112,10 @@ def abort_storm(count: int) -> dict:
         before = proc_stats(d.proc.pid)
         latencies = []
         for i in range(count):
-            chat = d.request_async("session/chat", {"sessionId": sid, "onBusy": "queue",
-                                                    "parts": [{"type": "text", "text": "x"}]})
+            chat = d.request_async(
+                "session/chat",
+                {"sessionId": sid, "onBusy": "queue", "parts": [{"type": "text", "text": "x"}]},
+            )
             if rng.random() < 0.5:
                 deadline = time.monotonic() + rng.random() * 0.05
                 while time.monotonic() < deadline:
@@ -118,9 +132,14 @@ def abort_storm(count: int) -> dict:
         counts = check_storage(tmp, srv.base_url)
     shutil.rmtree(tmp, ignore_errors=True)
     latencies.sort()
-    return {"pairs": count, "before": before, "after": after, "messages": counts["messages"],
-            "abortMedianMs": round(latencies[len(latencies) // 2], 2),
-            "abortP99Ms": round(latencies[int(len(latencies) * 0.99)], 2)}
+    return {
+        "pairs": count,
+        "before": before,
+        "after": after,
+        "messages": counts["messages"],
+        "abortMedianMs": round(latencies[len(latencies) // 2], 2),
+        "abortP99Ms": round(latencies[int(len(latencies) * 0.99)], 2),
+    }
 
 
 def main() -> int:

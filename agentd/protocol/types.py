@@ -239,6 +239,12 @@ class McpServer:
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] | None = None
+    enabled: bool | None = None
+    # The server's own tool names the model may call (default: all).
+    tools: list[str] | None = None
+    timeout_ms: int | None = None
+    startup_timeout_ms: int | None = None
+    trust: Literal["ask", "allow"] | None = None
 
 
 @attrs.define
@@ -414,6 +420,8 @@ class SessionMessagesResult:
 class SessionUpdateParams:
     session_id: str
     title: str | None = None
+    # Replaces the session's own MCP servers ([] removes them).
+    mcp_servers: list[McpServer] | None = None
 
 
 @attrs.define
@@ -466,12 +474,18 @@ class ModelsListResult:
 @attrs.define
 class McpListParams:
     session_id: str | None = None
+    # Start the servers not running yet and wait (up to their startup timeout).
+    connect: bool | None = None
 
 
 @attrs.define
 class McpToolInfo:
     name: str
+    # The name the model calls it by: `<server>_<tool>`, made valid for every provider.
+    qualified_name: str
     description: str | None = None
+    # False: left out by the server's `tools` allow-list.
+    allowed: bool = True
 
 
 @attrs.define
@@ -479,7 +493,11 @@ class McpServerInfo:
     name: str
     state: McpState
     tools: list[McpToolInfo]
+    transport: Literal["stdio", "http"]
+    trust: Literal["ask", "allow"]
     error: str | None = None
+    # Set for a server given to session/create (that session only).
+    session_id: str | None = None
 
 
 @attrs.define
@@ -544,6 +562,9 @@ class McpStatusServer:
     name: str
     state: McpState
     error: str | None = None
+    session_id: str | None = None
+    # Number of tools the server lists (when ready).
+    tool_count: int | None = None
 
 
 @attrs.define
