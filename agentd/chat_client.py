@@ -18,6 +18,9 @@ import time
 from argparse import Namespace
 from typing import Any
 
+# Lines of a tool's output shown under it (the model gets all of it).
+PREVIEW_LINES = 8
+
 OFFLINE_BANNER = (
     "agentd: no model configured, using the bundled scripted model (offline).\n"
     "        To chat with a real model, set OPENAI_BASE_URL, OPENAI_API_KEY and\n"
@@ -164,8 +167,11 @@ class Renderer:
             if status == "running":
                 self.write(self._dim(f"\n[tool {label}] running...\n"))
             elif status == "completed":
-                lines = state.get("output", "").count("\n") + 1
-                self.write(self._dim(f"[tool {label}] done ({lines} lines of output)\n"))
+                output = state.get("output", "").rstrip("\n").split("\n")
+                shown = "".join(f"  {line[:120]}\n" for line in output[:PREVIEW_LINES])
+                more = len(output) - PREVIEW_LINES
+                rest = f"  ... {more} more lines\n" if more > 0 else ""
+                self.write(self._dim(f"[tool {label}] done\n{shown}{rest}"))
             elif status == "error":
                 self.write(self._dim(f"[tool {part['tool']}] failed: {state.get('error')}\n"))
             self.last_kind = "tool"

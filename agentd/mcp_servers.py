@@ -133,6 +133,9 @@ class McpConnection:
     # --- the lifecycle task ------------------------------------------------------------
 
     async def _lifecycle(self) -> None:
+        # The SDK's first import takes about a second: not on the event loop, where it
+        # would stall every other session's stream.
+        await asyncio.to_thread(import_sdk)
         while True:
             self._set_state("starting")
             was_ready = False
@@ -536,6 +539,12 @@ class McpServers:
 
     # --- notifications, background work, shutdown --------------------------------------
 
+    def preload(self) -> None:
+        """When servers are configured, import the SDK in the background (after
+        `initialized`), so a first run that needs a server does not wait for it."""
+        if any(spec.enabled for spec in self._config.values()):
+            self.spawn(asyncio.to_thread(import_sdk))
+
     def notify_status(self, conn: McpConnection) -> None:
         if (conn.spec.session_id, conn.spec.name) not in self._connections:
             return  # a retired connection winding down
@@ -568,6 +577,11 @@ class McpServers:
             task.cancel()
         if self._background:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_S)
+
+
+def import_sdk() -> None:
+    """Import the parts of the SDK agentd uses (run in a thread)."""
+    import mcp_types  # noqa: F401
 
 
 def _may_match(patterns: list[str] | None, prefix: str) -> bool:

@@ -504,7 +504,86 @@ def default_spec(body: dict[str, Any]) -> dict[str, Any]:
             status = 500
         headers = {"retry-after": "0"} if status == 429 else {}
         return {"error": {"status": status, "body": _error_body(status), "headers": headers}}
+    picked = _pick_tool(body.get("tools"), command)
+    if picked is not None:
+        return {"toolCalls": [picked]}
     return {"text": f"You said: {last_user}\n\n{_OFFLINE_HINT}"}
+
+
+# Offline tool picking: enough for a newcomer to see an MCP tool called ("what time is it
+# in Tokyo?" with mcp-server-time configured). Agentd's built-in tools are left out, so
+# everyday messages keep the echo answer.
+_BUILTIN_TOOLS = frozenset(
+    {"read_file", "list_dir", "glob", "grep", "write_file", "edit_file", "bash"}
+)
+_STOP_WORDS = frozenset(
+    "the and for are you what how who why when where which this that with from get set "
+    "current please can could would will tell give show me my your is it in of to".split()
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 3} - _STOP_WORDS
+
+
+def _pick_tool(tools: Any, text: str) -> dict[str, Any] | None:
+    """The offered tool whose name shares the most words with the user's message and
+    whose required arguments can be filled from it (fewest required ones on a tie)."""
+    if not isinstance(tools, list) or not text:
+        return None
+    asked = _words(text)
+    best: tuple[int, int, dict[str, Any]] | None = None
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or name in _BUILTIN_TOOLS:
+            continue
+        score = len(asked & _words(name.replace("_", " ").replace("-", " ")))
+        if score == 0:
+            continue
+        schema = function.get("parameters") or {}
+        arguments = _fill_arguments(schema, text)
+        if arguments is None:
+            continue
+        rank = (score, -len(arguments))
+        if best is None or rank > best[:2]:
+            best = (*rank, {"name": name, "arguments": arguments})
+    return best[2] if best else None
+
+
+def _fill_arguments(schema: Any, text: str) -> dict[str, Any] | None:
+    if not isinstance(schema, dict):
+        return None
+    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    arguments: dict[str, Any] = {}
+    for key in schema.get("required") or []:
+        kind = (props.get(key) or {}).get("type", "string")
+        if "zone" in key.lower():
+            arguments[key] = _time_zone_in(text)
+        elif kind == "string":
+            arguments[key] = text
+        elif kind in ("number", "integer"):
+            number = re.search(r"-?\d+(?:\.\d+)?", text)
+            arguments[key] = (float if kind == "number" else int)(
+                float(number.group(0)) if number else 0
+            )
+        elif kind == "boolean":
+            arguments[key] = False
+        else:
+            return None
+    return arguments
+
+
+def _time_zone_in(text: str) -> str:
+    """An IANA zone whose city the text names ("Tokyo" → "Asia/Tokyo"), else UTC."""
+    import zoneinfo
+
+    lowered = text.lower()
+    for zone in sorted(zoneinfo.available_timezones()):
+        city = zone.rsplit("/", 1)[-1].replace("_", " ").lower()
+        if "/" in zone and len(city) >= 4 and re.search(rf"\b{re.escape(city)}\b", lowered):
+            return zone
+    return "UTC"
 
 
 # ---------------------------------------------------------------------------

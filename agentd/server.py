@@ -700,7 +700,12 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
     }
     for name, handler in handlers.items():
         proto.fm.features[name] = handler if name == "initialize" else gated(handler)
-    server.on_initialized = runs.preload_provider
+
+    def on_initialized() -> None:
+        runs.preload_provider()
+        manager.mcp.preload()
+
+    server.on_initialized = on_initialized
     return server, manager
 
 

@@ -121,13 +121,16 @@ class ToolRunner:
             if mcp_tool is not None
             else name in self.builtin and BUILTIN_TOOLS[name].writes
         )
+        call_title = _mcp_title(mcp_tool, tool_input) if mcp_tool else _title(name, tool_input)
         if needs_permission:
-            refusal = await self._permission(part, tool_input, configured=mcp_tool is None)
+            refusal = await self._permission(
+                part, tool_input, call_title, configured=mcp_tool is None
+            )
             if refusal is not None:
                 return self._error(turn, part, tool_input, start, refusal)
         start = ids.now_ms()
         part.state = t.ToolStateRunning(
-            input=tool_input, time=t.ToolTime(start=start), title=_title(name, tool_input)
+            input=tool_input, time=t.ToolTime(start=start), title=call_title
         )
         turn.update_part(part)
         if name in self.builtin:
@@ -146,7 +149,7 @@ class ToolRunner:
             part.state = t.ToolStateCompleted(
                 input=tool_input,
                 output=output,
-                title=title or _title(name, tool_input),
+                title=title or call_title,
                 metadata=metadata,
                 time=t.ToolTime(start=start, end=end),
             )
@@ -160,7 +163,7 @@ class ToolRunner:
         turn.update_part(part)
 
     async def _permission(
-        self, part: t.ToolPart, tool_input: Any, *, configured: bool = True
+        self, part: t.ToolPart, tool_input: Any, title: str, *, configured: bool
     ) -> str | None:
         """None when the tool may run, else why not (the model reads it). `configured`:
         the configuration's `allow_bash` / `allow_write_tools` apply (built-in tools)."""
@@ -189,7 +192,7 @@ class ToolRunner:
                     "callId": part.call_id,
                     "tool": name,
                     "input": tool_input,
-                    "title": _title(name, tool_input),
+                    "title": title,
                 },
             )
         except asyncio.CancelledError:
@@ -263,6 +266,13 @@ class ToolRunner:
             {"mcpServer": server, "mcpTool": tool.name},
             is_error,
         )
+
+
+def _mcp_title(tool: McpTool, tool_input: Any) -> str:
+    """`server: tool` and a glimpse of the arguments (what a permission prompt shows)."""
+    args = json.dumps(tool_input, ensure_ascii=False, separators=(", ", ": "))
+    args = "" if args == "{}" else f" {args[:60]}{'…' if len(args) > 60 else ''}"
+    return f"{tool.connection.spec.name}: {tool.name}{args}"
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

@@ -792,3 +792,40 @@ def test_wait_response_end_times_out_for_unknown_requests(srv: ScriptedModelServ
     start = time.monotonic()
     assert srv.wait_response_end(5, timeout=0.05) is None
     assert time.monotonic() - start < 5
+
+
+def test_offline_tool_picking_calls_a_matching_non_builtin_tool():
+    from agentd.scripted_model import default_spec
+
+    def tools(*specs):  # type: ignore[no-untyped-def]
+        return [{"type": "function", "function": {"name": n, "parameters": p}} for n, p in specs]
+
+    offered = tools(
+        ("read_file", {"required": ["path"], "properties": {"path": {"type": "string"}}}),
+        (
+            "time_get_current_time",
+            {"required": ["timezone"], "properties": {"timezone": {"type": "string"}}},
+        ),
+        ("time_convert_time", {"required": ["source_timezone", "time", "target_timezone"]}),
+        (
+            "calc_add",
+            {
+                "required": ["a", "b"],
+                "properties": {"a": {"type": "integer"}, "b": {"type": "object"}},
+            },
+        ),
+    )
+
+    def ask(text):  # type: ignore[no-untyped-def]
+        return default_spec({"messages": [{"role": "user", "content": text}], "tools": offered})
+
+    assert ask("What time is it in New York?") == {
+        "toolCalls": [
+            {"name": "time_get_current_time", "arguments": {"timezone": "America/New_York"}}
+        ]
+    }
+    assert ask("time please")["toolCalls"][0]["arguments"] == {"timezone": "UTC"}
+    # Built-in tools are never picked, and a tool whose arguments cannot be filled is not.
+    assert ask("read the file").get("toolCalls") is None
+    assert ask("add 2 and 3").get("toolCalls") is None
+    assert ask("hello")["text"].startswith("You said: hello")

@@ -1,0 +1,528 @@
+"""MCP servers as tool sources, end to end: the real daemon over real pipes, the
+scripted model on loopback, and real MCP servers as subprocesses: `mcp-server-time`
+(PyPI), `@modelcontextprotocol/server-everything` (npm, installed by `make dev`) and
+tests/mcp/context_server.py (written with the SDK's own server API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_chat import chat, new_session, replay, run_notes
+
+HERE = Path(__file__).parent
+CONTEXT_SERVER = HERE / "mcp" / "context_server.py"
+EVERYTHING = (
+    HERE
+    / "mcp"
+    / "node_modules"
+    / "@modelcontextprotocol"
+    / "server-everything"
+    / "dist"
+    / "index.js"
+)
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)  # strings, numbers, booleans and lists read the same in TOML
+
+
+def write_config(tmp_path: Path, servers: dict[str, dict]) -> dict[str, str]:
+    """A config file with `[mcp_servers.<name>]` tables; returns the env to use it."""
+    lines = []
+    for name, table in servers.items():
+        lines.append(f"[mcp_servers.{name}]")
+        for key, value in table.items():
+            lines.append(f"{key} = {toml_value(value)}")
+        lines.append("")
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines))
+    return {"AGENTD_CONFIG": str(path)}
+
+
+def ctx_server(**extra: object) -> dict:
+    return {"command": sys.executable, "args": [str(CONTEXT_SERVER)], "trust": "allow", **extra}
+
+
+def tool_parts(message: dict) -> list[dict]:
+    return [p for p in message["parts"] if p["type"] == "tool"]
+
+
+def statuses(d, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [
+        n["params"]["server"]["state"]
+        for n in d.notifications("mcp/status")
+        if n["params"]["server"]["name"] == name
+    ]
+
+
+def offered(model, index: int = -1) -> list[str]:  # type: ignore[no-untyped-def]
+    """The tools offered in the index-th model request of the runs (titles left out)."""
+    bodies = [
+        r["body"]
+        for r in model.requests()
+        if "short title" not in json.dumps(r["body"]["messages"][0])
+    ]
+    return [tool["function"]["name"] for tool in bodies[index].get("tools") or []]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_time_server_from_pypi_in_a_streamed_turn(spawn, model, tmp_path):
+    env = write_config(
+        tmp_path,
+        {"time": {"command": sys.executable, "args": ["-m", "mcp_server_time"], "trust": "allow"}},
+    )
+    d = spawn(model.base_url, **env)
+    sid = new_session(d)
+    model.enqueue(
+        {"toolCalls": [{"name": "time_get_current_time", "arguments": {"timezone": "Asia/Tokyo"}}]},
+        {"text": "It is evening in Tokyo."},
+    )
+    result = chat(d, sid, "what time is it in Tokyo?")
+    message = result["message"]
+    [part] = tool_parts(message)
+    assert part["tool"] == "time_get_current_time"
+    assert part["state"]["status"] == "completed", part["state"]
+    output = json.loads(part["state"]["output"])
+    assert output["timezone"] == "Asia/Tokyo" and output["datetime"].endswith("+09:00")
+    assert part["state"]["metadata"] == {"mcpServer": "time", "mcpTool": "get_current_time"}
+    # The model saw the server's tools under their qualified names, with their schemas.
+    body = model.requests()[0]["body"]
+    spec = next(t for t in body["tools"] if t["function"]["name"] == "time_get_current_time")
+    assert "timezone" in spec["function"]["parameters"]["properties"]
+    assert {"time_get_current_time", "time_convert_time", "read_file"} <= set(offered(model, 0))
+    # ... and the result went back to it.
+    tool_msg = next(m for m in model.requests()[1]["body"]["messages"] if m["role"] == "tool")
+    assert "+09:00" in tool_msg["content"]
+    # The call streamed: pending, running, completed, in that order, then the text.
+    snapshots = [
+        n["params"]["part"]["state"]["status"]
+        for n in run_notes(d, result["runId"])
+        if n["method"] == "part/updated" and n["params"]["part"]["id"] == part["id"]
+    ]
+    assert snapshots[0] == "pending" and "running" in snapshots and snapshots[-1] == "completed"
+    assert snapshots.index("running") < snapshots.index("completed")
+    parts = replay(run_notes(d, result["runId"]), message["id"])
+    assert parts[-2]["text"] == "It is evening in Tokyo."
+    assert statuses(d, "time")[:2] == ["starting", "ready"]
+    listed = d.call("mcp/list", {})["servers"]
+    assert listed[0]["name"] == "time" and listed[0]["state"] == "ready"
+    assert {t["qualifiedName"] for t in listed[0]["tools"]} == {
+        "time_get_current_time",
+        "time_convert_time",
+    }
+
+
+def test_everything_server_from_npm(spawn, model, tmp_path):
+    assert EVERYTHING.exists(), "run `make dev` (it installs the npm MCP servers the tests use)"
+    env = write_config(
+        tmp_path, {"everything": {"command": "node", "args": [str(EVERYTHING)], "trust": "allow"}}
+    )
+    d = spawn(model.base_url, **env)
+    sid = new_session(d, accessToken="tok-secret-abcdef")
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "everything_echo", "arguments": {"message": "hello mcp"}},
+                {"name": "everything_get-env", "arguments": {}},
+                {"name": "everything_get-tiny-image", "arguments": {}},
+                {"name": "everything_get-sum", "arguments": {"a": "x"}},
+            ]
+        },
+        {"text": "done"},
+    )
+    message = chat(d, sid, "go")["message"]
+    echo, env_part, image, bad = tool_parts(message)
+    assert echo["state"]["status"] == "completed" and echo["state"]["output"] == "Echo: hello mcp"
+    server_env = env_part["state"]["output"]
+    state_dir = tmp_path / "state"
+    assert f'"AGENTD_TOOL_CONTEXT_DIR": "{state_dir}/tool-context"' in server_env
+    assert "tok-secret-abcdef" not in server_env
+    assert image["state"]["status"] == "completed"
+    assert (
+        "[image (image/png" in image["state"]["output"] and "not shown]" in image["state"]["output"]
+    )
+    # Invalid arguments: an error the model reads, not a protocol error.
+    assert bad["state"]["status"] == "error" and bad["state"]["error"]
+    assert message["finishReason"] == "stop"
+    # The server announces tools/list_changed right after it starts; the list is relisted.
+    listed = d.call("mcp/list", {})["servers"][0]
+    assert listed["state"] == "ready" and len(listed["tools"]) >= 10
+
+
+def test_tool_context_reaches_the_server(spawn, model, tmp_path):
+    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
+    created = d.call(
+        "session/create", {"accessToken": "tok-never-shared-123", "projectId": "proj-1"}
+    )["session"]
+    sid = created["id"]
+    model.enqueue({"toolCalls": [{"name": "ctx_whoami", "arguments": {}}]}, {"text": "ok"})
+    result = chat(d, sid, "who am I?")
+    [part] = tool_parts(result["message"])
+    assert part["state"]["status"] == "completed", part["state"]
+    found = json.loads(part["state"]["output"])
+    meta = found["meta"]
+    assert meta["sessionScopeKey"] == created["sessionScopeKey"]
+    assert meta["sessionId"] == sid and meta["runId"] == result["runId"]
+    assert found["contextDir"] == str(tmp_path / "state" / "tool-context")
+    context = found["context"]
+    assert context["runId"] == result["runId"] and context["sessionId"] == sid
+    assert context["projectId"] == "proj-1"
+    assert "tok-never-shared-123" not in part["state"]["output"]
+    assert "accessToken" not in context
+
+
+def test_server_crash_mid_call_is_a_tool_error_and_the_server_restarts(spawn, model, tmp_path):
+    starts = tmp_path / "starts"
+    d = spawn(
+        model.base_url,
+        args=["-v"],
+        **write_config(tmp_path, {"ctx": ctx_server(env={"STARTS_FILE": str(starts)})}),
+    )
+    sid = new_session(d)
+    model.enqueue({"toolCalls": [{"name": "ctx_crash", "arguments": {}}]}, {"text": "hm"})
+    message = chat(d, sid, "crash")["message"]
+    [part] = tool_parts(message)
+    assert part["state"]["status"] == "error"
+    assert "exited during the call" in part["state"]["error"]
+    assert message["finishReason"] == "stop"
+    # Reported and restarted with backoff: failed, then starting, then ready again.
+    d.wait_for(lambda: statuses(d, "ctx")[-3:] == ["failed", "starting", "ready"], timeout=30)
+    failed = next(
+        n["params"]["server"]
+        for n in d.notifications("mcp/status")
+        if n["params"]["server"]["state"] == "failed"
+    )
+    assert "crashing on purpose" in failed["error"]
+    assert len(starts.read_text().split()) == 2
+    model.enqueue(
+        {"toolCalls": [{"name": "ctx_echo", "arguments": {"text": "back"}}]}, {"text": "ok"}
+    )
+    [again] = tool_parts(chat(d, sid, "again")["message"])
+    assert again["state"]["status"] == "completed" and again["state"]["output"] == "back"
+    # Its stderr went to agentd's log (stderr), never to stdout (which stays JSON-RPC).
+    assert any("[ctx] context_server: crashing on purpose" in line for line in d.stderr_lines)
+
+
+def test_a_call_past_the_timeout_is_a_tool_error(spawn, model, tmp_path):
+    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server(timeout=1)}))
+    sid = new_session(d)
+    model.enqueue(
+        {"toolCalls": [{"name": "ctx_hang", "arguments": {"ignore_cancel": True}}]},
+        {"text": "moving on"},
+    )
+    message = chat(d, sid, "hang")["message"]
+    [part] = tool_parts(message)
+    assert part["state"]["status"] == "error"
+    assert part["state"]["error"] == "ctx: hang did not answer within 1 s"
+    assert message["finishReason"] == "stop"
+    assert d.call("mcp/list", {})["servers"][0]["state"] == "ready"
+
+
+def test_abort_during_a_call_does_not_wait_for_the_server(spawn, model, tmp_path):
+    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
+    sid = new_session(d)
+    model.enqueue({"toolCalls": [{"name": "ctx_hang", "arguments": {"ignore_cancel": True}}]})
+    chat_id = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hang"}]}
+    )
+    d.wait_for(
+        lambda: any(
+            n["params"]["part"].get("tool") == "ctx_hang"
+            and n["params"]["part"]["state"]["status"] == "running"
+            for n in d.notifications("part/updated")
+        )
+    )
+    assert d.call("session/abort", {"sessionId": sid})["aborted"] is True
+    message = d.result(chat_id, timeout=10)["message"]
+    assert message["finishReason"] == "aborted"
+    [part] = tool_parts(message)
+    assert part["state"]["status"] == "error" and part["state"]["error"] == "aborted"
+    # The server ignored the cancellation and is still busy sleeping, yet it is usable.
+    model.enqueue(
+        {"toolCalls": [{"name": "ctx_echo", "arguments": {"text": "still here"}}]}, {"text": "ok"}
+    )
+    [again] = tool_parts(chat(d, sid, "echo")["message"])
+    assert again["state"]["output"] == "still here"
+
+
+def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
+    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
+    sid = new_session(d)
+    model.enqueue(
+        {"toolCalls": [{"name": "ctx_add_tool", "arguments": {"name": "fresh"}}]}, {"text": "added"}
+    )
+    chat(d, sid, "add")
+    assert "ctx_fresh" not in offered(model, 0)
+    d.wait_for(
+        lambda: any(
+            n["params"]["server"].get("toolCount") == 8 for n in d.notifications("mcp/status")
+        )
+    )
+    model.enqueue({"toolCalls": [{"name": "ctx_fresh", "arguments": {}}]}, {"text": "ok"})
+    [part] = tool_parts(chat(d, sid, "use it")["message"])
+    assert "ctx_fresh" in offered(model, 2)
+    assert part["state"]["output"] == "fresh works"
+    names = [t["name"] for t in d.call("mcp/list", {})["servers"][0]["tools"]]
+    assert "fresh" in names
+
+
+def test_session_only_server(spawn, model, tmp_path):
+    d = spawn(model.base_url)
+    mine = new_session(
+        d,
+        mcpServers=[
+            {
+                "name": "mine",
+                "command": sys.executable,
+                "args": [str(CONTEXT_SERVER)],
+                "trust": "allow",
+            }
+        ],
+    )
+    other = new_session(d)
+    assert d.call("mcp/list", {})["servers"] == []
+    assert d.call("mcp/list", {"sessionId": other})["servers"] == []
+    [listed] = d.call("mcp/list", {"sessionId": mine})["servers"]
+    assert listed["state"] == "stopped" and listed["sessionId"] == mine
+    model.enqueue(
+        {"toolCalls": [{"name": "mine_echo", "arguments": {"text": "only mine"}}]}, {"text": "ok"}
+    )
+    [part] = tool_parts(chat(d, mine, "go")["message"])
+    assert part["state"]["output"] == "only mine"
+    chat(d, other, "plain")
+    assert "mine_echo" in offered(model, 0) and "mine_echo" not in offered(model, -1)
+    status = d.notifications("mcp/status")[-1]["params"]["server"]
+    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 7}
+    # Its definition (which may carry secrets in env) is never written to disk.
+    data = tmp_path / "data"
+    assert not any(
+        "context_server.py" in p.read_text(errors="replace") for p in data.rglob("*.jsonl")
+    )
+    # session/update replaces the session's servers; [] removes them.
+    d.call("session/update", {"sessionId": mine, "mcpServers": []})
+    assert d.call("mcp/list", {"sessionId": mine})["servers"] == []
+
+
+def test_trust_ask_goes_through_permission_request(spawn, model, tmp_path):
+    d = spawn(
+        model.base_url,
+        initialize=False,
+        **write_config(tmp_path, {"ctx": {**ctx_server(), "trust": "ask"}}),
+    )
+    d.initialize(workspaceRoot=str(tmp_path), capabilities={"permissionRequests": True})
+    asked = []
+
+    def answer(params):  # type: ignore[no-untyped-def]
+        asked.append(params)
+        return {"outcome": "reject_once" if params["input"]["text"] == "no" else "allow_always"}
+
+    d.handlers["permission/request"] = answer
+    sid = new_session(d)
+    calls = [
+        {"name": "ctx_echo", "arguments": {"text": "no"}},
+        {"name": "ctx_echo", "arguments": {"text": "yes"}},
+        {"name": "ctx_echo", "arguments": {"text": "again"}},
+    ]
+    model.enqueue({"toolCalls": calls}, {"text": "ok"})
+    refused, allowed, remembered = tool_parts(chat(d, sid, "echo")["message"])
+    assert refused["state"]["status"] == "error" and "refused" in refused["state"]["error"]
+    assert allowed["state"]["output"] == "yes" and remembered["state"]["output"] == "again"
+    # allow_always covers the tool whatever its input: two questions, not three.
+    assert [a["tool"] for a in asked] == ["ctx_echo", "ctx_echo"]
+    assert asked[0]["sessionId"] == sid and asked[0]["callId"] == refused["callId"]
+
+
+def test_trust_ask_without_the_capability_is_refused(spawn, model, tmp_path):
+    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": {**ctx_server(), "trust": "ask"}}))
+    sid = new_session(d)
+    model.enqueue({"toolCalls": [{"name": "ctx_echo", "arguments": {"text": "x"}}]}, {"text": "ok"})
+    [part] = tool_parts(chat(d, sid, "echo")["message"])
+    assert part["state"]["status"] == "error" and "permission" in part["state"]["error"]
+
+
+def test_allow_list_disabled_servers_and_tool_patterns(spawn, model, tmp_path):
+    env = write_config(
+        tmp_path,
+        {
+            "ctx": ctx_server(tools=["echo", "whoami"]),
+            "off": {**ctx_server(), "enabled": False},
+        },
+    )
+    d = spawn(model.base_url, **env)
+    sid = new_session(d)
+    chat(d, sid, "hi")
+    names = offered(model)
+    assert "ctx_echo" in names and "ctx_whoami" in names and "ctx_crash" not in names
+    assert not any(n.startswith("off_") for n in names)
+    # `tools` may name MCP tools, with wildcards; naming none of a server's tools leaves it unused.
+    chat(d, sid, "hi", tools=["read_file", "ctx_e*"])
+    assert offered(model) == ["read_file", "ctx_echo"]
+    chat(d, sid, "hi", tools=["grep"])
+    assert offered(model) == ["grep"]
+    servers = {s["name"]: s for s in d.call("mcp/list", {})["servers"]}
+    assert servers["off"]["state"] == "stopped"
+    allowed = {t["name"]: t["allowed"] for t in servers["ctx"]["tools"]}
+    assert allowed["echo"] is True and allowed["crash"] is False
+
+
+def test_a_server_that_cannot_start_is_reported_and_the_run_goes_on(spawn, model, tmp_path):
+    env = write_config(tmp_path, {"broken": {"command": "agentd-no-such-server", "trust": "allow"}})
+    d = spawn(model.base_url, **env)
+    [server] = d.call("mcp/list", {"connect": True})["servers"]
+    assert server["state"] == "failed"
+    assert server["error"] == "cannot start 'agentd-no-such-server': command not found"
+    sid = new_session(d)
+    message = chat(d, sid, "hello")["message"]
+    assert message["finishReason"] == "stop"
+    assert not any(n.startswith("broken_") for n in offered(model))
+
+
+def test_shutdown_stops_every_server(spawn, model, tmp_path):
+    starts = tmp_path / "starts"
+    env = write_config(
+        tmp_path,
+        {
+            "a": ctx_server(env={"STARTS_FILE": str(starts)}),
+            "b": ctx_server(env={"STARTS_FILE": str(starts)}),
+        },
+    )
+    d = spawn(model.base_url, **env)
+    servers = d.call("mcp/list", {"connect": True}, timeout=30)["servers"]
+    assert [s["state"] for s in servers] == ["ready", "ready"]
+    pids = [int(p) for p in starts.read_text().split()]
+    assert len(pids) == 2 and all(pid_alive(p) for p in pids)
+    d.stop()
+    assert d.proc.returncode == 0
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_invalid_mcp_servers_are_invalid_params(spawn):
+    d = spawn()
+    from rpc_client import RpcError
+
+    cases = [
+        ([{"name": "x"}], "either command"),
+        ([{"name": "x", "command": "a", "url": "http://h"}], "either command"),
+        ([{"name": "x", "url": "ftp://h"}], "url"),
+        ([{"name": "x", "command": "a", "trust": "never"}], "trust"),
+        ([{"name": "x", "command": "a"}, {"name": "x", "command": "b"}], "given twice"),
+        ([{"name": "", "command": "a"}], "name"),
+    ]
+    for servers, words in cases:
+        with pytest.raises(RpcError) as err:
+            d.call("session/create", {"mcpServers": servers})
+        assert err.value.code == -32602 and words in err.value.message, err.value.message
+        assert "mcpServers[" in err.value.message
+    with pytest.raises(RpcError) as err:
+        d.call("mcp/list", {"sessionId": "ses_unknown"})
+    assert err.value.code == 1001
+
+
+def test_config_problems_are_reported_and_the_server_ignored(spawn, tmp_path):
+    env = write_config(tmp_path, {"bad": {"command": "x", "url": "http://y"}, "ok": ctx_server()})
+    d = spawn(args=["-v"], **env)
+    names = [s["name"] for s in d.call("mcp/list", {})["servers"]]
+    assert names == ["ok"]
+    d.wait_for(lambda: any("mcp_servers.bad" in line for line in d.stderr_lines))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def everything_http():  # type: ignore[no-untyped-def]
+    """server-everything over streamable HTTP on a free loopback port."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["node", str(EVERYTHING), "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read().decode()) from None
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_streamable_http_server(spawn, model, tmp_path, everything_http):
+    d = spawn(model.base_url)
+    sid = new_session(
+        d,
+        mcpServers=[
+            {"name": "web", "url": everything_http, "trust": "allow", "headers": {"X-Test": "1"}}
+        ],
+    )
+    model.enqueue(
+        {"toolCalls": [{"name": "web_echo", "arguments": {"message": "over http"}}]}, {"text": "ok"}
+    )
+    [part] = tool_parts(chat(d, sid, "echo")["message"])
+    assert part["state"]["status"] == "completed" and part["state"]["output"] == "Echo: over http"
+    [listed] = d.call("mcp/list", {"sessionId": sid})["servers"]
+    assert listed["transport"] == "http" and listed["state"] == "ready"
+
+
+def test_qualified_names_are_valid_for_every_provider():
+    from agentd.mcp_servers import qualified_name
+
+    assert qualified_name("time", "get_current_time") == "time_get_current_time"
+    assert qualified_name("my server", "do.it/now") == "my_server_do_it_now"
+    long_a = qualified_name("s" * 40, "t" * 40 + "a")
+    long_b = qualified_name("s" * 40, "t" * 40 + "b")
+    assert len(long_a) == 64 and len(long_b) == 64 and long_a != long_b
+    assert all(c.isalnum() or c in "_-" for c in long_a)
+
+
+def test_new_user_asks_agentd_chat_the_time_in_tokyo(tmp_path):
+    """The README's walk-through: mcp-server-time in the config file, `agentd chat`
+    offline; the scripted model calls the tool, the user allows it, the call and its
+    result stream to the terminal."""
+    from rpc_client import daemon_env
+
+    config = write_config(tmp_path, {"time": {"command": "mcp-server-time"}})
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "chat", "what time is it in Tokyo?"],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, **daemon_env(tmp_path), **config},
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout
+    assert 'allow time: get_current_time {"timezone": "Asia/Tokyo"}?' in lines
+    assert "[tool time: get_current_time" in lines and "running..." in lines
+    assert '"timezone": "Asia/Tokyo"' in lines and "+09:00" in lines
+    assert "Tool time_get_current_time returned:" in lines
