@@ -21,7 +21,11 @@ class _Redact(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 6]
+        self.secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: list[str]) -> None:
+        self.secrets += [s for s in secrets if s and len(s) >= 6 and s not in self.secrets]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
@@ -47,7 +51,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     root.setLevel(level)
     # pygls logs whole payloads at INFO: they may carry access tokens and user text.
     logging.getLogger("pygls").setLevel(logging.WARNING)
-    for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
+    # The MCP SDK logs whole messages at DEBUG, like pygls.
+    for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2", "mcp"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
@@ -115,6 +120,15 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         import attrs
 
         config = attrs.evolve(config, max_frame_bytes=args.max_frame_bytes)
+    # Secrets the configuration holds (provider keys, MCP servers' env and headers) are
+    # masked should any of them ever reach a log line.
+    secrets = [p.api_key or "" for p in config.providers.values()]
+    for spec in config.mcp_servers:
+        secrets += [*spec.env.values(), *spec.headers.values()]
+    for handler in logging.getLogger().handlers:
+        for f in handler.filters:
+            if isinstance(f, _Redact):
+                f.add(secrets)
     for problem in config.problems:
         logging.getLogger("agentd.config").warning("configuration: %s", problem)
     return config

@@ -11,6 +11,7 @@ read from the environment (`api_key_env`) or the file, held in memory, never wri
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -286,7 +287,7 @@ def load_config(
         models[default_model] = ModelConfig(
             id=default_model, provider="default", upstream=default_model
         )
-    mcp_servers = _mcp_servers(raw, problems)
+    mcp_servers = _mcp_servers(raw, env, problems)
     max_frame = _take(raw, "max_frame_bytes", int, "config", problems)
     data, state = _dirs(env, data_dir or _take(raw, "data_dir", str, "config", problems))
     return Config(
@@ -307,7 +308,29 @@ def load_config(
     )
 
 
-def _mcp_servers(raw: dict[str, Any], problems: list[str]) -> tuple[McpServerSpec, ...]:
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(
+    values: Any, env: dict[str, str], where: str, problems: list[str]
+) -> dict[str, str] | Any:
+    """`${VAR}` in `env` and `headers` values, from agentd's environment (tokens need
+    not sit in the file). An unset variable expands to "" and is reported."""
+    if not isinstance(values, dict):
+        return values
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in env:
+            problems.append(f"{where}: ${{{name}}} is not set in agentd's environment")
+        return env.get(name, "")
+
+    return {k: _ENV_REFERENCE.sub(one, v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _mcp_servers(
+    raw: dict[str, Any], env: dict[str, str], problems: list[str]
+) -> tuple[McpServerSpec, ...]:
     """`[mcp_servers.<name>]` tables; `mcpServers` (the key other MCP clients use) is
     read too, so a server definition can be pasted as it is."""
     specs: dict[str, McpServerSpec] = {}
@@ -321,6 +344,11 @@ def _mcp_servers(raw: dict[str, Any], problems: list[str]) -> tuple[McpServerSpe
             if not isinstance(table, dict):
                 problems.append(f"{where}: expected a table")
                 continue
+            table = {
+                **table,
+                "env": _expand(table.get("env"), env, f"{where}.env", problems),
+                "headers": _expand(table.get("headers"), env, f"{where}.headers", problems),
+            }
             try:
                 specs[name] = mcp_server_spec(name, table)
             except ValueError as exc:

@@ -526,3 +526,90 @@ def test_new_user_asks_agentd_chat_the_time_in_tokyo(tmp_path):
     assert "[tool time: get_current_time" in lines and "running..." in lines
     assert '"timezone": "Asia/Tokyo"' in lines and "+09:00" in lines
     assert "Tool time_get_current_time returned:" in lines
+
+
+def test_config_tables_env_references_and_problems(tmp_path):
+    from agentd.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        """
+[mcp_servers.gh]
+url = "https://example.invalid/mcp"
+headers = { Authorization = "Bearer ${GH_TOKEN}" }
+tools = ["get_issue"]
+timeout = 5
+trust = "allow"
+
+[mcpServers.pasted]
+command = "npx"
+args = ["-y", "some-server"]
+env = { KEY = "${MISSING_VAR}" }
+
+[mcp_servers.wrong]
+command = "x"
+tools = "get_issue"
+"""
+    )
+    config = load_config({"GH_TOKEN": "ghp-secret-value"}, path=path)
+    gh, pasted = config.mcp_servers
+    assert gh.headers == {"Authorization": "Bearer ghp-secret-value"}
+    assert gh.tools == ("get_issue",) and gh.timeout_s == 5.0 and gh.trust == "allow"
+    assert pasted.command == "npx" and pasted.args == ("-y", "some-server")
+    assert pasted.trust == "ask" and pasted.env == {"KEY": ""}
+    assert (
+        "mcpServers.pasted.env: ${MISSING_VAR} is not set in agentd's environment"
+        in config.problems
+    )
+    assert (
+        "mcp_servers.wrong: tools: expected list, got 'get_issue'; server ignored"
+        in config.problems
+    )
+    # Secrets in headers and env stay out of reprs (and so out of logs).
+    assert "ghp-secret-value" not in repr(config)
+
+
+def test_mcp_secrets_stay_out_of_files_and_logs(spawn, model, tmp_path):
+    env_secret, header_secret = "mcp-SECRET-ENV-99", "mcp-SECRET-HEADER-42"
+    log_file = tmp_path / "debug.log"
+    config = write_config(
+        tmp_path,
+        {
+            "ctx": ctx_server(env={"SERVICE_TOKEN": "${SERVICE_TOKEN}"}),
+            "web": {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": header_secret}},
+        },
+    )
+    d = spawn(
+        model.base_url,
+        args=["-vv", "--log-file", str(log_file)],
+        SERVICE_TOKEN=env_secret,
+        **config,
+    )
+    sid = new_session(
+        d,
+        mcpServers=[{**ctx_server(env={"OTHER_TOKEN": env_secret}), "name": "mine"}],
+    )
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "ctx_whoami", "arguments": {}},
+                {"name": "mine_echo", "arguments": {"text": "x"}},
+            ]
+        },
+        {"text": "done"},
+    )
+    message = chat(d, sid, "go")["message"]
+    assert [p["state"]["status"] for p in tool_parts(message)] == ["completed", "completed"]
+    d.call("mcp/list", {"sessionId": sid, "connect": True}, timeout=40)
+    d.stop()
+    for root in (tmp_path / "data", tmp_path / "state"):
+        for path in root.rglob("*"):
+            if path.is_file():
+                blob = path.read_bytes()
+                assert env_secret.encode() not in blob and header_secret.encode() not in blob, path
+    logs = log_file.read_text() + "".join(d.stderr_lines)
+    assert "[ctx]" in logs  # the servers' stderr is there ...
+    assert env_secret not in logs and header_secret not in logs  # ... the secrets are not
+    assert all(
+        env_secret not in json.dumps(m) and header_secret not in json.dumps(m) for m in d.messages
+    )
