@@ -71,6 +71,7 @@ export interface InitializeResult {
 
 export interface McpListParams {
   sessionId?: string;
+  connect?: boolean;
 }
 
 export interface McpListResult {
@@ -90,13 +91,21 @@ export interface McpServer {
   headers?: {
     [key: string]: string;
   };
+  enabled?: boolean;
+  tools?: string[];
+  timeoutMs?: number;
+  startupTimeoutMs?: number;
+  trust?: "ask" | "allow";
 }
 
 export interface McpServerInfo {
   name: string;
   state: "starting" | "ready" | "failed" | "stopped";
   tools: McpToolInfo[];
+  transport: "stdio" | "http";
+  trust: "ask" | "allow";
   error?: string;
+  sessionId?: string;
 }
 
 export interface McpStatusParams {
@@ -107,11 +116,15 @@ export interface McpStatusServer {
   name: string;
   state: "starting" | "ready" | "failed" | "stopped";
   error?: string;
+  sessionId?: string;
+  toolCount?: number;
 }
 
 export interface McpToolInfo {
   name: string;
+  qualifiedName: string;
   description?: string;
+  allowed?: boolean;
 }
 
 export interface Message {
@@ -341,6 +354,7 @@ export interface SessionTime {
 export interface SessionUpdateParams {
   sessionId: string;
   title?: string;
+  mcpServers?: McpServer[];
 }
 
 export interface SessionUpdatedParams {
