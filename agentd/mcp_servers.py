@@ -95,6 +95,10 @@ class McpConnection:
         self._crashes = 0
         self._next_start = 0.0  # monotonic time before which a failed server is not retried
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._was_ready = False
+        # Set when the connection is gone: its read stream ended (a stdio server exited)
+        # or a call failed at the transport (an HTTP server went away).
+        self._lost = asyncio.Event()
 
     @property
     def transport(self) -> str:
@@ -138,9 +142,9 @@ class McpConnection:
         await asyncio.to_thread(import_sdk)
         while True:
             self._set_state("starting")
-            was_ready = False
+            self._was_ready = False
             try:
-                was_ready = await self._connect_and_serve()
+                await self._connect_and_serve()
                 error = None if self._stopping.is_set() else self._exit_message()
             except asyncio.CancelledError:
                 self._set_state("stopped")
@@ -153,7 +157,7 @@ class McpConnection:
             if self._stopping.is_set() or self._hub.closing:
                 self._set_state("stopped")
                 return
-            if not was_ready:
+            if not self._was_ready:
                 # Never became ready: no automatic restart; the next need may retry it.
                 self._crashes += 1
                 self._next_start = time.monotonic() + self._backoff()
@@ -176,14 +180,15 @@ class McpConnection:
     def _backoff(self) -> float:
         return min(BACKOFF_FIRST_S * 2 ** max(self._crashes - 1, 0), BACKOFF_MAX_S)
 
-    async def _connect_and_serve(self) -> bool:
+    async def _connect_and_serve(self) -> None:
         """Connect, initialize, list tools, then hold the connection until it ends or
-        the server is stopped. Returns whether it was ever ready."""
+        the server is stopped. Sets `_was_ready` once ready (a transport may still raise
+        on the way out)."""
         from mcp.client.session import ClientSession
         from mcp_types import Implementation
 
         spec = self.spec
-        lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
             if spec.command:
                 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -222,6 +227,7 @@ class McpConnection:
                 await self._list_tools(session)
             self.session = session
             self._crashes = 0
+            self._was_ready = True
             self._set_state("ready")
             stop = asyncio.ensure_future(self._stopping.wait())
             end = asyncio.ensure_future(lost.wait())
@@ -231,7 +237,6 @@ class McpConnection:
                 stop.cancel()
                 end.cancel()
             self.session = None
-            return True
 
     async def _list_tools(self, session: Any) -> None:
         tools: list[Any] = []
@@ -295,11 +300,14 @@ class McpConnection:
                     f"{self.spec.name}: {tool} did not answer within {self.spec.timeout_s:g} s"
                 ) from None
             if exc.code == CONNECTION_CLOSED:
+                self._lost.set()
                 raise McpCallError(
-                    f"MCP server {self.spec.name!r} exited during the call ({self._exit_message()})"
+                    f"MCP server {self.spec.name!r}: {self._exit_message()} during the call"
                 ) from None
             raise McpCallError(f"{self.spec.name}: {exc.message}") from None
         except Exception as exc:
+            if isinstance(exc, OSError | ConnectionError) or "httpx" in type(exc).__module__:
+                self._lost.set()  # the transport failed, not the tool: reconnect
             raise McpCallError(f"{self.spec.name}: {self._describe(exc)}") from None
 
     # --- reporting ---------------------------------------------------------------------
@@ -343,13 +351,17 @@ class McpConnection:
         return self.spec.tools is None or tool in self.spec.tools
 
     def _exit_message(self) -> str:
+        if self.transport == "http":
+            return "the connection was lost"
         tail = " | ".join(self._stderr_tail)
-        return f"the server exited; its last output: {tail}" if tail else "the server exited"
+        return f"the server exited (its last output: {tail})" if tail else "the server exited"
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
             return self._describe(exc.exceptions[0])
         if isinstance(exc, FileNotFoundError):
+            if self.spec.cwd and exc.filename == self.spec.cwd:
+                return f"cannot start {self.spec.command!r}: no directory {self.spec.cwd!r}"
             return f"cannot start {self.spec.command!r}: command not found"
         if isinstance(exc, TimeoutError):
             return f"no answer to initialize within {self.spec.startup_timeout_s:g} s"

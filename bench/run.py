@@ -339,6 +339,39 @@ def bench_rss_growth(srv: ScriptedModelServer, turns: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_mcp(srv: ScriptedModelServer, calls: int) -> None:
+    """MCP tools through agentd: the time from a run needing a server to the server being
+    ready (spawn, the SDK's import on first use, initialize, tools/list), and the
+    duration of each call as its tool part records it (agentd → SDK → stdio → the test
+    server → back), over `calls` calls of a trivial echo tool."""
+    tmp = fresh_dir()
+    config = tmp / "config.toml"
+    server = ROOT / "tests" / "mcp" / "context_server.py"
+    config.write_text(
+        f'[mcp_servers.ctx]\ncommand = "{sys.executable}"\nargs = ["{server}"]\ntrust = "allow"\n'
+    )
+    d = Daemon(daemon_env(tmp, srv.base_url, AGENTD_CONFIG=str(config)))
+    d.initialize(workspaceRoot=str(tmp))
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    started = time.perf_counter()
+    d.call("mcp/list", {"connect": True}, timeout=60)
+    report("mcp_server_ready", (time.perf_counter() - started) * 1000, "ms", "first need → ready")
+    echo = {"name": "ctx_echo", "arguments": {"text": "x"}}
+    srv.enqueue({"toolCalls": [echo] * calls}, {"text": "done"})
+    result = d.call(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=120
+    )
+    tools = [p for p in result["message"]["parts"] if p["type"] == "tool"]
+    assert all(p["state"]["status"] == "completed" for p in tools)
+    durations = [p["state"]["time"]["end"] - p["state"]["time"]["start"] for p in tools]
+    report("mcp_call_median", statistics.median(durations), "ms", f"{calls} echo calls")
+    report("mcp_call_p99", pct(durations, 99), "ms")
+    started = time.perf_counter()
+    d.stop()
+    report("mcp_shutdown", (time.perf_counter() - started) * 1000, "ms", "daemon stop, 1 server")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_grep() -> None:
     import asyncio
 
@@ -391,6 +424,8 @@ def main() -> int:
             bench_concurrent_streams(srv, 20 if quick else 100)
         if want("abort"):
             bench_abort(srv, 20 if quick else 50)
+        if want("mcp"):
+            bench_mcp(srv, 50 if quick else 200)
         if want("rss"):
             bench_rss_growth(srv, 100 if quick else 1000)
     out = ROOT / "bench" / "results"

@@ -204,7 +204,10 @@ def test_server_crash_mid_call_is_a_tool_error_and_the_server_restarts(spawn, mo
     message = chat(d, sid, "crash")["message"]
     [part] = tool_parts(message)
     assert part["state"]["status"] == "error"
-    assert "exited during the call" in part["state"]["error"]
+    assert (
+        "the server exited" in part["state"]["error"]
+        and "during the call" in part["state"]["error"]
+    )
     assert message["finishReason"] == "stop"
     # Reported and restarted with backoff: failed, then starting, then ready again.
     d.wait_for(lambda: statuses(d, "ctx")[-3:] == ["failed", "starting", "ready"], timeout=30)
@@ -472,26 +475,31 @@ def everything_http():  # type: ignore[no-untyped-def]
             if proc.poll() is not None:
                 raise RuntimeError(proc.stdout.read().decode()) from None
             time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/mcp"
+    yield f"http://127.0.0.1:{port}/mcp", proc
     proc.terminate()
     proc.wait(10)
 
 
 def test_streamable_http_server(spawn, model, tmp_path, everything_http):
+    url, server = everything_http
     d = spawn(model.base_url)
     sid = new_session(
-        d,
-        mcpServers=[
-            {"name": "web", "url": everything_http, "trust": "allow", "headers": {"X-Test": "1"}}
-        ],
+        d, mcpServers=[{"name": "web", "url": url, "trust": "allow", "headers": {"X-Test": "1"}}]
     )
-    model.enqueue(
-        {"toolCalls": [{"name": "web_echo", "arguments": {"message": "over http"}}]}, {"text": "ok"}
-    )
+    echo = {"name": "web_echo", "arguments": {"message": "over http"}}
+    model.enqueue({"toolCalls": [echo]}, {"text": "ok"})
     [part] = tool_parts(chat(d, sid, "echo")["message"])
     assert part["state"]["status"] == "completed" and part["state"]["output"] == "Echo: over http"
     [listed] = d.call("mcp/list", {"sessionId": sid})["servers"]
     assert listed["transport"] == "http" and listed["state"] == "ready"
+    # The server goes away: the call is a tool error, and agentd notices and reconnects.
+    server.kill()
+    server.wait(10)
+    model.enqueue({"toolCalls": [echo]}, {"text": "ok"})
+    [lost] = tool_parts(chat(d, sid, "echo")["message"])
+    assert lost["state"]["status"] == "error"
+    assert lost["state"]["error"] == "MCP server 'web': the connection was lost during the call"
+    d.wait_for(lambda: statuses(d, "web")[-2:] == ["starting", "failed"], timeout=30)
 
 
 def test_qualified_names_are_valid_for_every_provider():
@@ -613,3 +621,15 @@ def test_mcp_secrets_stay_out_of_files_and_logs(spawn, model, tmp_path):
     assert all(
         env_secret not in json.dumps(m) and header_secret not in json.dumps(m) for m in d.messages
     )
+
+
+def test_the_daemon_does_not_import_the_mcp_sdk_until_a_server_starts():
+    """The SDK takes about a second to import: startup must not pay for it."""
+    code = (
+        "import sys, agentd.server, agentd.session, agentd.tool_calls, agentd.runs\n"
+        "assert not [m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'mcp_types'))]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
