@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 MAX_RESTARTS = 5
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
+# A server up this long before it exits starts its crash count afresh.
+STABLE_AFTER_S = 60.0
 # How long shutdown gives all servers together to stop (the SDK's own escalation,
 # stdin close → SIGTERM → SIGKILL, takes at most about 4 s).
 SHUTDOWN_GRACE_S = 6.0
@@ -96,6 +98,7 @@ class McpConnection:
         self._next_start = 0.0  # monotonic time before which a failed server is not retried
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._was_ready = False
+        self._ready_at = 0.0
         # Set when the connection is gone: its read stream ended (a stdio server exited)
         # or a call failed at the transport (an HTTP server went away).
         self._lost = asyncio.Event()
@@ -133,6 +136,8 @@ class McpConnection:
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+        if self.state != "stopped":
+            self._set_state("stopped")
 
     # --- the lifecycle task ------------------------------------------------------------
 
@@ -149,7 +154,7 @@ class McpConnection:
             except asyncio.CancelledError:
                 self._set_state("stopped")
                 raise
-            except BaseException as exc:
+            except Exception as exc:  # anyio task groups raise ExceptionGroups
                 error = self._describe(exc)
                 logger.debug("MCP server %s failed", self.spec.name, exc_info=True)
             finally:
@@ -164,6 +169,8 @@ class McpConnection:
                 self._set_state("failed", error)
                 logger.warning("MCP server %s failed to start: %s", self.spec.name, error)
                 return
+            if time.monotonic() - self._ready_at > STABLE_AFTER_S:
+                self._crashes = 0
             self._crashes += 1
             self._set_state("failed", error)
             logger.warning("MCP server %s stopped: %s", self.spec.name, error)
@@ -226,7 +233,7 @@ class McpConnection:
                 await session.initialize()
                 await self._list_tools(session)
             self.session = session
-            self._crashes = 0
+            self._ready_at = time.monotonic()
             self._was_ready = True
             self._set_state("ready")
             stop = asyncio.ensure_future(self._stopping.wait())
@@ -357,7 +364,7 @@ class McpConnection:
         return f"the server exited (its last output: {tail})" if tail else "the server exited"
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        if isinstance(exc, ExceptionGroup) and exc.exceptions:
             return self._describe(exc.exceptions[0])
         if isinstance(exc, FileNotFoundError):
             if self.spec.cwd and exc.filename == self.spec.cwd:
