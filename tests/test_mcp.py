@@ -633,3 +633,21 @@ def test_the_daemon_does_not_import_the_mcp_sdk_until_a_server_starts():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_servers_end_when_the_daemon_is_killed(spawn, model, tmp_path):
+    """kill -9 of agentd: its stdio servers see their stdin close and exit."""
+    starts = tmp_path / "starts"
+    d = spawn(
+        model.base_url,
+        **write_config(tmp_path, {"ctx": ctx_server(env={"STARTS_FILE": str(starts)})}),
+    )
+    d.call("mcp/list", {"connect": True}, timeout=30)
+    [pid] = [int(p) for p in starts.read_text().split()]
+    assert pid_alive(pid)
+    d.proc.kill()
+    d.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)
