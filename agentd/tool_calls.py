@@ -123,14 +123,15 @@ class ToolRunner:
         )
         call_title = _mcp_title(mcp_tool, tool_input) if mcp_tool else _title(name, tool_input)
         if needs_permission:
-            refusal = await self._permission(
-                part, tool_input, call_title, configured=mcp_tool is None
-            )
+            refusal = await self._permission(part, tool_input, call_title, mcp_tool)
             if refusal is not None:
                 return self._error(turn, part, tool_input, start, refusal)
         start = ids.now_ms()
         part.state = t.ToolStateRunning(
-            input=tool_input, time=t.ToolTime(start=start), title=call_title
+            input=tool_input,
+            time=t.ToolTime(start=start),
+            title=call_title,
+            metadata=_mcp_metadata(mcp_tool) if mcp_tool else None,
         )
         turn.update_part(part)
         if name in self.builtin:
@@ -163,11 +164,12 @@ class ToolRunner:
         turn.update_part(part)
 
     async def _permission(
-        self, part: t.ToolPart, tool_input: Any, title: str, *, configured: bool
+        self, part: t.ToolPart, tool_input: Any, title: str, mcp_tool: McpTool | None
     ) -> str | None:
-        """None when the tool may run, else why not (the model reads it). `configured`:
-        the configuration's `allow_bash` / `allow_write_tools` apply (built-in tools)."""
+        """None when the tool may run, else why not (the model reads it). For built-in
+        tools the configuration's `allow_bash` / `allow_write_tools` apply."""
         name = part.tool
+        configured = mcp_tool is None
         if configured and (
             (name == "bash" and self.config.allow_bash)
             or (name != "bash" and self.config.allow_write_tools)
@@ -193,6 +195,7 @@ class ToolRunner:
                     "tool": name,
                     "input": tool_input,
                     "title": title,
+                    **(_mcp_metadata(mcp_tool) if mcp_tool else {}),
                 },
             )
         except asyncio.CancelledError:
@@ -251,21 +254,20 @@ class ToolRunner:
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
         from agentd.mcp_servers import McpCallError, call_meta, result_text
 
-        server = tool.connection.spec.name
         try:
             result = await tool.connection.call(
                 tool.name, tool_input, call_meta(self.scope_key, self.session_id, self.run_id)
             )
         except McpCallError as exc:
-            return str(exc), None, {"mcpServer": server, "mcpTool": tool.name}, True
+            return str(exc), None, _mcp_metadata(tool), True
         text, is_error = result_text(result)
         output = await asyncio.to_thread(truncate_output, text, self.env, call_id=part.call_id)
-        return (
-            output,
-            f"{server}: {tool.name}",
-            {"mcpServer": server, "mcpTool": tool.name},
-            is_error,
-        )
+        # No title of its own: the completed part keeps the running one.
+        return output, None, _mcp_metadata(tool), is_error
+
+
+def _mcp_metadata(tool: McpTool) -> dict[str, str]:
+    return {"mcpServer": tool.connection.spec.name, "mcpTool": tool.name}
 
 
 def _mcp_title(tool: McpTool, tool_input: Any) -> str:

@@ -122,6 +122,14 @@ def test_time_server_from_pypi_in_a_streamed_turn(spawn, model, tmp_path):
     ]
     assert snapshots[0] == "pending" and "running" in snapshots and snapshots[-1] == "completed"
     assert snapshots.index("running") < snapshots.index("completed")
+    running = next(
+        n["params"]["part"]["state"]
+        for n in run_notes(d, result["runId"])
+        if n["method"] == "part/updated" and n["params"]["part"]["state"]["status"] == "running"
+    )
+    assert running["title"] == 'time: get_current_time {"timezone": "Asia/Tokyo"}'
+    assert running["metadata"] == {"mcpServer": "time", "mcpTool": "get_current_time"}
+    assert part["state"]["title"] == running["title"]
     parts = replay(run_notes(d, result["runId"]), message["id"])
     assert parts[-2]["text"] == "It is evening in Tokyo."
     assert statuses(d, "time")[:2] == ["starting", "ready"]
@@ -354,6 +362,9 @@ def test_trust_ask_goes_through_permission_request(spawn, model, tmp_path):
     # allow_always covers the tool whatever its input: two questions, not three.
     assert [a["tool"] for a in asked] == ["ctx_echo", "ctx_echo"]
     assert asked[0]["sessionId"] == sid and asked[0]["callId"] == refused["callId"]
+    assert asked[0]["mcpServer"] == "ctx" and asked[0]["mcpTool"] == "echo"
+    assert asked[0]["title"] == 'ctx: echo {"text": "no"}'
+
 
 
 def test_trust_ask_without_the_capability_is_refused(spawn, model, tmp_path):

@@ -114,6 +114,8 @@ class ToolStateRunning:
     input: Any
     time: ToolTime
     title: str | None = None
+    # An MCP tool's `{mcpServer, mcpTool}` (as in the completed state).
+    metadata: dict[str, Any] | None = None
     status: Literal["running"] = "running"
 
 
@@ -602,6 +604,9 @@ class PermissionRequestParams:
     tool: str
     input: Any
     title: str
+    # Set for an MCP tool: its server and the server's own name for the tool.
+    mcp_server: str | None = None
+    mcp_tool: str | None = None
 
 
 @attrs.define

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 PLUGIN = HERE.parent
 HELPERS = HERE / "helpers.lua"
 PREFIX = Path(os.environ.get("AGENTD_NVIM_PREFIX", Path.home() / ".cache" / "agentd-nvim"))
+# The repository's MCP test server (tools whoami, hang, crash, add_tool, image, fail, echo).
+CONTEXT_SERVER = Path(__file__).resolve().parents[3] / "tests" / "mcp" / "context_server.py"
 
 
 def _nvim_binaries() -> list[str]:
@@ -196,6 +197,34 @@ def env(model_server, tmp_path):
         "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
         "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
     }
+
+
+def write_mcp_config(env: dict[str, str], tmp_path: Path, servers: dict[str, dict]) -> None:
+    """An agentd config file with `[mcp_servers.<name>]` tables, for the daemon the
+    plugin spawns (through Neovim's environment, like OPENAI_BASE_URL)."""
+    lines = []
+    for name, table in servers.items():
+        lines.append(f"[mcp_servers.{name}]")
+        # JSON strings, lists and booleans read the same in TOML.
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+        lines.append("")
+    path = tmp_path / "agentd-config.toml"
+    path.write_text("\n".join(lines))
+    env["AGENTD_CONFIG"] = str(path)
+
+
+def ctx_server(trust: str = "allow") -> dict:
+    return {"command": sys.executable, "args": [str(CONTEXT_SERVER)], "trust": trust}
+
+
+BROKEN_ERROR = "cannot start 'agentd-no-such-server': command not found"
+
+
+@pytest.fixture
+def mcp_servers(env, tmp_path):
+    """The test MCP server `ctx` (trust allow) and `broken`, which cannot start."""
+    servers = {"ctx": ctx_server(), "broken": {"command": "agentd-no-such-server"}}
+    write_mcp_config(env, tmp_path, servers)
 
 
 @pytest.fixture
@@ -394,7 +423,7 @@ def test_sessions_list_and_reload_after_restart(start):
 
 def test_sessions_picker_pages_through_the_list(start):
     n = start(sessions_page_size=2)
-    for i, word in enumerate(["alpha", "bravo", "charlie"], start=1):
+    for word in ["alpha", "bravo", "charlie"]:
         n.cmd("AgentdNew")
         n.cmd(f"AgentdChat topic {word}")
         n.wait(f"T.done_count() >= 1 and T.has_line('You said: topic {word}') and T.idle_after(1)")
@@ -591,3 +620,96 @@ def test_multiline_input_and_q_closes_the_panel(start):
     n.cmd("AgentdChat")
     n.wait("#vim.api.nvim_list_wins() == 3")
     assert "second line" in n.lines()
+
+
+def test_mcp_command_lists_servers_and_tools(start, mcp_servers):
+    n = start()
+    n.cmd("AgentdMcp")
+    n.wait("require('agentd.mcp').win ~= nil", what="the MCP window")
+    mcp_win = n.lua("return require('agentd.mcp').win")
+    assert n.lua("return vim.api.nvim_get_current_win()") == mcp_win
+    assert n.lua("return vim.api.nvim_win_get_config(0).relative") == "editor"
+    lines = n.lua("return vim.api.nvim_buf_get_lines(0, 0, -1, false)")
+    text = "\n".join(lines)
+    assert re.fullmatch(r"ctx\s+ready\s+stdio\s+allow\s+\(7 tools\)", lines[0]), text
+    # Every tool of ctx, by the name the model calls, with its description.
+    tools = lines[1:8]
+    assert [t.split()[0] for t in tools] == [
+        "ctx_whoami",
+        "ctx_hang",
+        "ctx_crash",
+        "ctx_add_tool",
+        "ctx_image",
+        "ctx_fail",
+        "ctx_echo",
+    ], text
+    assert re.fullmatch(r"  ctx_echo\s+Return the text\.", tools[6]), text
+    assert re.fullmatch(r"broken\s+failed\s+stdio\s+ask\s+\(0 tools\)", lines[8]), text
+    assert lines[9] == "  error: " + BROKEN_ERROR, text
+    assert len(lines) == 10, text
+    # q closes it.
+    n.input("q")
+    n.wait("require('agentd.mcp').win == nil and #vim.api.nvim_list_wins() == 1", what="closed")
+    assert not n.lua(f"return vim.api.nvim_win_is_valid({mcp_win})")
+
+
+def test_failed_mcp_server_is_notified_once(start, mcp_servers):
+    n = start()
+    # A run starts the servers it may use: broken fails, ctx gets ready.
+    n.cmd("AgentdChat hello")
+    n.wait("T.idle_after(1)")
+    failed = f"agentd: MCP server broken failed: {BROKEN_ERROR}"
+    notes = n.lua("return T.notes")
+    warn = n.lua("return vim.log.levels.WARN")
+    assert [x for x in notes if "MCP server" in x["msg"]] == [{"msg": failed, "level": warn}], notes
+    # The same failure again (agentd retries a failed server when next needed): no noise.
+    status = "require('agentd.client').handlers.notification('mcp/status', {server = %s})"
+    n.lua(status % "{name = 'broken', state = 'starting'}")
+    n.lua(status % f"{{name = 'broken', state = 'failed', error = {lua_str(BROKEN_ERROR)}}}")
+    assert sum("MCP server" in x["msg"] for x in n.lua("return T.notes")) == 1
+    # Once it was ready, a new failure is news.
+    n.lua(status % "{name = 'broken', state = 'ready', toolCount = 1}")
+    n.lua(status % "{name = 'broken', state = 'failed', error = 'the server exited'}")
+    notes = [x["msg"] for x in n.lua("return T.notes") if "MCP server" in x["msg"]]
+    assert notes == [failed, "agentd: MCP server broken failed: the server exited"], notes
+
+
+def test_mcp_tool_call_is_shown_like_other_tools(start, mcp_servers):
+    n = start()
+    n.cmd("AgentdChat")
+    n.lua("T.track()")
+    n.cmd('AgentdChat /tool ctx_echo {"text": "hi"}')
+    n.wait("T.idle_after(1)", what="tool turn complete")
+    tool_rows = {}
+    for c in n.lua("return T.changes"):
+        for i, line in enumerate(c["lines"]):
+            if line.startswith("  ⚙ ctx_echo"):
+                tool_rows.setdefault(c["first"] + i, []).append(line)
+    # One line, rewritten in place as the state changed.
+    assert len(tool_rows) == 1, tool_rows
+    states = next(iter(tool_rows.values()))
+    assert '  ⚙ ctx_echo: {"text":"hi"} [running]' in states, states
+    assert states[-1] == '  ⚙ ctx_echo: {"text":"hi"} [done]', states
+    assert n.lua("return T.has_line('Tool ctx_echo returned: hi')"), n.debug()
+    msgs = n.lua("return T.stored_messages()")
+    parts = [p for m in msgs for p in m["parts"] if p["type"] == "tool"]
+    assert parts[0]["state"]["metadata"] == {"mcpServer": "ctx", "mcpTool": "echo"}, parts
+
+
+def test_mcp_tool_with_trust_ask_asks_the_user(start, env, tmp_path):
+    write_mcp_config(env, tmp_path, {"ctx": ctx_server(trust="ask")})
+    n = start()
+    n.lua("T.answers = {'Allow once'}")
+    n.cmd('AgentdChat /tool ctx_echo {"text": "hi"}')
+    n.wait("T.idle_after(1)")
+    sel = n.lua("return T.selects[1]")
+    assert sel["prompt"] == 'agentd wants to run ctx_echo (MCP server ctx): {"text":"hi"}', sel
+    assert sel["items"] == ["Allow once", "Allow always", "Reject", "Reject always"]
+    assert n.lua("return T.has_line('Tool ctx_echo returned: hi')"), n.debug()
+
+    n.lua("T.answers = {'Reject'}")
+    n.cmd("AgentdChat /tool ctx_whoami {}")
+    n.wait("T.idle_after(2)")
+    assert n.lua("return T.selects[2].prompt") == "agentd wants to run ctx_whoami (MCP server ctx)"
+    refused = "T.find_line('^  ⚙ ctx_whoami %[failed: the user refused ctx_whoami%]$')"
+    assert n.lua(f"return {refused} ~= nil"), n.debug()

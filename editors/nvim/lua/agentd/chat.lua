@@ -117,7 +117,10 @@ function M.tool_line(part)
   local status = M.TOOL_STATE[st.status] or tostring(st.status or "pending")
   local tool = tostring(part.tool or "tool")
   local summary = st.title
-  if type(summary) == "string" and summary:sub(1, #tool + 1) == tool .. " " then
+  local meta = type(st.metadata) == "table" and st.metadata or {}
+  if type(meta.mcpServer) == "string" then
+    summary = "" -- an MCP tool: its title is "<server>: <tool> <arguments>"; the name says the first two
+  elseif type(summary) == "string" and summary:sub(1, #tool + 1) == tool .. " " then
     summary = summary:sub(#tool + 2) -- agentd's default titles start with the tool's name
   end
   if type(summary) ~= "string" or summary == "" or summary == tool then

@@ -29,6 +29,10 @@ function M.register()
     require("agentd").delete(o.bang)
   end, { bang = true, desc = "agentd: delete the current session" })
 
+  cmd("AgentdMcp", function()
+    require("agentd").mcp()
+  end, { desc = "agentd: MCP servers and their tools" })
+
   cmd("AgentdStop", function()
     require("agentd").stop()
   end, { desc = "agentd: stop the daemon" })

@@ -6,11 +6,19 @@ local chat = require("agentd.chat")
 local panel = require("agentd.panel")
 local tools = require("agentd.tools")
 local sessions = require("agentd.sessions")
+local mcp = require("agentd.mcp")
 local util = require("agentd.util")
 
 local M = {}
 
 local installed = false
+
+local function on_notification(method, params)
+  if method == "mcp/status" then
+    return mcp.on_status(params)
+  end
+  chat.on_notification(method, params)
+end
 
 local function on_request(method, params)
   if method == "tool/execute" then
@@ -28,7 +36,7 @@ function M._install()
   end
   installed = true
   client.handlers = {
-    notification = chat.on_notification,
+    notification = on_notification,
     request = on_request,
     exit = chat.on_exit,
   }
@@ -179,6 +187,12 @@ end
 function M.delete(force)
   M._install()
   sessions.delete(force)
+end
+
+--- :AgentdMcp: connect the MCP servers and show them with their tools.
+function M.mcp()
+  M._install()
+  mcp.list()
 end
 
 --- Stop the daemon (it starts again on next use).

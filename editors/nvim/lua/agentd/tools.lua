@@ -555,8 +555,18 @@ function M.permission(params)
     local okj, s = pcall(vim.json.encode, params.input or vim.empty_dict())
     title = okj and s or ""
   end
-  if title:sub(1, #tool + 1) == tool .. " " then
+  local what = tool
+  if type(params.mcpServer) == "string" then
+    -- An MCP tool: the prompt names its server and shows the arguments.
+    what = ("%s (MCP server %s)"):format(tool, params.mcpServer)
+    local okj, s = pcall(vim.json.encode, params.input or vim.empty_dict())
+    title = (okj and s ~= "{}" and s ~= "[]") and s or ""
+  elseif title:sub(1, #tool + 1) == tool .. " " then
     title = title:sub(#tool + 2)
+  end
+  local prompt = ("agentd wants to run %s"):format(what)
+  if title ~= "" then
+    prompt = prompt .. ": " .. util.shorten(title, 120)
   end
   local items = { "Allow once", "Allow always", "Reject", "Reject always" }
   local outcome_of = {
@@ -566,7 +576,7 @@ function M.permission(params)
     ["Reject always"] = "reject_always",
   }
   local choice = util.select(items, {
-    prompt = ("agentd wants to run %s: %s"):format(tool, util.shorten(title, 120)),
+    prompt = prompt,
     kind = "agentd_permission",
   })
   return { outcome = outcome_of[choice] or "reject_once" }
