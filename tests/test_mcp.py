@@ -125,7 +125,8 @@ def test_time_server_from_pypi_in_a_streamed_turn(spawn, model, tmp_path):
     running = next(
         n["params"]["part"]["state"]
         for n in run_notes(d, result["runId"])
-        if n["method"] == "part/updated" and n["params"]["part"]["state"]["status"] == "running"
+        if n["method"] == "part/updated"
+        and n["params"]["part"].get("state", {}).get("status") == "running"
     )
     assert running["title"] == 'time: get_current_time {"timezone": "Asia/Tokyo"}'
     assert running["metadata"] == {"mcpServer": "time", "mcpTool": "get_current_time"}
@@ -364,7 +365,6 @@ def test_trust_ask_goes_through_permission_request(spawn, model, tmp_path):
     assert asked[0]["sessionId"] == sid and asked[0]["callId"] == refused["callId"]
     assert asked[0]["mcpServer"] == "ctx" and asked[0]["mcpTool"] == "echo"
     assert asked[0]["title"] == 'ctx: echo {"text": "no"}'
-
 
 
 def test_trust_ask_without_the_capability_is_refused(spawn, model, tmp_path):
