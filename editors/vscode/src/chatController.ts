@@ -2,6 +2,7 @@
 import * as vscode from 'vscode';
 import { AgentdError, isCancelled, type AgentdClient } from './client/agentdClient';
 import type { ChatViewProvider } from './chatViewProvider';
+import { mcpToolPatterns } from './client/mcp';
 import { resolvePath } from './editorTools';
 import { ErrorCodes, type Session } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
@@ -159,7 +160,7 @@ export class ChatController implements vscode.Disposable {
         this.view.post({ type: 'sessionStarted', session });
       }
       const model = this.getModel();
-      const tools = this.getTools();
+      const tools = await this.toolsFor(sessionId);
       const result = await this.client.chat({
         sessionId,
         parts: [{ type: 'text', text }],
@@ -172,6 +173,22 @@ export class ChatController implements vscode.Disposable {
       if (isCancelled(e)) return; // aborted: the notifications already show what happened
       this.view.post({ type: 'error', sessionId, message: describeError(e) });
       this.log.error(`session/chat failed: ${describeError(e)}`);
+    }
+  }
+
+  /**
+   * `agentd.tools` (built-ins only) plus patterns naming every MCP server's tools, so that
+   * choosing built-ins does not leave out the MCP tools the daemon would offer by default.
+   */
+  private async toolsFor(sessionId: string): Promise<string[] | undefined> {
+    const tools = this.getTools();
+    if (!tools) return undefined;
+    try {
+      const { servers } = await this.client.listMcpServers({ sessionId });
+      return [...tools, ...mcpToolPatterns(servers)];
+    } catch (e) {
+      this.log.warn(`mcp/list failed, so no MCP tools are offered: ${describeError(e)}`);
+      return tools;
     }
   }
 

@@ -1,11 +1,13 @@
 // VS Code entry point: settings, the daemon client, the chat view, commands, status bar.
 import * as vscode from 'vscode';
-import { AgentdClient, type StateChange } from './client/agentdClient';
+import { AgentdClient, AgentdError, isCancelled, type StateChange } from './client/agentdClient';
 import { daemonEnvironment, needsRestart, normalizeSettings, type DaemonSettings } from './client/daemonEnv';
 import { ChatController, describeError } from './chatController';
 import { ChatViewProvider } from './chatViewProvider';
 import { createEditorTools, displayPath } from './editorTools';
+import { describeMcpStatus, McpStatusTracker, mcpServerItems, mcpToolItems, type McpServerItem, type McpToolItem } from './client/mcp';
 import { askPermission } from './permission';
+import { ErrorCodes, type McpServerInfo, type McpStatusServer } from './protocol';
 import { formatRelativeTime } from './webview/format';
 
 function readSettings(): DaemonSettings {
@@ -58,12 +60,34 @@ export function activate(context: vscode.ExtensionContext): void {
   let clientSubscriptions: vscode.Disposable[] = [];
   const wire = () => {
     controller = new ChatController(client, view, context.workspaceState, () => settings.model, log, readTools);
+    const mcp = new McpStatusTracker();
     clientSubscriptions = [
       controller,
       { dispose: () => client.dispose() },
       { dispose: client.onLog((line) => log.info(line)).dispose },
       { dispose: client.onDidChangeState((s) => onState(s)).dispose },
+      {
+        dispose: client.onDidChangeState((s) => {
+          if (s.state === 'starting') mcp.reset(); // a new daemon starts its MCP servers afresh
+        }).dispose,
+      },
+      {
+        dispose: client.onNotification((n) => {
+          if (n.method === 'mcp/status') onMcpStatus(mcp, n.params.server);
+        }).dispose,
+      },
     ];
+  };
+
+  const onMcpStatus = (mcp: McpStatusTracker, server: McpStatusServer) => {
+    if (server.state === 'failed') log.warn(describeMcpStatus(server));
+    else log.info(describeMcpStatus(server));
+    const warning = mcp.update(server);
+    if (warning) {
+      void vscode.window.showWarningMessage(warning, 'Show MCP Servers').then((c) => {
+        if (c === 'Show MCP Servers') void vscode.commands.executeCommand('agentd.mcpServers');
+      });
+    }
   };
 
   const onState = (s: StateChange) => {
@@ -175,7 +199,70 @@ export function activate(context: vscode.ExtensionContext): void {
     }),
 
     vscode.commands.registerCommand('agentd.showLog', () => log.show()),
+
+    vscode.commands.registerCommand('agentd.mcpServers', async () => {
+      await showMcpServers();
+    }),
   );
+
+  /** `mcp/list` with `connect: true` (the current chat's own servers too), then a quick pick. */
+  async function showMcpServers(): Promise<void> {
+    const sessionId = controller.sessionId;
+    let servers: McpServerInfo[];
+    let cancelled = false;
+    try {
+      servers = await vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: 'agentd: connecting MCP servers…', cancellable: true },
+        async (_progress, token) => {
+          token.onCancellationRequested(() => (cancelled = true));
+          try {
+            return (await client.listMcpServers({ ...(sessionId ? { sessionId } : {}), connect: true }, token)).servers;
+          } catch (e) {
+            // The current chat was deleted elsewhere: the configured servers are still worth showing.
+            if (!(sessionId && e instanceof AgentdError && e.code === ErrorCodes.SessionNotFound)) throw e;
+            return (await client.listMcpServers({ connect: true }, token)).servers;
+          }
+        },
+      );
+    } catch (e) {
+      if (cancelled || isCancelled(e)) return;
+      log.error(`mcp/list failed: ${describeError(e)}`);
+      void vscode.window.showErrorMessage(`agentd: could not list MCP servers: ${describeError(e)}`);
+      return;
+    }
+    if (servers.length === 0) {
+      void vscode.window.showInformationMessage(
+        "agentd: no MCP servers are configured. Add [mcp_servers.<name>] tables to agentd's config file (the file AGENTD_CONFIG names, else agentd/config.toml in the user config directory).",
+      );
+      return;
+    }
+    const qp = vscode.window.createQuickPick<McpServerItem>();
+    qp.title = 'agentd: MCP servers';
+    qp.placeholder = 'Select a server to see its tools';
+    qp.matchOnDescription = true;
+    qp.items = mcpServerItems(servers);
+    qp.onDidAccept(() => {
+      const item = qp.selectedItems[0];
+      if (!item) return;
+      qp.hide();
+      showMcpTools(item.server);
+    });
+    qp.onDidHide(() => qp.dispose());
+    qp.show();
+  }
+
+  function showMcpTools(server: McpServerInfo): void {
+    const qp = vscode.window.createQuickPick<McpToolItem | (vscode.QuickPickItem & { tool?: undefined })>();
+    const items = mcpToolItems(server);
+    qp.title = `agentd: MCP server ${server.name} (${server.state})`;
+    qp.placeholder = items.length ? 'The names the model calls' : 'No tools';
+    qp.matchOnDescription = true;
+    qp.matchOnDetail = true;
+    qp.items = items.length ? items : [{ label: 'No tools', detail: server.error ?? (server.state === 'stopped' ? 'not started' : undefined) }];
+    qp.onDidAccept(() => qp.hide());
+    qp.onDidHide(() => qp.dispose());
+    qp.show();
+  }
 
   async function pickSession(): Promise<void> {
     type Item = vscode.QuickPickItem & { sessionId?: string; title?: string; more?: boolean };

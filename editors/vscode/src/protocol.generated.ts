@@ -199,6 +199,8 @@ export interface PermissionRequestParams {
   tool: string;
   input: unknown;
   title: string;
+  mcpServer?: string;
+  mcpTool?: string;
 }
 
 export interface PermissionRequestResult {
@@ -461,6 +463,9 @@ export interface ToolStateRunning {
   input: unknown;
   time: ToolTime;
   title?: string;
+  metadata?: {
+    [key: string]: unknown;
+  };
   status: "running";
 }
 

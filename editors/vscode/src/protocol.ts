@@ -39,6 +39,10 @@ export type PermissionRequestParams = ParamsOf<'permission/request'>;
 export type PermissionOutcome = ResultOf<'permission/request'>['outcome'];
 export type MessageInfo = ParamsOf<'message/updated'>['message'];
 export type ErrorInfo = ParamsOf<'session/error'>['error'];
+export type McpListParams = ParamsOf<'mcp/list'>;
+export type McpServerInfo = ResultOf<'mcp/list'>['servers'][number];
+export type McpToolInfo = McpServerInfo['tools'][number];
+export type McpStatusServer = ParamsOf<'mcp/status'>['server'];
 
 /** A notification from the daemon, as the client forwards it (method plus typed params). */
 export type AgentdNotification = {

@@ -249,6 +249,11 @@ export class AgentdClient implements Disposable {
     return this.request('models/list', {} as ParamsOf<'models/list'>);
   }
 
+  /** `mcp/list`; with `connect: true` the daemon starts its servers first (may take seconds). */
+  listMcpServers(params: ParamsOf<'mcp/list'> = {}, token?: CancellationToken) {
+    return this.request('mcp/list', params, token);
+  }
+
   /** Graceful stop: `shutdown`, `exit`, and a kill if the process is still there after the timeout. */
   async stop(): Promise<void> {
     if (this.restartTimer) {

@@ -2,6 +2,7 @@
 export * from './agentdClient';
 export * from './daemonEnv';
 export * from './editLogic';
+export * from './mcp';
 export * from './emitter';
 export * from './restartPolicy';
 export { ChatState } from '../shared/chatState';

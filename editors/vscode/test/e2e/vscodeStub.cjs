@@ -148,6 +148,8 @@ const stub = {
   workspaceFolder: undefined,
   contexts: {},
   quickPicks: [],
+  /** Every withProgress: { options, done } (done once the task settled). */
+  progress: [],
 };
 
 function answerFor(text) {
@@ -230,6 +232,16 @@ const window = {
     close: async () => true,
   },
   showTextDocument: async (doc) => ({ document: doc }),
+  withProgress: async (options, task) => {
+    const entry = { options, done: false };
+    stub.progress.push(entry);
+    const token = { isCancellationRequested: false, onCancellationRequested: () => ({ dispose() {} }) };
+    try {
+      return await task({ report() {} }, token);
+    } finally {
+      entry.done = true;
+    }
+  },
 };
 
 const workspace = {
@@ -326,6 +338,7 @@ module.exports = {
   TabInputText,
   TabInputTextDiff,
   StatusBarAlignment: { Left: 1, Right: 2 },
+  ProgressLocation: { SourceControl: 1, Window: 10, Notification: 15 },
   ViewColumn: { One: 1, Active: -1, Beside: -2 },
   window,
   workspace,

@@ -131,3 +131,76 @@ describe('ChatState (notification reducer)', () => {
     assert.deepEqual(ids, [...ids].sort());
   });
 });
+
+describe('MCP servers', () => {
+  test('mcp/status: a warning per transition into failed, none for a repeat of the same failure', () => {
+    const tracker = new lib.McpStatusTracker();
+    const failed = { name: 'broken', state: 'failed', error: "cannot start 'x': command not found" };
+    assert.equal(tracker.update({ name: 'broken', state: 'starting' }), undefined);
+    assert.equal(tracker.update(failed), "agentd: MCP server broken failed: cannot start 'x': command not found");
+    assert.equal(tracker.update({ ...failed }), undefined, 'an identical failed notification: no second warning');
+    assert.equal(tracker.update({ name: 'broken', state: 'starting' }), undefined);
+    assert.equal(tracker.update({ ...failed }), "agentd: MCP server broken failed: cannot start 'x': command not found", 'failed again after starting');
+    assert.equal(tracker.update({ ...failed, error: 'another reason' }), 'agentd: MCP server broken failed: another reason', 'a different failure');
+    // A session's own server is tracked apart from the configured one of its name.
+    assert.match(tracker.update({ ...failed, sessionId: 'ses_1' }), /broken failed/);
+    // Ready then failed (a crash) warns; no error text still makes a sentence.
+    tracker.update({ name: 'ctx', state: 'ready', toolCount: 2 });
+    assert.equal(tracker.update({ name: 'ctx', state: 'failed' }), 'agentd: MCP server ctx failed');
+    // A new daemon: everything is forgotten.
+    tracker.reset();
+    assert.match(tracker.update(failed), /broken failed/);
+  });
+
+  test('mcp/status log lines', () => {
+    assert.equal(lib.describeMcpStatus({ name: 'ctx', state: 'ready', toolCount: 6 }), 'MCP server ctx: ready (6 tools)');
+    assert.equal(lib.describeMcpStatus({ name: 'ctx', state: 'ready', toolCount: 1, sessionId: 'ses_1' }), 'MCP server ctx (session ses_1): ready (1 tool)');
+    assert.equal(lib.describeMcpStatus({ name: 'b', state: 'failed', error: 'boom' }), 'MCP server b: failed: boom');
+    assert.equal(lib.describeMcpStatus({ name: 'b', state: 'starting' }), 'MCP server b: starting');
+  });
+
+  test('session/chat tools: a pattern per MCP server next to the chosen built-ins', () => {
+    const server = (name, tools = []) => ({ name, state: 'stopped', transport: 'stdio', trust: 'ask', tools });
+    assert.deepEqual(lib.mcpToolPatterns([]), []);
+    assert.deepEqual(lib.mcpToolPatterns([server('time'), server('my.server'), server('ctx'), server('ctx')]), ['time_*', 'my_server_*', 'ctx_*']);
+    // `write_*` would also name the built-in write_file: the server's tools are named exactly.
+    const write = server('write', [
+      { name: 'note', qualifiedName: 'write_note', allowed: true },
+      { name: 'secret', qualifiedName: 'write_secret', allowed: false },
+    ]);
+    assert.deepEqual(lib.mcpToolPatterns([write, server('bash')]), ['write_note', 'bash_*']);
+    // Names past 64 characters are cut to 55 by agentd: the pattern keeps to what stays.
+    const long = 'x'.repeat(70);
+    assert.deepEqual(lib.mcpToolPatterns([server(long)]), ['x'.repeat(55) + '*']);
+  });
+
+  test('quick pick items: servers, then one server’s tools', () => {
+    const tool = (name, allowed = true, description) => ({ name, qualifiedName: `ctx_${name}`, allowed, ...(description ? { description } : {}) });
+    const servers = [
+      { name: 'ctx', state: 'ready', transport: 'stdio', trust: 'allow', tools: [tool('echo', true, 'Echo\n  the text.'), tool('hang', false), tool('fail')] },
+      { name: 'broken', state: 'failed', transport: 'stdio', trust: 'ask', error: 'command not found', tools: [] },
+      { name: 'off', state: 'stopped', transport: 'http', trust: 'ask', tools: [] },
+      { name: 'mine', state: 'ready', transport: 'stdio', trust: 'ask', sessionId: 'ses_1', tools: [tool('one')] },
+    ];
+    const items = lib.mcpServerItems(servers);
+    assert.deepEqual(
+      items.map(({ label, description, detail }) => ({ label, description, detail })),
+      [
+        { label: 'ctx', description: 'ready · stdio · allow', detail: '2 of 3 tools allowed: ctx_echo, ctx_fail' },
+        { label: 'broken', description: 'failed · stdio · ask', detail: 'command not found' },
+        { label: 'off', description: 'stopped · http · ask', detail: 'not started' },
+        { label: 'mine', description: 'ready · stdio · ask · this chat only', detail: '1 tool: ctx_one' },
+      ],
+    );
+    assert.equal(items[0].server, servers[0]);
+    const tools = lib.mcpToolItems(servers[0]);
+    assert.deepEqual(
+      tools.map(({ label, description, detail }) => ({ label, description, detail })),
+      [
+        { label: 'ctx_echo', description: 'allowed', detail: 'Echo the text.' },
+        { label: 'ctx_hang', description: 'not allowed (not in the server’s tools list)', detail: undefined },
+        { label: 'ctx_fail', description: 'allowed', detail: undefined },
+      ],
+    );
+  });
+});
