@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { AGENTD, root, startScriptedModel, tempDirs, waitFor } from '../client/helpers.mjs';
 import { launch } from '../webview/harness.mjs';
 import { themes } from '../webview/themes.mjs';
+import { deactivateExtension } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const vscode = require('./vscodeStub.cjs');
@@ -132,14 +133,7 @@ before(async () => {
 });
 
 after(async () => {
-  await ext?.deactivate();
-  for (const d of context?.subscriptions ?? []) {
-    try {
-      d.dispose();
-    } catch {
-      /* ignore */
-    }
-  }
+  await deactivateExtension(ext, context);
   await browser?.close();
   await new Promise((r) => server?.close(r));
   await model?.close();

@@ -10,6 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { AGENTD, PYTHON, root, startScriptedModel, tempDirs, waitFor } from '../client/helpers.mjs';
+import { deactivateExtension } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const vscode = require('./vscodeStub.cjs');
@@ -100,14 +101,7 @@ before(async () => {
 });
 
 after(async () => {
-  await ext?.deactivate();
-  for (const d of context?.subscriptions ?? []) {
-    try {
-      d.dispose();
-    } catch {
-      /* ignore */
-    }
-  }
+  await deactivateExtension(ext, context);
   await model?.close();
   dirs?.cleanup();
   Module._load = originalLoad;
