@@ -46,6 +46,7 @@ def soak_turns(count: int) -> dict:
         srv.enqueue({"text": "answer " * 40, "repeat": count + 100})
         sid = ""
         start: dict = {}
+        samples: dict[int, float] = {}
         t0 = time.monotonic()
         for i in range(count):
             if i % 100 == 0:
@@ -55,6 +56,10 @@ def soak_turns(count: int) -> dict:
             d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]})
             if i == 99:
                 start = proc_stats(d.proc.pid)
+            if i % 1000 == 999:
+                # The curve tells growth that levels off (caches filling: 16 open sessions
+                # of 100 turns each) from a leak (growth that goes on).
+                samples[i + 1] = proc_stats(d.proc.pid)["rssMiB"]
         end = proc_stats(d.proc.pid)
         elapsed = time.monotonic() - t0
         d.stop()
@@ -64,6 +69,7 @@ def soak_turns(count: int) -> dict:
         "seconds": round(elapsed, 1),
         "after100": start,
         "end": end,
+        "rssMiBByTurn": samples,
         "rssGrowthPct": round(100 * (end["rssMiB"] - start["rssMiB"]) / start["rssMiB"], 1),
     }
 
