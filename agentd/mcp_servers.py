@@ -341,6 +341,7 @@ class McpConnection:
             session_id=self.spec.session_id,
             transport=self.transport,  # type: ignore[arg-type]
             trust=self.spec.trust,  # type: ignore[arg-type]
+            enabled=self.spec.enabled,
             tools=[
                 t.McpToolInfo(
                     name=tool.name,

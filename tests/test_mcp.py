@@ -395,7 +395,8 @@ def test_allow_list_disabled_servers_and_tool_patterns(spawn, model, tmp_path):
     chat(d, sid, "hi", tools=["grep"])
     assert offered(model) == ["grep"]
     servers = {s["name"]: s for s in d.call("mcp/list", {})["servers"]}
-    assert servers["off"]["state"] == "stopped"
+    assert servers["off"]["state"] == "stopped" and servers["off"]["enabled"] is False
+    assert servers["ctx"]["enabled"] is True
     allowed = {t["name"]: t["allowed"] for t in servers["ctx"]["tools"]}
     assert allowed["echo"] is True and allowed["crash"] is False
 

@@ -497,6 +497,8 @@ class McpServerInfo:
     tools: list[McpToolInfo]
     transport: Literal["stdio", "http"]
     trust: Literal["ask", "allow"]
+    # False: `enabled = false` in its definition; it is listed, never started.
+    enabled: bool = True
     error: str | None = None
     # Set for a server given to session/create (that session only).
     session_id: str | None = None

@@ -104,6 +104,7 @@ export interface McpServerInfo {
   tools: McpToolInfo[];
   transport: "stdio" | "http";
   trust: "ask" | "allow";
+  enabled?: boolean;
   error?: string;
   sessionId?: string;
 }

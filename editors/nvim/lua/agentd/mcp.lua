@@ -94,6 +94,9 @@ function M.format(servers)
     if s.sessionId ~= nil and s.sessionId ~= vim.NIL then
       line = line .. "  (this session)"
     end
+    if s.enabled == false then
+      line = line .. "  (disabled)"
+    end
     lines[#lines + 1] = line
     hls[#hls + 1] = { #lines - 1, 0, #tostring(s.name), "Title" }
     hls[#hls + 1] = { #lines - 1, #name + 2, #name + 2 + #tostring(s.state), STATE_HL[s.state] or "Normal" }

@@ -68,6 +68,7 @@ function serverDetail(s: McpServerInfo): string {
   if (s.state === 'failed') return s.error || 'failed';
   const allowed = s.tools.filter((t) => t.allowed !== false);
   if (s.tools.length === 0) {
+    if (s.enabled === false) return 'disabled in the configuration';
     if (s.state === 'stopped') return 'not started';
     if (s.state === 'starting') return 'starting…';
     return 'no tools';

@@ -181,6 +181,7 @@ describe('MCP servers', () => {
       { name: 'broken', state: 'failed', transport: 'stdio', trust: 'ask', error: 'command not found', tools: [] },
       { name: 'off', state: 'stopped', transport: 'http', trust: 'ask', tools: [] },
       { name: 'mine', state: 'ready', transport: 'stdio', trust: 'ask', sessionId: 'ses_1', tools: [tool('one')] },
+      { name: 'idle', state: 'stopped', transport: 'stdio', trust: 'ask', enabled: false, tools: [] },
     ];
     const items = lib.mcpServerItems(servers);
     assert.deepEqual(
@@ -190,6 +191,7 @@ describe('MCP servers', () => {
         { label: 'broken', description: 'failed · stdio · ask', detail: 'command not found' },
         { label: 'off', description: 'stopped · http · ask', detail: 'not started' },
         { label: 'mine', description: 'ready · stdio · ask · this chat only', detail: '1 tool: ctx_one' },
+        { label: 'idle', description: 'stopped · stdio · ask', detail: 'disabled in the configuration' },
       ],
     );
     assert.equal(items[0].server, servers[0]);
