@@ -132,6 +132,10 @@ class McpConnection:
         self._stopping.set()
         task = self._task
         if task is not None and not task.done():
+            if self.state == "starting":
+                # Nothing to wind down politely; the SDK's teardown of the process is
+                # shielded from the cancellation and bounded.
+                task.cancel()
             await asyncio.wait({task}, timeout=SHUTDOWN_GRACE_S)
             if not task.done():
                 task.cancel()
@@ -229,9 +233,14 @@ class McpConnection:
                     client_info=Implementation(name="agentd", version=__version__),
                 )
             )
-            async with asyncio.timeout(spec.startup_timeout_s):
-                await session.initialize()
-                await self._list_tools(session)
+            try:
+                async with asyncio.timeout(spec.startup_timeout_s):
+                    await session.initialize()
+                    await self._list_tools(session)
+            except TimeoutError:
+                # Reported now: stopping a server that ignores its stdin takes seconds more.
+                self._set_state("failed", self._describe(TimeoutError()))
+                raise
             self.session = session
             self._ready_at = time.monotonic()
             self._was_ready = True
@@ -320,6 +329,8 @@ class McpConnection:
     # --- reporting ---------------------------------------------------------------------
 
     def _set_state(self, state: str, error: str | None = None) -> None:
+        if (state, error) == (self.state, self.error) and state == "failed":
+            return  # already reported
         self.state = state
         self.error = error
         if state in ("failed", "stopped"):

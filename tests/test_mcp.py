@@ -663,3 +663,31 @@ def test_servers_end_when_the_daemon_is_killed(spawn, model, tmp_path):
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(pid)
+
+
+def test_a_server_that_never_answers_initialize(spawn, model, tmp_path):
+    """Startup is bounded by startup_timeout; an abort while a run waits for a server
+    ends the run at once."""
+    env = write_config(
+        tmp_path,
+        {
+            "mute": {"command": "sleep", "args": ["120"], "startup_timeout": 1},
+            "slow": {"command": "sleep", "args": ["120"], "startup_timeout": 60},
+        },
+    )
+    d = spawn(model.base_url, **env)
+    sid = new_session(d)
+    chat_id = d.request_async(
+        "session/chat",
+        {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}], "tools": ["slow_*"]},
+    )
+    d.wait_for(lambda: statuses(d, "slow") == ["starting"])
+    assert d.call("session/abort", {"sessionId": sid})["aborted"] is True
+    message = d.result(chat_id, timeout=10)["message"]
+    assert message["finishReason"] == "aborted" and model.requests() == []
+    message = chat(d, sid, "hello", tools=["read_file", "mute_*"])["message"]
+    assert message["finishReason"] == "stop"
+    assert offered(model) == ["read_file"]
+    servers = {s["name"]: s for s in d.call("mcp/list", {})["servers"]}
+    assert servers["mute"]["state"] == "failed"
+    assert servers["mute"]["error"] == "no answer to initialize within 1 s"
