@@ -676,7 +676,7 @@ def test_a_server_that_never_answers_initialize(spawn, model, tmp_path):
         },
     )
     d = spawn(model.base_url, **env)
-    sid = new_session(d)
+    sid = new_session(d, title="no title request")
     chat_id = d.request_async(
         "session/chat",
         {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}], "tools": ["slow_*"]},
