@@ -12,17 +12,15 @@ import logging
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from agentd import ids
 from agentd.config import Config
+from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
 from agentd.tools import BUILTIN_TOOLS, DEFAULT_TOOLS, ToolEnv, run_builtin_tool, truncate_output
-
-if TYPE_CHECKING:
-    from agentd.mcp_servers import McpServers, McpTool
 
 logger = logging.getLogger(__name__)
 
@@ -252,8 +250,6 @@ class ToolRunner:
     async def _mcp_tool(
         self, tool: McpTool, part: t.ToolPart, tool_input: Any
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
-        from agentd.mcp_servers import McpCallError, call_meta, result_text
-
         try:
             result = await tool.connection.call(
                 tool.name, tool_input, call_meta(self.scope_key, self.session_id, self.run_id)
