@@ -291,8 +291,15 @@ class McpConnection:
 
     # --- calls -------------------------------------------------------------------------
 
-    async def call(self, tool: str, arguments: dict[str, Any], meta: dict[str, Any]) -> Any:
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        meta: dict[str, Any],
+        on_progress: Callable[[float, float | None, str | None], None] | None = None,
+    ) -> Any:
         """Call a tool; returns the SDK's CallToolResult. Raises McpCallError.
+        `on_progress` receives the server's progress notifications for the call.
         Cancellation (an abort) propagates: the SDK sends `notifications/cancelled`
         and does not wait for the server to honour it."""
         from mcp.shared.exceptions import MCPError
@@ -304,9 +311,18 @@ class McpConnection:
             raise McpCallError(
                 f"MCP server {self.spec.name!r} is not available ({self.error or self.state})"
             )
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            if on_progress is not None:
+                on_progress(done, total, message)
+
         try:
             return await session.call_tool(
-                tool, arguments, read_timeout_seconds=self.spec.timeout_s, meta=meta
+                tool,
+                arguments,
+                read_timeout_seconds=self.spec.timeout_s,
+                meta=meta,
+                progress_callback=progress if on_progress is not None else None,
             )
         except MCPError as exc:
             from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT

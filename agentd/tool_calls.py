@@ -25,6 +25,7 @@ from agentd.tools import BUILTIN_TOOLS, DEFAULT_TOOLS, ToolEnv, run_builtin_tool
 logger = logging.getLogger(__name__)
 
 CLIENT_TOOL_TIMEOUT_S = 600.0
+PROGRESS_INTERVAL_S = 0.1
 
 
 @attrs.define
@@ -136,7 +137,9 @@ class ToolRunner:
             out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
             output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
         elif mcp_tool is not None:
-            output, title, metadata, is_error = await self._mcp_tool(mcp_tool, part, tool_input)
+            output, title, metadata, is_error = await self._mcp_tool(
+                turn, mcp_tool, part, tool_input
+            )
         else:
             output, title, metadata, is_error = await self._client_tool(turn, part, tool_input)
         end = ids.now_ms()
@@ -248,18 +251,65 @@ class ToolRunner:
         return output, title, metadata, result.get("isError") is True
 
     async def _mcp_tool(
-        self, tool: McpTool, part: t.ToolPart, tool_input: Any
+        self, turn: Any, tool: McpTool, part: t.ToolPart, tool_input: Any
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
+        progress = _ProgressUpdates(turn, part)
         try:
             result = await tool.connection.call(
-                tool.name, tool_input, call_meta(self.scope_key, self.session_id, self.run_id)
+                tool.name,
+                tool_input,
+                call_meta(self.scope_key, self.session_id, self.run_id),
+                on_progress=progress.report,
             )
         except McpCallError as exc:
             return str(exc), None, _mcp_metadata(tool), True
+        finally:
+            progress.close()
         text, is_error = result_text(result)
         output = await asyncio.to_thread(truncate_output, text, self.env, call_id=part.call_id)
         # No title of its own: the completed part keeps the running one.
         return output, None, _mcp_metadata(tool), is_error
+
+
+class _ProgressUpdates:
+    """An MCP server's progress for a running call, shown in the tool part's
+    `metadata.progress` (`{progress, total?, message?}`). Sent to the editor at most
+    every PROGRESS_INTERVAL_S (the latest wins) and never written to disk: the
+    completed part replaces it."""
+
+    def __init__(self, turn: Any, part: t.ToolPart) -> None:
+        self.turn = turn
+        self.part = part
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def report(self, done: float, total: float | None, message: str | None) -> None:
+        state = self.part.state
+        if not isinstance(state, t.ToolStateRunning):
+            return
+        progress: dict[str, Any] = {"progress": done}
+        if total is not None:
+            progress["total"] = total
+        if message:
+            progress["message"] = message
+        state.metadata = {**(state.metadata or {}), "progress": progress}
+        loop = asyncio.get_running_loop()
+        wait = self._last + PROGRESS_INTERVAL_S - loop.time()
+        if wait <= 0:
+            self._send()
+        elif self._timer is None:
+            self._timer = loop.call_later(wait, self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        self._last = asyncio.get_running_loop().time()
+        if isinstance(self.part.state, t.ToolStateRunning):
+            self.turn.stream.part(self.turn.message.id, self.part, persist=False)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _mcp_metadata(tool: McpTool) -> dict[str, str]:

@@ -691,3 +691,33 @@ def test_a_server_that_never_answers_initialize(spawn, model, tmp_path):
     servers = {s["name"]: s for s in d.call("mcp/list", {})["servers"]}
     assert servers["mute"]["state"] == "failed"
     assert servers["mute"]["error"] == "no answer to initialize within 1 s"
+
+
+def test_a_long_call_reports_its_progress(spawn, model, tmp_path):
+    """server-everything's long-running operation sends progress notifications: they
+    reach the editor in the running tool part, throttled, and are not written to disk."""
+    env = write_config(
+        tmp_path, {"everything": {"command": "node", "args": [str(EVERYTHING)], "trust": "allow"}}
+    )
+    d = spawn(model.base_url, **env)
+    sid = new_session(d, title="t")
+    call = {
+        "name": "everything_trigger-long-running-operation",
+        "arguments": {"duration": 1, "steps": 5},
+    }
+    model.enqueue({"toolCalls": [call]}, {"text": "done"})
+    result = chat(d, sid, "go")
+    [part] = tool_parts(result["message"])
+    assert part["state"]["status"] == "completed", part["state"]
+    progress = [
+        n["params"]["part"]["state"]["metadata"]["progress"]
+        for n in run_notes(d, result["runId"])
+        if n["method"] == "part/updated"
+        and n["params"]["part"]["id"] == part["id"]
+        and "progress" in (n["params"]["part"]["state"].get("metadata") or {})
+    ]
+    assert progress and progress[-1]["total"] == 5
+    assert [p["progress"] for p in progress] == sorted(p["progress"] for p in progress)
+    assert "progress" not in part["state"]["metadata"]
+    log = next((tmp_path / "data" / "sessions").rglob("*.jsonl")).read_text()
+    assert '"progress"' not in log
