@@ -3,7 +3,7 @@
 `whoami` proves the tool context reaches an MCP server: it reads the `_meta` agentd
 sends with the call and the tool-context file named by its `sessionScopeKey` in
 `$AGENTD_TOOL_CONTEXT_DIR`, and returns both. The other tools misbehave on request:
-hang (optionally ignoring cancellation), crash mid-call, change the tool list, return
+hang (optionally ignoring cancellation), report progress, crash mid-call, change the tool list, return
 an image, fail.
 
     python tests/mcp/context_server.py        (stdio)
@@ -56,6 +56,15 @@ async def hang(seconds: float = 3600, ignore_cancel: bool = False) -> str:
     else:
         await anyio.sleep(seconds)
     return "woke up"
+
+
+@server.tool()
+async def progress(ctx: Context, steps: int = 3, delay: float = 0.3) -> str:
+    """Report progress `steps` times, `delay` seconds apart."""
+    for i in range(1, steps + 1):
+        await anyio.sleep(delay)
+        await ctx.report_progress(i, steps, f"step {i}")
+    return f"{steps} steps done"
 
 
 @server.tool()

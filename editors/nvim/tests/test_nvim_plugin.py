@@ -631,22 +631,23 @@ def test_mcp_command_lists_servers_and_tools(start, mcp_servers):
     assert n.lua("return vim.api.nvim_win_get_config(0).relative") == "editor"
     lines = n.lua("return vim.api.nvim_buf_get_lines(0, 0, -1, false)")
     text = "\n".join(lines)
-    assert re.fullmatch(r"ctx\s+ready\s+stdio\s+allow\s+\(7 tools\)", lines[0]), text
+    assert re.fullmatch(r"ctx\s+ready\s+stdio\s+allow\s+\(8 tools\)", lines[0]), text
     # Every tool of ctx, by the name the model calls, with its description.
-    tools = lines[1:8]
+    tools = lines[1:9]
     assert [t.split()[0] for t in tools] == [
         "ctx_whoami",
         "ctx_hang",
+        "ctx_progress",
         "ctx_crash",
         "ctx_add_tool",
         "ctx_image",
         "ctx_fail",
         "ctx_echo",
     ], text
-    assert re.fullmatch(r"  ctx_echo\s+Return the text\.", tools[6]), text
-    assert re.fullmatch(r"broken\s+failed\s+stdio\s+ask\s+\(0 tools\)", lines[8]), text
-    assert lines[9] == "  error: " + BROKEN_ERROR, text
-    assert len(lines) == 10, text
+    assert re.fullmatch(r"  ctx_echo\s+Return the text\.", tools[7]), text
+    assert re.fullmatch(r"broken\s+failed\s+stdio\s+ask\s+\(0 tools\)", lines[9]), text
+    assert lines[10] == "  error: " + BROKEN_ERROR, text
+    assert len(lines) == 11, text
     # q closes it.
     n.input("q")
     n.wait("require('agentd.mcp').win == nil and #vim.api.nvim_list_wins() == 1", what="closed")
@@ -694,6 +695,22 @@ def test_mcp_tool_call_is_shown_like_other_tools(start, mcp_servers):
     msgs = n.lua("return T.stored_messages()")
     parts = [p for m in msgs for p in m["parts"] if p["type"] == "tool"]
     assert parts[0]["state"]["metadata"] == {"mcpServer": "ctx", "mcpTool": "echo"}, parts
+
+
+def test_mcp_progress_shows_in_the_tool_line(start, mcp_servers):
+    n = start()
+    n.cmd("AgentdChat")
+    n.lua("T.track()")
+    n.cmd('AgentdChat /tool ctx_progress {"steps": 3}')
+    n.wait("T.idle_after(1)", what="tool turn complete")
+    states = [
+        line
+        for c in n.lua("return T.changes")
+        for line in c["lines"]
+        if line.startswith("  ⚙ ctx_progress")
+    ]
+    assert '  ⚙ ctx_progress: {"steps":3} [running 3/3]' in states, states
+    assert states[-1] == '  ⚙ ctx_progress: {"steps":3} [done]', states
 
 
 def test_mcp_tool_with_trust_ask_asks_the_user(start, env, tmp_path):

@@ -139,6 +139,12 @@ function M.tool_line(part)
   if st.status == "error" then
     return line .. " [failed: " .. util.shorten(tostring(st.error or "error"), math.max(20, width - 10)) .. "]"
   end
+  local p = st.status == "running" and type(meta.progress) == "table" and meta.progress or nil
+  if p and type(p.progress) == "number" then
+    -- An MCP server's progress for the call: "3/5", or the count alone.
+    local done = ("%g"):format(p.progress)
+    status = status .. " " .. (type(p.total) == "number" and (done .. "/" .. ("%g"):format(p.total)) or done)
+  end
   return line .. " [" .. status .. "]"
 end
 

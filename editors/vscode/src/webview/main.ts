@@ -371,6 +371,13 @@ function updatePartElement(el: HTMLElement, part: Part): void {
   }
 }
 
+/** An MCP server's progress for a running call (`metadata.progress`): " 3/5", " 3", or "". */
+function progressText(metadata: unknown): string {
+  const progress = (metadata as { progress?: { progress?: unknown; total?: unknown } } | null | undefined)?.progress;
+  if (!progress || typeof progress.progress !== 'number') return '';
+  return typeof progress.total === 'number' ? ` ${progress.progress}/${progress.total}` : ` ${progress.progress}`;
+}
+
 const STATUS_LABEL: Record<string, string> = { pending: 'Pending', running: 'Running', completed: 'Completed', error: 'Error' };
 const STATUS_ICON: Record<string, string> = { pending: ICON.clock, running: ICON.spinner, completed: ICON.check, error: ICON.error };
 
@@ -385,7 +392,7 @@ function updateToolCard(el: HTMLDetailsElement, part: ToolPart): void {
   const title = given || summarizeInput(state.input);
   (el.querySelector('.tool-title') as HTMLElement).textContent = title;
   const badge = el.querySelector('.tool-badge') as HTMLElement;
-  badge.textContent = STATUS_LABEL[status] ?? status;
+  badge.textContent = (STATUS_LABEL[status] ?? status) + (status === 'running' ? progressText(state.metadata) : '');
   badge.className = `tool-badge badge-${status}`;
 
   const body = el.querySelector('.tool-body') as HTMLElement;

@@ -128,6 +128,31 @@ describe('chat view', () => {
     await view.context.close();
   });
 
+  test("a running MCP call shows the server's progress in its badge", async () => {
+    const view = await freshView();
+    const { page } = view;
+    const events = turn('tool').events;
+    const firstTool = events.findIndex((e) => e.method === 'part/updated' && e.params.part.type === 'tool');
+    for (const e of events.slice(0, firstTool)) await view.deliver({ type: 'notification', notification: e });
+    const base = events[firstTool];
+    const running = (progress) => ({
+      ...base,
+      params: {
+        ...base.params,
+        part: {
+          ...base.params.part,
+          state: { status: 'running', input: {}, time: { start: 1 }, metadata: { mcpServer: 'ctx', mcpTool: 'progress', progress } },
+        },
+      },
+    });
+    const badge = page.locator(`.tool-card[data-part-id="${base.params.part.id}"] .tool-badge`);
+    await view.deliver({ type: 'notification', notification: running({ progress: 3, total: 5, message: 'step 3' }) });
+    assert.equal(await badge.innerText(), 'Running 3/5');
+    await view.deliver({ type: 'notification', notification: running({ progress: 7 }) });
+    assert.equal(await badge.innerText(), 'Running 7');
+    await view.context.close();
+  });
+
   test('tool calls are cards that move through their states', async () => {
     const view = await freshView();
     const { page } = view;
