@@ -278,6 +278,30 @@ def test_abort_during_a_call_does_not_wait_for_the_server(spawn, model, tmp_path
     assert again["state"]["output"] == "still here"
 
 
+def test_abort_sends_the_mcp_cancellation(spawn, model, tmp_path):
+    d = spawn(model.base_url, args=["-v"], **write_config(tmp_path, {"ctx": ctx_server()}))
+    sid = new_session(d, title="t")
+    model.enqueue({"toolCalls": [{"name": "ctx_hang", "arguments": {}}]})
+    chat_id = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hang"}]}
+    )
+    d.wait_for(
+        lambda: any(
+            n["params"]["part"].get("state", {}).get("status") == "running"
+            for n in d.notifications("part/updated")
+        )
+    )
+    d.call("session/abort", {"sessionId": sid})
+    assert d.result(chat_id, timeout=10)["message"]["finishReason"] == "aborted"
+    # The server heard notifications/cancelled and stopped the call (its stderr is in
+    # agentd's log).
+    d.wait_for(
+        lambda: any(
+            "[ctx] context_server: hang cancelled by the client" in line for line in d.stderr_lines
+        )
+    )
+
+
 def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
     d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
     sid = new_session(d)

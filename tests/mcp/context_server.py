@@ -53,8 +53,13 @@ async def hang(seconds: float = 3600, ignore_cancel: bool = False) -> str:
     if ignore_cancel:
         done = threading.Event()
         await anyio.to_thread.run_sync(done.wait, seconds, abandon_on_cancel=False)
-    else:
+        return "woke up"
+    try:
         await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():
+        # Seen by the tests in agentd's log: the client's notifications/cancelled arrived.
+        print("context_server: hang cancelled by the client", file=sys.stderr, flush=True)
+        raise
     return "woke up"
 
 
