@@ -36,9 +36,10 @@ test-editors: ## the Neovim and VS Code plugin tests (install what they need)
 	@if [ -x editors/nvim/tests/run.sh ]; then bash editors/nvim/tests/run.sh; fi
 	@if [ -x editors/vscode/scripts/ci.sh ]; then bash editors/vscode/scripts/ci.sh; fi
 
-lint: ## ruff lint and format check
+lint: ## ruff lint and format check, mypy
 	$(PYTHON) -m ruff check agentd tests bench
 	$(PYTHON) -m ruff format --check agentd
+	$(PYTHON) -m mypy agentd
 
 schema: ## regenerate protocol/agentd.schema.json from agentd/protocol
 	$(PYTHON) -m agentd.protocol.schema --write protocol/agentd.schema.json

@@ -76,9 +76,9 @@ class RpcClient:
             while True:
                 line = await out.readline()
                 if not line:
-                    for fut in self._pending.values():
-                        if not fut.done():
-                            fut.set_exception(ConnectionError("agentd exited"))
+                    for waiting in self._pending.values():
+                        if not waiting.done():
+                            waiting.set_exception(ConnectionError("agentd exited"))
                     return
                 if not line.strip():
                     break
@@ -93,7 +93,8 @@ class RpcClient:
             elif "method" in msg:
                 self.on_notify(msg["method"], msg.get("params") or {})
             else:
-                fut = self._pending.pop(msg.get("id"), None)
+                msg_id = msg.get("id")
+                fut = self._pending.pop(msg_id, None) if isinstance(msg_id, int) else None
                 if fut is not None and not fut.done():
                     if "error" in msg:
                         fut.set_exception(RpcFailure(msg["error"]))

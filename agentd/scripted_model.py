@@ -535,7 +535,9 @@ def _pick_tool(tools: Any, text: str) -> dict[str, Any] | None:
     best: tuple[int, int, dict[str, Any]] | None = None
     for tool in tools:
         function = tool.get("function") if isinstance(tool, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name = function.get("name")
         if not isinstance(name, str) or name in _BUILTIN_TOOLS:
             continue
         score = len(asked & _words(name.replace("_", " ").replace("-", " ")))
@@ -554,10 +556,13 @@ def _pick_tool(tools: Any, text: str) -> dict[str, Any] | None:
 def _fill_arguments(schema: Any, text: str) -> dict[str, Any] | None:
     if not isinstance(schema, dict):
         return None
-    props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        props = {}
     arguments: dict[str, Any] = {}
     for key in schema.get("required") or []:
-        kind = (props.get(key) or {}).get("type", "string")
+        prop = props.get(key)
+        kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
         if "zone" in key.lower():
             arguments[key] = _time_zone_in(text)
         elif kind == "string":

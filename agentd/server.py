@@ -279,6 +279,8 @@ class PipeWriter:
 class AgentdProtocol(JsonRPCProtocol):
     """JSON-RPC for agentd: typed params from the method table, mapped errors."""
 
+    _server: AgentdServer
+
     def __init__(self, server: AgentdServer, converter: Any) -> None:
         super().__init__(server, converter)
         self.initialized = False
@@ -583,7 +585,12 @@ class AgentdServer(JsonRPCServer):
 
     async def flush_output(self) -> None:
         done = asyncio.get_running_loop().create_future()
-        self.writer.when_drained(lambda: done.done() or done.set_result(None))
+
+        def drained() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.writer.when_drained(drained)
         try:
             async with asyncio.timeout(2):
                 await done

@@ -8,6 +8,7 @@ JSON-RPC.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 import logging
 import os
@@ -15,7 +16,7 @@ import shutil
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import attrs
 
@@ -103,7 +104,9 @@ def session_from_row(row: tuple[Any, ...], status: str | None = None) -> t.Sessi
         actor_key=actor,
         session_scope_key=scope_key,
         # "unclosed" (a run whose end the log could not take) is idle to the editor.
-        status=status or ("idle" if row_status == "unclosed" else row_status),
+        status=cast(
+            t.SessionStatus, status or ("idle" if row_status == "unclosed" else row_status)
+        ),
         time=t.SessionTime(created=created, updated=updated),
         usage=t.Usage(inp, out, reas, cread, cwrite),
         cost=float(Decimal(cost)),
@@ -248,12 +251,12 @@ class SessionManager:
                     "params.clientSessionId: must be 1 to 512 characters",
                     data={"field": "clientSessionId"},
                 )
-            row = await self.catalog.run(
+            found = await self.catalog.run(
                 self.catalog.find_by_client, actor, project, p.client_session_id
             )
-            if row is not None:
-                self._attach(row[0], p.access_token, mcp_specs)
-                return t.SessionCreateResult(session=self._session(row), created=False)
+            if found is not None:
+                self._attach(found[0], p.access_token, mcp_specs)
+                return t.SessionCreateResult(session=self._session(found), created=False)
         client_id = p.client_session_id or keys.new_client_session_id()
         now = ids.now_ms()
         session_id = ids.new_id("ses")
@@ -425,7 +428,8 @@ class SessionManager:
             del self._run_cache[run_id]
         return t.SessionDeleteResult(deleted=True)
 
-    def _descendants(self, session_id: str) -> list[str]:
+    # `builtins.list`: in this class `list` is the session/list handler.
+    def _descendants(self, session_id: str) -> builtins.list[str]:
         out, todo = [], [session_id]
         while todo:
             sid = todo.pop()

@@ -58,8 +58,8 @@ class ToolContextStore:
         for entry in os.scandir(self.directory):
             if entry.name.startswith(".tmp-"):
                 # An interrupted write of ours; tmp names carry the pid.
-                pid = entry.name.split("-")[2] if entry.name.count("-") >= 2 else "0"
-                if not (pid.isdigit() and _pid_alive(int(pid))):
+                owner = entry.name.split("-")[2] if entry.name.count("-") >= 2 else "0"
+                if not (owner.isdigit() and _pid_alive(int(owner))):
                     Path(entry.path).unlink(missing_ok=True)
                 continue
             if not entry.name.endswith(".json"):

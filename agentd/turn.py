@@ -296,13 +296,13 @@ class Turn:
             }
         )
         for _, call in sorted(calls.items()):
-            part: t.ToolPart = call["part"]
-            await self.tools.run(self, part, "".join(call["args"]))
+            tool_part: t.ToolPart = call["part"]
+            await self.tools.run(self, tool_part, "".join(call["args"]))
             messages.append(
                 {
                     "role": "tool",
-                    "tool_call_id": part.call_id,
-                    "content": tool_result_content(unstructure(part)),
+                    "tool_call_id": tool_part.call_id,
+                    "content": tool_result_content(unstructure(tool_part)),
                 }
             )
         return tool_parts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Callable
 from typing import Any, get_args
 
 import attrs
@@ -42,7 +43,7 @@ def _float_hook(value: Any, _: type) -> float:
 
 
 def _tagged(union: Any, tag: str) -> Any:
-    by_tag = {}
+    by_tag: dict[Any, type] = {}
     for cls in get_args(union):
         default = attrs.fields_dict(cls)[tag].default
         by_tag[default] = cls
@@ -69,11 +70,16 @@ def _make_converter() -> cattrs.Converter:
 
     def structure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
-        return make_dict_structure_fn(cls, conv, **renames)
+        # cattrs types per-attribute overrides as **kwargs beside its bool flags.
+        return make_dict_structure_fn(cls, conv, **renames)  # type: ignore[arg-type]
 
     def unstructure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
-        base = make_dict_unstructure_fn(cls, conv, **renames)
+        base: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
+            cls,
+            conv,
+            **renames,  # type: ignore[arg-type]
+        )
 
         def unstructure(obj: Any) -> dict[str, Any]:
             return {k: v for k, v in base(obj).items() if v is not None}
