@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import re
@@ -626,9 +627,19 @@ class McpServers:
             await asyncio.wait(set(self._background), timeout=SHUTDOWN_GRACE_S)
 
 
+SDK_MODULES = (
+    "mcp_types",
+    "mcp.client.session",
+    "mcp.client.stdio",
+    "mcp.client.streamable_http",
+    "mcp.shared.exceptions",
+)
+
+
 def import_sdk() -> None:
     """Import the parts of the SDK agentd uses (run in a thread)."""
-    import mcp_types  # noqa: F401
+    for module in SDK_MODULES:
+        importlib.import_module(module)
 
 
 def _may_match(patterns: list[str] | None, prefix: str) -> bool:

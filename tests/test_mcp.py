@@ -671,6 +671,29 @@ def test_the_daemon_does_not_import_the_mcp_sdk_until_a_server_starts():
     assert result.returncode == 0, result.stderr
 
 
+def test_the_background_import_covers_what_a_server_start_imports():
+    """A server's first start must not import the SDK on the event loop: everything
+    mcp_servers imports when connecting is already loaded by `import_sdk` (run in a
+    thread)."""
+    code = (
+        "import sys\n"
+        "from agentd.mcp_servers import import_sdk\n"
+        "import_sdk()\n"
+        "before = set(sys.modules)\n"
+        "import httpx2\n"
+        "from mcp.client.session import ClientSession\n"
+        "from mcp.client.stdio import StdioServerParameters, stdio_client\n"
+        "from mcp.client.streamable_http import streamable_http_client\n"
+        "from mcp.shared.exceptions import MCPError\n"
+        "from mcp_types import CONNECTION_CLOSED, Implementation, PaginatedRequestParams\n"
+        "assert set(sys.modules) == before, sorted(set(sys.modules) - before)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_servers_end_when_the_daemon_is_killed(spawn, model, tmp_path):
     """kill -9 of agentd: its stdio servers see their stdin close and exit."""
     starts = tmp_path / "starts"
