@@ -51,7 +51,8 @@ class ModelConfig:
 @attrs.frozen
 class McpServerSpec:
     """One MCP server: stdio (`command`) or streamable HTTP (`url`). From the
-    configuration file, or from `session/create` (`session_id` set: that session only).
+    configuration file, or from `session/create` (`session_id` set, by the MCP server
+    registry: that session only).
     `env` and `headers` may hold secrets: they stay in memory and out of logs."""
 
     name: str
@@ -74,9 +75,7 @@ class McpServerSpec:
 MCP_TRUST = ("ask", "allow")
 
 
-def mcp_server_spec(
-    name: str, raw: dict[str, Any], *, session_id: str | None = None
-) -> McpServerSpec:
+def mcp_server_spec(name: str, raw: dict[str, Any]) -> McpServerSpec:
     """A server spec from a config table or the wire (already snake_case, seconds).
     Raises ValueError naming the offending field."""
 
@@ -127,7 +126,6 @@ def mcp_server_spec(
         timeout_s=float(timeout),
         startup_timeout_s=float(startup),
         trust=trust,
-        session_id=session_id,
     )
 
 

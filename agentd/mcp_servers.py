@@ -35,6 +35,7 @@ from agentd import __version__
 from agentd.config import McpServerSpec
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
+from agentd.toolctx import ENV_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -314,8 +315,8 @@ class McpConnection:
             )
 
         async def progress(done: float, total: float | None, message: str | None) -> None:
-            if on_progress is not None:
-                on_progress(done, total, message)
+            assert on_progress is not None
+            on_progress(done, total, message)
 
         try:
             return await session.call_tool(
@@ -361,7 +362,7 @@ class McpConnection:
     def _notify(self) -> None:
         self._hub.notify_status(self)
 
-    def info(self, include_tools: bool = True) -> t.McpServerInfo:
+    def info(self) -> t.McpServerInfo:
         return t.McpServerInfo(
             name=self.spec.name,
             state=self.state,  # type: ignore[arg-type]
@@ -378,9 +379,7 @@ class McpConnection:
                     allowed=self.allows(tool.name),
                 )
                 for tool in self.tools
-            ]
-            if include_tools
-            else [],
+            ],
         )
 
     def allows(self, tool: str) -> bool:
@@ -496,7 +495,7 @@ class McpServers:
         self._config = {spec.name: spec for spec in specs}
         self._notify = notify
         # What every stdio server agentd starts finds in its environment.
-        self.server_env = {"AGENTD_TOOL_CONTEXT_DIR": str(tool_context_dir)}
+        self.server_env = {ENV_DIR: str(tool_context_dir)}
         self._session_specs: dict[str, dict[str, McpServerSpec]] = {}
         self._connections: dict[tuple[str | None, str], McpConnection] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -507,7 +506,7 @@ class McpServers:
     def set_session_servers(self, session_id: str, specs: list[McpServerSpec]) -> None:
         """Replace a session's own servers. A server whose definition changed is
         stopped; it starts again, as defined now, when next needed."""
-        new = {spec.name: spec for spec in specs}
+        new = {spec.name: attrs.evolve(spec, session_id=session_id) for spec in specs}
         for name, old in self._session_specs.get(session_id, {}).items():
             if new.get(name) != old:
                 self._retire((session_id, name))
@@ -538,10 +537,9 @@ class McpServers:
 
     async def tools_for(self, session_id: str, patterns: list[str] | None) -> list[McpTool]:
         """Start the enabled servers whose tools the run may call, wait for them (each
-        bounded by its startup timeout), and return their allowed tools. `patterns` is
-        `session/chat`'s `tools` (None: every MCP tool)."""
-        from fnmatch import fnmatchcase
-
+        bounded by its startup timeout), and return the tools their allow-lists let
+        through. `patterns` is `session/chat`'s `tools` (None: every MCP tool): only
+        which servers are needed is decided from it; the caller picks the tools."""
         wanted = [
             spec
             for spec in self.specs_for(session_id)
@@ -557,8 +555,6 @@ class McpServers:
             for tool in conn.tools:
                 name = qualified_name(conn.spec.name, tool.name)
                 if not conn.allows(tool.name):
-                    continue
-                if patterns is not None and not any(fnmatchcase(name, p) for p in patterns):
                     continue
                 tools.append(
                     McpTool(

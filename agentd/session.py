@@ -309,13 +309,15 @@ class SessionManager:
         self.emit_session(session)
         return t.SessionCreateResult(session=session, created=True)
 
-    def _attach(self, session_id: str, token: str | None, mcp_specs: McpSpecsFor | None) -> None:
+    def _attach(
+        self, session_id: str, token: str | None, mcp_specs: list[McpServerSpec] | None
+    ) -> None:
         """What session/create gives a session in memory only: its access token and its
         own MCP servers (their env and headers may hold secrets too)."""
         if token is not None:
             self.secrets_for(session_id).access_token = token
         if mcp_specs is not None:
-            self.mcp.set_session_servers(session_id, mcp_specs(session_id))
+            self.mcp.set_session_servers(session_id, mcp_specs)
 
     # --- get / list / messages / update ------------------------------------------------
 
@@ -376,7 +378,7 @@ class SessionManager:
         mcp_specs = _mcp_specs(p.mcp_servers)
         await self.get_row(p.session_id)
         if mcp_specs is not None:
-            self.mcp.set_session_servers(p.session_id, mcp_specs(p.session_id))
+            self.mcp.set_session_servers(p.session_id, mcp_specs)
         if p.title is not None:
             await self.set_title(p.session_id, p.title)
         return t.SessionResult(session=await self.get_session_obj(p.session_id))
@@ -492,15 +494,12 @@ class SessionManager:
         return t.ModelsListResult(models=out)
 
 
-McpSpecsFor = Callable[[str], list[McpServerSpec]]
-
-
-def _mcp_specs(servers: list[t.McpServer] | None) -> McpSpecsFor | None:
-    """Validate session/create's `mcpServers` (-32602 naming the server and field);
-    returns a function giving the specs for a session id, or None when not given."""
+def _mcp_specs(servers: list[t.McpServer] | None) -> list[McpServerSpec] | None:
+    """session/create's or session/update's `mcpServers` as specs (-32602 naming the
+    server and field); None when not given."""
     if servers is None:
         return None
-    raws: list[tuple[str, dict[str, Any]]] = []
+    specs: list[McpServerSpec] = []
     seen: set[str] = set()
     for index, server in enumerate(servers):
         raw = unstructure(server)
@@ -511,7 +510,7 @@ def _mcp_specs(servers: list[t.McpServer] | None) -> McpSpecsFor | None:
                 raw[key] = raw[key] / 1000
         where = f"params.mcpServers[{index}]"
         try:
-            mcp_server_spec(name, raw)
+            spec = mcp_server_spec(name, raw)
         except ValueError as exc:
             raise InvalidParams(f"{where}: {exc}", data={"field": "mcpServers"}) from None
         if name in seen:
@@ -519,8 +518,8 @@ def _mcp_specs(servers: list[t.McpServer] | None) -> McpSpecsFor | None:
                 f"{where}.name: {name!r} is given twice", data={"field": "mcpServers"}
             )
         seen.add(name)
-        raws.append((name, raw))
-    return lambda sid: [mcp_server_spec(name, raw, session_id=sid) for name, raw in raws]
+        specs.append(spec)
+    return specs
 
 
 _SNAKE = {"timeoutMs": "timeout", "startupTimeoutMs": "startup_timeout"}

@@ -87,7 +87,10 @@ class ToolRunner:
         tools = await self.mcp.tools_for(self.session_id, self.patterns)
         taken = set(self.builtin) | set(self.client_tools)
         self.mcp_tools = {
-            tool.qualified_name: tool for tool in tools if tool.qualified_name not in taken
+            tool.qualified_name: tool
+            for tool in tools
+            if tool.qualified_name not in taken
+            and (self.patterns is None or _matches(tool.qualified_name, self.patterns))
         }
 
     def openai_specs(self) -> list[dict[str, Any]]:
