@@ -343,6 +343,17 @@ def test_cursor_does_not_jump_while_streaming(start):
     assert cur == len(n.lines())
 
 
+def tool_line_states(n, tool: str) -> dict[int, list[str]]:
+    """The versions of each chat-buffer row showing `tool`'s line, by row, as the
+    edits tracked since `T.track()` wrote them."""
+    rows: dict[int, list[str]] = {}
+    for c in n.lua("return T.changes"):
+        for i, line in enumerate(c["lines"]):
+            if line.startswith(f"  ⚙ {tool}"):
+                rows.setdefault(c["first"] + i, []).append(line)
+    return rows
+
+
 def test_tool_line_changes_state_and_editor_selection_is_real(start, workdir):
     n = start()
     n.cmd("edit sample.txt")
@@ -351,12 +362,7 @@ def test_tool_line_changes_state_and_editor_selection_is_real(start, workdir):
     n.lua("T.track()")
     n.cmd("AgentdChat /tool editor_selection {}")
     n.wait("T.idle_after(1)", what="tool turn complete")
-    changes = n.lua("return T.changes")
-    tool_rows = {}
-    for c in changes:
-        for i, line in enumerate(c["lines"]):
-            if line.startswith("  ⚙ editor_selection"):
-                tool_rows.setdefault(c["first"] + i, []).append(line)
+    tool_rows = tool_line_states(n, "editor_selection")
     # One line, rewritten in place as the state changed.
     assert len(tool_rows) == 1, tool_rows
     states = next(iter(tool_rows.values()))
@@ -681,11 +687,7 @@ def test_mcp_tool_call_is_shown_like_other_tools(start, mcp_servers):
     n.lua("T.track()")
     n.cmd('AgentdChat /tool ctx_echo {"text": "hi"}')
     n.wait("T.idle_after(1)", what="tool turn complete")
-    tool_rows = {}
-    for c in n.lua("return T.changes"):
-        for i, line in enumerate(c["lines"]):
-            if line.startswith("  ⚙ ctx_echo"):
-                tool_rows.setdefault(c["first"] + i, []).append(line)
+    tool_rows = tool_line_states(n, "ctx_echo")
     # One line, rewritten in place as the state changed.
     assert len(tool_rows) == 1, tool_rows
     states = next(iter(tool_rows.values()))
@@ -703,12 +705,9 @@ def test_mcp_progress_shows_in_the_tool_line(start, mcp_servers):
     n.lua("T.track()")
     n.cmd('AgentdChat /tool ctx_progress {"steps": 3}')
     n.wait("T.idle_after(1)", what="tool turn complete")
-    states = [
-        line
-        for c in n.lua("return T.changes")
-        for line in c["lines"]
-        if line.startswith("  ⚙ ctx_progress")
-    ]
+    tool_rows = tool_line_states(n, "ctx_progress")
+    assert len(tool_rows) == 1, tool_rows
+    states = next(iter(tool_rows.values()))
     assert '  ⚙ ctx_progress: {"steps":3} [running 3/3]' in states, states
     assert states[-1] == '  ⚙ ctx_progress: {"steps":3} [done]', states
 

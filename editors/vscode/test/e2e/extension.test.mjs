@@ -7,23 +7,16 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import Module, { createRequire } from 'node:module';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { AGENTD, root, startScriptedModel, tempDirs, waitFor } from '../client/helpers.mjs';
 import { launch } from '../webview/harness.mjs';
 import { themes } from '../webview/themes.mjs';
-import { deactivateExtension } from './harness.mjs';
+import { deactivateExtension, installVscodeStub } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
-const vscode = require('./vscodeStub.cjs');
-const stub = vscode.__stub;
-
 // `require('vscode')` from the bundle gets the stand-in.
-const originalLoad = Module._load;
-Module._load = function (request, ...rest) {
-  if (request === 'vscode') return vscode;
-  return originalLoad.call(this, request, ...rest);
-};
+const { vscode, stub, restore: restoreVscode } = installVscodeStub();
 
 let model, dirs, server, browser, page, ext, context, origin;
 let viewListeners = [];
@@ -138,7 +131,7 @@ after(async () => {
   await new Promise((r) => server?.close(r));
   await model?.close();
   dirs?.cleanup();
-  Module._load = originalLoad;
+  restoreVscode();
 });
 
 const assistant = () => page.locator('article.message.assistant').last();

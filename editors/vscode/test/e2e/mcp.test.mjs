@@ -7,20 +7,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import Module, { createRequire } from 'node:module';
+import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { AGENTD, PYTHON, root, startScriptedModel, tempDirs, waitFor } from '../client/helpers.mjs';
-import { deactivateExtension } from './harness.mjs';
+import { deactivateExtension, installVscodeStub } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
-const vscode = require('./vscodeStub.cjs');
-const stub = vscode.__stub;
-
-const originalLoad = Module._load;
-Module._load = function (request, ...rest) {
-  if (request === 'vscode') return vscode;
-  return originalLoad.call(this, request, ...rest);
-};
+// `require('vscode')` from the bundle gets the stand-in.
+const { vscode, stub, restore: restoreVscode } = installVscodeStub();
 
 const CONTEXT_SERVER = resolve(root, '../../tests/mcp/context_server.py');
 const BROKEN_WARNING = "agentd: MCP server broken failed: cannot start 'agentd-no-such-server': command not found";
@@ -104,7 +98,7 @@ after(async () => {
   await deactivateExtension(ext, context);
   await model?.close();
   dirs?.cleanup();
-  Module._load = originalLoad;
+  restoreVscode();
 });
 
 describe('MCP servers (stand-in vscode, real agentd, real MCP servers)', () => {
