@@ -253,7 +253,7 @@ def test_a_call_past_the_timeout_is_a_tool_error(spawn, model, tmp_path):
 
 def test_abort_during_a_call_does_not_wait_for_the_server(spawn, model, tmp_path):
     d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
-    sid = new_session(d)
+    sid = new_session(d, title="t")  # no title request to take a queued answer
     model.enqueue({"toolCalls": [{"name": "ctx_hang", "arguments": {"ignore_cancel": True}}]})
     chat_id = d.request_async(
         "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hang"}]}
