@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import logging
 import math
 import random
@@ -36,6 +37,7 @@ import attrs
 import orjson
 
 from agentd.errors import ProviderError
+from agentd.protocol.encoding import repair
 from agentd.model_events import (
     ProviderEvent,
     ReasoningDelta,
@@ -312,10 +314,24 @@ class _SseDecoder:
         return event
 
 
-def _json_or_text(data: bytes) -> Any:
+def load_json(data: bytes) -> Any:
+    """A JSON document from the model server. orjson refuses a lone surrogate escape
+    (`"\\ud800"`), which some servers emit when they split an emoji's UTF-16 pair across
+    tokens; such a document is read by Python's parser instead and each lone surrogate
+    becomes U+FFFD, so the answer is kept and can be stored. Raises ValueError when the
+    data is not JSON."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
+        if b"\\u" not in data:
+            raise
+    return repair(json.loads(data))
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return load_json(data)
+    except ValueError:
         return data.decode("utf-8", "replace")
 
 
@@ -723,7 +739,7 @@ class ChatProvider:
                 try:
                     async with asyncio.timeout_at(deadline):
                         body = await response.read()
-                    payload = orjson.loads(body)
+                    payload = load_json(body)
                 except TimeoutError:
                     raise redact.error(
                         "ProviderTimeout",
@@ -769,8 +785,8 @@ class ChatProvider:
                         saw_done = True
                         break
                     try:
-                        chunk = orjson.loads(payload)
-                    except orjson.JSONDecodeError:
+                        chunk = load_json(payload)
+                    except ValueError:
                         shown = payload[:200].decode("utf-8", "replace")
                         raise redact.error(
                             "StreamInterrupted",
