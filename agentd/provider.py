@@ -37,7 +37,6 @@ import attrs
 import orjson
 
 from agentd.errors import ProviderError
-from agentd.protocol.encoding import repair
 from agentd.model_events import (
     ProviderEvent,
     ReasoningDelta,
@@ -49,6 +48,7 @@ from agentd.model_events import (
     ToolCallArguments,
     ToolCallStarted,
 )
+from agentd.protocol.encoding import repair
 
 if TYPE_CHECKING:
     import openai

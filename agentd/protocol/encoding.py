@@ -101,6 +101,4 @@ def _surrogate_note(text: str) -> str:
     match = _LONE_SURROGATE.search(text)
     at = match.start() if match else 0
     code = ord(text[at]) if match else 0
-    return (
-        f"contains a lone surrogate (\\u{code:04x} at index {at}); text must be valid Unicode"
-    )
+    return f"contains a lone surrogate (\\u{code:04x} at index {at}); text must be valid Unicode"
