@@ -277,7 +277,9 @@ class RunManager:
         scope_key = ""
         try:
             state = await log.read()
-            header = state.session or {}
+            if state.session is None:
+                raise await sessions.forget_broken(sid, "its log has no session header")
+            header = state.session
             scope_key = header["sessionScopeKey"]
             first_run = not state.messages
             now = ids.now_ms()
