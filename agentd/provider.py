@@ -315,17 +315,20 @@ class _SseDecoder:
 
 
 def load_json(data: bytes) -> Any:
-    """A JSON document from the model server. orjson refuses a lone surrogate escape
-    (`"\\ud800"`), which some servers emit when they split an emoji's UTF-16 pair across
-    tokens; such a document is read by Python's parser instead and each lone surrogate
-    becomes U+FFFD, so the answer is kept and can be stored. Raises ValueError when the
-    data is not JSON."""
+    """A JSON document from the model server. orjson is strict where servers are not: a
+    lone surrogate escape (`"\\ud800"`, from a server splitting an emoji's UTF-16 pair
+    across tokens), `NaN`, an integer beyond 64 bits. Such a document is read by
+    Python's parser instead, and each lone surrogate becomes U+FFFD, so the answer is
+    kept and can be stored; numbers are validated where they are used. Raises
+    ValueError when the data is not JSON."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        if b"\\u" not in data:
-            raise
-    return repair(json.loads(data))
+        pass
+    try:
+        return repair(json.loads(data))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _json_or_text(data: bytes) -> Any:
@@ -335,10 +338,20 @@ def _json_or_text(data: bytes) -> Any:
         return data.decode("utf-8", "replace")
 
 
+# No model call reports more tokens than this; a larger figure is a server bug or an
+# attack, and summed over a session it would overflow SQLite's 64-bit integers.
+MAX_REPORTED_TOKENS = 10**12
+MAX_FINISH_REASON_CHARS = 64
+
+
 def _int(value: Any) -> int | None:
+    """A token count as the model reported it, validated: numbers only (a float is
+    truncated, NaN and infinities are not a count), clamped to [0, MAX_REPORTED_TOKENS]."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return int(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return min(max(int(value), 0), MAX_REPORTED_TOKENS)
 
 
 def _token_usage(raw: dict[str, Any]) -> TokenUsage:
@@ -413,7 +426,8 @@ class _StepAssembler:
                 self._feed_delta(delta, out)
             finish_reason = choice.get("finish_reason")
             if isinstance(finish_reason, str) and finish_reason:
-                self.finish_reason = finish_reason
+                # Unknown reasons are kept as the step's reason: a short label, not a text.
+                self.finish_reason = finish_reason[:MAX_FINISH_REASON_CHARS]
         if out:
             self.emitted = True
         return out

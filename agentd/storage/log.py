@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = "run.lock"
+MAX_TOTAL = 2**63 - 1
 
 # One thread writes every log: FIFO keeps each log's records in order, and the event
 # loop never blocks on disk. (Measured: one executor hop per append is 3-5x cheaper
@@ -131,12 +132,18 @@ class LogState:
     def catalog_totals(self) -> dict[str, Any]:
         """The session's usage and cost as the catalog's columns."""
         usage, cost = self.usage_and_cost()
+
+        def column(key: str) -> int:
+            # SQLite integers are 64-bit; a total past that saturates (logs written
+            # before usage was clamped at the provider may hold any figure).
+            return min(max(usage.get(key, 0), 0), MAX_TOTAL)
+
         return {
-            "input_tokens": usage.get("inputTokens", 0),
-            "output_tokens": usage.get("outputTokens", 0),
-            "reasoning_tokens": usage.get("reasoningTokens", 0),
-            "cache_read_tokens": usage.get("cacheReadTokens", 0),
-            "cache_write_tokens": usage.get("cacheWriteTokens", 0),
+            "input_tokens": column("inputTokens"),
+            "output_tokens": column("outputTokens"),
+            "reasoning_tokens": column("reasoningTokens"),
+            "cache_read_tokens": column("cacheReadTokens"),
+            "cache_write_tokens": column("cacheWriteTokens"),
             "cost": cost_str(cost),
         }
 

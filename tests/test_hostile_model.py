@@ -1,0 +1,89 @@
+"""A hostile or broken model server: what it reports is validated at the provider edge,
+and nothing it sends can lock a session or grow without bound."""
+
+from __future__ import annotations
+
+import json
+
+from test_chat import chat, text_of
+
+MAX_REPORTED = 10**12
+
+
+def chunk(delta: dict, finish: str | None = None, usage: str | None = None) -> str:
+    """One chat.completion.chunk; `usage` is raw JSON text, so it may hold what
+    json.dumps would refuse to write (NaN, 1e400)."""
+    body = json.dumps(
+        {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "scripted",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+    if usage is not None:
+        body = body[:-1] + ', "usage": ' + usage + "}"
+    return body
+
+
+def answer_with_usage(prompt: str, completion: str = "1") -> dict:
+    usage = f'{{"prompt_tokens": {prompt}, "completion_tokens": {completion}}}'
+    return {
+        "events": [
+            chunk({"role": "assistant", "content": "ok"}),
+            chunk({}, "stop", usage=usage),
+        ]
+    }
+
+
+USAGE_CASES = [
+    (str(2**62), MAX_REPORTED),
+    (str(2**63 + 5), MAX_REPORTED),
+    ("1e20", MAX_REPORTED),
+    (str(10**30), MAX_REPORTED),
+    ("1e400", 0),
+    ("NaN", 0),
+    ("-Infinity", 0),
+    ("-5", 0),
+    ('"100"', 0),
+    ("true", 0),
+    ("[1]", 0),
+    ("12.9", 12),
+]
+
+
+def test_usage_a_model_reports_is_validated_and_clamped(spawn, model):
+    d = spawn(model.base_url)
+    sessions = {}
+    for reported, counted in USAGE_CASES:
+        sid = sessions[reported] = d.call("session/create", {"title": reported})["session"]["id"]
+        for _ in range(3):  # three answers' worth of the same figure, summed
+            model.enqueue(answer_with_usage(reported, reported))
+            message = chat(d, sid, "count")["message"]
+            assert message["finishReason"] == "stop" and text_of(message) == "ok", reported
+            assert message["usage"]["inputTokens"] == counted, reported
+            assert message["usage"]["outputTokens"] == counted, reported
+        session = d.call("session/get", {"sessionId": sid})["session"]
+        assert session["status"] == "idle"
+        assert session["usage"]["inputTokens"] == 3 * counted, reported
+    d.stop()
+    # Every session is still usable after a restart, with the same totals.
+    d2 = spawn(model.base_url)
+    for reported, counted in USAGE_CASES:
+        sid = sessions[reported]
+        model.enqueue({"text": "still usable"})
+        assert text_of(chat(d2, sid, "again")["message"]) == "still usable"
+        session = d2.call("session/get", {"sessionId": sid})["session"]
+        assert session["usage"]["inputTokens"] >= 3 * counted, reported
+
+
+def test_an_unknown_finish_reason_is_kept_short(spawn, model):
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    model.enqueue(
+        {"events": [chunk({"role": "assistant", "content": "hi"}), chunk({}, "x" * 100_000)]}
+    )
+    message = chat(d, sid, "go")["message"]
+    [finish] = [p for p in message["parts"] if p["type"] == "step-finish"]
+    assert finish["reason"] == "x" * 64
