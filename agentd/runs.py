@@ -107,7 +107,8 @@ class RunManager:
         run = self._active.get(session_id)
         if run is None or run.turn is None:
             return {}
-        return {run.turn.message.id: run.turn.message}
+        message = run.turn.snapshot()
+        return {message.id: message}
 
     # --- providers ---------------------------------------------------------------------
 

@@ -266,6 +266,35 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_long_stream(srv: ScriptedModelServer, sizes: tuple[int, ...]) -> None:
+    """One answer of n tiny deltas (4 characters each) as fast as the server sends them:
+    the time must grow linearly with n. `session/list` is timed while it streams."""
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    for n in sizes:
+        srv.enqueue({"text": "abc " * n, "chunkSize": 4})
+        start = time.perf_counter()
+        chat_id = d.request_async(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+        )
+        list_ms = []
+        while chat_id not in d.responses:
+            t0 = time.perf_counter()
+            d.call("session/list", {"limit": 1}, timeout=120)
+            list_ms.append((time.perf_counter() - t0) * 1000)
+        d.result(chat_id, timeout=600)
+        elapsed = time.perf_counter() - start
+        report(
+            f"long_stream_{n // 1000}k_deltas",
+            elapsed,
+            "s",
+            f"{4 * n / elapsed / 1e6:.2f} M chars/s; session/list meanwhile: median "
+            f"{statistics.median(list_ms):.1f} ms, max {max(list_ms):.1f} ms",
+        )
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     d, tmp = _chat_daemon(srv)
     sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
@@ -420,6 +449,8 @@ def main() -> int:
             bench_token_latency(srv)
         if want("throughput"):
             bench_throughput_and_disk(srv)
+        if want("long-stream"):
+            bench_long_stream(srv, (100_000, 200_000) if quick else (100_000, 200_000, 400_000))
         if want("concurrent"):
             bench_concurrent_streams(srv, 20 if quick else 100)
         if want("abort"):

@@ -87,3 +87,29 @@ def test_an_unknown_finish_reason_is_kept_short(spawn, model):
     message = chat(d, sid, "go")["message"]
     [finish] = [p for p in message["parts"] if p["type"] == "step-finish"]
     assert finish["reason"] == "x" * 64
+
+
+def test_a_long_stream_of_tiny_deltas_arrives_and_is_stored_whole(spawn, model):
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    text = "".join(f"{i % 10}" for i in range(40_000))
+    model.enqueue({"text": text, "chunkSize": 1})
+    chat_id = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+    )
+    # Read while it streams: the live message holds the text so far, in order.
+    d.wait_for(lambda: len(d.notifications("part/delta")) > 5)
+    [live] = [
+        m
+        for m in d.call("session/messages", {"sessionId": sid})["messages"]
+        if m["role"] == "assistant"
+    ]
+    assert text.startswith(text_of(live))
+    message = d.result(chat_id, timeout=120)["message"]
+    assert text_of(message) == text
+    streamed = "".join(n["params"]["delta"] for n in d.notifications("part/delta"))
+    assert streamed == text
+    d.stop()
+    d2 = spawn(model.base_url)
+    [_, stored] = d2.call("session/messages", {"sessionId": sid})["messages"]
+    assert text_of(stored) == text

@@ -54,7 +54,28 @@ def cost_str(value: Decimal) -> str:
 @attrs.define
 class MessageState:
     meta: dict[str, Any]
-    parts: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    _parts: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    # Checkpointed text not yet joined into its part: joining per record would copy a
+    # long answer's whole text once per checkpoint.
+    _deltas: dict[str, list[str]] = attrs.Factory(dict)
+
+    @property
+    def parts(self) -> dict[str, dict[str, Any]]:
+        if self._deltas:
+            for part_id, chunks in self._deltas.items():
+                part = self._parts[part_id]
+                part["text"] = "".join([part.get("text", ""), *chunks])
+            self._deltas = {}
+        return self._parts
+
+    def add_delta(self, part_id: str, text: str) -> None:
+        if part_id in self._parts:
+            self._deltas.setdefault(part_id, []).append(text)
+
+    def set_part(self, part: dict[str, Any]) -> None:
+        # A snapshot holds all the text so far: earlier deltas are included.
+        self._deltas.pop(part["id"], None)
+        self._parts[part["id"]] = part
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.meta, "parts": list(self.parts.values())}
@@ -80,15 +101,13 @@ class LogState:
         kind = rec.get("k")
         if kind == "delta":
             msg = self.messages.get(rec["m"])
-            part = msg.parts.get(rec["p"]) if msg else None
-            if part is not None:
-                part["text"] = part.get("text", "") + rec["d"]
+            if msg is not None:
+                msg.add_delta(rec["p"], rec["d"])
             return
         if kind == "part":
             msg = self.messages.get(rec["m"])
             if msg is not None:
-                part = rec["part"]
-                msg.parts[part["id"]] = part
+                msg.set_part(rec["part"])
             return
         if kind == "message":
             meta = rec["message"]
