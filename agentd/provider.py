@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import math
@@ -247,12 +248,15 @@ class _SseDecoder:
     network read rather than each line, and JSON is parsed straight from bytes.
     """
 
-    __slots__ = ("_data", "_event", "_skip_lf", "_tail")
+    __slots__ = ("_data", "_data_size", "_event", "_skip_lf", "_tail")
 
     def __init__(self) -> None:
-        self._tail = b""
+        # A line still without its end: a bytearray, since `bytes +=` would copy the
+        # whole line per read (quadratic in a long line).
+        self._tail = bytearray()
         self._skip_lf = False
         self._data: list[bytes] = []
+        self._data_size = 0
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
@@ -266,11 +270,15 @@ class _SseDecoder:
             # of a CRLF whose LF arrives with the next one.
             self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in chunk:
+        end = chunk.rfind(b"\n")
+        if end < 0:
             self._tail += chunk
+            if len(self._tail) + self._data_size > MAX_EVENT_BYTES:
+                raise _TooLarge("an event", MAX_EVENT_BYTES)
             return []
-        lines = (self._tail + chunk).split(b"\n")
-        self._tail = lines.pop()
+        self._tail += chunk[:end]
+        lines = bytes(self._tail).split(b"\n")
+        self._tail = bytearray(chunk[end + 1 :])
         events = []
         for line in lines:
             event = self._line(line)
@@ -281,13 +289,17 @@ class _SseDecoder:
     def finish(self) -> tuple[str | None, bytes] | None:
         """At the end of the body: a last event that lacked its blank line."""
         if self._tail:
-            self._line(self._tail)
-            self._tail = b""
+            self._line(bytes(self._tail))
+            self._tail = bytearray()
         return self._flush()
 
     def _line(self, line: bytes) -> tuple[str | None, bytes] | None:
         if line.startswith(b"data:"):
-            self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            data = line[6:] if line.startswith(b"data: ") else line[5:]
+            self._data_size += len(data)
+            if self._data_size > MAX_EVENT_BYTES:
+                raise _TooLarge("an event", MAX_EVENT_BYTES)
+            self._data.append(data)
             return None
         if not line:
             return self._flush()
@@ -310,6 +322,7 @@ class _SseDecoder:
             return None
         event = (self._event, b"\n".join(self._data))
         self._data = []
+        self._data_size = 0
         self._event = None
         return event
 
@@ -331,6 +344,48 @@ def load_json(data: bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+async def _read_capped(response: Any, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge("a response body", limit)
+    return bytes(body)
+
+
+async def _cap_error_body(response: Any) -> None:
+    """httpx response hook: the SDK reads an error answer's body whole; a hostile server
+    must not make that unbounded."""
+    if response.status_code >= 300:
+        response.stream = _capped_stream_class()(response.stream, MAX_ERROR_BODY_BYTES)
+
+
+@functools.cache
+def _capped_stream_class() -> type:
+    # Defined on first use: httpx loads with the SDK, never at agentd's startup.
+    import httpx2
+
+    class CappedStream(httpx2.AsyncByteStream):
+        """Ends in `_TooLarge` past `limit` bytes."""
+
+        def __init__(self, inner: Any, limit: int) -> None:
+            self._inner = inner
+            self._limit = limit
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._limit:
+                    raise _TooLarge("an error body", self._limit)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return CappedStream
+
+
 def _json_or_text(data: bytes) -> Any:
     try:
         return load_json(data)
@@ -342,6 +397,24 @@ def _json_or_text(data: bytes) -> Any:
 # attack, and summed over a session it would overflow SQLite's 64-bit integers.
 MAX_REPORTED_TOKENS = 10**12
 MAX_FINISH_REASON_CHARS = 64
+
+# What agentd reads from a model server, at most. One SSE event (its `data:` lines) or a
+# whole JSON answer: far above any real chunk (a 2 MB tool-call chunk is tested). A
+# streamed body: an answer of a million tokens sent one per event is ~250 MB. An error
+# body is read by the SDK whole, to find the message in it.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
+MAX_STREAM_BYTES = 1024 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+
+
+class _TooLarge(Exception):
+    """The server sent more than a cap allows; ends the step as ResponseTooLarge."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} larger than {limit // (1024 * 1024)} MiB")
+        self.what = what
+        self.limit = limit
 
 
 def _int(value: Any) -> int | None:
@@ -574,6 +647,12 @@ class ChatProvider:
                 max_retries=0,  # one retry layer only: ours
                 timeout=openai.Timeout(backstop, connect=cfg.connect_timeout_s),
                 default_headers=dict(cfg.headers) or None,
+                # No redirects: one would resend the request, API key and conversation
+                # included, to wherever the server points (another port, another host).
+                # A 3xx answer is reported as ProviderRedirect, naming where it pointed.
+                http_client=openai.DefaultAsyncHttpxClient(
+                    follow_redirects=False, event_hooks={"response": [_cap_error_body]}
+                ),
             )
             url = self._client.base_url
             port = f":{url.port}" if url.port else ""
@@ -745,6 +824,8 @@ class ChatProvider:
                 ) from None
             except openai.APIError as err:
                 raise self._from_sdk_error(err) from None
+            except _TooLarge as err:  # an error body over its cap (see _cap_error_body)
+                raise self._too_large(err) from None
 
             assembler = _StepAssembler(redact)
             content_type = response.headers.get("content-type", "")
@@ -752,8 +833,10 @@ class ChatProvider:
                 # The server ignored stream=True and sent a whole chat.completion.
                 try:
                     async with asyncio.timeout_at(deadline):
-                        body = await response.read()
+                        body = await _read_capped(response, MAX_JSON_BODY_BYTES)
                     payload = load_json(body)
+                except _TooLarge as err:
+                    raise self._too_large(err) from None
                 except TimeoutError:
                     raise redact.error(
                         "ProviderTimeout",
@@ -772,6 +855,7 @@ class ChatProvider:
                 return
 
             decoder = _SseDecoder()
+            received = 0
             reads = response.iter_bytes().__aiter__()
             eof = saw_done = False
             while not (eof or saw_done):
@@ -791,7 +875,13 @@ class ChatProvider:
                 except Exception as err:
                     raise self._from_transport_error(err) from None
                 else:
-                    sse_events = decoder.feed(data)
+                    received += len(data)
+                    try:
+                        if received > MAX_STREAM_BYTES:
+                            raise _TooLarge("the answer", MAX_STREAM_BYTES)
+                        sse_events = decoder.feed(data)
+                    except _TooLarge as err:
+                        raise self._too_large(err) from None
                 for event_name, payload in sse_events:
                     if event_name == "error":
                         raise redact.from_in_band(_json_or_text(payload))
@@ -825,6 +915,14 @@ class ChatProvider:
             if response is not None:
                 with contextlib.suppress(Exception):
                     await response.close()
+
+    def _too_large(self, err: _TooLarge) -> ProviderError:
+        # Not retried: the same request would bring the same answer.
+        return self._redact.error(
+            "ResponseTooLarge",
+            f"The model provider sent {err}; agentd stopped reading it.",
+            data={"limit": err.limit},
+        )
 
     def _timeout_error(self, after_first_event: bool) -> ProviderError:
         cfg = self._config
@@ -864,5 +962,16 @@ class ChatProvider:
                 retryable=True,
             )
         if isinstance(err, openai.APIStatusError):
+            if 300 <= err.status_code < 400:
+                where = err.response.headers.get("location") or "nowhere"
+                return self._redact.error(
+                    "ProviderRedirect",
+                    f"The model provider at {self._endpoint} answered HTTP {err.status_code}, "
+                    f"redirecting to {where}. agentd follows no redirects (they would carry "
+                    "the API key and the conversation elsewhere): set the provider's base_url "
+                    "to the right address.",
+                    status=err.status_code,
+                    data={"location": where},
+                )
             return self._redact.from_status(err.status_code, err.body, err.response.headers)
         return self._redact.error("ProviderUnavailable", err.message, retryable=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_chat import chat, text_of
 
 MAX_REPORTED = 10**12
@@ -113,3 +114,58 @@ def test_a_long_stream_of_tiny_deltas_arrives_and_is_stored_whole(spawn, model):
     d2 = spawn(model.base_url)
     [_, stored] = d2.call("session/messages", {"sessionId": sid})["messages"]
     assert text_of(stored) == text
+
+
+def rss_mib(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / (1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    "spec, what",
+    [
+        # One 20 MiB line with no end (the first 16 MiB are enough to stop).
+        ({"events": ["x" * (20 * 1024 * 1024)]}, "an event larger than 16 MiB"),
+        # One event made of many data: lines.
+        ({"events": ["\ndata: ".join(["y" * 1024 * 1024] * 20)]}, "an event larger than 16 MiB"),
+        # A whole JSON answer (the server ignored stream=true).
+        (
+            {"error": {"status": 200, "body": {"pad": "z" * (20 * 1024 * 1024)}}},
+            "a response body larger than 16 MiB",
+        ),
+        # An error answer's body.
+        (
+            {"error": {"status": 500, "body": {"error": {"message": "e" * (3 * 1024 * 1024)}}}},
+            "an error body larger than 1 MiB",
+        ),
+    ],
+    ids=["long-line", "many-data-lines", "json-body", "error-body"],
+)
+def test_oversized_answers_end_as_a_named_error_without_holding_them(spawn, model, spec, what):
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    model.enqueue(spec)
+    message = chat(d, sid, "go")["message"]
+    assert message["finishReason"] == "error"
+    assert message["error"]["name"] == "ResponseTooLarge"
+    assert what in message["error"]["message"]
+    assert len(model.requests()) == 1  # not retried: the same request brings the same
+    assert rss_mib(d.proc.pid) < 200
+    model.enqueue({"text": "fine"})
+    assert text_of(chat(d, sid, "again")["message"]) == "fine"
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_not_followed(spawn, model, status):
+    from agentd.scripted_model import ScriptedModelServer
+
+    with ScriptedModelServer() as elsewhere:
+        d = spawn(model.base_url)
+        sid = d.call("session/create", {"title": "t"})["session"]["id"]
+        target = f"{elsewhere.base_url}/chat/completions"
+        model.enqueue({"error": {"status": status, "body": {}, "headers": {"location": target}}})
+        message = chat(d, sid, "go")["message"]
+        assert message["error"]["name"] == "ProviderRedirect"
+        assert message["error"]["data"]["location"] == target
+        assert elsewhere.requests() == []  # neither the key nor the conversation went there
