@@ -573,7 +573,7 @@ class RunManager:
         except Exception as exc:  # a title is never an error: fall back to the first words
             logger.info("title generation failed (%s): using the first words", exc)
         try:
-            await self.sessions.set_title(sid, title)
+            await self.sessions.set_title(sid, title, generated=True)
         except Exception:
             logger.debug("session %s gone before its title was set", sid)
 

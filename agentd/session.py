@@ -437,15 +437,30 @@ class SessionManager:
             await self.get_row(p.session_id)  # 1001 when unknown
         return await self.mcp.list(p)
 
-    async def set_title(self, session_id: str, title: str) -> t.Session | None:
+    async def set_title(
+        self, session_id: str, title: str, *, generated: bool = False
+    ) -> t.Session | None:
+        """A title from the user, or `generated` by the model after a first run: a
+        generated title never replaces one the user gave, even one given while it was
+        being generated. The catalog gets the log's effective title."""
         title = " ".join(title.split())[:200] or DEFAULT_TITLE
         now = ids.now_ms()
         log = self.log_for(session_id)
-        log.append({"k": "title", "title": title, "at": now})
+        record: dict[str, Any] = {"k": "title", "title": title, "at": now}
+        if generated:
+            if (await log.read()).titled_by_user:
+                return None
+            # No await between the check and the append: a rename in this daemon lands
+            # before or after, and the log's fold ranks it above this one either way.
+            record["generated"] = True
+        log.append(record)
         await log.flush()
+        state = await log.read()
         return self._emit_row(
             await self.catalog.run(
-                self.catalog.update_session, session_id, {"title": title, "updated": now}
+                self.catalog.update_session,
+                session_id,
+                {"title": state.title or title, "updated": now},
             )
         )
 

@@ -2,7 +2,9 @@
 
 Records (one JSON object per line, key `k` says which):
   session  the session's immutable fields, first line
-  title    a new title
+  title    a new title; `generated: true` for one the model wrote, which never replaces
+           a title the user gave (in session/create or session/update), whatever the
+           order the records were written in
   message  a message's fields without parts (insert or replace by id)
   part     a part snapshot at a boundary (insert or replace by id)
   delta    streamed text since the last checkpoint, appended to a part's `text`
@@ -87,7 +89,8 @@ class LogState:
 
     session: dict[str, Any] | None = None
     title: str | None = None
-    title_at: int = 0
+    # The user named the session: generated titles no longer apply.
+    titled_by_user: bool = False
     messages: dict[str, MessageState] = attrs.Factory(dict)
     open_runs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     extra_usage: dict[str, int] = attrs.Factory(dict)
@@ -119,9 +122,13 @@ class LogState:
         elif kind == "session":
             self.session = rec["session"]
             self.title = self.title or rec["session"].get("title")
+            self.titled_by_user = self.titled_by_user or bool(rec["session"].get("titleSet"))
         elif kind == "title":
-            self.title = rec["title"]
-            self.title_at = rec.get("at", 0)
+            if not rec.get("generated"):
+                self.titled_by_user = True
+                self.title = rec["title"]
+            elif not self.titled_by_user:
+                self.title = rec["title"]
         elif kind == "run":
             if rec["state"] == "start":
                 self.open_runs[rec["run"]] = rec
