@@ -346,7 +346,7 @@ def load_json(data: bytes) -> Any:
 
 async def _read_capped(response: Any, limit: int) -> bytes:
     body = bytearray()
-    async for chunk in response.iter_bytes():
+    async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > limit:
             raise _TooLarge("a response body", limit)
@@ -358,6 +358,13 @@ async def _cap_error_body(response: Any) -> None:
     must not make that unbounded."""
     if response.status_code >= 300:
         response.stream = _capped_stream_class()(response.stream, MAX_ERROR_BODY_BYTES)
+
+
+def _httpx_response() -> type:
+    """`cast_to` for the SDK's `post`: the raw, unread HTTP response."""
+    import httpx2
+
+    return httpx2.Response
 
 
 @functools.cache
@@ -801,21 +808,24 @@ class ChatProvider:
         redact = self._redact
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.first_token_timeout_s
-        response = None
+        response: Any = None
         reads: AsyncIterator[bytes] | None = None
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    # The SDK's type-driven transform walks every message in Python on
-                    # each request: with a long history, the largest CPU cost of a turn.
-                    # Messages and tools are already wire-format JSON, so they travel
-                    # as extra_body, which the SDK sends as it is.
-                    wire = {k: params[k] for k in ("messages", "tools") if k in params}
-                    rest = {k: v for k, v in params.items() if k not in wire}
-                    request = client.chat.completions.with_streaming_response.create(
-                        messages=[], **rest, extra_body=wire
+                    # Messages and tools are already wire-format JSON. Through
+                    # `chat.completions.create` the SDK would walk every message in
+                    # Python (its type-driven transform) and encode the body with the
+                    # stdlib: with a long history, the largest CPU cost of a turn. The
+                    # SDK's generic `post` sends orjson's bytes as they are, and keeps
+                    # its headers, auth and status errors.
+                    response = await client.post(
+                        "/chat/completions",
+                        content=orjson.dumps(params),
+                        cast_to=_httpx_response(),
+                        stream=True,
+                        options={"headers": {"Content-Type": "application/json"}},
                     )
-                    response = await request.__aenter__()
             except TimeoutError:
                 raise redact.error(
                     "ProviderTimeout",
@@ -856,7 +866,7 @@ class ChatProvider:
 
             decoder = _SseDecoder()
             received = 0
-            reads = response.iter_bytes().__aiter__()
+            reads = response.aiter_bytes().__aiter__()
             eof = saw_done = False
             while not (eof or saw_done):
                 if assembler.emitted:
@@ -914,7 +924,7 @@ class ChatProvider:
                     await close_reads()
             if response is not None:
                 with contextlib.suppress(Exception):
-                    await response.close()
+                    await response.aclose()
 
     def _too_large(self, err: _TooLarge) -> ProviderError:
         # Not retried: the same request would bring the same answer.

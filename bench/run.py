@@ -295,6 +295,64 @@ def bench_long_stream(srv: ScriptedModelServer, sizes: tuple[int, ...]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def grow_session(tmp: Path, sid: str, turns: int) -> None:
+    """Append `turns` copies of the session's last turn to its log, with fresh ids: what
+    `turns` real chats would have written, in a second instead of minutes."""
+    log = tmp / "data" / "sessions" / sid / "log.jsonl"
+    lines = log.read_bytes().splitlines()
+    run_start = max(i for i, line in enumerate(lines) if b'"state":"start"' in line)
+    turn = b"\n".join(lines[run_start:]) + b"\n"
+    import re
+
+    ids = sorted(set(re.findall(rb"(?:msg|prt|run)_[0-9a-f]{12}[0-9a-z]{12}", turn)))
+    with log.open("ab") as f:
+        for n in range(turns):
+            copy = turn
+            for k, old in enumerate(ids):
+                new = old[:4] + b"%012x" % (0x10000000000 + n) + b"%012x" % k
+                copy = copy.replace(old, new)
+            f.write(copy)
+
+
+def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
+    """A session of `messages` tiny messages: the daemon's RSS once it has been chatted
+    in, and a chat's round trip (tiny answer), against the same chat in a new session."""
+    tmp = fresh_dir()
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+    small = d.call("session/create", {"title": "small"})["session"]["id"]
+    big = d.call("session/create", {"title": "big"})["session"]["id"]
+    d.call("session/chat", {"sessionId": big, "parts": [{"type": "text", "text": "hi"}]})
+    d.stop()
+    grow_session(tmp, big, messages // 2 - 1)
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+
+    def chat_ms(sid: str) -> list[float]:
+        times = []
+        for i in range(12):
+            start = time.perf_counter()
+            d.call(
+                "session/chat",
+                {"sessionId": sid, "parts": [{"type": "text", "text": f"hi {i}"}]},
+                timeout=120,
+            )
+            times.append((time.perf_counter() - start) * 1000)
+        return times[2:]
+
+    base = chat_ms(small)
+    times = chat_ms(big)
+    report(
+        f"chat_in_a_{messages // 1000}k_message_session_median",
+        statistics.median(times),
+        "ms",
+        f"a new session: {statistics.median(base):.1f} ms",
+    )
+    report(f"rss_with_a_{messages // 1000}k_message_session", rss_mib(d.proc.pid), "MiB")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     d, tmp = _chat_daemon(srv)
     sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
@@ -449,6 +507,8 @@ def main() -> int:
             bench_token_latency(srv)
         if want("throughput"):
             bench_throughput_and_disk(srv)
+        if want("big-session"):
+            bench_big_session(srv, 20_000)
         if want("long-stream"):
             bench_long_stream(srv, (100_000, 200_000) if quick else (100_000, 200_000, 400_000))
         if want("concurrent"):
