@@ -415,7 +415,8 @@ class SessionManager:
                 )
             end = all_ids.index(p.before)
         start = max(0, end - limit)
-        page = [structure(state.messages[i].to_wire(), t.Message) for i in all_ids[start:end]]
+        wire = await self.log_for(p.session_id).read_messages(all_ids[start:end])
+        page = [structure(m, t.Message) for m in wire]
         live = self.runs.live_messages(p.session_id) if self.runs is not None else {}
         if live:
             page = [live.get(m.id, m) for m in page]

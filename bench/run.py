@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from rpc_client import Daemon, daemon_env  # noqa: E402
+from session_logs import grow_session  # noqa: E402
 
 from agentd.scripted_model import ScriptedModelServer  # noqa: E402
 
@@ -295,25 +296,6 @@ def bench_long_stream(srv: ScriptedModelServer, sizes: tuple[int, ...]) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def grow_session(tmp: Path, sid: str, turns: int) -> None:
-    """Append `turns` copies of the session's last turn to its log, with fresh ids: what
-    `turns` real chats would have written, in a second instead of minutes."""
-    log = tmp / "data" / "sessions" / sid / "log.jsonl"
-    lines = log.read_bytes().splitlines()
-    run_start = max(i for i, line in enumerate(lines) if b'"state":"start"' in line)
-    turn = b"\n".join(lines[run_start:]) + b"\n"
-    import re
-
-    ids = sorted(set(re.findall(rb"(?:msg|prt|run)_[0-9a-f]{12}[0-9a-z]{12}", turn)))
-    with log.open("ab") as f:
-        for n in range(turns):
-            copy = turn
-            for k, old in enumerate(ids):
-                new = old[:4] + b"%012x" % (0x10000000000 + n) + b"%012x" % k
-                copy = copy.replace(old, new)
-            f.write(copy)
-
-
 def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
     """A session of `messages` tiny messages: the daemon's RSS once it has been chatted
     in, and a chat's round trip (tiny answer), against the same chat in a new session."""
@@ -328,9 +310,19 @@ def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
     d = Daemon(daemon_env(tmp, srv.base_url))
     d.initialize(workspaceRoot=str(tmp))
 
-    def chat_ms(sid: str) -> list[float]:
+    import psutil
+
+    proc = psutil.Process(d.proc.pid)
+
+    def chat_ms(sid: str) -> tuple[list[float], float]:
+        """Round trips, and agentd's CPU time per chat (what the daemon itself spends,
+        apart from the model server parsing a long history on the other side)."""
         times = []
+        cpu_before = 0.0
         for i in range(12):
+            if i == 2:
+                cpu = proc.cpu_times()
+                cpu_before = cpu.user + cpu.system
             start = time.perf_counter()
             d.call(
                 "session/chat",
@@ -338,15 +330,22 @@ def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
                 timeout=120,
             )
             times.append((time.perf_counter() - start) * 1000)
-        return times[2:]
+        cpu = proc.cpu_times()
+        return times[2:], (cpu.user + cpu.system - cpu_before) * 1000 / 10
 
-    base = chat_ms(small)
-    times = chat_ms(big)
+    base, base_cpu = chat_ms(small)
+    times, cpu = chat_ms(big)
     report(
         f"chat_in_a_{messages // 1000}k_message_session_median",
         statistics.median(times),
         "ms",
         f"a new session: {statistics.median(base):.1f} ms",
+    )
+    report(
+        f"agentd_cpu_per_chat_{messages // 1000}k_message_session",
+        cpu,
+        "ms",
+        f"a new session: {base_cpu:.1f} ms",
     )
     report(f"rss_with_a_{messages // 1000}k_message_session", rss_mib(d.proc.pid), "MiB")
     d.stop()
