@@ -96,14 +96,13 @@ def encoded(chat: list[dict[str, Any]]) -> list[orjson.Fragment]:
 
 def chat_role(message: dict[str, Any] | orjson.Fragment) -> Any:
     if isinstance(message, orjson.Fragment):
-        return orjson.loads(message.contents).get("role")
+        # A Fragment does not expose its bytes; encoding it writes them out.
+        return orjson.loads(orjson.dumps(message)).get("role")
     return message.get("role")
 
 
 def chat_size(message: dict[str, Any] | orjson.Fragment) -> int:
     """Encoded size of one chat message (either form)."""
-    if isinstance(message, orjson.Fragment):
-        return len(message.contents)
     return len(orjson.dumps(message))
 
 

@@ -222,7 +222,7 @@ class SessionManager:
         row whose log was deleted by hand is dropped, so the catalog heals. On the
         catalog thread: the stat costs microseconds, and never the event loop's."""
         row = self.catalog.get_session(session_id)
-        if row is not None and not (self.session_dir(session_id) / LOG_NAME).is_file():
+        if row is not None and not (self.session_dir(session_id) / LOG_NAME).exists():
             self._forget_row(session_id, "its log is missing")
             return None
         return row
