@@ -317,6 +317,12 @@ def test_entries_that_are_not_regular_files_are_skipped_reported_and_never_opene
             s = d.call("session/create", {"clientSessionId": thread, "title": "t"})["session"]
             held = HeldRun(d, model, s["id"])
             assert answers(tmp_path, s["sessionScopeKey"], [d]) == {held.run_id}, thread
+            link = directory / f"{s['sessionScopeKey']}.json"
+            if thread == "dir":
+                assert link.is_dir() and not link.is_symlink()
+            else:  # the name is agentd's: its own file replaced the FIFO, socket or symlink
+                assert stat.S_ISREG(os.lstat(link).st_mode)
+                assert linked_run(tmp_path, s["sessionScopeKey"]) == held.run_id
             held.end()
             assert answers(tmp_path, s["sessionScopeKey"], [d]) == {None}, thread
         assert outside.read_bytes() == before and stat.S_IMODE(outside.stat().st_mode) == 0o644
