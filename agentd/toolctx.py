@@ -78,7 +78,7 @@ class _Held(NamedTuple):
 # --- names ---------------------------------------------------------------------------
 
 
-def record_name(scope_key: str, run_id: str) -> str:
+def _record_name(scope_key: str, run_id: str) -> str:
     return f"{scope_key}.{run_id}{RECORD_SUFFIX}"
 
 
@@ -126,7 +126,8 @@ def _untrusted(st: os.stat_result) -> str | None:
 def open_dir(directory: Path, *, create: bool) -> int:
     """A descriptor of the directory once it is known to be ours; every later access
     goes through it (`dir_fd`), so swapping the path for a symlink afterwards changes
-    nothing. Raises DirectoryRefused (and OSError when it cannot be created)."""
+    nothing. Raises DirectoryRefused, or OSError when it cannot be created (or, without
+    `create`, does not exist)."""
     created = False
     if create:
         directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -471,11 +472,6 @@ class ToolContextStore:
 
     # --- a run's context -------------------------------------------------------------
 
-    def path_for(self, scope_key: str) -> Path:
-        if not is_scope_key(scope_key):
-            raise ValueError("invalid sessionScopeKey")
-        return self.directory / f"{scope_key}{CONTEXT_SUFFIX}"
-
     async def write(self, context: dict[str, Any]) -> None:
         """Publish a run's context; it stays until `release(runId)`. A failure is logged
         and the run goes on without a context."""
@@ -495,7 +491,7 @@ class ToolContextStore:
             logger.warning("tool context not written: invalid key or run id")
             return
         data = (json.dumps(context, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        name = record_name(key, run_id)
+        name = _record_name(key, run_id)
         try:
             with _dir_locked(dir_fd, self._mutex):
                 tmp = f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"

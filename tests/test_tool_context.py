@@ -80,14 +80,17 @@ def ctx_dir(tmp_path: Path) -> Path:
     return tmp_path / "state" / "tool-context"
 
 
-def answers(tmp_path: Path, key: str, daemons: list[Daemon]) -> set[str | None]:
-    """The run every reader names for `key`: read(), the CLI, toolContext/get of each
-    daemon."""
+def answers(
+    tmp_path: Path, key: str, daemons: list[Daemon], *, with_cli: bool = True
+) -> set[str | None]:
+    """The run every reader names for `key`: read(), toolContext/get of each daemon and
+    (a process start, so not everywhere) the CLI."""
     seen: set[str | None] = set()
     found = toolctx.read(key, ctx_dir(tmp_path))
     seen.add(found and found["runId"])
-    out = cli(tmp_path, key)
-    seen.add(json.loads(out.stdout)["runId"] if out.returncode == 0 else None)
+    if with_cli:
+        out = cli(tmp_path, key)
+        seen.add(json.loads(out.stdout)["runId"] if out.returncode == 0 else None)
     for d in daemons:
         got = d.call("toolContext/get", {"sessionScopeKey": key})
         seen.add(got and got["runId"])
@@ -143,7 +146,7 @@ def test_two_daemons_running_one_key_keep_each_others_context(spawn, model, tmp_
     assert sb["sessionScopeKey"] == key and sa["id"] != sb["id"]
 
     older = HeldRun(a, model, sa["id"])
-    assert answers(tmp_path, key, [a, b]) == {older.run_id}
+    assert answers(tmp_path, key, [a, b], with_cli=False) == {older.run_id}
     newer = HeldRun(b, model, sb["id"])
     # Both active: every reader, in both daemons, names the newest run.
     assert answers(tmp_path, key, [a, b]) == {newer.run_id}
@@ -175,7 +178,7 @@ def test_two_daemons_running_one_key_keep_each_others_context(spawn, model, tmp_
         last = newer
     last.end()
     alive = [d for d in (a, b) if d.proc.poll() is None]
-    assert answers(tmp_path, key, alive) == {None}
+    assert answers(tmp_path, key, alive, with_cli=False) == {None}
     # The last run to end cleans up after the killed one too.
     assert os.listdir(ctx_dir(tmp_path)) == []
 
@@ -221,7 +224,7 @@ def test_files_of_a_killed_daemon_whose_pid_was_reused_are_not_active(spawn, mod
     s = a.call("session/create", {"userId": "bob", "projectId": "p1", "title": "t"})["session"]
     key = s["sessionScopeKey"]
     held = HeldRun(a, model, s["id"])
-    assert answers(tmp_path, key, [a]) == {held.run_id}
+    assert answers(tmp_path, key, [a], with_cli=False) == {held.run_id}
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     # The pid comes back as another process's: rewrite it in place (same inode).
@@ -243,7 +246,7 @@ def test_files_of_a_killed_daemon_whose_pid_was_reused_are_not_active(spawn, mod
     assert os.listdir(ctx_dir(tmp_path)) == []
     # The session itself runs again, and publishes afresh.
     again = HeldRun(b, model, s["id"])
-    assert answers(tmp_path, key, [b]) == {again.run_id}
+    assert answers(tmp_path, key, [b], with_cli=False) == {again.run_id}
     again.end()
 
 
@@ -315,16 +318,18 @@ def test_entries_that_are_not_regular_files_are_skipped_reported_and_never_opene
         # Runs whose keys have such entries still run, and their context is found.
         for thread in ("dir", "fifo", "link", "sock"):
             s = d.call("session/create", {"clientSessionId": thread, "title": "t"})["session"]
+            key = s["sessionScopeKey"]
             held = HeldRun(d, model, s["id"])
-            assert answers(tmp_path, s["sessionScopeKey"], [d]) == {held.run_id}, thread
-            link = directory / f"{s['sessionScopeKey']}.json"
+            with_cli = thread == "dir"
+            assert answers(tmp_path, key, [d], with_cli=with_cli) == {held.run_id}, thread
+            link = directory / f"{key}.json"
             if thread == "dir":
                 assert link.is_dir() and not link.is_symlink()
             else:  # the name is agentd's: its own file replaced the FIFO, socket or symlink
                 assert stat.S_ISREG(os.lstat(link).st_mode)
-                assert linked_run(tmp_path, s["sessionScopeKey"]) == held.run_id
+                assert linked_run(tmp_path, key) == held.run_id
             held.end()
-            assert answers(tmp_path, s["sessionScopeKey"], [d]) == {None}, thread
+            assert answers(tmp_path, key, [d], with_cli=False) == {None}, thread
         assert outside.read_bytes() == before and stat.S_IMODE(outside.stat().st_mode) == 0o644
         assert (directory / "anonymous.default.dir.json" / "inside").read_text() == "x"
         assert stat.S_ISFIFO(os.lstat(directory / f"anonymous.default.fifo.{RUN_ID}.run").st_mode)
