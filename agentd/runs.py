@@ -274,7 +274,6 @@ class RunManager:
             )
         log = sessions.log_for(sid)
         stream = RunStream(sessions.link, log, sid, run.run_id)
-        scope_key = ""
         try:
             state = await log.read()
             if state.session is None:
@@ -392,9 +391,9 @@ class RunManager:
                 self._spawn(self._make_title(sid, run, user))
             return message
         finally:
-            await self._finish(run, lock, stream, scope_key)
+            await self._finish(run, lock, stream)
 
-    async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
+    async def _finish(self, run: Run, lock: RunLock, stream: RunStream) -> None:
         """Every run ends here, on every path. The tool-context file, the lock and the
         session's place in `_active` are released even when storage fails; a storage
         failure is then raised (the editor gets it as the chat's error)."""
@@ -419,8 +418,7 @@ class RunManager:
             )
         finally:
             try:
-                if scope_key:
-                    await sessions.toolctx.remove(scope_key)
+                await sessions.toolctx.release(run.run_id)
             finally:
                 lock.release()
                 self._active.pop(sid, None)
@@ -726,7 +724,7 @@ class RunManager:
                 sessions.catalog.end_run, "", sid, now, state.catalog_totals()
             )
             if scope_key:
-                await sessions.toolctx.remove(scope_key)
+                await sessions.toolctx.discard_stale(scope_key)
         finally:
             lock.release()
 

@@ -483,7 +483,7 @@ class SessionManager:
         await self.catalog.run(self.catalog.delete_sessions, doomed)
         for sid, row in zip(doomed, rows, strict=True):
             if row is not None:
-                await self.toolctx.remove(row[9])
+                await self.toolctx.discard_stale(row[9])
             log = self._logs.pop(sid, None)
             if log is not None:
                 await log.flush()

@@ -324,6 +324,8 @@ class InitializeResult:
     server_info: ServerInfo
     capabilities: ServerCapabilities
     tool_context_dir: str
+    # Why tool contexts are unavailable (the directory was refused); absent when they work.
+    tool_context_error: str | None = None
 
 
 @attrs.define

@@ -67,6 +67,7 @@ export interface InitializeResult {
   serverInfo: ServerInfo;
   capabilities: ServerCapabilities;
   toolContextDir: string;
+  toolContextError?: string;
 }
 
 export interface McpListParams {
