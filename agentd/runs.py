@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -41,7 +42,6 @@ from agentd.turn import (
     DEFAULT_SYSTEM_PROMPT,
     Turn,
     TurnInput,
-    read_input_file,
     step_cost,
     usage_from_provider,
 )
@@ -173,6 +173,9 @@ class RunManager:
             )
         if p.max_steps is not None and p.max_steps < 1:
             raise InvalidParams("params.maxSteps: must be at least 1", data={"field": "maxSteps"})
+        self._check_file_parts(
+            p.parts, _workspace_path(row[7] or self.sessions.editor.workspace_root)
+        )
         if self._closing:
             raise RequestCancelled("agentd is shutting down")
         sid = p.session_id
@@ -325,7 +328,11 @@ class RunManager:
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(
-                workspace, sessions.session_dir(sid), scope_key, sessions.toolctx.directory
+                workspace,
+                sessions.session_dir(sid),
+                scope_key,
+                sessions.toolctx.directory,
+                search_timeout_s=self.config.search_timeout_s,
             )
             user = self._user_message(run)
             stream.message(user)
@@ -335,7 +342,7 @@ class RunManager:
             if self._needs_compaction(state, run.model):
                 await self.compact(sid, run.model, auto=True, stream=stream)
                 state = await log.read()
-            messages = self._chat_messages(run, state, env.workspace_root)
+            messages = await self._chat_messages(run, state, env.workspace_root)
             runner = ToolRunner(
                 config=self.config,
                 link=sessions.link,
@@ -364,7 +371,7 @@ class RunManager:
                 summary = await self.compact(sid, run.model, auto=True, stream=stream)
                 if summary.error is not None:
                     return None
-                return self._chat_messages(
+                return await self._chat_messages(
                     run, await log.read(), env.workspace_root, exclude=turn.message.id
                 )
 
@@ -454,14 +461,14 @@ class RunManager:
             run_id=run.run_id,
         )
 
-    def _chat_messages(
-        self, run: Run, state: LogState, root: Any, exclude: str | None = None
+    async def _chat_messages(
+        self, run: Run, state: LogState, root: Path, exclude: str | None = None
     ) -> list[dict[str, Any]]:
         """System prompt + history (from the latest summary on) for the model."""
         system = [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
         return [
             {"role": "system", "content": "\n\n".join(system)},
-            *self._history(state, root, exclude),
+            *await self._history(state, root, exclude),
         ]
 
     def _needs_compaction(self, state: LogState, model: ModelConfig) -> bool:
@@ -478,17 +485,24 @@ class RunManager:
                 return False
         return False
 
-    def _with_file_text(self, msg: dict[str, Any], root: Any) -> dict[str, Any]:
-        if msg.get("role") != "user":
-            return msg
-        parts = [
-            {**p, "content": read_input_file(root, p["path"])} if p.get("type") == "file" else p
-            for p in msg.get("parts") or []
-        ]
-        return {**msg, "parts": parts}
+    def _check_file_parts(self, parts: list[t.InputPart], root: Path) -> None:
+        """Refuse (-32602, before anything is stored) a file part whose path can never
+        name a file in the workspace; what may change later (a file deleted, replaced by a
+        FIFO or a symlink) is stored and read as a note instead (`attached_file_text`)."""
+        # Loaded with the first chat, as the rest of the tool machinery.
+        from agentd.tools.files import attachment_problem
 
-    def _history(
-        self, state: LogState, root: Any, exclude: str | None = None
+        for index, part in enumerate(parts):
+            if isinstance(part, t.FileInputPart):
+                problem = attachment_problem(root, part.path)
+                if problem is not None:
+                    raise InvalidParams(
+                        f"params.parts[{index}].path: {problem}",
+                        data={"field": f"parts[{index}].path"},
+                    )
+
+    async def _history(
+        self, state: LogState, root: Path, exclude: str | None = None
     ) -> list[dict[str, Any]]:
         msgs = [m for i, m in state.messages.items() if i != exclude]
         if state.compact_from and state.compact_from in state.messages:
@@ -499,7 +513,8 @@ class RunManager:
             msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
             msgs += [state.messages[i] for i in after]
             msgs = [m for m in msgs if m.meta["id"] != exclude]
-        return to_chat_messages(self._with_file_text(m.to_wire(), root) for m in msgs)
+        wire = [m.to_wire() for m in msgs]
+        return to_chat_messages(await _with_file_text(wire, root))
 
     def _on_retry(self, run: Run, stream: RunStream, notice: Any) -> None:
         run.status = "retry"
@@ -803,6 +818,39 @@ def _fit(chat: list[dict[str, Any]], model: ModelConfig) -> list[dict[str, Any]]
     while start < len(chat) and chat[start].get("role") == "tool":
         start += 1
     return chat[start:]
+
+
+def _workspace_path(root: str | None) -> Path:
+    """The workspace a session's tools and attached files see (as `tool_env` makes it)."""
+    return Path(root or ".").absolute()
+
+
+async def _with_file_text(messages: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """User messages' file parts with the text the model reads (`content`). Every file is
+    read again on every run, off the event loop; a file that cannot be attached any more
+    (or a path an older agentd stored unchecked) becomes a note, never an error."""
+    from agentd.tools.files import attached_file_text
+
+    paths = [
+        part.get("path")
+        for msg in messages
+        if msg.get("role") == "user"
+        for part in msg.get("parts") or []
+        if part.get("type") == "file"
+    ]
+    if not paths:
+        return messages
+    texts = iter(await asyncio.to_thread(lambda: [attached_file_text(root, p) for p in paths]))
+    out = []
+    for msg in messages:
+        if msg.get("role") == "user":
+            parts = [
+                {**part, "content": next(texts)} if part.get("type") == "file" else part
+                for part in msg.get("parts") or []
+            ]
+            msg = {**msg, "parts": parts}
+        out.append(msg)
+    return out
 
 
 def _guess_mime(path: str) -> str:

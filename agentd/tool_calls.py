@@ -359,7 +359,12 @@ def _title(name: str, tool_input: Any) -> str:
 
 
 def tool_env(
-    workspace_root: str | None, session_dir: Path, scope_key: str, tool_context_dir: Path
+    workspace_root: str | None,
+    session_dir: Path,
+    scope_key: str,
+    tool_context_dir: Path,
+    *,
+    search_timeout_s: float,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -368,6 +373,7 @@ def tool_env(
         workspace_root=root,
         spill_dir=session_dir / "tool-output",
         process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
+        search_timeout_s=search_timeout_s,
     )
 
 

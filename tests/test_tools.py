@@ -23,7 +23,8 @@ from agentd.tools import (
     truncate_output,
 )
 from agentd.tools import bash as bash_module
-from agentd.tools.search import GLOB_MAX_RESULTS, GREP_MAX_MATCHES, glob_to_regex
+from agentd.tools.patterns import GlobPattern
+from agentd.tools.search import GLOB_MAX_RESULTS, GREP_MAX_MATCHES
 
 T = TypeVar("T")
 
@@ -458,10 +459,8 @@ def test_glob_pattern_errors(env: ToolEnv) -> None:
 
 
 def test_glob_translation() -> None:
-    import re
-
     def matches(pattern: str, path: str) -> bool:
-        return re.fullmatch(glob_to_regex(pattern), path, re.DOTALL) is not None
+        return GlobPattern(pattern).fullmatch(path)
 
     assert matches("**/*.py", "a.py") and matches("**/*.py", "x/y/a.py")
     assert not matches("*.py", "x/a.py")
