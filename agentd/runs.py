@@ -498,7 +498,10 @@ class RunManager:
                 if problem is not None:
                     raise InvalidParams(
                         f"params.parts[{index}].path: {problem}",
-                        data={"field": f"parts[{index}].path"},
+                        data={
+                            "field": f"parts[{index}].path",
+                            "errors": [f"params.parts[{index}].path: {problem}"],
+                        },
                     )
 
     async def _history(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import orjson
 
 from agentd import ids
 from agentd.config import Config
@@ -333,12 +334,20 @@ def _matches(name: str, patterns: list[str]) -> bool:
 def parse_arguments(raw: str) -> tuple[Any, str | None]:
     if not raw.strip():
         return {}, None
+    # What is kept of bad arguments is stored: as valid Unicode (no lone surrogate).
+    kept = {"_raw": raw[:2000].encode("utf-8", "replace").decode("utf-8")}
     try:
         value = json.loads(raw)
     except ValueError as exc:
-        return {"_raw": raw[:2000]}, f"the arguments are not valid JSON ({exc})"
+        return kept, f"the arguments are not valid JSON ({exc})"
     if not isinstance(value, dict):
-        return {"_raw": raw[:2000]}, "the arguments must be a JSON object"
+        return kept, "the arguments must be a JSON object"
+    try:
+        # The input is stored with the tool part: JSON that cannot be stored (a lone
+        # surrogate such as "\ud800", an integer beyond 64 bits) would fail the run.
+        orjson.dumps(value)
+    except TypeError as exc:
+        return kept, f"the arguments hold a value that cannot be used ({exc})"
     return value, None
 
 

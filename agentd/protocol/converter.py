@@ -1,7 +1,8 @@
 """The one cattrs converter for the wire: camelCase names, strict types, tagged unions.
 
 Strict on the way in: cattrs would turn "5" into 5 and 1 into True; the contract says a
-known field of the wrong type is -32602, so primitives are checked, not coerced.
+known field of the wrong type is -32602, so primitives are checked, not coerced. Strings
+must be valid Unicode (no lone surrogates).
 Unknown keys are ignored (forward compatibility). On the way out, None-valued fields are
 dropped: an absent field and null mean the same.
 """
@@ -36,6 +37,22 @@ def _strict(kind: type, name: str) -> Any:
     return hook
 
 
+def _str_hook(value: Any, _: type) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected string, got {type(value).__name__}")
+    # JSON can carry a lone surrogate ("\ud800"); it has no UTF-8 form, so it could be
+    # neither stored nor sent on: refused here, before anything is stored.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"contains a lone surrogate (U+{ord(value[exc.start]):04X}) at index "
+                f"{exc.start}, which is not valid Unicode"
+            ) from None
+    return value
+
+
 def _float_hook(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected number, got {type(value).__name__}")
@@ -62,7 +79,7 @@ def _tagged(union: Any, tag: str) -> Any:
 
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
-    conv.register_structure_hook(str, _strict(str, "string"))
+    conv.register_structure_hook(str, _str_hook)
     conv.register_structure_hook(int, _strict(int, "integer"))
     conv.register_structure_hook(bool, _strict(bool, "boolean"))
     conv.register_structure_hook(float, _float_hook)
