@@ -217,6 +217,46 @@ def test_the_search_time_budget_ends_as_a_tool_result_with_what_was_found(
     assert "time budget" in sent[-1]["content"]
 
 
+def test_names_and_arguments_that_are_not_unicode_never_fail_the_run(
+    spawn, model, ws: Path
+) -> None:
+    """A workspace file name that is not UTF-8, and tool arguments with a lone surrogate
+    or a huge integer: each was a -32603 that failed the whole run (the tool part could
+    not be stored). Now a name shows U+FFFD and bad arguments are a tool error."""
+    raw = os.fsencode(ws)
+    os.mkdir(os.path.join(raw, b"dir\xff"))
+    with open(os.path.join(raw, b"dir\xff", b"n\xe9e.txt"), "w") as f:
+        f.write("hello there\n")
+    d = spawn(model.base_url, workspace=ws)
+    sid = new_session(d)
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "grep", "arguments": {"pattern": "hello"}},
+                {"name": "glob", "arguments": {"pattern": "**/*.txt"}},
+                {"name": "list_dir", "arguments": {}},
+                {"name": "read_file", "arguments": '{"path": "x\\ud800"}'},
+                {"name": "grep", "arguments": '{"pattern": "\\udcff"}'},
+                {
+                    "name": "read_file",
+                    "arguments": '{"path": "a", "offset": 123456789012345678901234}',
+                },
+            ]
+        },
+        {"text": "done"},
+    )
+    msg = chat(d, sid, text("look"))["message"]
+    assert msg["finishReason"] == "stop"
+    outputs = [tool_text(p) for p in tool_parts(msg)]
+    assert outputs[0] == "dir\ufffd/n\ufffde.txt:1:hello there"
+    assert outputs[1] == "dir\ufffd/n\ufffde.txt"
+    assert outputs[2] == "dir\ufffd/"
+    for bad in outputs[3:]:
+        assert "the arguments hold a value that cannot be used" in bad, bad
+    model.enqueue({"text": "next"})
+    assert chat(d, sid, text("again"))["message"]["finishReason"] == "stop"
+
+
 # --- 2. paths swapped for symlinks while the tools run ---------------------------------
 
 SWAPPER = r"""

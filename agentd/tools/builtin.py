@@ -111,14 +111,17 @@ _SPECS = [
     ToolSpec(
         name="grep",
         description=(
-            "Search file contents with a Python regular expression, line by line. Returns "
-            "'path:line:text' for each matching line (at most "
+            "Search file contents with a regular expression (Python syntax), line by line. "
+            "Returns 'path:line:text' for each matching line (at most "
             f"{search.GREP_MAX_MATCHES}). `include` filters file names by glob, e.g. '*.py' "
-            "or '*.{ts,tsx}'. Skips binary files, .git and node_modules."
+            "or '*.{ts,tsx}'. Skips binary files, .git and node_modules. Patterns without "
+            "lookaround or backreferences run in linear time (RE2: \\w, \\d, \\b are "
+            "ASCII); those with them are slower. A search that outlasts its time budget "
+            "returns what it found with a note."
         ),
         parameters=_schema(
             {
-                "pattern": {"type": "string", "description": "Python regular expression."},
+                "pattern": {"type": "string", "description": "Regular expression."},
                 "path": {
                     "type": "string",
                     "description": "File or directory to search, relative to the workspace root (default: the root).",

@@ -137,21 +137,21 @@ def _list_dir(args: dict[str, Any], ws: Workspace) -> ToolOutput:
             raise ToolError(f"Directory not found: {path}") from None
         raise
     names: list[str] = []
-    # Listed through the descriptor: what is listed is the directory that was opened.
+    # Listed through the descriptor: what is listed is the directory that was opened. The
+    # entries stat through that fd when the file system gives no type: it stays open.
     try:
-        it = os.scandir(fd)
+        with os.scandir(fd) as it:
+            for entry in it:
+                if entry.name in SKIPPED_DIR_NAMES:
+                    continue
+                if entry.is_symlink():
+                    names.append(entry.name + "@")
+                elif entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name + "/")
+                else:
+                    names.append(entry.name)
     finally:
-        os.close(fd)  # scandir works on its own duplicate
-    with it:
-        for entry in it:
-            if entry.name in SKIPPED_DIR_NAMES:
-                continue
-            if entry.is_symlink():
-                names.append(entry.name + "@")
-            elif entry.is_dir(follow_symlinks=False):
-                names.append(entry.name + "/")
-            else:
-                names.append(entry.name)
+        os.close(fd)
     names.sort()
     total = len(names)
     if total == 0:
