@@ -277,18 +277,28 @@ twins = [
 ]
 for name, make in twins:
     make(os.path.join(ws, name + ".bad"))
-libc = ctypes.CDLL(None, use_errno=True)
+renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2
 
 
 def exchange(a, b):
-    # One atomic renameat2(RENAME_EXCHANGE): the name is never missing, only swapped.
-    if libc.renameat2(AT_FDCWD, a.encode(), AT_FDCWD, b.encode(), RENAME_EXCHANGE) == 0:
+    global renameat2
+    if renameat2 is not None:
+        # One atomic renameat2(RENAME_EXCHANGE): the name is never missing, only swapped.
+        if renameat2(AT_FDCWD, a.encode(), AT_FDCWD, b.encode(), RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == 2:  # ENOENT: d/s.txt while d is the symlink
+            return
+        if err not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: three renames below
+            raise OSError(err, os.strerror(err), a)
+        renameat2 = None
+    try:
+        os.rename(a, a + ".x")
+    except FileNotFoundError:
         return
-    err = ctypes.get_errno()
-    if err == 2:  # ENOENT: d/s.txt while d is the symlink (or write_file's temp file)
-        return
-    raise OSError(err, os.strerror(err), a)
+    os.rename(b, a)
+    os.rename(a + ".x", b)
 
 
 pairs = [(os.path.join(ws, n), os.path.join(ws, n + ".bad")) for n, _ in twins]
