@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -56,6 +56,8 @@ CHILD_GRACE_S = 0.5
 _MAGIC = re.compile(r"[*?\[{\\]")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+T = TypeVar("T")
 
 
 async def glob(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
@@ -112,7 +114,7 @@ def _notes(limits: SearchLimits, tool: str) -> list[str]:
     return notes
 
 
-async def _in_thread(fn: Callable[[SearchLimits], Any], timeout_s: float) -> Any:
+async def _in_thread(fn: Callable[[SearchLimits], T], timeout_s: float) -> T:
     """Run fn(limits) in a worker thread; abort sets the stop flag, and a worker that has
     not handed back its partial result shortly after the budget is abandoned."""
     limits = SearchLimits(timeout_s)
