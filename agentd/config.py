@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 
 DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
+# The default of ToolEnv.search_timeout_s too (config must not import the tools package).
+DEFAULT_SEARCH_TIMEOUT_S = 30.0
 
 
 @attrs.frozen
@@ -144,6 +146,8 @@ class Config:
     allow_write_tools: bool = False
     allow_bash: bool = False
     system_prompt: str | None = None
+    # The time budget of one glob or grep call (seconds).
+    search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     mcp_servers: tuple[McpServerSpec, ...] = ()
     problems: tuple[str, ...] = ()
 
@@ -287,6 +291,12 @@ def load_config(
         )
     mcp_servers = _mcp_servers(raw, env, problems)
     max_frame = _take(raw, "max_frame_bytes", int, "config", problems)
+    search_timeout = _take(raw, "search_timeout", (int, float), "config", problems)
+    if search_timeout is not None and not 0 < search_timeout <= 3600:
+        problems.append(
+            f"config.search_timeout: expected seconds in (0, 3600], got {search_timeout!r}"
+        )
+        search_timeout = None
     data, state = _dirs(env, data_dir or _take(raw, "data_dir", str, "config", problems))
     return Config(
         data_dir=data,
@@ -301,6 +311,7 @@ def load_config(
         allow_write_tools=bool(raw.get("allow_write_tools", False)),
         allow_bash=bool(raw.get("allow_bash", False)),
         system_prompt=_take(raw, "system_prompt", str, "config", problems),
+        search_timeout_s=float(search_timeout or DEFAULT_SEARCH_TIMEOUT_S),
         mcp_servers=mcp_servers,
         problems=tuple(problems),
     )

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -40,7 +41,6 @@ from agentd.turn import (
     DEFAULT_SYSTEM_PROMPT,
     Turn,
     TurnInput,
-    read_input_file,
     step_cost,
     usage_from_provider,
 )
@@ -173,6 +173,9 @@ class RunManager:
             )
         if p.max_steps is not None and p.max_steps < 1:
             raise InvalidParams("params.maxSteps: must be at least 1", data={"field": "maxSteps"})
+        self._check_file_parts(
+            p.parts, _workspace_path(row[7] or self.sessions.editor.workspace_root)
+        )
         if self._closing:
             raise RequestCancelled("agentd is shutting down")
         sid = p.session_id
@@ -326,7 +329,11 @@ class RunManager:
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(
-                workspace, sessions.session_dir(sid), scope_key, sessions.toolctx.directory
+                workspace,
+                sessions.session_dir(sid),
+                scope_key,
+                sessions.toolctx.directory,
+                search_timeout_s=self.config.search_timeout_s,
             )
             user = self._user_message(run)
             stream.message(user)
@@ -336,7 +343,7 @@ class RunManager:
             if self._needs_compaction(state, run.model):
                 await self.compact(sid, run.model, auto=True, stream=stream)
                 state = await log.read()
-            messages = self._chat_messages(run, state, env.workspace_root)
+            messages = await self._chat_messages(run, state, env.workspace_root)
             runner = ToolRunner(
                 config=self.config,
                 link=sessions.link,
@@ -365,7 +372,7 @@ class RunManager:
                 summary = await self.compact(sid, run.model, auto=True, stream=stream)
                 if summary.error is not None:
                     return None
-                return self._chat_messages(
+                return await self._chat_messages(
                     run, await log.read(), env.workspace_root, exclude=turn.message.id
                 )
 
@@ -454,14 +461,14 @@ class RunManager:
             run_id=run.run_id,
         )
 
-    def _chat_messages(
-        self, run: Run, state: LogState, root: Any, exclude: str | None = None
+    async def _chat_messages(
+        self, run: Run, state: LogState, root: Path, exclude: str | None = None
     ) -> list[dict[str, Any]]:
         """System prompt + history (from the latest summary on) for the model."""
         system = [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
         return [
             {"role": "system", "content": "\n\n".join(system)},
-            *self._history(state, root, exclude),
+            *await self._history(state, root, exclude),
         ]
 
     def _needs_compaction(self, state: LogState, model: ModelConfig) -> bool:
@@ -474,17 +481,27 @@ class RunManager:
             return False
         return usage.get("inputTokens", 0) + usage.get("outputTokens", 0) > usable
 
-    def _with_file_text(self, msg: dict[str, Any], root: Any) -> dict[str, Any]:
-        if msg.get("role") != "user":
-            return msg
-        parts = [
-            {**p, "content": read_input_file(root, p["path"])} if p.get("type") == "file" else p
-            for p in msg.get("parts") or []
-        ]
-        return {**msg, "parts": parts}
+    def _check_file_parts(self, parts: list[t.InputPart], root: Path) -> None:
+        """Refuse (-32602, before anything is stored) a file part whose path can never
+        name a file in the workspace; what may change later (a file deleted, replaced by a
+        FIFO or a symlink) is stored and read as a note instead (`attached_file_text`)."""
+        # Loaded with the first chat, as the rest of the tool machinery.
+        from agentd.tools.files import attachment_problem
 
-    def _history(
-        self, state: LogState, root: Any, exclude: str | None = None
+        for index, part in enumerate(parts):
+            if isinstance(part, t.FileInputPart):
+                problem = attachment_problem(root, part.path)
+                if problem is not None:
+                    raise InvalidParams(
+                        f"params.parts[{index}].path: {problem}",
+                        data={
+                            "field": f"parts[{index}].path",
+                            "errors": [f"params.parts[{index}].path: {problem}"],
+                        },
+                    )
+
+    async def _history(
+        self, state: LogState, root: Path, exclude: str | None = None
     ) -> list[dict[str, Any]]:
         msgs: Iterable[MessageState] = state.messages.values()
         if state.compact_from and state.compact_from in state.messages:
@@ -495,29 +512,38 @@ class RunManager:
             msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
             msgs += [state.messages[i] for i in after]
         # Runs at every chat over the whole history (20,000 messages in a long session):
-        # kept to a cached list's extend per message.
+        # kept to a cached list's extend per message. Messages with attached files are
+        # converted again each time: their files are read again (in a thread).
         out: list[Any] = []
         extend = out.extend
+        with_files: list[tuple[int, dict[str, Any]]] = []
         for msg in msgs:
             chat = msg.chat
             if chat is None:
                 if msg.meta["id"] == exclude:
                     continue
-                chat = self._chat_of(msg, root)
+                wire = msg.to_wire()
+                if _has_files(wire):
+                    with_files.append((len(out), wire))
+                    continue
+                chat = self._chat_of(msg, wire)
             extend(chat)
+        if with_files:
+            read = await _with_file_text([w for _, w in with_files], root)
+            # Inserted back to front, so earlier positions stay right.
+            for (at, _), wire in reversed(list(zip(with_files, read, strict=True))):
+                out[at:at] = message_to_chat(wire)
         return out
 
-    def _chat_of(self, msg: MessageState, root: Any) -> list[Any]:
-        """A message's chat-format messages, converted and encoded once per version of
-        the message (a long session's history is not converted again at every run)."""
+    @staticmethod
+    def _chat_of(msg: MessageState, wire: dict[str, Any] | None = None) -> list[Any]:
+        """A message's chat-format messages (file parts by name only), converted and
+        encoded once per version of a complete message (a long session's history is not
+        converted again at every run)."""
         if msg.chat is not None:
             return msg.chat
-        wire = msg.to_wire()
-        if any(p.get("type") == "file" for p in wire["parts"]):
-            # Attached files are read again at every run: never cached. (A summary
-            # request, `root` None, sees only their names.)
-            return message_to_chat(wire if root is None else self._with_file_text(wire, root))
-        if not msg.complete:
+        wire = wire if wire is not None else msg.to_wire()
+        if not msg.complete or _has_files(wire):
             return message_to_chat(wire)
         msg.chat = encoded(message_to_chat(wire))
         return msg.chat
@@ -630,7 +656,7 @@ class RunManager:
         state = await log.read()
         msgs = list(state.messages.values())
         keep = msgs[-KEEP_TAIL_MESSAGES:] if len(msgs) > KEEP_TAIL_MESSAGES else []
-        chat = [c for m in msgs[: len(msgs) - len(keep)] for c in self._chat_of(m, None)]
+        chat = [c for m in msgs[: len(msgs) - len(keep)] for c in self._chat_of(m)]
         chat = _fit(chat, model)
         now = ids.now_ms()
         message = t.Message(
@@ -824,6 +850,43 @@ def _fit(chat: list[dict[str, Any]], model: ModelConfig) -> list[dict[str, Any]]
     while start < len(chat) and chat_role(chat[start]) == "tool":
         start += 1
     return chat[start:]
+
+
+def _workspace_path(root: str | None) -> Path:
+    """The workspace a session's tools and attached files see (as `tool_env` makes it)."""
+    return Path(root or ".").absolute()
+
+
+async def _with_file_text(messages: list[dict[str, Any]], root: Path) -> list[dict[str, Any]]:
+    """User messages' file parts with the text the model reads (`content`). Every file is
+    read again on every run, off the event loop; a file that cannot be attached any more
+    (or a path an older agentd stored unchecked) becomes a note, never an error."""
+    from agentd.tools.files import attached_file_text
+
+    paths = [
+        part.get("path")
+        for msg in messages
+        if msg.get("role") == "user"
+        for part in msg.get("parts") or []
+        if part.get("type") == "file"
+    ]
+    if not paths:
+        return messages
+    texts = iter(await asyncio.to_thread(lambda: [attached_file_text(root, p) for p in paths]))
+    out = []
+    for msg in messages:
+        if msg.get("role") == "user":
+            parts = [
+                {**part, "content": next(texts)} if part.get("type") == "file" else part
+                for part in msg.get("parts") or []
+            ]
+            msg = {**msg, "parts": parts}
+        out.append(msg)
+    return out
+
+
+def _has_files(wire: dict[str, Any]) -> bool:
+    return wire.get("role") == "user" and any(p.get("type") == "file" for p in wire["parts"])
 
 
 def _guess_mime(path: str) -> str:

@@ -338,16 +338,19 @@ def _matches(name: str, patterns: list[str]) -> bool:
 def parse_arguments(raw: str) -> tuple[Any, str | None]:
     if not raw.strip():
         return {}, None
+    # What is kept of bad arguments is stored: as valid Unicode (no lone surrogate).
+    kept = {"_raw": raw[:2000].encode("utf-8", "replace").decode("utf-8")}
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        return {"_raw": raw[:2000]}, f"the arguments are not valid JSON ({exc})"
+        return kept, f"the arguments are not valid JSON ({exc})"
     if not isinstance(value, dict):
-        return {"_raw": raw[:2000]}, "the arguments must be a JSON object"
+        return kept, "the arguments must be a JSON object"
+    # The input is stored with the tool part. Python's parser takes what orjson cannot
+    # store (lone surrogates, integers beyond 64 bits, deep nesting).
     problems = encoding_problems(value, "arguments", limit=3)
     if problems:
-        # Python's parser takes integers of any size and nesting orjson cannot store.
-        return {"_raw": raw[:2000]}, "the arguments cannot be used: " + "; ".join(problems)
+        return kept, "the arguments cannot be used: " + "; ".join(problems)
     return value, None
 
 
@@ -368,7 +371,12 @@ def _title(name: str, tool_input: Any) -> str:
 
 
 def tool_env(
-    workspace_root: str | None, session_dir: Path, scope_key: str, tool_context_dir: Path
+    workspace_root: str | None,
+    session_dir: Path,
+    scope_key: str,
+    tool_context_dir: Path,
+    *,
+    search_timeout_s: float,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -377,6 +385,7 @@ def tool_env(
         workspace_root=root,
         spill_dir=session_dir / "tool-output",
         process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
+        search_timeout_s=search_timeout_s,
     )
 
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -369,20 +368,6 @@ class Turn:
                     time=t.ToolTime(start=start.start if start else now, end=now),
                 )
                 self.update_part(part)
-
-
-def read_input_file(root: Path, path: str, limit: int = 200_000) -> str:
-    """An input `file` part's text for the model (confined to the workspace)."""
-    target = (root / path).resolve()
-    if not target.is_relative_to(root.resolve()):
-        return f"[file {path}: outside the workspace, not attached]"
-    try:
-        data = target.read_bytes()[:limit]
-    except OSError as exc:
-        return f"[file {path}: {exc.strerror}]"
-    if b"\x00" in data[:8192]:
-        return f"[file {path}: binary, not attached]"
-    return f"[file {path}]\n{data.decode('utf-8', 'replace')}"
 
 
 __all__ = ["Turn", "TurnInput", "to_chat_messages"]

@@ -23,7 +23,8 @@ from agentd.tools import (
     truncate_output,
 )
 from agentd.tools import bash as bash_module
-from agentd.tools.search import GLOB_MAX_RESULTS, GREP_MAX_MATCHES, glob_to_regex
+from agentd.tools.patterns import GlobPattern
+from agentd.tools.search import GLOB_MAX_RESULTS, GREP_MAX_MATCHES
 
 T = TypeVar("T")
 
@@ -458,10 +459,8 @@ def test_glob_pattern_errors(env: ToolEnv) -> None:
 
 
 def test_glob_translation() -> None:
-    import re
-
     def matches(pattern: str, path: str) -> bool:
-        return re.fullmatch(glob_to_regex(pattern), path, re.DOTALL) is not None
+        return GlobPattern(pattern).fullmatch(path)
 
     assert matches("**/*.py", "a.py") and matches("**/*.py", "x/y/a.py")
     assert not matches("*.py", "x/a.py")
@@ -596,6 +595,95 @@ def test_grep_and_glob_cancel_promptly(env: ToolEnv, ws: Path) -> None:
 
     run(scenario("grep", {"pattern": "nothing here"}))
     run(scenario("glob", {"pattern": "**/*"}))
+
+
+def test_grep_keeps_line_by_line_meaning_with_the_linear_engine(env: ToolEnv, ws: Path) -> None:
+    """Every pattern RE2 takes means what it meant with Python's re, line by line."""
+    (ws / "a.txt").write_text("foo\nbar foo\nfoo bar\nxfoo\n")
+    assert call(env, "grep", pattern=r"foo\Z").output.split("\n") == [
+        "a.txt:1:foo",
+        "a.txt:2:bar foo",
+        "a.txt:4:xfoo",
+    ]
+    assert call(env, "grep", pattern=r"foo\z").output == call(env, "grep", pattern="foo$").output
+    assert call(env, "grep", pattern=r"^\Afoo").output.split("\n") == [
+        "a.txt:1:foo",
+        "a.txt:3:foo bar",
+    ]
+    # An escaped backslash before A is a literal, not the line start.
+    (ws / "b.txt").write_text("x\\Ay\n")
+    assert call(env, "grep", pattern=r"x\\A", path="b.txt").output == "b.txt:1:x\\Ay"
+    assert call(env, "grep", pattern=r"[\\A]y", path="b.txt").output == "b.txt:1:x\\Ay"
+    # Nothing matches across a line break, \C (any byte) included.
+    assert call(env, "grep", pattern=r"foo\C+bar", path="a.txt").output == "a.txt:3:foo bar"
+    assert call(env, "grep", pattern=r"[^z]+xfoo", path="a.txt").output == "No matches found."
+    # CRLF files: $ matches before the CR; invalid UTF-8 reads as U+FFFD, as before.
+    (ws / "c.txt").write_bytes(b"caf\xe9 au lait\r\nend\r\n")
+    assert call(env, "grep", pattern="lait$").output == "c.txt:1:caf\ufffd au lait"
+    assert call(env, "grep", pattern="caf. au").output == "c.txt:1:caf\ufffd au lait"
+    # RE2's own extras are accepted; a pattern neither engine takes is a tool error.
+    assert call(env, "grep", pattern=r"\pL+ bar").output == "a.txt:3:foo bar"
+    out = call(env, "grep", pattern="(?<=")
+    assert out.is_error and "Invalid regular expression" in out.output
+    out = call(env, "grep", pattern="a" * 10_001)
+    assert out.is_error and "at most 10000" in out.output
+
+
+def test_fallback_patterns_match_like_python(env: ToolEnv, ws: Path) -> None:
+    """Backreferences and lookaround run with Python's re (in a child process)."""
+    (ws / "a.txt").write_text("abab\nabba\naa bb\n")
+    assert call(env, "grep", pattern=r"(ab)\1").output == "a.txt:1:abab"
+    assert call(env, "grep", pattern=r"(\w)\1").output.split("\n") == [
+        "a.txt:2:abba",
+        "a.txt:3:aa bb",
+    ]
+    assert call(env, "grep", pattern=r"a(?=b)", include="*.txt").metadata == {
+        "matches": 2,
+        "files": 1,
+        "truncated": False,
+    }
+    out = call(env, "grep", pattern=r"(a)\1", path="missing")
+    assert out.is_error and "not found" in out.output
+
+
+def test_search_time_budget_ends_glob_and_grep_with_a_note(ws: Path, tmp_path: Path) -> None:
+    for d in range(3):
+        (ws / f"d{d}").mkdir()
+        (ws / f"d{d}" / "f.txt").write_text("needle\n")
+    spent = ToolEnv(workspace_root=ws, spill_dir=tmp_path / "spill", search_timeout_s=1e-9)
+    for name, args in [("grep", {"pattern": "needle"}), ("glob", {"pattern": "**/*.txt"})]:
+        out = call(spent, name, **args)
+        assert not out.is_error
+        assert f"{name} stopped when its time budget of 1e-09 s ran out" in out.output
+        assert out.metadata is not None and out.metadata["timedOut"] is True
+    roomy = ToolEnv(workspace_root=ws, spill_dir=tmp_path / "spill", search_timeout_s=30)
+    out = call(roomy, "grep", pattern="needle")
+    assert out.metadata == {"matches": 3, "files": 3, "truncated": False}
+
+
+def test_search_timeout_option(tmp_path: Path) -> None:
+    from agentd.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text("search_timeout = 2.5\n")
+    assert load_config({}, path=path).search_timeout_s == 2.5
+    for bad in ("0", "-1", '"soon"', "99999"):
+        path.write_text(f"search_timeout = {bad}\n")
+        config = load_config({}, path=path)
+        assert config.search_timeout_s == 30.0
+        assert any("search_timeout" in problem for problem in config.problems), bad
+
+
+def test_walk_depth_is_bounded_with_a_note(env: ToolEnv, ws: Path) -> None:
+    deep = ws
+    for _ in range(130):
+        deep = deep / "d"
+        os.mkdir(deep)
+    (deep / "f.txt").write_text("needle\n")
+    (ws / "top.txt").write_text("needle\n")
+    out = call(env, "grep", pattern="needle")
+    assert out.output.startswith("top.txt:1:needle\n\n")
+    assert "1 directories deeper than 128 levels were not searched" in out.output
 
 
 # --- write_file ------------------------------------------------------------------------

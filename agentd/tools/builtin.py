@@ -111,14 +111,17 @@ _SPECS = [
     ToolSpec(
         name="grep",
         description=(
-            "Search file contents with a Python regular expression, line by line. Returns "
-            "'path:line:text' for each matching line (at most "
+            "Search file contents with a regular expression (Python syntax), line by line. "
+            "Returns 'path:line:text' for each matching line (at most "
             f"{search.GREP_MAX_MATCHES}). `include` filters file names by glob, e.g. '*.py' "
-            "or '*.{ts,tsx}'. Skips binary files, .git and node_modules."
+            "or '*.{ts,tsx}'. Skips binary files, .git and node_modules. Patterns without "
+            "lookaround or backreferences run in linear time (RE2: \\w, \\d, \\b are "
+            "ASCII); those with them are slower. A search that outlasts its time budget "
+            "returns what it found with a note."
         ),
         parameters=_schema(
             {
-                "pattern": {"type": "string", "description": "Python regular expression."},
+                "pattern": {"type": "string", "description": "Regular expression."},
                 "path": {
                     "type": "string",
                     "description": "File or directory to search, relative to the workspace root (default: the root).",
@@ -291,6 +294,42 @@ def _title_from_input(name: str, raw: Any) -> str | None:
     return value[:100]
 
 
+def _unicode_text(text: str) -> str:
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 reaches Python as surrogate escapes; they have no
+        # UTF-8 form, so the output could be neither stored nor sent: shown as U+FFFD.
+        try:
+            raw = text.encode("utf-8", "surrogateescape")  # the file name's own bytes
+        except UnicodeEncodeError:
+            raw = text.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "replace")
+    return text
+
+
+def _unicode_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _unicode_text(value)
+    if isinstance(value, dict):
+        return {_unicode_text(str(k)): _unicode_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_unicode_value(v) for v in value]
+    return value
+
+
+def _valid_unicode(result: ToolOutput) -> ToolOutput:
+    """`result` with every string valid Unicode (names from the file system may not be)."""
+    return ToolOutput(
+        output=_unicode_text(result.output),
+        title=None if result.title is None else _unicode_text(result.title),
+        metadata=None if result.metadata is None else _unicode_value(result.metadata),
+        is_error=result.is_error,
+    )
+
+
 async def run_builtin_tool(
     name: str, input: Mapping[str, Any], env: ToolEnv, *, call_id: str
 ) -> ToolOutput:
@@ -318,6 +357,7 @@ async def run_builtin_tool(
             title=_title_from_input(name, input),
             is_error=True,
         )
+    result = _valid_unicode(result)
     output = await asyncio.to_thread(
         truncate_output,
         result.output,

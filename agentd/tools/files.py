@@ -1,4 +1,5 @@
-"""The file tools: read_file, list_dir, write_file, edit_file.
+"""The file tools (read_file, list_dir, write_file, edit_file) and the reading of files
+the editor attaches to a message (`attached_file_text`).
 
 Each runs its file I/O in a worker thread; the bodies below are synchronous on purpose.
 Paths are confined by `Workspace` (see workspace.py for what is refused and why).
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import os
 import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
-from agentd.tools.workspace import Workspace
+from agentd.tools.workspace import Workspace, is_within
 
 READ_DEFAULT_LIMIT = 2000  # also the most lines one call returns
 # Kept under the 50 KB truncation limit so a long read ends with "continue at offset N",
@@ -25,8 +28,14 @@ READ_MAX_LINE_CHARS = 2000
 _READ_LINE_BYTES = READ_MAX_LINE_CHARS * 4
 BINARY_SNIFF_BYTES = 8192
 LIST_MAX_ENTRIES = 1000
+# The most of an attached file the model sees (the rest is cut, with a note).
+ATTACH_MAX_BYTES = 200_000
+# A path no OS takes (Linux PATH_MAX); longer ones are refused before anything is stored.
+MAX_PATH_BYTES = 4096
 DIFF_MAX_BYTES = 1_000_000
 SKIPPED_DIR_NAMES = frozenset({".git"})
+
+log = logging.getLogger(__name__)
 
 
 async def read_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
@@ -52,7 +61,7 @@ def _read_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
     limit: int = min(args.get("limit", READ_DEFAULT_LIMIT), READ_DEFAULT_LIMIT)
     real = ws.resolve(path)
     display = ws.relative(real)
-    fd, st = ws.open_regular_for_read(real, display)
+    fd, st = ws.open_file(real, display)
     with os.fdopen(fd, "rb") as f:
         if b"\0" in f.read(BINARY_SNIFF_BYTES):
             raise ToolError(
@@ -120,22 +129,29 @@ def _list_dir(args: dict[str, Any], ws: Workspace) -> ToolOutput:
     real = ws.resolve(path)
     display = ws.relative(real)
     try:
-        st = os.stat(real)
-    except FileNotFoundError:
-        raise ToolError(f"Directory not found: {path}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise ToolError(f"{display} is not a directory. Use read_file to read a file.")
+        fd = ws.open_dir(real, display)
+    except ToolError as exc:
+        if exc.message.endswith("is not a directory."):
+            raise ToolError(f"{exc.message} Use read_file to read a file.") from None
+        if exc.message.startswith("File not found"):
+            raise ToolError(f"Directory not found: {path}") from None
+        raise
     names: list[str] = []
-    with os.scandir(real) as it:
-        for entry in it:
-            if entry.name in SKIPPED_DIR_NAMES:
-                continue
-            if entry.is_symlink():
-                names.append(entry.name + "@")
-            elif entry.is_dir(follow_symlinks=False):
-                names.append(entry.name + "/")
-            else:
-                names.append(entry.name)
+    # Listed through the descriptor: what is listed is the directory that was opened. The
+    # entries stat through that fd when the file system gives no type: it stays open.
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                if entry.name in SKIPPED_DIR_NAMES:
+                    continue
+                if entry.is_symlink():
+                    names.append(entry.name + "@")
+                elif entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name + "/")
+                else:
+                    names.append(entry.name)
+    finally:
+        os.close(fd)
     names.sort()
     total = len(names)
     if total == 0:
@@ -175,14 +191,18 @@ def _existing_text_for_diff(ws: Workspace, real: str, display: str) -> str | Non
     Refusals (not regular, hard-linked) surface here, before anything is written.
     """
     try:
-        st = os.stat(real)
+        st = ws.lstat(real, display)
     except FileNotFoundError:
         return ""
-    except NotADirectoryError:
-        raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
+    except ToolError as exc:
+        if exc.message.startswith("File not found"):
+            return ""  # a parent is missing: write_file creates it
+        if "a parent is not a directory" in exc.message:
+            raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
+        raise
     if stat.S_ISDIR(st.st_mode):
         raise ToolError(f"{display} is a directory.")
-    fd, st = ws.open_regular_for_read(real, display, action="write")
+    fd, st = ws.open_file(real, display, action="write")
     with os.fdopen(fd, "rb") as f:
         if st.st_size > DIFF_MAX_BYTES:
             return None
@@ -206,7 +226,7 @@ def _edit_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
         raise ToolError("oldString and newString are identical; there is nothing to change.")
     real = ws.resolve(path)
     display = ws.relative(real)
-    fd, st = ws.open_regular_for_read(real, display, action="edit")
+    fd, st = ws.open_file(real, display, action="edit")
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     if b"\0" in data[:BINARY_SNIFF_BYTES]:
@@ -264,3 +284,68 @@ def unified_diff(before: str, after: str, display: str) -> str:
             tofile=f"b/{display}",
         )
     )
+
+
+# --- attached files ----------------------------------------------------------------------
+
+
+def attachment_problem(root: Path, path: str) -> str | None:
+    """Why `path` can never name a file to attach, judged from the string alone (so a
+    chat can be refused before anything is stored); None if it may."""
+    if path == "":
+        return "must not be empty"
+    if "\0" in path:
+        return "contains a NUL byte; that is never a valid path"
+    try:
+        size = len(path.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        return f"contains an invalid character (a lone surrogate at index {exc.start})"
+    if size > MAX_PATH_BYTES:
+        return f"is {size} bytes long; paths are at most {MAX_PATH_BYTES}"
+    ws = Workspace(root)
+    joined = path if os.path.isabs(path) else os.path.join(ws.given_root, path)
+    lexical = os.path.normpath(joined)
+    if not (is_within(lexical, ws.given_root) or is_within(lexical, ws.root)):
+        return f"{path} is outside the workspace ({ws.given_root})"
+    return None
+
+
+def attached_file_text(root: Path, path: object) -> str:
+    """What the model reads for a `file` part: the file's text, or a one-line note saying
+    why it is not attached. Never raises: a stored message is read again on every later
+    run, so whatever it names (now, or as an older agentd stored it) must not fail them.
+
+    The same rules as read_file: confined to the workspace (symlinks included), regular
+    files with one link only, never opened if special (a FIFO would block). At most
+    ATTACH_MAX_BYTES are read, however large the file is; binary files become a note.
+    """
+    if not isinstance(path, str):
+        return "[file (a stored path that is not a string): not attached]"
+    try:
+        problem = attachment_problem(root, path)
+        if problem is not None:
+            return f"[file {path}: not attached: the path {problem}]"
+        ws = Workspace(root)
+        ws.check_root()
+        real = ws.resolve(path)
+        display = ws.relative(real)
+        fd, st = ws.open_file(real, display, action="attach")
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(ATTACH_MAX_BYTES + 1)
+    except ToolError as exc:
+        return f"[file {path}: not attached: {exc.message}]"
+    except OSError as exc:
+        return f"[file {path}: not attached: {exc.strerror or type(exc).__name__}]"
+    except Exception:
+        log.exception("reading the attached file %r failed", path)
+        return f"[file {path}: not attached: it could not be read]"
+    if b"\0" in data[:BINARY_SNIFF_BYTES]:
+        return f"[file {display}: a binary file ({st.st_size} bytes), not attached]"
+    text = data[:ATTACH_MAX_BYTES].decode("utf-8", "replace")
+    if len(data) > ATTACH_MAX_BYTES:
+        size = max(st.st_size, len(data))
+        text += (
+            f"\n[file {display}: cut after {ATTACH_MAX_BYTES // 1000} KB of {size} bytes; "
+            "read_file can read the rest]"
+        )
+    return f"[file {display}]\n{text}"

@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+DEFAULT_SEARCH_TIMEOUT_S = 30.0
+
 
 @attrs.frozen
 class ToolSpec:
@@ -35,12 +37,14 @@ class ToolEnv:
 
     `spill_dir` receives the full text of truncated outputs (created on demand, 0700);
     `process_env` is added to the environment of processes the tools start (for example
-    AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR).
+    AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR); `search_timeout_s` is the time
+    budget of one glob or grep call.
     """
 
     workspace_root: Path
     spill_dir: Path
     process_env: Mapping[str, str] = attrs.field(factory=dict)
+    search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
 
 
 class ToolError(Exception):

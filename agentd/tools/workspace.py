@@ -1,14 +1,18 @@
 """Confinement of tool paths to the workspace root.
 
-Every path a model names is resolved with symbolic links (`os.path.realpath`) and must land
-inside the *real* workspace root. Resolution alone is racy (a directory can be swapped for a
-symlink between the check and the open), so opens also use O_NOFOLLOW, re-check the opened
-file with fstat, and, where the OS can say which path an fd refers to, check that path too.
-Writes go through a directory fd opened and checked the same way.
+Every path a model or an editor names is resolved with symbolic links
+(`os.path.realpath`) and must land inside the *real* workspace root. The resolved path is
+then opened one component at a time from a descriptor of the root, each relative to the
+directory opened before it (`dir_fd=`) with O_NOFOLLOW: the resolved path has no symbolic
+link in it, so a component that is one now was swapped in since, and the open fails. What
+is read or listed is therefore always what lies below the root, whatever another process
+does to the paths meanwhile; the check is made on what was opened, not on a path checked
+before. Where the OS can say which path an fd refers to, that is checked too.
 
 Only regular files are read or written: opening a FIFO blocks, and devices such as
-/dev/zero never end. A regular file with more than one hard link is refused as well, since
-one of its other names may be outside the workspace and nothing here can tell.
+/dev/zero never end (the type is checked with fstatat before the open, so a device is
+never opened). A regular file with more than one hard link is refused as well, since one
+of its other names may be outside the workspace and nothing here can tell.
 
 All functions here block; callers run them in a worker thread.
 """
@@ -98,40 +102,86 @@ class Workspace:
         where = fd_path(fd)
         return where is None or is_within(where, self.root)
 
-    def open_regular_for_read(
-        self, real: str, display: str, *, action: str = "read"
+    def open_root(self) -> int:
+        """A descriptor of the real root directory (the caller closes it)."""
+        try:
+            return os.open(self.root, _DIR_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ToolError(
+                f"The workspace root {self.given_root} does not exist or is not a directory."
+            ) from None
+
+    def _components(self, real: str) -> list[str]:
+        if not is_within(real, self.root):
+            raise ToolError(f"{real} is outside the workspace ({self.given_root}).")
+        rel = os.path.relpath(real, self.root)
+        return [] if rel == "." else rel.split(os.sep)
+
+    def open_parent(self, real: str, display: str, *, create: bool = False) -> tuple[int, str]:
+        """(fd of the directory holding `real`, its last component), walked from the root.
+
+        `create` makes missing directories on the way (for writes). `real` must be a
+        resolved path inside the root, and not the root itself.
+        """
+        parts = self._components(real)
+        if not parts:
+            raise ToolError(f"{display} is the workspace root itself.")
+        fd = self.open_root()
+        for name in parts[:-1]:
+            fd = _step_into(fd, name, display, create=create)  # closes the fd it was given
+        return fd, parts[-1]
+
+    def lstat(self, real: str, display: str) -> os.stat_result:
+        """The status of `real` itself (a symlink is reported as one), walked from the root."""
+        if real == self.root:
+            fd = self.open_root()
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
+        parent, name = self.open_parent(real, display)
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+
+    def open_dir(self, real: str, display: str) -> int:
+        """A descriptor of the directory `real`, walked from the root (caller closes it)."""
+        if real == self.root:
+            return self.open_root()
+        parent, name = self.open_parent(real, display)
+        fd = _step_into(parent, name, display, create=False, last=True)
+        try:
+            if not self.fd_is_inside(fd):
+                raise ToolError(f"{display} changed while it was being opened; try again.")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def open_file(
+        self, real: str, display: str, *, action: str = "read", check_fd_path: bool = True
     ) -> tuple[int, os.stat_result]:
         """Open a regular, singly linked file inside the workspace; returns (fd, fstat).
 
         `action` names what the caller will do with it, for the refusal messages.
+        `check_fd_path` also asks the OS where the fd is (one more system call; the walk
+        alone already confines the open).
         """
+        if real == self.root:
+            raise ToolError(f"{display} is a directory.")
+        parent, name = self.open_parent(real, display)
         try:
-            before = os.stat(real)
-        except FileNotFoundError:
-            raise ToolError(f"File not found: {display}") from None
-        except NotADirectoryError:
-            raise ToolError(f"File not found: {display} (a parent is not a directory)") from None
-        check_regular_single_link(before, display, action=action)
+            fd, st = open_regular_at(parent, name, display, action=action)
+        finally:
+            os.close(parent)
         try:
-            fd = os.open(real, _READ_FLAGS)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ToolError(
-                    f"{display} changed into a symbolic link; refusing to {action} it."
-                ) from None
-            raise
-        try:
-            after = os.fstat(fd)
-            if (after.st_dev, after.st_ino) != (
-                before.st_dev,
-                before.st_ino,
-            ) or not self.fd_is_inside(fd):
+            if check_fd_path and not self.fd_is_inside(fd):
                 raise ToolError(f"{display} changed while it was being opened; try again.")
-            check_regular_single_link(after, display, action=action)
         except BaseException:
             os.close(fd)
             raise
-        return fd, after
+        return fd, st
 
     def write_atomically(
         self,
@@ -143,19 +193,11 @@ class Workspace:
     ) -> bool:
         """Replace (or create) `real` with `data` via a temp file and rename; True if created.
 
-        `expect` is the (st_dev, st_ino) the caller read; the write is refused if the file
-        was replaced since.
+        Missing parent directories are created, each walked into from the root as reads
+        are. `expect` is the (st_dev, st_ino) the caller read; the write is refused if the
+        file was replaced since.
         """
-        parent, name = os.path.split(real)
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except FileExistsError:
-            raise ToolError(
-                f"Cannot write {display}: a parent path exists and is not a directory."
-            ) from None
-        except NotADirectoryError:
-            raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
-        dir_fd = os.open(parent, _DIR_FLAGS)
+        dir_fd, name = self.open_parent(real, display, create=True)
         try:
             if not self.fd_is_inside(dir_fd):
                 raise ToolError(f"{display} changed while it was being opened; try again.")
@@ -197,6 +239,81 @@ class Workspace:
         finally:
             os.close(dir_fd)
         return current is None
+
+
+def _step_into(parent: int, name: str, display: str, *, create: bool, last: bool = False) -> int:
+    """Open directory `name` below `parent` without following a symlink; closes `parent`
+    (also on failure) and returns the new descriptor."""
+    try:
+        while True:
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    what = "Directory" if last else "File"
+                    raise ToolError(f"{what} not found: {display}") from None
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile; open it on the next turn
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    raise
+                try:
+                    st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    # The resolved path had no symlink here: one was swapped in since.
+                    raise ToolError(
+                        f"{display} changed while it was being opened (a directory on its "
+                        "path became a symbolic link); try again."
+                    ) from None
+                if last:
+                    raise ToolError(f"{display} is not a directory.") from None
+                if create:
+                    raise ToolError(
+                        f"Cannot write {display}: a parent path exists and is not a directory."
+                    ) from None
+                raise ToolError(
+                    f"File not found: {display} (a parent is not a directory)"
+                ) from None
+    finally:
+        os.close(parent)
+
+
+def open_regular_at(
+    dir_fd: int, name: str, display: str, *, action: str
+) -> tuple[int, os.stat_result]:
+    """Open the regular, singly linked file `name` in `dir_fd` without following a symlink
+    and without opening anything else (the type is checked before the open, the identity
+    after it); returns (fd, fstat)."""
+    try:
+        before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise ToolError(f"File not found: {display}") from None
+    if stat.S_ISLNK(before.st_mode):
+        raise ToolError(f"{display} changed into a symbolic link; refusing to {action} it.")
+    check_regular_single_link(before, display, action=action)
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise ToolError(f"File not found: {display}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ToolError(
+                f"{display} changed into a symbolic link; refusing to {action} it."
+            ) from None
+        raise
+    try:
+        after = os.fstat(fd)
+        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise ToolError(f"{display} changed while it was being opened; try again.")
+        check_regular_single_link(after, display, action=action)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, after
 
 
 def check_regular_single_link(st: os.stat_result, display: str, *, action: str) -> None:
