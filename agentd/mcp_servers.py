@@ -769,7 +769,7 @@ def _capped_body_type() -> type:
                 # gigabytes. agentd asks for none.
                 raise httpx2.StreamError(
                     f"the answer is compressed ({self._encoding}) though agentd asked for "
-                    f"none; {_TOO_LARGE} {MAX_MESSAGE_BYTES} bytes cannot be checked"
+                    "none, so its size cannot be bounded; it was dropped"
                 )
             size = 0
             async for chunk in self._inner:
