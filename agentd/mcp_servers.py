@@ -66,6 +66,11 @@ STDERR_LINE_MAX = 2000
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # A line at least this long is parsed in a thread, off the event loop.
 PARSE_IN_THREAD_BYTES = 256 * 1024
+# After a message at least this large, once its copies are gone (a few seconds), freed
+# memory is handed back to the OS: glibc keeps it in the arena of each thread that
+# parsed or saved such a result, and RSS would stay up to ~100 MiB higher.
+RELEASE_AFTER_BYTES = 4 * 1024 * 1024
+RELEASE_DELAY_S = 3.0
 # `tools/list_changed` relists one at a time, at most one more queued, and starts a
 # relisting at most this often.
 RELIST_MIN_INTERVAL_S = 0.5
@@ -280,7 +285,7 @@ class McpConnection:
                 max_message_bytes=MAX_MESSAGE_BYTES,
             )
             stack.push_async_callback(self._hub.stop_process, proc)
-            read = _StdioReadStream(proc, lost, self.spec.name)
+            read = _StdioReadStream(proc, lost, self.spec.name, self._hub.release_memory_soon)
             write = _StdioWriteStream(proc, lost, read.pending)
         else:
             from mcp.client.streamable_http import streamable_http_client
@@ -608,10 +613,17 @@ class _StdioReadStream:
     """What the SDK's session reads from a stdio server: parsed messages, with an error
     answer in place of an oversized one. Sets `lost` when the server's output ends."""
 
-    def __init__(self, proc: StdioServerProcess, lost: asyncio.Event, name: str) -> None:
+    def __init__(
+        self,
+        proc: StdioServerProcess,
+        lost: asyncio.Event,
+        name: str,
+        on_large: Callable[[], None],
+    ) -> None:
         self._proc = proc
         self._lost = lost
         self._name = name
+        self._on_large = on_large
         # Requests sent and not answered yet: id as JSON text → the id.
         self.pending: dict[str, Any] = {}
         self._answers: deque[Any] = deque()  # error answers standing in for dropped ones
@@ -635,6 +647,8 @@ class _StdioReadStream:
                 self._oversized(item)
                 continue
             try:
+                if len(item) >= RELEASE_AFTER_BYTES:
+                    self._on_large()
                 if len(item) >= PARSE_IN_THREAD_BYTES:
                     message = await asyncio.to_thread(
                         jsonrpc_message_adapter.validate_json, item, by_name=False
@@ -866,6 +880,7 @@ class McpServers:
         # Tool names by namespace (None: the configured servers; else a session id),
         # computed again after any tool list changes.
         self._names: dict[str | None, dict[tuple[str, str], ToolName]] = {}
+        self._release: asyncio.TimerHandle | None = None
         self.closing = False
 
     # --- which servers a session has ---------------------------------------------------
@@ -1024,6 +1039,17 @@ class McpServers:
         )
         self._notify("mcp/status", unstructure(t.McpStatusParams(server=status)))
 
+    def release_memory_soon(self) -> None:
+        """A large message arrived: in RELEASE_DELAY_S, when it has been handled, give
+        the memory its copies took back to the OS."""
+        if self._release is None:
+            loop = asyncio.get_running_loop()
+            self._release = loop.call_later(RELEASE_DELAY_S, self._release_now)
+
+    def _release_now(self) -> None:
+        self._release = None
+        self.spawn(asyncio.to_thread(_malloc_trim))
+
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
@@ -1046,6 +1072,8 @@ class McpServers:
 
     async def shutdown(self) -> None:
         self.closing = True
+        if self._release is not None:
+            self._release.cancel()
         conns = list(self._connections.values())
         stops = [conn.stop() for conn in conns]
         if stops:
@@ -1074,6 +1102,15 @@ def import_sdk() -> None:
     """Import the parts of the SDK agentd uses (run in a thread)."""
     for module in SDK_MODULES:
         importlib.import_module(module)
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0): free pages of every arena back to the OS (elsewhere, a
+    no-op)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _may_match(patterns: list[str] | None, prefix: str) -> bool:
