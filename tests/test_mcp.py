@@ -680,12 +680,15 @@ def test_the_background_import_covers_what_a_server_start_imports():
         "from agentd.mcp_servers import import_sdk\n"
         "import_sdk()\n"
         "before = set(sys.modules)\n"
-        "import httpx2\n"
+        "import anyio, httpx2\n"
         "from mcp.client.session import ClientSession\n"
-        "from mcp.client.stdio import StdioServerParameters, stdio_client\n"
+        "from mcp.client.stdio import get_default_environment\n"
         "from mcp.client.streamable_http import streamable_http_client\n"
         "from mcp.shared.exceptions import MCPError\n"
-        "from mcp_types import CONNECTION_CLOSED, Implementation, PaginatedRequestParams\n"
+        "from mcp.shared.message import SessionMessage\n"
+        "from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, ErrorData, Implementation\n"
+        "from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest\n"
+        "from mcp_types import JSONRPCResponse, PaginatedRequestParams, jsonrpc_message_adapter\n"
         "assert set(sys.modules) == before, sorted(set(sys.modules) - before)\n"
     )
     result = subprocess.run(
