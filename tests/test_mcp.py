@@ -312,7 +312,7 @@ def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
     assert "ctx_fresh" not in offered(model, 0)
     d.wait_for(
         lambda: any(
-            n["params"]["server"].get("toolCount") == 11 for n in d.notifications("mcp/status")
+            n["params"]["server"].get("toolCount") == 10 for n in d.notifications("mcp/status")
         )
     )
     model.enqueue({"toolCalls": [{"name": "ctx_fresh", "arguments": {}}]}, {"text": "ok"})
@@ -349,7 +349,7 @@ def test_session_only_server(spawn, model, tmp_path):
     chat(d, other, "plain")
     assert "mine_echo" in offered(model, 0) and "mine_echo" not in offered(model, -1)
     status = d.notifications("mcp/status")[-1]["params"]["server"]
-    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 10}
+    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 9}
     # Its definition (which may carry secrets in env) is never written to disk.
     data = tmp_path / "data"
     assert not any(

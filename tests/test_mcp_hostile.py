@@ -118,9 +118,9 @@ def test_colliding_tools_each_reach_their_own_tool(spawn, model, tmp_path):
     mcp/status report the collisions, and the names survive a restart with the servers
     configured in the other order and a tools/list_changed."""
     servers = {
-        "s": ctx_server(env={"EXTRA_TOOLS": "x.y,x_y,x y"}),
-        "gh": ctx_server(env={"EXTRA_TOOLS": "create_issue"}),
-        "gh_create": ctx_server(env={"EXTRA_TOOLS": "issue"}),
+        "s": hostile(HOSTILE_TOOLS="x.y,x_y,x y,echo,add"),
+        "gh": hostile(HOSTILE_TOOLS="create_issue,echo"),
+        "gh_create": hostile(HOSTILE_TOOLS="issue,echo"),
     }
     d = spawn(model.base_url, **write_config(tmp_path, servers))
     listed = d.call("mcp/list", {"connect": True}, timeout=60)["servers"]
@@ -147,7 +147,7 @@ def test_colliding_tools_each_reach_their_own_tool(spawn, model, tmp_path):
         if n["params"]["server"]["name"] == "gh_create"
     ]
     assert server_info["gh_create"]["collisions"] in reported
-    # Each name reaches its own tool (the extra tools answer with their own name).
+    # Each name reaches its own tool (these tools answer with their own name).
     sid = new_session(d, title="t")
     calls = [
         {"name": names[key], "arguments": {}}
@@ -166,9 +166,7 @@ def test_colliding_tools_each_reach_their_own_tool(spawn, model, tmp_path):
     offered_names = offered(model, 0)
     assert len(offered_names) == len(set(offered_names))
     # A tools/list_changed (a tool added to s) renames nothing.
-    model.enqueue(
-        {"toolCalls": [{"name": "s_add_tool", "arguments": {"name": "x-y"}}]}, {"text": "ok"}
-    )
+    model.enqueue({"toolCalls": [{"name": "s_add", "arguments": {"name": "x-y"}}]}, {"text": "ok"})
     chat(d, sid, "add")
     d.wait_for(
         lambda: any(
@@ -191,11 +189,9 @@ def test_colliding_tools_each_reach_their_own_tool(spawn, model, tmp_path):
 def test_a_session_server_is_named_around_the_configured_ones(spawn, model, tmp_path):
     d = spawn(
         model.base_url,
-        **write_config(tmp_path, {"gh": ctx_server(env={"EXTRA_TOOLS": "create_issue"})}),
+        **write_config(tmp_path, {"gh": hostile(HOSTILE_TOOLS="create_issue,echo")}),
     )
-    mine = new_session(
-        d, mcpServers=[{**ctx_server(env={"EXTRA_TOOLS": "issue"}), "name": "gh_create"}]
-    )
+    mine = new_session(d, mcpServers=[{**hostile(HOSTILE_TOOLS="issue,echo"), "name": "gh_create"}])
     listed = d.call("mcp/list", {"sessionId": mine, "connect": True}, timeout=60)["servers"]
     names = {(s["name"], t["name"]): t["qualifiedName"] for s in listed for t in s["tools"]}
     assert names[("gh", "create_issue")] == "gh_create_issue"
@@ -379,7 +375,7 @@ def _detach(d, model, sid: str, tool: str, pids_file: Path) -> list[int]:  # typ
     )
     [part] = tool_parts(chat(d, sid, "detach")["message"])
     assert part["state"]["status"] == "completed", part["state"]
-    pids = [int(p) for p in pids_file.read_text().split()]
+    pids = _all_pids(pids_file)
     assert len(pids) >= len(KINDS) + 1 and all(pid_alive(p) for p in pids)
     return pids
 
@@ -389,10 +385,18 @@ def _all_pids(pids_file: Path) -> list[int]:
     return [int(p) for p in pids_file.read_text().split()]
 
 
+def _tree(pid: int) -> list[int]:
+    """The pids of every process below `pid`."""
+    import psutil
+
+    return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+
+
 @pytest.fixture
 def pids_file(tmp_path):  # type: ignore[no-untyped-def]
     """Where the children write their pids. Whatever the test's outcome, none of them
-    is left running (a regression must not leave a forker loose on the machine)."""
+    (nor a stubborn server) is left running: a regression must not leave a forker loose
+    on the machine."""
     import psutil
 
     path = tmp_path / "pids"
@@ -402,8 +406,9 @@ def pids_file(tmp_path):  # type: ignore[no-untyped-def]
         for pid in _all_pids(path) if path.exists() else []:
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
-                if proc.status() != psutil.STATUS_ZOMBIE and "kind, pids = sys.argv" in " ".join(
-                    proc.cmdline()
+                cmdline = " ".join(proc.cmdline())
+                if proc.status() != psutil.STATUS_ZOMBIE and (
+                    "kind, pids = sys.argv" in cmdline or str(HOSTILE) in cmdline
                 ):
                     proc.kill()
                     killed += 1
@@ -412,71 +417,52 @@ def pids_file(tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_shutdown_ends_every_process_a_server_started(spawn, model, tmp_path, pids_file):
-    """Children in the server's group, in new sessions, orphaned by a double fork,
-    ignoring SIGTERM, and one that keeps forking: none outlives the daemon's shutdown."""
-    starts = tmp_path / "starts"
-    d = spawn(
-        model.base_url,
-        **write_config(tmp_path, {"ctx": ctx_server(env={"STARTS_FILE": str(starts)})}),
-    )
+    """A server that ignores stdin close and SIGTERM, with children in its process
+    group, in new sessions, orphaned by a double fork, ignoring SIGTERM, and one that
+    keeps forking: none outlives the daemon's shutdown."""
+    d = spawn(model.base_url, **write_config(tmp_path, {"h": hostile(HOSTILE_STUBBORN="1")}))
     sid = new_session(d, title="t")
-    _detach(d, model, sid, "ctx_detach", pids_file)
-    [server] = [int(p) for p in starts.read_text().split()]
+    _detach(d, model, sid, "h_detach", pids_file)
+    tree = _tree(d.proc.pid)
+    with pids_file.open("a") as f:  # for the fixture's cleanup, should this fail
+        f.write("".join(f"{pid}\n" for pid in tree))
     d.stop()
     assert d.proc.returncode == 0
-    left = [p for p in [server, *_all_pids(pids_file)] if pid_alive(p)]
+    left = [p for p in {*tree, *_all_pids(pids_file)} if pid_alive(p)]
     assert left == [], f"still running after shutdown: {left}"
 
 
 def test_a_crashed_servers_children_end_with_it(spawn, model, tmp_path, pids_file):
-    d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
+    d = spawn(model.base_url, **write_config(tmp_path, {"h": hostile()}))
     sid = new_session(d, title="t")
-    _detach(d, model, sid, "ctx_detach", pids_file)
-    model.enqueue({"toolCalls": [{"name": "ctx_crash", "arguments": {}}]}, {"text": "hm"})
+    _detach(d, model, sid, "h_detach", pids_file)
+    model.enqueue({"toolCalls": [{"name": "h_crash", "arguments": {}}]}, {"text": "hm"})
     [part] = tool_parts(chat(d, sid, "crash")["message"])
     assert "the server exited" in part["state"]["error"]
+    assert "hostile: crashing on purpose" in part["state"]["error"]
     d.wait_for(lambda: not any(pid_alive(p) for p in _all_pids(pids_file)), timeout=15)
-    d.wait_for(lambda: statuses(d, "ctx")[-1:] == ["ready"], timeout=30)  # restarted
+    d.wait_for(lambda: statuses(d, "h")[-1:] == ["ready"], timeout=30)  # restarted
 
 
 def test_kill_9_of_the_daemon_ends_every_process_a_server_started(
     spawn, model, tmp_path, pids_file
 ):
     """agentd cannot clean up after a SIGKILL; the subreaper each server runs under is
-    told by the kernel (PR_SET_PDEATHSIG) and ends the server and everything below."""
-    starts = tmp_path / "starts"
-    d = spawn(
-        model.base_url,
-        **write_config(tmp_path, {"ctx": ctx_server(env={"STARTS_FILE": str(starts)})}),
-    )
+    told by the kernel (PR_SET_PDEATHSIG) and ends the server (one that ignores stdin
+    close and SIGTERM) and everything below it."""
+    d = spawn(model.base_url, **write_config(tmp_path, {"h": hostile(HOSTILE_STUBBORN="1")}))
     sid = new_session(d, title="t")
-    _detach(d, model, sid, "ctx_detach", pids_file)
-    [server] = [int(p) for p in starts.read_text().split()]
+    _detach(d, model, sid, "h_detach", pids_file)
+    tree = _tree(d.proc.pid)
+    with pids_file.open("a") as f:
+        f.write("".join(f"{pid}\n" for pid in tree))
     d.proc.kill()
     d.proc.wait(10)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(
-        pid_alive(p) for p in [server, *_all_pids(pids_file)]
-    ):
+    while time.monotonic() < deadline and any(pid_alive(p) for p in {*tree, *_all_pids(pids_file)}):
         time.sleep(0.05)
-    left = [p for p in [server, *_all_pids(pids_file)] if pid_alive(p)]
+    left = [p for p in {*tree, *_all_pids(pids_file)} if pid_alive(p)]
     assert left == [], f"still running after kill -9 of agentd: {left}"
-
-
-def test_a_server_that_ignores_stdin_close_and_sigterm_is_ended(spawn, model, tmp_path):
-    d = spawn(model.base_url, **write_config(tmp_path, {"h": hostile(HOSTILE_STUBBORN="1")}))
-    [server] = d.call("mcp/list", {"connect": True}, timeout=30)["servers"]
-    assert server["state"] == "ready"
-    import psutil
-
-    [reaper] = psutil.Process(d.proc.pid).children()
-    [stubborn] = reaper.children()
-    try:
-        d.stop()
-        assert not pid_alive(stubborn.pid) and not pid_alive(reaper.pid)
-    finally:
-        with contextlib.suppress(psutil.Error):
-            stubborn.kill()
 
 
 # --- tools/list_changed storms ---------------------------------------------------------
@@ -503,11 +489,11 @@ def test_a_tools_list_changed_storm_is_coalesced(spawn, model, tmp_path):
     )
     chat(d, sid, "grow")
     d.wait_for(
-        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == 10 + 300, timeout=20
+        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == 9 + 300, timeout=20
     )
     grown = d.notifications("mcp/status")[before:]
     assert 1 <= len(grown) <= 20, len(grown)
-    assert grown[-1]["params"]["server"]["toolCount"] == 10 + 300
+    assert grown[-1]["params"]["server"]["toolCount"] == 9 + 300
 
 
 # --- servers that never answer ---------------------------------------------------------

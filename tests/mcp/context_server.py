@@ -4,14 +4,11 @@
 sends with the call and the tool-context file named by its `sessionScopeKey` in
 `$AGENTD_TOOL_CONTEXT_DIR`, and returns both. The other tools misbehave on request:
 hang (optionally ignoring cancellation), report progress, crash mid-call, change the tool
-list, storm the client with `tools/list_changed`, start processes that try to outlive
-the server, return an image, fail.
+list, storm the client with `tools/list_changed`, return an image, fail.
 
     python tests/mcp/context_server.py        (stdio)
 
-`STARTS_FILE` in the environment: each start appends its pid there. `EXTRA_TOOLS`:
-comma-separated names of more tools, each answering with its own name (any characters:
-`x.y`, `x y`).
+`STARTS_FILE` in the environment: each start appends its pid there.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -105,69 +101,11 @@ async def storm(ctx: Context, count: int = 100, grow: bool = False) -> str:
     return f"{count} notifications sent"
 
 
-# A process that tries to outlive the server: `python -c CHILD KIND PIDS_FILE`. Each
-# process it becomes appends its pid to PIDS_FILE, then sleeps.
-CHILD = """
-import os, signal, sys, time
-kind, pids = sys.argv[1], sys.argv[2]
-def note():
-    with open(pids, "a") as f:
-        f.write(f"{os.getpid()}\\n")
-if kind == "double_fork":
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-if kind != "plain":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if kind == "forker":
-    note()
-    for _ in range(100):
-        if os.fork() == 0:
-            os.setsid()
-            note()
-            time.sleep(3600)
-            os._exit(0)
-        time.sleep(0.05)
-note()
-time.sleep(3600)
-"""
-
-
-@server.tool()
-def detach(pids_file: str, kinds: list[str]) -> str:
-    """Start processes that try to outlive this server, one per kind: `plain` (same
-    process group, holding the server's stdout open), `setsid` (a session of its own),
-    `ignore_term` (its own process group, ignoring SIGTERM), `double_fork` (orphaned,
-    in a new session, ignoring SIGTERM), `forker` (keeps forking new sessions). Returns
-    once each has written its pid."""
-    for kind in kinds:
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, kind, pids_file],
-            stdin=subprocess.DEVNULL,
-            stdout=None if kind == "plain" else subprocess.DEVNULL,
-            start_new_session=kind == "setsid",
-            process_group=0 if kind == "ignore_term" else None,
-        )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        pids = Path(pids_file).read_text().split() if Path(pids_file).exists() else []
-        if len(pids) >= len(kinds) + ("forker" in kinds):
-            return " ".join(pids)
-        time.sleep(0.02)
-    raise ToolError("the children did not start")
-
-
 def _named(name: str):  # type: ignore[no-untyped-def]
     def answer() -> str:
         return name
 
     return answer
-
-
-for _extra in filter(None, os.environ.get("EXTRA_TOOLS", "").split(",")):
-    server.add_tool(_named(_extra), name=_extra, description=f"answers {_extra}")
 
 
 @server.tool()
