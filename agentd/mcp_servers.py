@@ -308,7 +308,7 @@ class McpConnection:
         )
 
     async def _report_start_failure(self, exc: BaseException) -> None:
-        if not isinstance(exc, TimeoutError):
+        if self.spec.command and not isinstance(exc, TimeoutError):
             # A server that exits at once usually says why on stderr; its last lines
             # are part of the error.
             with contextlib.suppress(TimeoutError):
