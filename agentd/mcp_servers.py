@@ -234,15 +234,19 @@ class McpConnection:
         return min(BACKOFF_FIRST_S * 2 ** max(self._crashes - 1, 0), BACKOFF_MAX_S)
 
     async def _connect_and_serve(self) -> None:
-        """Connect, initialize, list tools (all of it within the startup timeout), then
-        hold the connection until it ends or the server is stopped. Sets `_was_ready`
-        once ready (a transport may still raise on the way out)."""
+        """Start the process (or HTTP client), then initialize and list tools within
+        the startup timeout, then hold the connection until it ends or the server is
+        stopped. Sets `_was_ready` once ready (a transport may still raise on the way
+        out)."""
         lost = self._lost = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
             try:
+                read, write = await self._open_transport(stack, lost)
+                # From here on the time is the server's (forking and the SDK's import
+                # are agentd's, and a loaded machine must not fail a server for them).
+                self._phase = "initialize"
                 async with asyncio.timeout(self.spec.startup_timeout_s):
-                    session = await self._open_session(stack, lost)
-                    self._phase = "initialize"
+                    session = await self._open_session(stack, read, write)
                     await session.initialize()
                     self._phase = "tools/list"
                     await self._list_tools(session)
@@ -264,11 +268,11 @@ class McpConnection:
                 end.cancel()
             self.session = None
 
-    async def _open_session(self, stack: contextlib.AsyncExitStack, lost: asyncio.Event) -> Any:
-        """Start the transport and the SDK's client session on `stack`."""
-        from mcp.client.session import ClientSession
-        from mcp_types import Implementation
-
+    async def _open_transport(
+        self, stack: contextlib.AsyncExitStack, lost: asyncio.Event
+    ) -> tuple[Any, Any]:
+        """The read and write streams the SDK's session talks through, on `stack`: a
+        started stdio server's, or a streamable-HTTP client's."""
         spec = self.spec
         read: Any
         write: Any
@@ -298,6 +302,12 @@ class McpConnection:
                 )
             )
             read = _EndSignallingStream(read, lost)
+        return read, write
+
+    async def _open_session(self, stack: contextlib.AsyncExitStack, read: Any, write: Any) -> Any:
+        from mcp.client.session import ClientSession
+        from mcp_types import Implementation
+
         return await stack.enter_async_context(
             ClientSession(
                 read,
@@ -518,11 +528,8 @@ class McpConnection:
             if self.spec.cwd and exc.filename == self.spec.cwd:
                 return f"cannot start {self.spec.command!r}: no directory {self.spec.cwd!r}"
             return f"cannot start {self.spec.command!r}: command not found"
-        if isinstance(exc, TimeoutError):
-            timeout = f"{self.spec.startup_timeout_s:g} s"
-            if self._phase == "start":
-                return f"did not start within {timeout}"
-            return f"no answer to {self._phase} within {timeout}"
+        if isinstance(exc, TimeoutError) and self._phase != "start":
+            return f"no answer to {self._phase} within {self.spec.startup_timeout_s:g} s"
         text = str(exc) or type(exc).__name__
         if _is_too_large(text):
             text = f"its answer to {self._phase} is over the {MAX_MESSAGE_BYTES} bytes agentd reads"
