@@ -179,8 +179,9 @@ class StdioServerProcess:
                 transport.close()
 
     def _signal(self, sig: int) -> None:
-        # The whole process group: the server and, without a subreaper, its children
-        # that stayed in the group. With the subreaper, SIGTERM starts its sweep.
+        # The whole process group: without a subreaper, the server and its children
+        # that stayed in the group; with it, the subreaper alone (the server has a group
+        # of its own), where SIGTERM starts the sweep of everything below.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
         with contextlib.suppress(ProcessLookupError, PermissionError):

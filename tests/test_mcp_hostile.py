@@ -432,11 +432,16 @@ def test_shutdown_ends_every_process_a_server_started(spawn, model, tmp_path, pi
     assert left == [], f"still running after shutdown: {left}"
 
 
-def test_a_crashed_servers_children_end_with_it(spawn, model, tmp_path, pids_file):
+@pytest.mark.parametrize("group", [False, True], ids=["exit", "sigkill-own-group"])
+def test_a_crashed_servers_children_end_with_it(spawn, model, tmp_path, pids_file, group):
+    """The server exits mid-call, or SIGKILLs its whole process group (which must not
+    take the subreaper with it): its children end, and it is restarted."""
     d = spawn(model.base_url, **write_config(tmp_path, {"h": hostile()}))
     sid = new_session(d, title="t")
     _detach(d, model, sid, "h_detach", pids_file)
-    model.enqueue({"toolCalls": [{"name": "h_crash", "arguments": {}}]}, {"text": "hm"})
+    model.enqueue(
+        {"toolCalls": [{"name": "h_crash", "arguments": {"group": group}}]}, {"text": "hm"}
+    )
     [part] = tool_parts(chat(d, sid, "crash")["message"])
     assert "the server exited" in part["state"]["error"]
     assert "hostile: crashing on purpose" in part["state"]["error"]

@@ -20,7 +20,7 @@ Tools:
 - notify_big {bytes}: a notification of `bytes` bytes, then a small answer;
 - echo {text};
 - add {name}: list one more tool, and say so (`notifications/tools/list_changed`);
-- crash: exit mid-call;
+- crash {group: false}: exit mid-call; with `group`, SIGKILL its own process group;
 - detach {pids_file, kinds}: start processes that try to outlive the server, one per
   kind: `plain` (same process group, holding the server's stdout open), `setsid` (a
   session of its own), `ignore_term` (its own process group, ignoring SIGTERM),
@@ -172,6 +172,8 @@ def main() -> None:
                 notify_big(rid, args)
             elif name == "crash":
                 print("hostile: crashing on purpose", file=sys.stderr, flush=True)
+                if args.get("group"):
+                    os.killpg(0, signal.SIGKILL)  # and every process in its group
                 os._exit(3)
             else:
                 if name == "add":
