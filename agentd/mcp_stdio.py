@@ -88,6 +88,8 @@ class StdioServerProcess:
             argv += [executable, command, *args]
         else:
             argv = [executable, *args]
+        # Forked from the event loop's thread, the main one: the subreaper's
+        # PR_SET_PDEATHSIG fires when the thread that forked it ends, not the process.
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE,
