@@ -79,11 +79,12 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie (exited, not yet reaped by its parent) is not running.
+    # A zombie (exited, not yet reaped by its parent) is not running. A process exiting
+    # while its stat is read answers ESRCH (ProcessLookupError).
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
