@@ -3,6 +3,9 @@
 python bench/soak.py turns [--count 10000]   RSS, descriptors and threads over N turns
 python bench/soak.py crash [--count 500]     kill -9 at random moments, restart, check
 python bench/soak.py storm [--count 1000]    chat + abort pairs with random delays
+python bench/soak.py mcp [--count 5000]      hostile MCP servers at full size: 200 MB
+                                             results, storms of N tools/list_changed
+                                             that each add a tool
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,15 +152,32 @@ def abort_storm(count: int) -> dict:
     }
 
 
+def mcp_limits(count: int) -> dict:
+    """tests/reliability/test_mcp_limits.py with its storms at full size; its figures are
+    the lines it prints (RSS peaks, mcp/status counts)."""
+    test = ROOT / "tests" / "reliability" / "test_mcp_limits.py"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:xdist", str(test)],
+        cwd=ROOT,
+        env={**os.environ, "AGENTD_MCP_GROW_COUNT": str(count)},
+        capture_output=True,
+        text=True,
+    )
+    figures = [line for line in out.stdout.splitlines() if "RSS" in line]
+    return {"passed": out.returncode == 0, "growCount": count, "figures": figures}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["turns", "crash", "storm"])
+    parser.add_argument("what", choices=["turns", "crash", "storm", "mcp"])
     parser.add_argument("--count", type=int)
     args = parser.parse_args()
     if args.what == "turns":
         result = soak_turns(args.count or 10_000)
     elif args.what == "crash":
         result = crash_loop(args.count or 500)
+    elif args.what == "mcp":
+        result = mcp_limits(args.count or 5_000)
     else:
         result = abort_storm(args.count or 1_000)
     print(json.dumps(result, indent=2))

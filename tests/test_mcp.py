@@ -79,11 +79,12 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie (exited, not yet reaped by its parent) is not running.
+    # A zombie (exited, not yet reaped by its parent) is not running. A process exiting
+    # while its stat is read answers ESRCH (ProcessLookupError).
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 
@@ -312,7 +313,7 @@ def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
     assert "ctx_fresh" not in offered(model, 0)
     d.wait_for(
         lambda: any(
-            n["params"]["server"].get("toolCount") == 9 for n in d.notifications("mcp/status")
+            n["params"]["server"].get("toolCount") == 10 for n in d.notifications("mcp/status")
         )
     )
     model.enqueue({"toolCalls": [{"name": "ctx_fresh", "arguments": {}}]}, {"text": "ok"})
@@ -349,7 +350,7 @@ def test_session_only_server(spawn, model, tmp_path):
     chat(d, other, "plain")
     assert "mine_echo" in offered(model, 0) and "mine_echo" not in offered(model, -1)
     status = d.notifications("mcp/status")[-1]["params"]["server"]
-    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 8}
+    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 9}
     # Its definition (which may carry secrets in env) is never written to disk.
     data = tmp_path / "data"
     assert not any(
@@ -680,12 +681,15 @@ def test_the_background_import_covers_what_a_server_start_imports():
         "from agentd.mcp_servers import import_sdk\n"
         "import_sdk()\n"
         "before = set(sys.modules)\n"
-        "import httpx2\n"
+        "import anyio, httpx2\n"
         "from mcp.client.session import ClientSession\n"
-        "from mcp.client.stdio import StdioServerParameters, stdio_client\n"
+        "from mcp.client.stdio import get_default_environment\n"
         "from mcp.client.streamable_http import streamable_http_client\n"
         "from mcp.shared.exceptions import MCPError\n"
-        "from mcp_types import CONNECTION_CLOSED, Implementation, PaginatedRequestParams\n"
+        "from mcp.shared.message import SessionMessage\n"
+        "from mcp_types import CONNECTION_CLOSED, INTERNAL_ERROR, ErrorData, Implementation\n"
+        "from mcp_types import JSONRPCError, JSONRPCNotification, JSONRPCRequest\n"
+        "from mcp_types import JSONRPCResponse, PaginatedRequestParams, jsonrpc_message_adapter\n"
         "assert set(sys.modules) == before, sorted(set(sys.modules) - before)\n"
     )
     result = subprocess.run(

@@ -485,11 +485,15 @@ class McpListParams:
 @attrs.define
 class McpToolInfo:
     name: str
-    # The name the model calls it by: `<server>_<tool>`, made valid for every provider.
+    # The name the model calls it by: `<server>_<tool>`, made valid for every provider,
+    # with a hash suffix when a better-ranked tool has that name.
     qualified_name: str
     description: str | None = None
     # False: left out by the server's `tools` allow-list.
     allowed: bool = True
+    # The other tools whose plain name is this one's (`"<server>: <tool>"`, or
+    # `"built-in <name>"`); set only on a collision.
+    collides_with: list[str] | None = None
 
 
 @attrs.define
@@ -504,6 +508,9 @@ class McpServerInfo:
     error: str | None = None
     # Set for a server given to session/create (that session only).
     session_id: str | None = None
+    # One line per tool of this server offered under a renamed (hash-suffixed) name, and
+    # per tool name the server lists twice; set only when there are any.
+    collisions: list[str] | None = None
 
 
 @attrs.define
@@ -571,6 +578,8 @@ class McpStatusServer:
     session_id: str | None = None
     # Number of tools the server lists (when ready).
     tool_count: int | None = None
+    # As in mcp/list's McpServerInfo (when ready and there are any).
+    collisions: list[str] | None = None
 
 
 @attrs.define

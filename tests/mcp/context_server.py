@@ -3,8 +3,8 @@
 `whoami` proves the tool context reaches an MCP server: it reads the `_meta` agentd
 sends with the call and the tool-context file named by its `sessionScopeKey` in
 `$AGENTD_TOOL_CONTEXT_DIR`, and returns both. The other tools misbehave on request:
-hang (optionally ignoring cancellation), report progress, crash mid-call, change the tool list, return
-an image, fail.
+hang (optionally ignoring cancellation), report progress, crash mid-call, change the tool
+list, storm the client with `tools/list_changed`, return an image, fail.
 
     python tests/mcp/context_server.py        (stdio)
 
@@ -89,6 +89,23 @@ async def add_tool(name: str, ctx: Context) -> str:
     server.add_tool(added, name=name, description=f"added at run time: {name}")
     await ctx.session.send_tool_list_changed()
     return f"added {name}"
+
+
+@server.tool()
+async def storm(ctx: Context, count: int = 100, grow: bool = False) -> str:
+    """Send `count` tools/list_changed notifications; with `grow`, add a tool before each."""
+    for i in range(count):
+        if grow:
+            server.add_tool(_named(f"storm_{i}"), name=f"storm_{i}", description="storm")
+        await ctx.session.send_tool_list_changed()
+    return f"{count} notifications sent"
+
+
+def _named(name: str):  # type: ignore[no-untyped-def]
+    def answer() -> str:
+        return name
+
+    return answer
 
 
 @server.tool()

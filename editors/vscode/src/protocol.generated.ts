@@ -108,6 +108,7 @@ export interface McpServerInfo {
   enabled?: boolean;
   error?: string;
   sessionId?: string;
+  collisions?: string[];
 }
 
 export interface McpStatusParams {
@@ -120,6 +121,7 @@ export interface McpStatusServer {
   error?: string;
   sessionId?: string;
   toolCount?: number;
+  collisions?: string[];
 }
 
 export interface McpToolInfo {
@@ -127,6 +129,7 @@ export interface McpToolInfo {
   qualifiedName: string;
   description?: string;
   allowed?: boolean;
+  collidesWith?: string[];
 }
 
 export interface Message {
