@@ -67,7 +67,7 @@ INBOX_HIGH_WATER = 1024 * 1024
 # Requests being handled at once, those in _UNCOUNTED aside: past this, new input waits.
 # An answer's size is known only once it is written, so this is what bounds the output
 # a burst of requests can pile up before WRITE_HIGH_WATER is seen.
-MAX_REQUESTS_IN_FLIGHT = 64
+MAX_REQUESTS_IN_FLIGHT = 32
 # Requests that can wait on a run, the model or the editor (a tool/execute answer) for as
 # long as they like: counting them could hold back the input that would let them finish.
 # Their answers are one message each.
