@@ -75,6 +75,8 @@ _UNCOUNTED = frozenset(
     {"session/chat", "session/summarize", "session/abort", "session/delete", "shutdown"}
 )
 READ_CHUNK = 256 * 1024
+# At end of input, how long requests still being handled get to answer.
+REQUESTS_AT_EXIT_S = 5.0
 
 
 def _pollable(fd: int, events: int) -> bool:
@@ -424,6 +426,9 @@ class AgentdProtocol(JsonRPCProtocol):
             # Requests the editor pipelines right behind `initialize` are served: the
             # gate opens when it is dispatched, not when its (async) handler finishes.
             self.initialized = True
+        elif method == "shutdown":
+            # Likewise, an `exit` pipelined right behind `shutdown` ends with code 0.
+            self.shutdown_requested = True
         self._handle_request(msg_id, method, params)
         if method not in _UNCOUNTED and msg_id in self._request_futures:
             self.in_flight.add(msg_id)
@@ -715,6 +720,17 @@ class AgentdServer(JsonRPCServer):
         await self._finished
         return self.exit_code if self.exit_code is not None else 0
 
+    async def finish_requests(self) -> None:
+        """Wait for the editor's requests being handled to answer."""
+        proto = self.protocol
+        pending: list[asyncio.Future[Any]] = []
+        for msg_id, future in proto._request_futures.items():
+            # (agentd's own requests to the editor are concurrent futures: not these)
+            if isinstance(future, asyncio.Future) and msg_id not in proto._outgoing:
+                pending.append(future)
+        if pending:
+            await asyncio.wait(pending)
+
     async def flush_output(self) -> None:
         done = asyncio.get_running_loop().create_future()
 
@@ -853,8 +869,12 @@ def serve_stdio(config: Config) -> int:
             if server.startup is not None:
                 with contextlib.suppress(Exception):
                     await server.startup
-            # End of input acts as shutdown then exit.
+            # End of input acts as shutdown then exit: requests read before it are
+            # answered (runs first aborted, so that chats answer too).
             await manager.runs.shutdown()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUESTS_AT_EXIT_S):
+                    await server.finish_requests()
             await manager.close()
             await server.flush_output()
         return code
