@@ -64,6 +64,7 @@ WRITE_LOW_WATER = 64 * 1024
 # Input read but not dispatched yet: past this, agentd stops reading stdin (the editor's
 # writes then block, or queue on its side).
 INBOX_HIGH_WATER = 1024 * 1024
+INBOX_ENTRY_BYTES = 256
 # Requests being handled at once, those in _UNCOUNTED aside: past this, new input waits.
 # An answer's size is known only once it is written, so this is what bounds the output
 # a burst of requests can pile up before WRITE_HIGH_WATER is seen.
@@ -641,10 +642,10 @@ class AgentdServer(JsonRPCServer):
             self._input_ended = True
         for event in events:
             if isinstance(event, FramingError):
-                self._inbox.append((event, 0))
+                self._hold(event, 0)
             elif isinstance(event.message, list) and event.message:
                 # A batch: each member as if it had come alone.
-                share = event.size // len(event.message) + 1
+                share = event.size // len(event.message)
                 for item in event.message:
                     self._accept(item, share)
             else:
@@ -652,15 +653,22 @@ class AgentdServer(JsonRPCServer):
         self._pump()
 
     def _accept(self, message: Any, size: int) -> None:
+        msg_id = message.get("id") if isinstance(message, dict) else None
         if (
-            isinstance(message, dict)
+            isinstance(msg_id, str)
+            and msg_id in self.protocol._outgoing
             and "method" not in message
-            and "id" in message
             and ("result" in message or "error" in message)
         ):
             self.protocol.handle_message(message)  # an answer to agentd: never held back
             return
-        self._inbox.append((message, size))
+        self._hold(message, size)
+
+    def _hold(self, item: Any, size: int) -> None:
+        # Each entry counts for its bytes plus what holding it and its answer cost, so
+        # that a flood of tiny frames or junk errors is bounded too.
+        size += INBOX_ENTRY_BYTES
+        self._inbox.append((item, size))
         self._inbox_bytes += size
 
     def _held(self) -> bool:

@@ -186,3 +186,32 @@ def test_answers_to_agentd_requests_are_not_held_behind_waiting_input(spawn, mod
     assert message["finishReason"] == "stop"
     tool = next(p for p in message["parts"] if p["type"] == "tool")
     assert tool["state"]["output"] == "selected: foo()"
+
+
+def test_a_flood_of_tiny_bad_frames_is_bounded_too(spawn):
+    """100,000 empty frames (`Content-Length: 0`, 19 bytes each, each answered -32700)
+    while the editor reads nothing: agentd stops reading them too, and once the editor
+    reads again every one is answered and the next request served."""
+    d = spawn()
+    d.stop_reading()
+    total = 100_000
+    sender = threading.Thread(
+        target=lambda: d.send_raw(b"Content-Length: 0\r\n\r\n" * total), daemon=True
+    )
+    sender.start()
+    peak = settle(d.proc.pid)
+    assert peak < RSS_LIMIT, f"peak RSS {peak / MiB:.0f} MiB"
+    assert sender.is_alive(), "agentd read all 100,000 frames while their answers waited"
+
+    d.resume_reading()
+    errors = []
+
+    def count() -> bool:
+        errors.extend(m for m in d.messages if m.get("id") is None)
+        d.messages.clear()
+        return len(errors) >= total
+
+    d.wait_for(count, timeout=120)
+    sender.join(30)
+    assert {e["error"]["code"] for e in errors} == {-32700}
+    assert "models" in d.call("models/list", {})
