@@ -207,8 +207,8 @@ class PipeWriter:
         self._fd: int | None = None
         self._sync = False
         self._was_blocking = True
-        self._pending: collections.deque[bytes] = collections.deque()
-        self._size = 0
+        # What the editor has not taken yet (deleting from a bytearray's front is cheap).
+        self._pending = bytearray()
         self._drained: list[Callable[[], None]] = []
         self.paused = False
         self.closed = False
@@ -230,7 +230,7 @@ class PipeWriter:
     @property
     def buffered(self) -> int:
         """Bytes written by agentd that the editor has not taken yet."""
-        return self._size
+        return len(self._pending)
 
     def write(self, data: bytes) -> None:
         if self.closed or self._fd is None:
@@ -251,9 +251,8 @@ class PipeWriter:
             data = data[n:]
             assert self._loop is not None
             self._loop.add_writer(self._fd, self._write_ready)
-        self._pending.append(data)
-        self._size += len(data)
-        if self._size > WRITE_HIGH_WATER:
+        self._pending += data
+        if len(self._pending) > WRITE_HIGH_WATER:
             self.paused = True
 
     def _write_blocking(self, data: bytes) -> None:
@@ -266,33 +265,18 @@ class PipeWriter:
             self._lost(exc)
 
     def _write_ready(self) -> None:
-        assert self._fd is not None
-        while self._pending:
-            # Many small frames go out in one system call.
-            if len(self._pending) > 1 and len(self._pending[0]) < READ_CHUNK:
-                parts: list[bytes] = []
-                total = 0
-                while self._pending and total < READ_CHUNK:
-                    parts.append(self._pending.popleft())
-                    total += len(parts[-1])
-                self._pending.appendleft(b"".join(parts))
-            chunk = self._pending[0]
-            try:
-                n = os.write(self._fd, chunk)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self._lost(exc)
-                return
-            self._size -= n
-            if n < len(chunk):
-                self._pending[0] = chunk[n:]
-                break
-            self._pending.popleft()
+        assert self._fd is not None and self._loop is not None
+        try:
+            n = os.write(self._fd, self._pending)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self._pending[:n]
         if not self._pending:
-            assert self._loop is not None
             self._loop.remove_writer(self._fd)
-        if self.paused and self._size <= WRITE_LOW_WATER:
+        if self.paused and len(self._pending) <= WRITE_LOW_WATER:
             self.paused = False
             self.on_resume()
         if not self._pending:
@@ -302,7 +286,6 @@ class PipeWriter:
         logger.debug("stdout closed (%s): output is dropped from now on", exc)
         self.closed = True
         self._pending.clear()
-        self._size = 0
         if self._loop is not None and self._fd is not None and not self._sync:
             self._loop.remove_writer(self._fd)
         self.paused = False
@@ -310,11 +293,11 @@ class PipeWriter:
         self._run_drained()
 
     def congested(self) -> bool:
-        return self._size > 0
+        return bool(self._pending)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         """Call `callback` once nothing waits to be written (at once if nothing does)."""
-        if not self._size or self.closed:
+        if not self._pending or self.closed:
             callback()
             return
         self._drained.append(callback)
