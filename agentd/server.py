@@ -332,8 +332,8 @@ class AgentdProtocol(JsonRPCProtocol):
         # Requests being handled that count against MAX_REQUESTS_IN_FLIGHT.
         self.in_flight: set[Any] = set()
 
-    # Parsing happens in handle_message, where errors can be answered; as run_async's
-    # object_hook this must not raise.
+    # Parsing happens in handle_message, where errors can be answered. (pygls's own read
+    # loops use this as a json object_hook; agentd's reader does not call it.)
     def structure_message(self, data: dict[str, Any]) -> Any:
         return data
 
