@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rpc_client import daemon_env
 
 AGENTD = [sys.executable, "-m", "agentd"]
@@ -64,15 +65,32 @@ def check_served(messages: list[dict[str, Any]]) -> None:
     assert "sessions" in results[3]["result"]
 
 
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left() -> Iterator[None]:
+    """A failing test (agentd hanging) leaves no daemon behind."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def spawn(tmp: Path, stdin: Any, stdout: Any, **kw: Any) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        AGENTD,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=open(tmp / "stderr.log", "wb"),
-        env={**os.environ, **daemon_env(tmp)},
-        **kw,
-    )
+    with open(tmp / "stderr.log", "wb") as stderr:
+        proc = subprocess.Popen(
+            AGENTD,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env={**os.environ, **daemon_env(tmp)},
+            **kw,
+        )
+    _SPAWNED.append(proc)
+    return proc
 
 
 def ended_cleanly(proc: subprocess.Popen[bytes], tmp: Path) -> None:
