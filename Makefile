@@ -27,11 +27,12 @@ test-python: ## the Python test suite (daemon end to end, tools, provider, relia
 test-quick: ## the Python tests without the reliability suite
 	$(PYTHON) -m pytest -n 2 -q -m "not reliability" $(PYTEST_ARGS)
 
-soak: dev ## the long reliability runs (10,000 turns, 500 kills, 1,000 aborts, hostile MCP servers)
+soak: dev ## the long reliability runs (10,000 turns, 500 kills, 1,000 aborts, hostile MCP servers, 200,000 framing cases)
 	$(PYTHON) bench/soak.py turns
 	$(PYTHON) bench/soak.py crash
 	$(PYTHON) bench/soak.py storm
 	$(PYTHON) bench/soak.py mcp
+	$(PYTHON) bench/soak.py framing
 
 test-editors: ## the Neovim and VS Code plugin tests (install what they need)
 	@if [ -x editors/nvim/tests/run.sh ]; then bash editors/nvim/tests/run.sh; fi

@@ -6,14 +6,18 @@ hands unknown methods namedtuples, reads stdin through its shared thread pool, w
 stdout with a blocking write on the event loop, and puts tracebacks on the wire. Each
 is fixed through pygls's own extension points:
 
-- `FrameReader` is the reader `pygls.io_.run_async` reads from: it parses frames
-  leniently from an asyncio pipe (any header case, LF or CRLF, a size limit, resync
-  after garbage) and hands run_async canonical frames;
+- pygls's own read loop (`pygls.io_.run_async`) is not used: `StdinReader` reads stdin
+  (any kind: pipe, socket, terminal, regular file, /dev/null) into the sans-I/O
+  `agentd.framing.FrameParser` (lenient headers, size limit, resynchronisation after
+  any junk), and `AgentdServer` hands the parsed messages to the protocol, with flow
+  control (see `AgentdServer`);
 - `AgentdProtocol` subclasses `JsonRPCProtocol`: the method table types every params
   object (invalid params are -32602 naming the field), errors are mapped without
-  tracebacks, the not-initialized gate, batches, `$/cancelRequest`;
-- `PipeWriter` is set with `protocol.set_writer`: non-blocking asyncio pipe writes,
-  with a congestion signal the run stream uses to coalesce deltas (backpressure).
+  tracebacks, the not-initialized gate, a second `initialize` refused, batches,
+  `$/cancelRequest`;
+- `PipeWriter` is set with `protocol.set_writer`: non-blocking writes, with a congestion
+  signal the run stream uses to coalesce deltas and a high-water mark past which agentd
+  stops taking new input (back-pressure).
 
 Only this module imports pygls.
 """
@@ -21,11 +25,12 @@ Only this module imports pygls.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
 import os
-import re
+import selectors
 import signal
 import sys
 import threading
@@ -35,236 +40,268 @@ from concurrent.futures import Future
 from typing import Any
 
 import orjson
-from pygls.io_ import run_async
 from pygls.protocol import JsonRPCProtocol, default_converter
 from pygls.server import JsonRPCServer
 
 from agentd import __version__
 from agentd.config import Config
 from agentd.errors import AgentdError, StorageError
+from agentd.framing import FrameParser, FramingError
 from agentd.protocol import METHODS, PROTOCOL_VERSION, describe_error, unstructure
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure_params
+from agentd.protocol.encoding import encoding_problems
 from agentd.protocol.methods import agentd_notifications, editor_requests
 from agentd.runs import RunManager
 from agentd.session import SessionManager
 
 logger = logging.getLogger(__name__)
 
-_HEADER_RE = re.compile(rb"^\s*content-length\s*:\s*(\S*)\s*$", re.IGNORECASE)
-# A body that is never valid JSON: run_async's json.loads fails on it and calls our
-# error handler, which then reports the reader's recorded framing error.
-_BAD_FRAME = b"\x00"
-# Writes beyond this are buffered in memory and signal congestion to producers.
+# Output waiting in memory beyond WRITE_HIGH_WATER (the editor is not reading): agentd
+# stops dispatching new input until it is back under WRITE_LOW_WATER. Streaming runs keep
+# going, merging their deltas while the output waits (run_stream.py).
 WRITE_HIGH_WATER = 256 * 1024
+WRITE_LOW_WATER = 64 * 1024
+# Input read but not dispatched yet: past this, agentd stops reading stdin (the editor's
+# writes then block, or queue on its side).
+INBOX_HIGH_WATER = 1024 * 1024
+INBOX_ENTRY_BYTES = 256
+# Requests being handled at once, those in _UNCOUNTED aside: past this, new input waits.
+# An answer's size is known only once it is written, so this is what bounds the output
+# a burst of requests can pile up before WRITE_HIGH_WATER is seen.
+MAX_REQUESTS_IN_FLIGHT = 32
+# Requests that can wait on a run, the model or the editor (a tool/execute answer) for as
+# long as they like: counting them could hold back the input that would let them finish.
+# Their answers are one message each.
+_UNCOUNTED = frozenset(
+    {"session/chat", "session/summarize", "session/abort", "session/delete", "shutdown"}
+)
+READ_CHUNK = 256 * 1024
+# At end of input, how long requests still being handled get to answer.
+REQUESTS_AT_EXIT_S = 5.0
 
 
-class FrameReader:
-    """Reads LSP-framed messages from an asyncio StreamReader for `run_async`.
+def _pollable(fd: int, events: int) -> bool:
+    """Whether the event loop can watch `fd` (epoll refuses regular files, /dev/null...)."""
+    with selectors.DefaultSelector() as selector:
+        try:
+            selector.register(fd, events)
+        except (OSError, ValueError):
+            return False
+    return True
 
-    run_async expects header lines then a body of exactly Content-Length bytes; this
-    class does the lenient parsing and presents each frame canonically. Framing errors
-    become a frame with an invalid body plus a recorded error (see `take_error`).
-    """
 
-    def __init__(self, stream: asyncio.StreamReader, max_frame_bytes: int) -> None:
-        self._stream = stream
-        self._max = max_frame_bytes
-        self._pushback = b""
-        self._pending: list[bytes] = []
-        self._body: bytes | None = None
-        self._error: tuple[int, str] | None = None
-        self.last_body = b""
-        self._eof = False
-        # Bytes of an oversized frame still to discard.
-        self._discard = 0
+class StdinReader:
+    """Reads stdin without blocking the loop, handing each chunk to `on_data` (and b""
+    once, at end of input). `pause`/`resume` stop and restart reading: back-pressure.
 
-    def take_error(self) -> tuple[int, str] | None:
-        err, self._error = self._error, None
-        return err
+    A stdin the loop can watch (pipe, socket, terminal) is read from the loop; anything
+    else (a regular file, /dev/null, another device) by a dedicated thread, one chunk at
+    a time and only while not paused. A read error (EIO from a terminal whose other side
+    closed) is end of input."""
 
-    def push_back(self, data: bytes) -> None:
-        self._pushback = data + self._pushback
+    def __init__(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._was_blocking = True
+        self._watching = False
+        self._paused = False
+        self._ended = False
+        # Thread mode: set while the loop wants another chunk.
+        self._want: threading.Event | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, fd: int | None) -> None:
+        self._loop = loop
+        if fd is None:
+            loop.call_soon(self._deliver, b"")
+            return
+        if _pollable(fd, selectors.EVENT_READ):
+            self._fd = fd
+            self._was_blocking = os.get_blocking(fd)
+            os.set_blocking(fd, False)
+            self.resume()
+            return
+        self._want = threading.Event()
+        self._want.set()
+        threading.Thread(
+            target=self._read_in_thread, args=(fd, self._want), name="agentd-stdin", daemon=True
+        ).start()
+
+    def pause(self) -> None:
+        self._paused = True
+        if self._watching and self._loop is not None and self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._watching = False
+
+    def resume(self) -> None:
+        self._paused = False
+        if self._ended:
+            return
+        if self._want is not None:
+            self._want.set()
+        elif not self._watching and self._loop is not None and self._fd is not None:
+            self._loop.add_reader(self._fd, self._read_ready)
+            self._watching = True
 
     def close(self) -> None:
-        self._eof = True
+        self.pause()
+        self._ended = True
+        if self._fd is not None:
+            # Leave stdin as we found it: a terminal's blocking mode is the shell's too.
+            with contextlib.suppress(OSError):
+                os.set_blocking(self._fd, self._was_blocking)
+            self._fd = None
 
-    async def _raw_line(self) -> bytes:
-        if self._pushback:
-            idx = self._pushback.find(b"\n")
-            if idx >= 0:
-                line, self._pushback = self._pushback[: idx + 1], self._pushback[idx + 1 :]
-                return line
-            rest, self._pushback = self._pushback, b""
-            return rest + await self._stream_line()
-        return await self._stream_line()
-
-    async def _stream_line(self) -> bytes:
+    def _read_ready(self) -> None:
+        assert self._fd is not None
         try:
-            return await self._stream.readline()
-        except ValueError:
-            # A line over the stream's limit: garbage. Discard what is buffered.
-            return b"\n"
+            data = os.read(self._fd, READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            logger.debug("stdin read failed (%s): end of input", exc)
+            data = b""
+        self._deliver(data)
 
-    async def _chunk(self, limit: int) -> bytes:
-        """Up to `limit` bytes: the pushback first, else what the pipe has (b"" at EOF)."""
-        if self._pushback:
-            chunk, self._pushback = self._pushback[:limit], self._pushback[limit:]
-            return chunk
-        return await self._stream.read(limit)
+    def _deliver(self, data: bytes) -> None:
+        if self._ended:
+            return
+        if not data:
+            self.pause()
+            self._ended = True
+        self._on_data(data)
+        if self._want is not None and not self._paused and not self._ended:
+            self._want.set()
 
-    async def _read_body(self, n: int, *, keep: bool) -> bytes | None:
-        """Read an announced body of `n` bytes (discarding it unless `keep`). A body
-        shorter than announced runs into the next frame's header. A `Content-Length`
-        header inside the bytes read can only belong to a JSON body when it sits in a
-        string, and JSON strings hold no raw newline: so a header at the start, after a
-        raw newline, or right after a complete JSON value starts the next frame (for a
-        discarded body, any header does). The rest is pushed back. None at end of input."""
-        buf = bytearray()
-        seen = 0
-        while seen < n:
-            chunk = await self._chunk(min(n - seen, 1 << 16))
-            if not chunk:
-                return None
-            start = max(0, len(buf) - 16)
-            buf += chunk
-            seen += len(chunk)
-            for match in _HEADER_SEARCH.finditer(buf, start):
-                at = match.start()
-                head = bytes(buf[:at])
-                if not keep or at == 0 or buf[at - 1] in b"\r\n" or _is_json(head):
-                    self.push_back(bytes(buf[match.start() :]))
-                    return head if keep else b""
-            if not keep:
-                del buf[: max(0, len(buf) - 16)]
-        return bytes(buf) if keep else b""
-
-    async def _next_frame(self) -> bool:
-        """Parse the next frame into `_pending` (header lines) and `_body`."""
-        length: int | None = None
-        bad_header: str | None = None
-        seen_header = False
+    def _read_in_thread(self, fd: int, want: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
         while True:
-            if self._eof:
-                return False
-            line = await self._raw_line()
-            if not line:
-                return False
-            stripped = line.strip()
-            if not stripped:
-                if not seen_header:
-                    continue  # stray blank lines between frames
-                break
-            match = _HEADER_RE.match(line)
-            if match:
-                seen_header = True
-                value = match.group(1)
-                if value.isdigit():
-                    length = int(value)
-                    bad_header = None
-                else:
-                    bad_header = f"invalid Content-Length header: {value[:40]!r}"
-            elif b":" in stripped and seen_header:
-                continue  # another header (Content-Type): accepted and ignored
-            # Anything else before a Content-Length header is garbage: skip it.
-        if length is None:
-            self._set_bad(-32700, bad_header or "missing Content-Length header")
-            return True
-        if length > self._max:
-            self._set_bad(-32600, f"frame of {length} bytes exceeds the limit of {self._max}")
-            # Answered now; the body is discarded as it arrives (or up to the next header).
-            self._discard = length
-            return True
-        body = await self._read_body(length, keep=True)
-        if body is None:
-            return False
-        self._pending = [b"Content-Length: %d\r\n" % len(body), b"\r\n"]
-        self._body = body
-        return True
-
-    def _set_bad(self, code: int, message: str) -> None:
-        self._error = (code, message)
-        self._pending = [b"Content-Length: %d\r\n" % len(_BAD_FRAME), b"\r\n"]
-        self._body = _BAD_FRAME
-
-    async def readline(self) -> bytes:
-        if self._discard and not self._pending:
-            n, self._discard = self._discard, 0
-            if await self._read_body(n, keep=False) is None:
-                return b""
-        if not self._pending and not await self._next_frame():
-            return b""
-        return self._pending.pop(0)
-
-    async def readexactly(self, n: int) -> bytes:
-        body, self._body = self._body or b"", None
-        self.last_body = body
-        return body
+            want.wait()
+            want.clear()
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except OSError as exc:
+                logger.debug("stdin read failed (%s): end of input", exc)
+                data = b""
+            try:
+                loop.call_soon_threadsafe(self._deliver, data)
+            except RuntimeError:
+                return  # the loop is gone: the daemon is exiting
+            if not data:
+                return
 
 
 class PipeWriter:
-    """Writes frames to an asyncio write transport without blocking the loop."""
+    """Writes frames to stdout without blocking the loop.
+
+    A stdout the loop can watch (pipe, socket, terminal) is non-blocking: what the editor
+    has not taken yet waits in memory and is written when the loop says it can be. Past
+    WRITE_HIGH_WATER the writer is `paused` (new input waits, see AgentdServer) until it
+    is back under WRITE_LOW_WATER; `congested` (anything waiting) makes runs merge their
+    deltas. Anything else (a regular file, /dev/null) gets plain writes, which do not
+    block for long. A broken pipe closes the writer: output is dropped from then on."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.WriteTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._fd: int | None = None
+        self._sync = False
+        self._was_blocking = True
+        # What the editor has not taken yet (deleting from a bytearray's front is cheap).
+        self._pending = bytearray()
         self._drained: list[Callable[[], None]] = []
-        self._paused = False
-        self._sync_fd: int | None = None
+        self.paused = False
         self.closed = False
+        # Called when the writer leaves `paused` (or closes).
+        self.on_resume: Callable[[], None] = lambda: None
 
-    def protocol_factory(self) -> asyncio.BaseProtocol:
-        writer = self
+    def attach(self, loop: asyncio.AbstractEventLoop, fd: int | None) -> None:
+        self._loop = loop
+        if fd is None:
+            self.closed = True
+            return
+        self._fd = fd
+        if _pollable(fd, selectors.EVENT_WRITE):
+            self._was_blocking = os.get_blocking(fd)
+            os.set_blocking(fd, False)
+        else:
+            self._sync = True
 
-        class _Protocol(asyncio.Protocol):
-            def pause_writing(self) -> None:
-                writer._paused = True
-
-            def resume_writing(self) -> None:
-                writer._paused = False
-                writer._run_drained()
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                writer.closed = True
-                writer._run_drained()
-
-        return _Protocol()
-
-    def use_fd(self, fd: int) -> None:
-        """Fallback when stdout is a regular file: plain writes (they do not block long)."""
-        self._sync_fd = fd
+    @property
+    def buffered(self) -> int:
+        """Bytes written by agentd that the editor has not taken yet."""
+        return len(self._pending)
 
     def write(self, data: bytes) -> None:
-        if self.closed:
+        if self.closed or self._fd is None:
             return
-        if self._sync_fd is not None:
-            view = memoryview(data)
+        if self._sync:
+            self._write_blocking(data)
+            return
+        if not self._pending:
+            try:
+                n = os.write(self._fd, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+            assert self._loop is not None
+            self._loop.add_writer(self._fd, self._write_ready)
+        self._pending += data
+        if len(self._pending) > WRITE_HIGH_WATER:
+            self.paused = True
+
+    def _write_blocking(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
             while view:
-                view = view[os.write(self._sync_fd, view) :]
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._lost(exc)
+
+    def _write_ready(self) -> None:
+        assert self._fd is not None and self._loop is not None
+        try:
+            n = os.write(self._fd, self._pending)
+        except (BlockingIOError, InterruptedError):
             return
-        assert self.transport is not None
-        self.transport.write(data)
+        except OSError as exc:
+            self._lost(exc)
+            return
+        del self._pending[:n]
+        if not self._pending:
+            self._loop.remove_writer(self._fd)
+        if self.paused and len(self._pending) <= WRITE_LOW_WATER:
+            self.paused = False
+            self.on_resume()
+        if not self._pending:
+            self._run_drained()
+
+    def _lost(self, exc: Exception) -> None:
+        logger.debug("stdout closed (%s): output is dropped from now on", exc)
+        self.closed = True
+        self._pending.clear()
+        if self._loop is not None and self._fd is not None and not self._sync:
+            self._loop.remove_writer(self._fd)
+        self.paused = False
+        self.on_resume()
+        self._run_drained()
 
     def congested(self) -> bool:
-        return self._paused or (
-            self.transport is not None and self.transport.get_write_buffer_size() > 0
-        )
+        return bool(self._pending)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
-        """Call `callback` once the buffer has room (at once if it has)."""
-        if not self.congested() or self.closed:
+        """Call `callback` once nothing waits to be written (at once if nothing does)."""
+        if not self._pending or self.closed:
             callback()
             return
         self._drained.append(callback)
-        if not self._paused:
-            # Below the high-water mark asyncio sends no resume: poll on the next turns.
-            asyncio.get_running_loop().call_later(0.001, self._poll)
-
-    def _poll(self) -> None:
-        if self._drained and not self._paused:
-            if self.congested():
-                asyncio.get_running_loop().call_later(0.001, self._poll)
-            else:
-                self._run_drained()
 
     def _run_drained(self) -> None:
         callbacks, self._drained = self._drained, []
@@ -272,8 +309,13 @@ class PipeWriter:
             cb()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Stop writing; give stdout back in the blocking mode it had."""
+        if self._fd is not None and not self._sync:
+            if self._loop is not None and self._pending:
+                self._loop.remove_writer(self._fd)
+            with contextlib.suppress(OSError):
+                os.set_blocking(self._fd, self._was_blocking)
+        self.closed = True
 
 
 class AgentdProtocol(JsonRPCProtocol):
@@ -288,9 +330,11 @@ class AgentdProtocol(JsonRPCProtocol):
         self._outgoing: set[str] = set()
         # Request ids of session/chat calls, so $/cancelRequest can abort the run.
         self.cancel_hooks: dict[Any, Callable[[], None]] = {}
+        # Requests being handled that count against MAX_REQUESTS_IN_FLIGHT.
+        self.in_flight: set[Any] = set()
 
-    # Parsing happens in handle_message, where errors can be answered; as run_async's
-    # object_hook this must not raise.
+    # Parsing happens in handle_message, where errors can be answered. (pygls's own read
+    # loops use this as a json object_hook; agentd's reader does not call it.)
     def structure_message(self, data: dict[str, Any]) -> Any:
         return data
 
@@ -333,6 +377,7 @@ class AgentdProtocol(JsonRPCProtocol):
         if not isinstance(method, str):
             self._reply_error(msg_id, -32600, "method must be a string")
             return
+        logger.debug("received %s (id %r)", method, msg_id)  # never params: secrets
         if has_id:
             self._on_request(msg_id, method, msg.get("params"))
         else:
@@ -355,6 +400,10 @@ class AgentdProtocol(JsonRPCProtocol):
         if not self.initialized and method != "initialize":
             self._reply_error(msg_id, -32002, "server not initialized")
             return
+        if method == "initialize" and self.initialized:
+            # The capabilities and workspace root stay those of the first one.
+            self._reply_error(msg_id, -32600, "already initialized")
+            return
         params = self._structure_params(msg_id, spec.params, raw)
         if params is _INVALID:
             return
@@ -362,7 +411,12 @@ class AgentdProtocol(JsonRPCProtocol):
             # Requests the editor pipelines right behind `initialize` are served: the
             # gate opens when it is dispatched, not when its (async) handler finishes.
             self.initialized = True
+        elif method == "shutdown":
+            # Likewise, an `exit` pipelined right behind `shutdown` ends with code 0.
+            self.shutdown_requested = True
         self._handle_request(msg_id, method, params)
+        if method not in _UNCOUNTED and msg_id in self._request_futures:
+            self.in_flight.add(msg_id)
 
     def _structure_params(self, msg_id: Any, cls: type | None, raw: Any) -> Any:
         if cls is None:
@@ -430,6 +484,9 @@ class AgentdProtocol(JsonRPCProtocol):
     def _send_handler_result(self, future: Future[Any], *, msg_id: Any) -> None:
         self._request_futures.pop(msg_id, None)
         self.cancel_hooks.pop(msg_id, None)
+        if msg_id in self.in_flight:
+            self.in_flight.discard(msg_id)
+            self._server.request_done()
         if future.cancelled():
             self._reply_error(msg_id, -32800, "request cancelled")
             return
@@ -501,10 +558,24 @@ _INVALID = object()
 
 
 def _valid_id(value: Any) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    # An id agentd could not write back (a lone surrogate, an integer beyond 64 bits)
+    # is no id: the answer goes to id null.
+    if isinstance(value, str):
+        return not encoding_problems(value)
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64
 
 
 class AgentdServer(JsonRPCServer):
+    """pygls's JSON-RPC server on agentd's transport: `StdinReader` → `FrameParser` →
+    the inbox → `AgentdProtocol`, and `PipeWriter` back.
+
+    Flow control: input is parsed as it arrives. Answers to agentd's own requests
+    (tool/execute, permission/request) are handled at once, so a run waiting on one never
+    waits on the input queued ahead of it. Everything else waits in the inbox, in order,
+    while the editor is not taking agentd's output (`PipeWriter.paused`) or
+    MAX_REQUESTS_IN_FLIGHT requests are being handled; past INBOX_HIGH_WATER bytes in the
+    inbox agentd stops reading stdin."""
+
     protocol: AgentdProtocol
 
     def __init__(self, config: Config) -> None:
@@ -512,7 +583,14 @@ class AgentdServer(JsonRPCServer):
         self.config = config
         self.writer = PipeWriter()
         self.exit_code: int | None = None
-        self._reader: FrameReader | None = None
+        self._parser = FrameParser(config.max_frame_bytes)
+        self._reader = StdinReader(self._on_input)
+        self._inbox: collections.deque[tuple[Any, int]] = collections.deque()
+        self._inbox_bytes = 0
+        self._input_ended = False
+        self._pump_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._finished: asyncio.Future[None] | None = None
         self._stop = threading.Event()
         # Storage start-up, begun with the first request (see create_server).
         self.startup: asyncio.Future[None] | None = None
@@ -542,46 +620,112 @@ class AgentdServer(JsonRPCServer):
     def when_drained(self, callback: Callable[[], None]) -> None:
         self.writer.when_drained(callback)
 
+    # --- input -------------------------------------------------------------------------
+
+    def _on_input(self, data: bytes) -> None:
+        if data:
+            events = self._parser.feed(data)
+        else:
+            events = self._parser.feed_eof()
+            self._input_ended = True
+        for event in events:
+            if isinstance(event, FramingError):
+                self._hold(event, 0)
+            elif isinstance(event.message, list) and event.message:
+                # A batch: each member as if it had come alone.
+                share = event.size // len(event.message)
+                for item in event.message:
+                    self._accept(item, share)
+            else:
+                self._accept(event.message, event.size)
+        self._pump()
+
+    def _accept(self, message: Any, size: int) -> None:
+        msg_id = message.get("id") if isinstance(message, dict) else None
+        if (
+            isinstance(msg_id, str)
+            and msg_id in self.protocol._outgoing
+            and "method" not in message
+            and ("result" in message or "error" in message)
+        ):
+            self.protocol.handle_message(message)  # an answer to agentd: never held back
+            return
+        self._hold(message, size)
+
+    def _hold(self, item: Any, size: int) -> None:
+        # Each entry counts for its bytes plus what holding it and its answer cost, so
+        # that a flood of tiny frames or junk errors is bounded too.
+        size += INBOX_ENTRY_BYTES
+        self._inbox.append((item, size))
+        self._inbox_bytes += size
+
+    def _held(self) -> bool:
+        return self.writer.paused or len(self.protocol.in_flight) >= MAX_REQUESTS_IN_FLIGHT
+
+    def _pump(self) -> None:
+        """Dispatch the inbox in order while nothing holds it back; steer reading."""
+        self._pump_scheduled = False
+        proto = self.protocol
+        while self._inbox and not self._stop.is_set() and not self._held():
+            item, size = self._inbox.popleft()
+            self._inbox_bytes -= size
+            if isinstance(item, FramingError):
+                proto._reply_error(None, item.code, item.message)
+            else:
+                proto.handle_message(item)
+        if self._stop.is_set() or (self._input_ended and not self._inbox):
+            self._finish()
+        elif self._inbox_bytes > INBOX_HIGH_WATER:
+            self._reader.pause()
+        else:
+            self._reader.resume()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and self._loop is not None and self._inbox:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def request_done(self) -> None:
+        """A counted request was answered: held input may go on."""
+        self._schedule_pump()
+
+    def _finish(self) -> None:
+        self._reader.close()
+        if self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
     # --- running -----------------------------------------------------------------------
 
     def exit(self, code: int) -> None:
         self.exit_code = code
         self._stop.set()
-        if self._reader is not None:
-            self._reader.close()
-            self._stream_reader.feed_eof()
+        self._finish()
 
-    async def serve(self, stdin: Any, stdout: Any) -> int:
-        loop = asyncio.get_running_loop()
-        self._stream_reader = stream = asyncio.StreamReader(limit=1 << 16)
-        try:
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), stdin)
-        except ValueError:
-            # Not a pipe (a regular file): feed it from a dedicated thread, never pygls's pool.
-            _feed_from_thread(loop, stream, stdin)
-        try:
-            transport, _ = await loop.connect_write_pipe(self.writer.protocol_factory, stdout)
-            transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-            self.writer.transport = transport  # type: ignore[assignment]
-        except ValueError:
-            self.writer.use_fd(stdout.fileno())
+    async def serve(self, stdin_fd: int | None, stdout_fd: int | None) -> int:
+        """Serve until `exit` or the end of input (and every request read before it has
+        been dispatched). None for a closed stdin or stdout."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        self.writer.attach(loop, stdout_fd)
+        self.writer.on_resume = self._schedule_pump
         self.protocol.set_writer(self.writer)  # type: ignore[arg-type]
-        self._reader = reader = FrameReader(stream, self.config.max_frame_bytes)
-
-        def on_error(exc: Exception, _: Any) -> None:
-            framing = reader.take_error()
-            if framing is not None:
-                self.protocol._reply_error(None, *framing)
-                return
-            self.protocol._reply_error(None, -32700, "parse error: the frame is not JSON")
-            # A body shorter than announced swallowed the start of the next frame:
-            # resynchronise on the Content-Length header inside it.
-            idx = _find_header(reader.last_body)
-            if idx > 0:
-                reader.push_back(reader.last_body[idx:])
-
-        await run_async(self._stop, reader, self.protocol, logger, on_error)  # type: ignore[arg-type]
+        if self._stop.is_set():
+            self._finish()
+        else:
+            self._reader.start(loop, stdin_fd)
+        await self._finished
         return self.exit_code if self.exit_code is not None else 0
+
+    async def finish_requests(self) -> None:
+        """Wait for the editor's requests being handled to answer."""
+        proto = self.protocol
+        pending: list[asyncio.Future[Any]] = []
+        for msg_id, future in proto._request_futures.items():
+            # (agentd's own requests to the editor are concurrent futures: not these)
+            if isinstance(future, asyncio.Future) and msg_id not in proto._outgoing:
+                pending.append(future)
+        if pending:
+            await asyncio.wait(pending)
 
     async def flush_output(self) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -596,37 +740,7 @@ class AgentdServer(JsonRPCServer):
                 await done
         except TimeoutError:
             pass
-
-
-_HEADER_SEARCH = re.compile(rb"content-length\s*:", re.IGNORECASE)
-
-
-def _is_json(data: bytes) -> bool:
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _find_header(body: bytes) -> int:
-    match = _HEADER_SEARCH.search(body)
-    return match.start() if match else -1
-
-
-def _feed_from_thread(
-    loop: asyncio.AbstractEventLoop, stream: asyncio.StreamReader, source: Any
-) -> None:
-    def pump() -> None:
-        fd = source.fileno()
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                loop.call_soon_threadsafe(stream.feed_eof)
-                return
-            loop.call_soon_threadsafe(stream.feed_data, chunk)
-
-    threading.Thread(target=pump, name="agentd-stdin", daemon=True).start()
+        self.writer.close()
 
 
 # --- handlers: thin, each calls the session manager ------------------------------------
@@ -728,6 +842,14 @@ def _workspace_root(params: t.InitializeParams) -> str | None:
     return params.root_path or None
 
 
+def _fileno(stream: Any) -> int | None:
+    """The descriptor behind sys.stdin / sys.stdout; None when it was closed at start."""
+    try:
+        return int(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def serve_stdio(config: Config) -> int:
     """Run the daemon on stdin/stdout until `exit` or end of input. Returns the exit code."""
     server, manager = create_server(config)
@@ -739,13 +861,17 @@ def serve_stdio(config: Config) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.exit, 0)
         try:
-            code = await server.serve(sys.stdin.buffer, sys.stdout.buffer)
+            code = await server.serve(_fileno(sys.stdin), _fileno(sys.stdout))
         finally:
             if server.startup is not None:
                 with contextlib.suppress(Exception):
                     await server.startup
-            # End of input acts as shutdown then exit.
+            # End of input acts as shutdown then exit: requests read before it are
+            # answered (runs first aborted, so that chats answer too).
             await manager.runs.shutdown()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUESTS_AT_EXIT_S):
+                    await server.finish_requests()
             await manager.close()
             await server.flush_output()
         return code

@@ -6,6 +6,9 @@ python bench/soak.py storm [--count 1000]    chat + abort pairs with random dela
 python bench/soak.py mcp [--count 5000]      hostile MCP servers at full size: 200 MB
                                              results, storms of N tools/list_changed
                                              that each add a tool
+python bench/soak.py framing [--count 200000] random junk and frames through the parser
+                                              (in process), and count/100 through a
+                                              daemon over pipes, from a random seed
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
+import framing_cases  # noqa: E402
 from rpc_client import Daemon, daemon_env  # noqa: E402
 from test_faults import check_storage  # noqa: E402
+from test_framing import check_stream  # noqa: E402
 
 from agentd.scripted_model import ScriptedModelServer  # noqa: E402
 
@@ -165,11 +170,56 @@ def mcp_limits(count: int) -> dict:
     )
     figures = [line for line in out.stdout.splitlines() if "RSS" in line]
     return {"passed": out.returncode == 0, "growCount": count, "figures": figures}
+def framing(count: int) -> dict:
+    """The framing fuzz of tests/test_framing.py and tests/reliability/test_fuzz.py,
+    longer: `count` random streams through the parser, count/100 through a daemon."""
+    base = random.randrange(1 << 32)
+    start = time.monotonic()
+    for seed in range(base, base + count):
+        try:
+            check_stream(seed)
+        except AssertionError:
+            print(
+                f"framing: seed {seed} fails: python -c 'import sys; sys.path[:0] = "
+                f'["tests"]; from test_framing import check_stream; check_stream({seed})\''
+            )
+            raise
+    in_process_s = time.monotonic() - start
+
+    tmp = Path(tempfile.mkdtemp(prefix="agentd-framing-"))
+    limit = 200_000
+    d = Daemon(daemon_env(tmp), args=["--max-frame-bytes", str(limit)])
+    d.initialize()
+    before = proc_stats(d.proc.pid)
+    start = time.monotonic()
+    daemon_cases = max(1, count // 100)
+    for seed in range(base, base + daemon_cases):
+        rng = random.Random(seed)
+        data, markers, _, _ = framing_cases.stream(rng, limit)
+        for chunk in framing_cases.splits(rng, data):
+            d.send_raw(chunk)
+        d.wait_for(lambda m=markers: all(x in d.responses for x in m), timeout=30)
+        d.messages.clear()
+        d.responses.clear()
+    daemon_s = time.monotonic() - start
+    after = proc_stats(d.proc.pid)
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "firstSeed": base,
+        "inProcessCases": count,
+        "inProcessSeconds": round(in_process_s, 1),
+        "daemonCases": daemon_cases,
+        "daemonSeconds": round(daemon_s, 1),
+        "daemonBefore": before,
+        "daemonAfter": after,
+        "violations": 0,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["turns", "crash", "storm", "mcp"])
+    parser.add_argument("what", choices=["turns", "crash", "storm", "mcp", "framing"])
     parser.add_argument("--count", type=int)
     args = parser.parse_args()
     if args.what == "turns":
@@ -178,6 +228,8 @@ def main() -> int:
         result = crash_loop(args.count or 500)
     elif args.what == "mcp":
         result = mcp_limits(args.count or 5_000)
+    elif args.what == "framing":
+        result = framing(args.count or 200_000)
     else:
         result = abort_storm(args.count or 1_000)
     print(json.dumps(result, indent=2))

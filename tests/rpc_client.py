@@ -61,6 +61,9 @@ class Daemon:
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.stderr_lines: list[str] = []
         self.closed = False
+        # Cleared by stop_reading: the reader thread takes no new frame from stdout.
+        self._reading = threading.Event()
+        self._reading.set()
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
         self._err = threading.Thread(target=self._read_stderr, daemon=True)
@@ -94,6 +97,7 @@ class Daemon:
         assert out is not None
         try:
             while True:
+                self._reading.wait()
                 headers: dict[str, str] = {}
                 while True:
                     line = out.readline()
@@ -140,6 +144,18 @@ class Daemon:
                     "error": {"code": exc.code, "message": exc.message},
                 }
             )
+
+    def stop_reading(self) -> None:
+        """Act as an editor that stops reading agentd's stdout (a frame the reader thread
+        is already waiting for is still taken)."""
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    @property
+    def reading(self) -> bool:
+        return self._reading.is_set()
 
     # --- waiting -----------------------------------------------------------------------
 

@@ -307,3 +307,129 @@ def test_slow_reader_does_not_block_the_daemon(spawn, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _initialize(msg_id, root, **caps):  # type: ignore[no-untyped-def]
+    params = {"workspaceRoot": str(root), "capabilities": caps}
+    return {"jsonrpc": "2.0", "id": msg_id, "method": "initialize", "params": params}
+
+
+def test_a_second_initialize_is_refused_and_changes_nothing(spawn, tmp_path):
+    """Whatever the order (pipelined behind the first, after `initialized`, in a batch,
+    with invalid params, after shutdown), a second `initialize` is -32600 and the
+    workspace root and capabilities stay those of the first."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+
+    def root_of_a_new_session(d):  # type: ignore[no-untyped-def]
+        return d.call("session/create", {})["session"]["workspaceRoot"]
+
+    # Pipelined: both in one write, the second before the first is answered.
+    d = spawn(initialize=False)
+    d.send_raw(frame(_initialize("a", first)) + frame(_initialize("b", second)))
+    assert d.result("a")["protocolVersion"] == 1
+    assert _error(d, "b")["code"] == -32600
+    assert root_of_a_new_session(d) == str(first)
+
+    # After `initialized`, as a batch member, with params that would be invalid.
+    d = spawn(workspace=first)
+    invalid = {"jsonrpc": "2.0", "id": "d", "method": "initialize", "params": {"workspaceRoot": 5}}
+    d.send_raw(frame([_initialize("c", second), invalid]))
+    assert _error(d, "c")["code"] == -32600
+    assert _error(d, "d")["code"] == -32600
+    d.send({"jsonrpc": "2.0", "id": "e", "method": "initialize"})  # no params at all
+    assert _error(d, "e")["code"] == -32600
+    assert root_of_a_new_session(d) == str(first)
+
+    # After shutdown.
+    assert d.call("shutdown") is None
+    d.send(_initialize("f", second))
+    assert _error(d, "f")["code"] == -32600
+
+    # A first initialize that was refused (-32602) did not take: the next one does.
+    d = spawn(initialize=False)
+    d.send({"jsonrpc": "2.0", "id": "g", "method": "initialize", "params": {"workspaceRoot": 5}})
+    assert _error(d, "g")["code"] == -32602
+    d.send(_initialize("h", second))
+    assert d.result("h")["protocolVersion"] == 1
+    assert root_of_a_new_session(d) == str(second)
+
+
+def test_a_second_initialize_cannot_take_a_capability_back(spawn, model, tmp_path):
+    """The first initialize declared permissionRequests; a second one without it is
+    refused, so a write tool still asks the editor first."""
+    d = spawn(model.base_url, initialize=False)
+    d.initialize(workspaceRoot=str(tmp_path), capabilities={"permissionRequests": True})
+    with pytest.raises(RpcError) as err:
+        d.call("initialize", {"workspaceRoot": str(tmp_path), "capabilities": {}})
+    assert err.value.code == -32600
+    asked = []
+    d.handlers["permission/request"] = lambda p: asked.append(p) or {"outcome": "allow_once"}
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue(
+        {"toolCalls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "A"}}]},
+        {"text": "done"},
+    )
+    d.call(
+        "session/chat",
+        {"sessionId": sid, "parts": [{"type": "text", "text": "w"}], "tools": ["write_file"]},
+        timeout=30,
+    )
+    assert [a["tool"] for a in asked] == ["write_file"]
+    assert (tmp_path / "a.txt").read_text() == "A"
+
+
+# The junk that made agentd deaf after `initialize`, and its relatives.
+_JUNK = [
+    b"xyz",
+    b"Content-Length: -5\r\n\r\n{}",
+    b"Content-Length: abc\r\n\r\n{}",
+    b"Content-Type: application/json\r\n\r\n{}",
+    b"Content-Length: 5\r\n\r\n" + json.dumps({"jsonrpc": "2.0", "method": "x"}).encode(),
+    b"Content-Length: 90\r\n\r\n" + json.dumps({"jsonrpc": "2.0", "method": "x"}).encode(),
+    b"Content-Length: 99999999999999999999\r\n\r\n",
+    b"Content-Length: +2\r\n\r\n{}",
+    b"Content-Length: 0\r\n\r\n",
+    b"Content-Length: 2\r\nX-Partial: abc",
+    b"Content-Length",
+    b"Content-Length: 12",
+    b"\xff\xfe" * 100,
+    b"Content-Length: " + b"7" * 20_000,
+]
+
+
+def test_any_junk_then_the_next_frame_is_answered(spawn):
+    """After each kind of junk, glued straight to the next frame's header or written
+    separately, the next frame is served; junk gets only id-null -32700/-32600."""
+    d = spawn()
+    for i, junk in enumerate(_JUNK):
+        request = frame({"jsonrpc": "2.0", "id": f"glued{i}", "method": "session/list"})
+        d.send_raw(junk + request)
+        assert d.result(f"glued{i}")["sessions"] == [], junk
+        d.send_raw(junk[: len(junk) // 2])
+        d.send_raw(junk[len(junk) // 2 :])
+        request = frame({"jsonrpc": "2.0", "id": f"split{i}", "method": "session/list"})
+        d.send_raw(request[:9])
+        d.send_raw(request[9:])
+        assert d.result(f"split{i}")["sessions"] == [], junk
+    errors = [m for m in d.messages if "error" in m]
+    assert errors and all(m["id"] is None for m in errors)
+    assert {m["error"]["code"] for m in errors} <= {-32700, -32600}
+
+
+def test_content_length_text_inside_a_body_is_only_text(spawn):
+    """A body whose strings hold `Content-Length` headers, written in pieces: it is one
+    frame, and the text lands as it was sent."""
+    d = spawn()
+    title = 'Content-Length: 5\r\n\r\n{}x}Content-Length: 3\n\n"}'
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": "t", "method": "session/create", "params": {"title": title}},
+        indent=1,
+    ).encode()
+    data = b"Content-Length: %d\r\n\r\n" % len(body) + body
+    at = body.index(b"Content-Length") + 30
+    d.send_raw(data[:at])
+    d.send_raw(data[at:])
+    assert d.result("t")["session"]["title"] == title
+    assert not [m for m in d.messages if "error" in m]
