@@ -106,8 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
     tc = sub.add_parser("tool-context", help="print the tool context of an active run")
     tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")
-    sm = sub.add_parser("scripted-model", help="run the scripted OpenAI-compatible model server")
-    sm.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the server (--port...)")
+    sm = sub.add_parser(
+        "scripted-model",
+        help="run the scripted OpenAI-compatible model server",
+        description="Serve a scripted OpenAI-compatible model on loopback (for tests and "
+        "offline use). Prints one line of JSON, {baseUrl, port}, then serves until SIGTERM.",
+    )
+    # The same options as agentd.scripted_model.add_arguments (importing that module here
+    # would cost every daemon start about 13 ms); a test keeps the two lists equal.
+    sm.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sm.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    sm.add_argument("--script", help="JSON file with a list of response specs to preload")
+    sm.add_argument(
+        "--fixtures", help="directory of recorded transcripts for {fixture: name} specs"
+    )
     sub.add_parser("schema", help="print the protocol's JSON Schema")
     return parser
 
@@ -170,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     if command == "scripted-model":
-        from agentd.scripted_model import main as scripted_main
+        from agentd.scripted_model import serve
 
-        return scripted_main(args.args)
+        return serve(
+            host=args.host, port=args.port, script_path=args.script, fixtures=args.fixtures
+        )
     if command == "schema":
         from agentd.protocol.schema import main as schema_main
 

@@ -1109,6 +1109,8 @@ class ScriptedModelServer:
         fixtures_dir: str | Path | None = None,
         script: Sequence[dict[str, Any]] = (),
     ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be between 0 and 65535, got {port}")
         self.host = host
         self._requested_port = port
         self._state = _ScriptState()
@@ -1239,23 +1241,36 @@ def _load_script(path: str) -> list[dict[str, Any]]:
     return data
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="agentd scripted-model",
-        description="Serve a scripted OpenAI-compatible model on loopback (for tests and offline use).",
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's options; also those of `agentd scripted-model` (cli.py declares the
+    same ones, to keep this module's import off the daemon's startup path; a test keeps
+    the two lists equal)."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
     )
-    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
     parser.add_argument("--script", help="JSON file with a list of response specs to preload")
     parser.add_argument(
         "--fixtures", help="directory of recorded transcripts for {fixture: name} specs"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agentd.scripted_model",
+        description="Serve a scripted OpenAI-compatible model on loopback (for tests and offline use).",
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
+    return serve(host=args.host, port=args.port, script_path=args.script, fixtures=args.fixtures)
+
+
+def serve(*, host: str, port: int, script_path: str | None, fixtures: str | None) -> int:
+    """Serve until SIGTERM or SIGINT, after printing one line of JSON with the address.
+    Returns the exit code (2: bad script or fixtures, 1: cannot listen)."""
     try:
-        script = _load_script(args.script) if args.script else []
-        server = ScriptedModelServer(
-            host=args.host, port=args.port, fixtures_dir=args.fixtures, script=script
-        )
+        script = _load_script(script_path) if script_path else []
+        server = ScriptedModelServer(host=host, port=port, fixtures_dir=fixtures, script=script)
     except (OSError, ValueError, ScriptError) as err:
         sys.stderr.write(f"scripted-model: {err}\n")
         return 2

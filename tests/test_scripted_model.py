@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -786,6 +787,95 @@ def test_cli_rejects_a_bad_script(tmp_path: Path, capsys: pytest.CaptureFixture[
     script.write_text('{"not": "a list"}')
     assert main(["--script", str(script)]) == 2
     assert "script" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "agentd", "scripted-model", "--port", "0"],
+        ["-m", "agentd", "scripted-model", "--port=0"],
+        ["-m", "agentd", "scripted-model"],
+        ["-m", "agentd", "scripted-model", "--host", "127.0.0.1", "--port", "FREE"],
+        ["-m", "agentd", "-v", "scripted-model", "--fixtures", str(FIXTURES), "--port=0"],
+        ["-m", "agentd", "scripted-model", "--script", "SCRIPT", "--port", "0"],
+        ["-m", "agentd.scripted_model", "--port", "0"],
+    ],
+    ids=["port-0", "port=0", "no-options", "free-port", "fixtures", "script", "module"],
+)
+def test_the_documented_command_lines_serve(tmp_path: Path, argv: list[str]) -> None:
+    """`agentd scripted-model --port 0` as the README documents it (and its variants):
+    the address line, then real answers."""
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"text": "from the script"}]))
+    port = _free_port()
+    argv = [str(port) if a == "FREE" else str(script) if a == "SCRIPT" else a for a in argv]
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.communicate(timeout=10)[1].decode()
+        info = json.loads(line)
+        if "FREE" in argv or str(port) in argv:
+            assert info["port"] == port
+        with openai.OpenAI(base_url=info["baseUrl"], api_key="k", max_retries=0) as sdk:
+            first = sdk_text(sdk, user("hello"))
+            if "--script" in argv:
+                assert first == "from the script"
+            else:
+                assert first.startswith("You said: hello")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "-1"], "port must be between 0 and 65535, got -1"),
+        (["--port", "70000"], "port must be between 0 and 65535, got 70000"),
+        (["--port", "abc"], "invalid int value: 'abc'"),
+        (["--port"], "expected one argument"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--script", "/nonexistent/script.json"], "No such file"),
+    ],
+)
+def test_bad_command_lines_are_clear_errors(args: list[str], words: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "scripted-model", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 2 and words in out.stderr, out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr
+
+
+def test_help_lists_the_same_options_as_the_module() -> None:
+    def options(*argv: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, *argv, "--help"], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        return sorted(set(re.findall(r"(--[a-z-]+)", out.stdout)))
+
+    documented = options("-m", "agentd", "scripted-model")
+    assert documented == ["--fixtures", "--help", "--host", "--port", "--script"]
+    assert options("-m", "agentd.scripted_model") == documented
 
 
 def test_wait_response_end_times_out_for_unknown_requests(srv: ScriptedModelServer) -> None:
