@@ -56,6 +56,26 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def config_file_problem(path: str) -> str | None:
+    """Why a configuration file named on the command line cannot be read (None: it can).
+    A missing default file is no problem; a file the user named explicitly is."""
+    try:
+        with open(os.path.expanduser(path), "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentd",
@@ -80,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
     )
     parser.add_argument(
-        "--max-frame-bytes", type=int, help="largest accepted JSON-RPC frame (default 32 MiB)"
+        "--max-frame-bytes",
+        type=_positive_int,
+        help="largest accepted JSON-RPC frame (default 32 MiB)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
@@ -127,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from agentd.config import load_config
 
-    config = load_config(path=Path(args.config) if args.config else None, data_dir=args.data_dir)
+    config = load_config(
+        path=Path(args.config).expanduser() if args.config else None, data_dir=args.data_dir
+    )
     if args.max_frame_bytes:
         import attrs
 
@@ -149,6 +173,11 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.config is not None:
+        problem = config_file_problem(args.config)
+        if problem:
+            sys.stderr.write(f"agentd: --config {args.config}: {problem}\n")
+            return 2
     setup_logging(args.verbose, args.log_file)
     command = args.command or "serve"
     if command == "serve":

@@ -1,35 +1,62 @@
 """Configuration: environment variables, an optional TOML file, and defaults.
 
-Every option has a default, so no file at all is a complete configuration. A file
-with an invalid option is not fatal: the option keeps its default and the problem is
-reported (logged at startup, and returned by `load_config` as `problems`).
+Every option has a default (the attrs classes below are fully defaulted), so no file at
+all is a complete configuration. Every option the file may hold is declared once, in
+the option tables (`TOP_LEVEL`, `PROVIDER`, `MODEL`, `MCP_SERVER`): its name, type and
+meaning. The loader reads every table through them, so an option of the wrong type or
+out of range, and an unknown option, is reported the same way, never fatal: the option
+keeps its default (or, where a default would be unsafe, the provider, model or MCP
+server it belongs to is ignored) and the problem is logged at startup and kept in
+`Config.problems`. The same tables generate the option reference in
+protocol/README.md § Configuration (`python -m agentd.config`).
 
 The file is `$AGENTD_CONFIG`, else `<user config dir>/agentd/config.toml`. API keys are
-read from the environment (`api_key_env`) or the file, held in memory, never written.
+read from the environment (`api_key_env`) or the file, held in memory, never written;
+every secret read here is registered for redaction (agentd.redaction) as it is read.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
 import os
 import re
+import sys
 import tomllib
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
+
+from agentd import redaction
 
 DEFAULT_MAX_FRAME_BYTES = 32 * 1024 * 1024
 # The default of ToolEnv.search_timeout_s too (config must not import the tools package).
 DEFAULT_SEARCH_TIMEOUT_S = 30.0
 
 
+def _default_data_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("agentd"))
+
+
+def _default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("agentd"))
+
+
 @attrs.frozen
 class ProviderConfig:
-    name: str
+    name: str = "default"
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
-    headers: dict[str, str] = attrs.Factory(dict)
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
     max_attempts: int = 4
     first_token_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
@@ -38,9 +65,9 @@ class ProviderConfig:
 @attrs.frozen
 class ModelConfig:
     id: str
-    provider: str
+    provider: str = "default"
     # The name sent upstream; defaults to the id.
-    upstream: str
+    upstream: str = attrs.field(default=attrs.Factory(lambda self: self.id, takes_self=True))
     context_window: int | None = None
     max_output_tokens: int | None = None
     # US dollars per million tokens.
@@ -77,66 +104,12 @@ class McpServerSpec:
 MCP_TRUST = ("ask", "allow")
 
 
-def mcp_server_spec(name: str, raw: dict[str, Any]) -> McpServerSpec:
-    """A server spec from a config table or the wire (already snake_case, seconds).
-    Raises ValueError naming the offending field."""
-
-    def get(key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = raw.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            wanted = " or ".join(k.__name__ for k in kinds)
-            raise ValueError(f"{key}: expected {wanted}, got {value!r}")
-        return value
-
-    def strings(key: str, container: type) -> Any:
-        value = get(key, container)
-        if value is None:
-            return None
-        items = value.values() if container is dict else value
-        if not all(isinstance(v, str) for v in items):
-            raise ValueError(f"{key}: every value must be a string")
-        return value
-
-    if not name or not isinstance(name, str):
-        raise ValueError("name: must be a non-empty string")
-    command, url = get("command", str), get("url", str)
-    if bool(command) == bool(url):
-        raise ValueError("give either command (a stdio server) or url (a streamable-HTTP server)")
-    if url and not url.startswith(("http://", "https://")):
-        raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
-    trust = get("trust", str, "ask")
-    if trust not in MCP_TRUST:
-        raise ValueError(f'trust: expected "ask" or "allow", got {trust!r}')
-    timeout = get("timeout", (int, float), 60.0)
-    startup = get("startup_timeout", (int, float), 30.0)
-    if timeout <= 0 or startup <= 0:
-        raise ValueError("timeout and startup_timeout must be positive (seconds)")
-    tools = strings("tools", list)
-    return McpServerSpec(
-        name=name,
-        command=command,
-        args=tuple(strings("args", list) or ()),
-        env=dict(strings("env", dict) or {}),
-        cwd=get("cwd", str),
-        url=url,
-        headers=dict(strings("headers", dict) or {}),
-        enabled=get("enabled", bool, True),
-        tools=tuple(tools) if tools is not None else None,
-        timeout_s=float(timeout),
-        startup_timeout_s=float(startup),
-        trust=trust,
-    )
-
-
 @attrs.frozen
 class Config:
-    data_dir: Path
-    state_dir: Path
-    providers: dict[str, ProviderConfig]
-    models: dict[str, ModelConfig]
+    data_dir: Path = attrs.Factory(_default_data_dir)
+    state_dir: Path = attrs.Factory(_default_state_dir)
+    providers: dict[str, ProviderConfig] = attrs.Factory(dict)
+    models: dict[str, ModelConfig] = attrs.Factory(dict)
     default_model: str | None = None
     title_model: str | None = None
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
@@ -170,7 +143,388 @@ class Config:
         return None
 
 
-def default_config_path(env: dict[str, str]) -> Path:
+# --- the option tables -----------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@attrs.frozen
+class Kind:
+    """What an option's value must be: `name` is how problems and the docs say it
+    ("expected a positive integer, got …")."""
+
+    name: str
+    accepts: Callable[[Any], bool]
+
+
+STRING = Kind("a string", lambda v: isinstance(v, str))
+NAME = Kind("a non-empty string", lambda v: isinstance(v, str) and v.strip() != "")
+BOOLEAN = Kind("true or false", lambda v: isinstance(v, bool))
+POSITIVE_INT = Kind("a positive integer", lambda v: _is_int(v) and v > 0)
+# TOML has inf and nan: neither is a timeout.
+SECONDS = Kind(
+    "a positive number of seconds", lambda v: _is_number(v) and math.isfinite(v) and v > 0
+)
+PRICE = Kind("a number, 0 or more", lambda v: _is_number(v) and math.isfinite(v) and v >= 0)
+STRINGS = Kind(
+    "a list of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)
+)
+STRING_TABLE = Kind(
+    "a table of strings",
+    lambda v: isinstance(v, dict) and all(isinstance(s, str) for s in v.values()),
+)
+
+
+def _is_http_url(value: object) -> bool:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return False
+    try:
+        return bool(urlsplit(value).hostname)
+    except ValueError:  # a malformed port or IPv6 address
+        return False
+
+
+HTTP_URL = Kind("an http:// or https:// URL", _is_http_url)
+SEARCH_SECONDS = Kind(
+    "a number of seconds, more than 0 and at most 3600",
+    lambda v: _is_number(v) and 0 < v <= 3600,
+)
+TRUST = Kind('"ask" or "allow"', lambda v: isinstance(v, str) and v in MCP_TRUST)
+TABLE = Kind("a table", lambda v: isinstance(v, dict))
+
+
+def _keep(value: Any) -> Any:
+    return value
+
+
+def _decimal(value: int | float) -> Decimal:
+    return Decimal(str(value))
+
+
+@attrs.frozen
+class Option:
+    """One option of a configuration table."""
+
+    key: str  # its name in the file
+    kind: Kind
+    doc: str
+    # The attribute it sets on the table's class ("" when the loader uses it otherwise);
+    # the default is that attribute's default.
+    field: str | None = None
+    convert: Callable[[Any], Any] = _keep
+    # Never repeated in a problem or a log line; registered for redaction when read.
+    secret: bool = False
+    # A wrong value drops the provider/model/server it belongs to: its default would be
+    # unsafe (a base_url defaulting to api.openai.com, a model moving to another
+    # provider, an MCP server losing its tool allow-list).
+    drops_entry: bool = False
+    # For the docs, when the default is not the field's.
+    default_doc: str | None = None
+
+    @property
+    def attribute(self) -> str:
+        return self.key if self.field is None else self.field
+
+
+@attrs.frozen
+class Section:
+    """A kind of table in the file: the top level, `[providers.<name>]`, ..."""
+
+    title: str
+    cls: type
+    options: tuple[Option, ...]
+    # What is ignored when a `drops_entry` option is wrong.
+    entry: str = ""
+
+    def option(self, key: str) -> Option | None:
+        return next((o for o in self.options if o.key == key), None)
+
+
+TOP_LEVEL = Section(
+    "top level",
+    Config,
+    (
+        Option("default_model", NAME, "the model used when a request names none"),
+        Option(
+            "title_model", NAME, "the model that writes session titles", default_doc="the run's"
+        ),
+        Option("system_prompt", STRING, "replaces agentd's system prompt"),
+        Option(
+            "compaction", BOOLEAN, "compact a session automatically when it outgrows the context"
+        ),
+        Option(
+            "allow_write_tools",
+            BOOLEAN,
+            "write_file / edit_file run without a permission request",
+        ),
+        Option("allow_bash", BOOLEAN, "bash runs without a permission request"),
+        Option("max_frame_bytes", POSITIVE_INT, "largest JSON-RPC frame accepted, in bytes"),
+        Option(
+            "search_timeout",
+            SEARCH_SECONDS,
+            "seconds one glob or grep call may take",
+            field="search_timeout_s",
+            convert=float,
+        ),
+        Option(
+            "data_dir",
+            NAME,
+            "where sessions are stored (`--data-dir` and `$AGENTD_DATA_DIR` win)",
+            default_doc="the user data dir",
+        ),
+        Option("providers", TABLE, "`[providers.<name>]` tables", field="", default_doc="none"),
+        Option("models", TABLE, "`[models.<id>]` tables", field="", default_doc="none"),
+        Option("mcp_servers", TABLE, "`[mcp_servers.<name>]` tables", field="", default_doc="none"),
+        Option(
+            "mcpServers",
+            TABLE,
+            "the same, as other MCP clients spell it",
+            field="",
+            default_doc="none",
+        ),
+    ),
+)
+
+PROVIDER = Section(
+    "[providers.<name>]",
+    ProviderConfig,
+    (
+        Option(
+            "base_url",
+            HTTP_URL,
+            "the OpenAI-compatible endpoint",
+            drops_entry=True,
+            default_doc="`$OPENAI_BASE_URL`, else api.openai.com",
+        ),
+        Option(
+            "api_key_env",
+            NAME,
+            "the environment variable holding the API key (preferred to `api_key`)",
+            field="",
+            default_doc="none",
+        ),
+        Option("api_key", STRING, "the API key itself", secret=True),
+        Option("headers", STRING_TABLE, "extra HTTP headers sent with every request", secret=True),
+        Option("max_attempts", POSITIVE_INT, "tries per model call, retries included"),
+        Option(
+            "first_token_timeout",
+            SECONDS,
+            "longest wait for the first event of an answer",
+            field="first_token_timeout_s",
+            convert=float,
+        ),
+        Option(
+            "stall_timeout",
+            SECONDS,
+            "longest silence inside an answer",
+            field="stall_timeout_s",
+            convert=float,
+        ),
+    ),
+    entry="provider",
+)
+
+MODEL = Section(
+    "[models.<id>]",
+    ModelConfig,
+    (
+        Option(
+            "provider",
+            NAME,
+            "the provider that serves it",
+            drops_entry=True,
+            default_doc='"default" (the environment\'s endpoint)',
+        ),
+        Option("name", NAME, "the name sent upstream", field="upstream", default_doc="the id"),
+        Option("context_window", POSITIVE_INT, "tokens the model reads, for compaction"),
+        Option("max_output_tokens", POSITIVE_INT, "most tokens an answer may have"),
+        Option("input_price", PRICE, "USD per million input tokens", convert=_decimal),
+        Option("output_price", PRICE, "USD per million output tokens", convert=_decimal),
+        Option("cache_read_price", PRICE, "USD per million cached input tokens", convert=_decimal),
+        Option(
+            "cache_write_price",
+            PRICE,
+            "USD per million tokens written to the cache",
+            convert=_decimal,
+        ),
+    ),
+    entry="model",
+)
+
+MCP_SERVER = Section(
+    "[mcp_servers.<name>]",
+    McpServerSpec,
+    (
+        Option("command", NAME, "a stdio server's program", drops_entry=True),
+        Option("args", STRINGS, "its arguments", convert=tuple, drops_entry=True),
+        Option(
+            "env",
+            STRING_TABLE,
+            "its environment, next to a minimal one (`${VAR}`: from agentd's)",
+            convert=dict,
+            secret=True,
+            drops_entry=True,
+        ),
+        Option("cwd", NAME, "its working directory", drops_entry=True, default_doc="agentd's"),
+        Option("url", HTTP_URL, "a streamable-HTTP server's URL", drops_entry=True),
+        Option(
+            "headers",
+            STRING_TABLE,
+            "HTTP headers for it (`${VAR}`: from agentd's environment)",
+            convert=dict,
+            secret=True,
+            drops_entry=True,
+        ),
+        Option("enabled", BOOLEAN, "false: configured but never started", drops_entry=True),
+        Option(
+            "tools",
+            STRINGS,
+            "allow-list of the server's tool names",
+            convert=tuple,
+            drops_entry=True,
+            default_doc="all",
+        ),
+        Option(
+            "timeout",
+            SECONDS,
+            "longest wait for one call",
+            field="timeout_s",
+            convert=float,
+            drops_entry=True,
+        ),
+        Option(
+            "startup_timeout",
+            SECONDS,
+            "longest wait to start and list tools",
+            field="startup_timeout_s",
+            convert=float,
+            drops_entry=True,
+        ),
+        Option(
+            "trust", TRUST, '"ask": every call asks through permission/request', drops_entry=True
+        ),
+    ),
+    entry="server",
+)
+
+SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER)
+
+
+# --- reading tables through them -------------------------------------------------------
+
+
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (list, "list"),
+    (dict, "table"),
+)
+
+
+def describe_value(value: Any, *, secret: bool = False) -> str:
+    """`string "no"`, `integer -3`, `list [false]`: what a problem says it got. A secret's
+    value is never shown."""
+    kind = next((name for t, name in _TOML_TYPES if isinstance(value, t)), type(value).__name__)
+    if secret:
+        return f"{kind} (value not shown)"
+    try:
+        shown = json.dumps(value, default=str, ensure_ascii=False)
+    except ValueError:  # nan and inf
+        shown = str(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{kind} {shown}"
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def unknown_key_problem(where: str, key: str, section: Section) -> str:
+    known = [o.key for o in section.options]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{_join(where, key)}: unknown option, ignored{hint}"
+
+
+def read_table(
+    section: Section, table: Mapping[str, Any], where: str
+) -> tuple[dict[str, Any], list[tuple[Option | None, str]]]:
+    """The valid options of `table` as {attribute: value}, converted, and the problems:
+    (the option, or None for an unknown key; the message naming it by its full path).
+    Secret values are registered for redaction before anything else is done with them."""
+    values: dict[str, Any] = {}
+    bad: list[tuple[Option | None, str]] = []
+    for key, value in table.items():
+        option = section.option(key)
+        if option is None:
+            bad.append((None, unknown_key_problem(where, key, section)))
+            continue
+        if option.secret:
+            _register_secrets(value)
+        if not option.kind.accepts(value):
+            got = describe_value(value, secret=option.secret)
+            bad.append((option, f"{_join(where, key)}: expected {option.kind.name}, got {got}"))
+            continue
+        if option.attribute:
+            values[option.attribute] = option.convert(value)
+    return values, bad
+
+
+def report(section: Section, bad: list[tuple[Option | None, str]], problems: list[str]) -> bool:
+    """Add the problems of one table to `problems`, saying what became of each; False
+    when the entry must be ignored."""
+    usable = not any(o is not None and o.drops_entry for o, _ in bad)
+    for option, message in bad:
+        if option is None:
+            problems.append(message)
+        elif not usable:
+            problems.append(f"{message}; {section.entry} ignored")
+        else:
+            problems.append(f"{message}; using the default")
+    return usable
+
+
+def _register_secrets(value: Any) -> None:
+    if isinstance(value, str):
+        redaction.register(value)
+    elif isinstance(value, dict):
+        redaction.register(*(v for v in value.values() if isinstance(v, str)))
+
+
+def mcp_server_spec(name: str, raw: Mapping[str, Any], where: str = "") -> McpServerSpec:
+    """A server spec from the wire (already snake_case, seconds; None means absent).
+    Raises ValueError naming the first offending field as `<where>.<field>`."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{_join(where, 'name')}: expected a non-empty string")
+    values, bad = read_table(MCP_SERVER, {k: v for k, v in raw.items() if v is not None}, where)
+    known = [message for option, message in bad if option is not None]
+    if known:
+        raise ValueError(known[0])
+    problem = _one_transport(values)
+    if problem:
+        raise ValueError(f"{where}: {problem}" if where else problem)
+    return McpServerSpec(name=name, **values)
+
+
+def _one_transport(values: Mapping[str, Any]) -> str | None:
+    if bool(values.get("command")) == bool(values.get("url")):
+        return "give either command (a stdio server) or url (a streamable-HTTP server)"
+    return None
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def default_config_path(env: Mapping[str, str]) -> Path:
     if env.get("AGENTD_CONFIG"):
         return Path(env["AGENTD_CONFIG"]).expanduser()
     import platformdirs
@@ -178,36 +532,30 @@ def default_config_path(env: dict[str, str]) -> Path:
     return Path(platformdirs.user_config_dir("agentd")) / "config.toml"
 
 
-def _dirs(env: dict[str, str], data_dir: str | None) -> tuple[Path, Path]:
-    import platformdirs
-
-    data = data_dir or env.get("AGENTD_DATA_DIR") or platformdirs.user_data_dir("agentd")
-    state = env.get("AGENTD_STATE_DIR") or platformdirs.user_state_dir("agentd")
-    return Path(data).expanduser().absolute(), Path(state).expanduser().absolute()
+def _dirs(env: Mapping[str, str], data_dir: str | None) -> tuple[Path, Path]:
+    data = Path(data_dir or env.get("AGENTD_DATA_DIR") or _default_data_dir())
+    state = Path(env.get("AGENTD_STATE_DIR") or _default_state_dir())
+    return data.expanduser().absolute(), state.expanduser().absolute()
 
 
-def _decimal(value: Any, where: str, problems: list[str]) -> Decimal | None:
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        problems.append(f"{where}: expected a number, got {value!r}")
-        return None
-
-
-def _take(
-    table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, problems: list[str]
-) -> Any:
-    value = table.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
-        problems.append(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-        return None
-    return value
+def _entries(raw: Mapping[str, Any], key: str, problems: list[str]) -> dict[str, Any]:
+    """The `[<key>.<name>]` tables, each checked to be a table."""
+    tables = raw.get(key)
+    if tables is None:
+        return {}
+    if not isinstance(tables, dict):
+        return {}  # reported by the top-level read (expected a table)
+    out = {}
+    for name, table in tables.items():
+        if isinstance(table, dict):
+            out[name] = table
+        else:
+            problems.append(f"{key}.{name}: expected a table, got {describe_value(table)}; ignored")
+    return out
 
 
 def load_config(
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     *,
     path: Path | None = None,
     data_dir: str | None = None,
@@ -222,109 +570,86 @@ def load_config(
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: {exc}; using defaults")
 
-    providers: dict[str, ProviderConfig] = {}
-    # The environment's endpoint is the provider "default", as the openai SDK reads it.
-    if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY") or env.get("AGENTD_MODEL"):
-        providers["default"] = ProviderConfig(
-            name="default",
-            base_url=env.get("OPENAI_BASE_URL") or None,
-            api_key=env.get("OPENAI_API_KEY") or None,
-        )
-    for name, table in (raw.get("providers") or {}).items():
-        where = f"providers.{name}"
-        if not isinstance(table, dict):
-            problems.append(f"{where}: expected a table")
-            continue
-        key_env = _take(table, "api_key_env", str, where, problems)
-        headers = _take(table, "headers", dict, where, problems) or {}
-        providers[name] = ProviderConfig(
-            name=name,
-            base_url=_take(table, "base_url", str, where, problems),
-            api_key=(env.get(key_env) if key_env else None)
-            or _take(table, "api_key", str, where, problems),
-            headers={str(k): str(v) for k, v in headers.items()},
-            max_attempts=_take(table, "max_attempts", int, where, problems) or 4,
-            first_token_timeout_s=float(
-                _take(table, "first_token_timeout", (int, float), where, problems) or 300
-            ),
-            stall_timeout_s=float(
-                _take(table, "stall_timeout", (int, float), where, problems) or 120
-            ),
-        )
-
-    models: dict[str, ModelConfig] = {}
-    for model_id, table in (raw.get("models") or {}).items():
-        where = f"models.{model_id}"
-        if not isinstance(table, dict):
-            problems.append(f"{where}: expected a table")
-            continue
-        provider = _take(table, "provider", str, where, problems) or "default"
-        if provider not in providers:
-            problems.append(f"{where}.provider: unknown provider {provider!r}")
-            continue
-        prices = {
-            key: _decimal(table[key], f"{where}.{key}", problems)
-            for key in ("input_price", "output_price", "cache_read_price", "cache_write_price")
-            if key in table
-        }
-        models[model_id] = ModelConfig(
-            id=model_id,
-            provider=provider,
-            upstream=_take(table, "name", str, where, problems) or model_id,
-            context_window=_take(table, "context_window", int, where, problems),
-            max_output_tokens=_take(table, "max_output_tokens", int, where, problems),
-            input_price=prices.get("input_price") or Decimal(0),
-            output_price=prices.get("output_price") or Decimal(0),
-            cache_read_price=prices.get("cache_read_price"),
-            cache_write_price=prices.get("cache_write_price"),
-        )
-
-    default_model = env.get("AGENTD_MODEL") or _take(raw, "default_model", str, "config", problems)
+    top, bad = read_table(TOP_LEVEL, raw, "")
+    report(TOP_LEVEL, bad, problems)
+    data, state = _dirs(env, data_dir or top.pop("data_dir", None))
+    top["default_model"] = env.get("AGENTD_MODEL") or top.get("default_model")
+    top["title_model"] = env.get("AGENTD_TITLE_MODEL") or top.get("title_model")
+    providers = _providers(raw, env, problems)
+    models = _models(raw, providers, problems)
+    default_model = top["default_model"]
     if (
         default_model
         and default_model not in models
         and "default" in providers
         and "/" not in default_model
     ):
-        models[default_model] = ModelConfig(
-            id=default_model, provider="default", upstream=default_model
-        )
-    mcp_servers = _mcp_servers(raw, env, problems)
-    max_frame = _take(raw, "max_frame_bytes", int, "config", problems)
-    search_timeout = _take(raw, "search_timeout", (int, float), "config", problems)
-    if search_timeout is not None and not 0 < search_timeout <= 3600:
-        problems.append(
-            f"config.search_timeout: expected seconds in (0, 3600], got {search_timeout!r}"
-        )
-        search_timeout = None
-    data, state = _dirs(env, data_dir or _take(raw, "data_dir", str, "config", problems))
+        models[default_model] = ModelConfig(id=default_model)
     return Config(
         data_dir=data,
         state_dir=state,
         providers=providers,
         models=models,
-        default_model=default_model,
-        title_model=env.get("AGENTD_TITLE_MODEL")
-        or _take(raw, "title_model", str, "config", problems),
-        max_frame_bytes=max_frame if max_frame and max_frame > 0 else DEFAULT_MAX_FRAME_BYTES,
-        compaction=bool(raw.get("compaction", True)),
-        allow_write_tools=bool(raw.get("allow_write_tools", False)),
-        allow_bash=bool(raw.get("allow_bash", False)),
-        system_prompt=_take(raw, "system_prompt", str, "config", problems),
-        search_timeout_s=float(search_timeout or DEFAULT_SEARCH_TIMEOUT_S),
-        mcp_servers=mcp_servers,
+        mcp_servers=_mcp_servers(raw, env, problems),
         problems=tuple(problems),
+        **top,
     )
+
+
+def _providers(
+    raw: Mapping[str, Any], env: Mapping[str, str], problems: list[str]
+) -> dict[str, ProviderConfig]:
+    providers: dict[str, ProviderConfig] = {}
+    # The environment's endpoint is the provider "default", as the openai SDK reads it.
+    if env.get("OPENAI_BASE_URL") or env.get("OPENAI_API_KEY") or env.get("AGENTD_MODEL"):
+        redaction.register(env.get("OPENAI_API_KEY"))
+        providers["default"] = ProviderConfig(
+            name="default",
+            base_url=env.get("OPENAI_BASE_URL") or None,
+            api_key=env.get("OPENAI_API_KEY") or None,
+        )
+    for name, table in _entries(raw, "providers", problems).items():
+        where = f"providers.{name}"
+        values, bad = read_table(PROVIDER, table, where)
+        if not report(PROVIDER, bad, problems):
+            continue
+        key_env = table.get("api_key_env") if isinstance(table.get("api_key_env"), str) else None
+        if key_env:
+            if env.get(key_env):
+                redaction.register(env[key_env])
+                values["api_key"] = env[key_env]
+            elif "api_key" not in values:
+                problems.append(
+                    f"{where}.api_key_env: ${key_env} is not set in agentd's environment"
+                )
+        providers[name] = ProviderConfig(name=name, **values)
+    return providers
+
+
+def _models(
+    raw: Mapping[str, Any], providers: Mapping[str, ProviderConfig], problems: list[str]
+) -> dict[str, ModelConfig]:
+    models: dict[str, ModelConfig] = {}
+    for model_id, table in _entries(raw, "models", problems).items():
+        where = f"models.{model_id}"
+        values, bad = read_table(MODEL, table, where)
+        if not report(MODEL, bad, problems):
+            continue
+        provider = values.setdefault("provider", "default")
+        if provider not in providers:
+            problems.append(f"{where}.provider: unknown provider {provider!r}; model ignored")
+            continue
+        models[model_id] = ModelConfig(id=model_id, **values)
+    return models
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(
-    values: Any, env: dict[str, str], where: str, problems: list[str]
-) -> dict[str, str] | Any:
+def _expand(values: Any, env: Mapping[str, str], where: str, problems: list[str]) -> Any:
     """`${VAR}` in `env` and `headers` values, from agentd's environment (tokens need
-    not sit in the file). An unset variable expands to "" and is reported."""
+    not sit in the file). An unset variable expands to "" and is reported. What a
+    reference expands to is a secret, registered for redaction."""
     if not isinstance(values, dict):
         return values
 
@@ -332,34 +657,86 @@ def _expand(
         name = match.group(1)
         if name not in env:
             problems.append(f"{where}: ${{{name}}} is not set in agentd's environment")
+        redaction.register(env.get(name))
         return env.get(name, "")
 
     return {k: _ENV_REFERENCE.sub(one, v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _mcp_servers(
-    raw: dict[str, Any], env: dict[str, str], problems: list[str]
+    raw: Mapping[str, Any], env: Mapping[str, str], problems: list[str]
 ) -> tuple[McpServerSpec, ...]:
     """`[mcp_servers.<name>]` tables; `mcpServers` (the key other MCP clients use) is
     read too, so a server definition can be pasted as it is."""
     specs: dict[str, McpServerSpec] = {}
     for key in ("mcp_servers", "mcpServers"):
-        tables = raw.get(key) or {}
-        if not isinstance(tables, dict):
-            problems.append(f"{key}: expected a table")
-            continue
-        for name, table in tables.items():
+        for name, table in _entries(raw, key, problems).items():
             where = f"{key}.{name}"
-            if not isinstance(table, dict):
-                problems.append(f"{where}: expected a table")
-                continue
             table = {
                 **table,
-                "env": _expand(table.get("env"), env, f"{where}.env", problems),
-                "headers": _expand(table.get("headers"), env, f"{where}.headers", problems),
+                **{
+                    k: _expand(table[k], env, f"{where}.{k}", problems)
+                    for k in ("env", "headers")
+                    if k in table
+                },
             }
-            try:
-                specs[name] = mcp_server_spec(name, table)
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}; server ignored")
+            values, bad = read_table(MCP_SERVER, table, where)
+            if not report(MCP_SERVER, bad, problems):
+                continue
+            problem = _one_transport(values)
+            if problem:
+                problems.append(f"{where}: {problem}; server ignored")
+                continue
+            specs[name] = McpServerSpec(name=name, **values)
     return tuple(specs.values())
+
+
+# --- the option reference ----------------------------------------------------------------
+
+
+def _default_text(section: Section, option: Option) -> str:
+    if option.default_doc is not None:
+        return option.default_doc
+    field = attrs.fields_dict(section.cls)[option.attribute]
+    default: Any = field.default
+    factory = getattr(default, "factory", None)
+    if factory is not None:
+        default = None if default.takes_self else factory()
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, str):
+        return f'"{default}"'
+    if isinstance(default, tuple | list):
+        return "[]"
+    if isinstance(default, dict):
+        return "{}"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def options_markdown() -> str:
+    """The option reference in protocol/README.md § Configuration, from the tables."""
+    out: list[str] = []
+    for section in SECTIONS:
+        out += [f"`{section.title}`" if section is not TOP_LEVEL else "Top level:", ""]
+        if section is MCP_SERVER:
+            out += [
+                "A wrong value in a server's table: the server is ignored (a default could "
+                "widen what it may do).",
+                "",
+            ]
+        out += ["| option | type | default | meaning |", "|---|---|---|---|"]
+        for o in section.options:
+            meaning = o.doc
+            if o.drops_entry and section is not MCP_SERVER:
+                meaning += f" (a wrong value: the {section.entry} is ignored)"
+            out.append(f"| `{o.key}` | {o.kind.name} | {_default_text(section, o)} | {meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(options_markdown())

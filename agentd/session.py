@@ -569,15 +569,21 @@ def _mcp_specs(servers: list[t.McpServer] | None) -> list[McpServerSpec] | None:
     for index, server in enumerate(servers):
         raw = unstructure(server)
         name = raw.pop("name")
+        where = f"params.mcpServers[{index}]"
+        for key in _MILLISECONDS:
+            if raw.get(key) is not None and raw[key] <= 0:
+                raise InvalidParams(
+                    f"{where}.{key}: expected a positive number of milliseconds, got {raw[key]}",
+                    data={"field": "mcpServers"},
+                )
         raw = {_SNAKE.get(k, k): v for k, v in raw.items()}
         for key in ("timeout", "startup_timeout"):
             if raw.get(key) is not None:
                 raw[key] = raw[key] / 1000
-        where = f"params.mcpServers[{index}]"
         try:
-            spec = mcp_server_spec(name, raw)
+            spec = mcp_server_spec(name, raw, where)
         except ValueError as exc:
-            raise InvalidParams(f"{where}: {exc}", data={"field": "mcpServers"}) from None
+            raise InvalidParams(str(exc), data={"field": "mcpServers"}) from None
         if name in seen:
             raise InvalidParams(
                 f"{where}.name: {name!r} is given twice", data={"field": "mcpServers"}
@@ -588,3 +594,4 @@ def _mcp_specs(servers: list[t.McpServer] | None) -> list[McpServerSpec] | None:
 
 
 _SNAKE = {"timeoutMs": "timeout", "startupTimeoutMs": "startup_timeout"}
+_MILLISECONDS = tuple(_SNAKE)

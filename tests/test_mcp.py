@@ -607,8 +607,8 @@ tools = "get_issue"
         in config.problems
     )
     assert (
-        "mcp_servers.wrong: tools: expected list, got 'get_issue'; server ignored"
-        in config.problems
+        'mcp_servers.wrong.tools: expected a list of strings, got string "get_issue"; '
+        "server ignored" in config.problems
     )
     # Secrets in headers and env stay out of reprs (and so out of logs).
     assert "ghp-secret-value" not in repr(config)

@@ -1,0 +1,162 @@
+"""Secrets out of logs.
+
+Every secret agentd receives is registered here before anything can log it, and every
+log handler agentd installs formats records through `RedactingFormatter`, which masks
+the registered values in the whole formatted record: the message and its arguments, the
+exception text and traceback (`exc_info`, `logger.exception`), and `stack_info`.
+Uncaught exceptions (main thread, other threads, "exception ignored" reports) are routed
+through logging too (`route_uncaught_exceptions`), so their tracebacks are masked the
+same way instead of reaching stderr raw.
+
+What is registered, and where:
+- provider API keys from the environment (`OPENAI_API_KEY`, `api_key_env`) and the file,
+  provider header values (agentd.config, as the file is read);
+- MCP servers' `env` and `headers` values from the configuration file, and what `${VAR}`
+  references in them expand to (agentd.config);
+- `accessToken` and MCP servers' `env` and `headers` values arriving in `session/create`
+  and `session/update` (the server, from the raw params, before they are parsed);
+- the values of agentd's own environment variables whose names say they are credentials
+  (`is_secret_name`: the ones the bash tool withholds from commands).
+
+The rule for short values: a value shorter than `MIN_CHARS` (6) characters is not
+registered. Masking every occurrence of "abc" or "1" would garble every log line that
+happens to contain it, and a value that short is not a credential worth the name (it
+falls to guessing); agentd still never logs a secret on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+MIN_CHARS = 6
+MASK = "[redacted]"
+_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
+# "Bearer <token>", "Basic <credentials>": the credential alone is masked too.
+_AUTH_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\s+(\S.*)$")
+
+
+def is_secret_name(name: str) -> bool:
+    """An environment variable whose name says it holds a credential."""
+    upper = name.upper()
+    return upper == "OPENAI_API_KEY" or upper.endswith(_SECRET_SUFFIXES) or "PASSWORD" in upper
+
+
+def _forms(value: str) -> set[str]:
+    """The value, the credential of an `<scheme> <credential>` header value, and each as
+    `%r` and JSON would escape it (a log line may show either)."""
+    forms = {value}
+    match = _AUTH_SCHEME.match(value)
+    if match:
+        forms.add(match.group(1))
+    for form in list(forms):
+        forms.add(repr(form)[1:-1])
+        forms.add(json.dumps(form)[1:-1])
+        forms.add(json.dumps(form, ensure_ascii=False)[1:-1])
+    return {f for f in forms if len(f) >= MIN_CHARS}
+
+
+class SecretRegistry:
+    """The registered secrets and the one pattern that finds them all. Registration
+    happens on the event loop, masking in whatever thread logs: the pattern is swapped
+    whole, never changed in place."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, *values: str | None) -> None:
+        new: set[str] = set()
+        for value in values:
+            if isinstance(value, str) and len(value) >= MIN_CHARS and value not in self._values:
+                new |= _forms(value)
+        if not new:
+            return
+        with self._lock:
+            self._values |= new
+            # Longest first: a secret that contains another is masked whole.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def register_environment(self, environ: Mapping[str, str]) -> None:
+        self.register(*(value for name, value in environ.items() if is_secret_name(name)))
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        return pattern.sub(MASK, text)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+REGISTRY = SecretRegistry()
+
+
+def register(*values: str | None) -> None:
+    """Mask these values in every log line from now on (see the module doc for which)."""
+    REGISTRY.register(*values)
+
+
+def register_all(values: Iterable[str]) -> None:
+    REGISTRY.register(*values)
+
+
+def redact(text: str) -> str:
+    return REGISTRY.redact(text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks registered secrets in everything a record formats to: message, arguments,
+    exception text, traceback and stack info alike."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+_log = logging.getLogger("agentd")
+
+
+def route_uncaught_exceptions() -> None:
+    """Tracebacks Python would print to stderr itself go through logging (and so through
+    the redacting formatter) instead."""
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)
+            return
+        _log.critical("uncaught exception", exc_info=(kind, exc, tb))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        _log.error(
+            "uncaught exception in thread %s",
+            name,
+            exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+        )
+
+    def unraisable_hook(args: Any) -> None:
+        message = args.err_msg or "exception ignored"
+        _log.error(
+            "%s: %r",
+            message,
+            args.object,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+            if args.exc_value is not None
+            else None,
+        )
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook
+    sys.unraisablehook = unraisable_hook
+    logging.captureWarnings(True)
