@@ -13,42 +13,28 @@ import os
 import sys
 from pathlib import Path
 
-from agentd import __version__
-
-
-class _Redact(logging.Filter):
-    """Belt and braces: secrets are never passed to loggers, but if one is, it is masked."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets: list[str] = []
-        self.add(secrets)
-
-    def add(self, secrets: list[str]) -> None:
-        self.secrets += [s for s in secrets if s and len(s) >= 6 and s not in self.secrets]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for s in self.secrets:
-                    message = message.replace(s, "[redacted]")
-                record.msg, record.args = message, None
-        return True
+from agentd import __version__, redaction
 
 
 def setup_logging(verbose: int, log_file: str | None) -> None:
+    """One handler (stderr, or the log file), formatting through the redacting
+    formatter: registered secrets are masked in messages, exception text, tracebacks and
+    stack info. Uncaught exceptions are routed through it too."""
+    # Before the first record: the credentials in agentd's own environment.
+    redaction.REGISTRY.register_environment(os.environ)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_Redact([os.environ.get("OPENAI_API_KEY", "")]))
+    handler.setFormatter(
+        redaction.RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    redaction.route_uncaught_exceptions()
     # pygls logs whole payloads at INFO: they may carry access tokens and user text.
     logging.getLogger("pygls").setLevel(logging.WARNING)
     # The MCP SDK logs whole messages at DEBUG, like pygls.
@@ -156,15 +142,6 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         import attrs
 
         config = attrs.evolve(config, max_frame_bytes=args.max_frame_bytes)
-    # Secrets the configuration holds (provider keys, MCP servers' env and headers) are
-    # masked should any of them ever reach a log line.
-    secrets = [p.api_key or "" for p in config.providers.values()]
-    for spec in config.mcp_servers:
-        secrets += [*spec.env.values(), *spec.headers.values()]
-    for handler in logging.getLogger().handlers:
-        for f in handler.filters:
-            if isinstance(f, _Redact):
-                f.add(secrets)
     for problem in config.problems:
         logging.getLogger("agentd.config").warning("configuration: %s", problem)
     return config

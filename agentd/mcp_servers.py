@@ -559,15 +559,23 @@ class McpConnection:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb")
         )
         name = self.spec.name
+        # Cut lines are marked "…" where they are cut, so that redaction also masks the
+        # part of a secret the cut leaves (agentd.redaction).
+        continued = False
         try:
             while True:
                 try:
                     raw = await reader.readline()
-                except ValueError:  # a line longer than the limit
+                    head, continued = ("…" if continued else ""), False
+                except ValueError:  # a line longer than the limit (its start is dropped)
                     raw = await reader.read(1 << 20)
+                    head, continued = "…", True
                 if not raw:
                     return
-                line = raw.decode("utf-8", "replace").rstrip()[:STDERR_LINE_MAX]
+                line = raw.decode("utf-8", "replace").rstrip()
+                if len(line) > STDERR_LINE_MAX or continued:
+                    line = line[:STDERR_LINE_MAX] + "…"
+                line = head + line if line else ""
                 if line:
                     self._stderr_tail.append(line)
                     logger.info("[%s] %s", name, line)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
+from agentd import redaction
 from agentd.errors import ProviderError
 from agentd.model_events import (
     ProviderEvent,
@@ -160,14 +161,17 @@ def _error_fields(body: Any) -> dict[str, Any]:
 
 
 class _Redactor:
+    """Masks every registered secret (this provider's key, and access tokens and MCP
+    secrets that an upstream might echo) in what an error says: the message reaches
+    the editor, the session log and agentd's log."""
+
     def __init__(self, secret: str | None) -> None:
-        # A very short "key" (a placeholder) would garble messages if replaced.
-        self._secret = secret if secret and len(secret) >= 6 else None
+        # Also for a provider built without agentd.config (which registers keys as it
+        # reads them); a very short key is not registered (see agentd.redaction).
+        redaction.register(secret)
 
     def __call__(self, text: str) -> str:
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, "[redacted]")
-        return text
+        return redaction.redact(text)
 
     def error(
         self,

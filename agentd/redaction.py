@@ -31,7 +31,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -60,6 +60,25 @@ def _forms(value: str) -> set[str]:
         forms.add(json.dumps(form)[1:-1])
         forms.add(json.dumps(form, ensure_ascii=False)[1:-1])
     return {f for f in forms if len(f) >= MIN_CHARS}
+
+
+_CUT_MARKER = re.compile(r"\.\.\.|…")
+
+
+def _longest_head(value: str, text: str, end: int) -> int:
+    """The longest head of `value` (MIN_CHARS or more) that `text` has just before `end`."""
+    for k in range(min(len(value), end), MIN_CHARS - 1, -1):
+        if text.startswith(value[:k], end - k):
+            return k
+    return 0
+
+
+def _longest_tail(value: str, text: str, start: int) -> int:
+    """The longest tail of `value` (MIN_CHARS or more) that `text` has from `start` on."""
+    for k in range(min(len(value), len(text) - start), MIN_CHARS - 1, -1):
+        if text.startswith(value[-k:], start):
+            return k
+    return 0
 
 
 class SecretRegistry:
@@ -92,7 +111,32 @@ class SecretRegistry:
         pattern = self._pattern
         if pattern is None:
             return text
-        return pattern.sub(MASK, text)
+        text = pattern.sub(MASK, text)
+        if "..." in text or "…" in text:
+            text = self._mask_cut_ends(text)
+        return text
+
+    def _mask_cut_ends(self, text: str) -> str:
+        """Truncation leaves part of a secret beside its marker: pydantic's
+        `input_value='abc...xyz'`, a line cut with "…". A secret's head just before a
+        marker, or its tail just after one, is masked too (at least MIN_CHARS of it)."""
+        values = self._values
+        spans: list[tuple[int, int]] = []
+        for marker in _CUT_MARKER.finditer(text):
+            start, end = marker.span()
+            before, after = text[max(0, start - MIN_CHARS) : start], text[end : end + MIN_CHARS]
+            for value in values:
+                if len(before) == MIN_CHARS and before in value:
+                    k = _longest_head(value, text, start)
+                    if k:
+                        spans.append((start - k, start))
+                if len(after) == MIN_CHARS and after in value:
+                    k = _longest_tail(value, text, end)
+                    if k:
+                        spans.append((end, end + k))
+        for start, end in sorted(spans, reverse=True):
+            text = text[:start] + MASK + text[end:]
+        return text
 
     def __len__(self) -> int:
         return len(self._values)
@@ -103,10 +147,6 @@ REGISTRY = SecretRegistry()
 
 def register(*values: str | None) -> None:
     """Mask these values in every log line from now on (see the module doc for which)."""
-    REGISTRY.register(*values)
-
-
-def register_all(values: Iterable[str]) -> None:
     REGISTRY.register(*values)
 
 

@@ -43,11 +43,17 @@ import orjson
 from pygls.protocol import JsonRPCProtocol, default_converter
 from pygls.server import JsonRPCServer
 
-from agentd import __version__
+from agentd import __version__, redaction
 from agentd.config import Config
 from agentd.errors import AgentdError, StorageError
 from agentd.framing import FrameParser, FramingError
-from agentd.protocol import METHODS, PROTOCOL_VERSION, describe_error, unstructure
+from agentd.protocol import (
+    METHODS,
+    PROTOCOL_VERSION,
+    describe_error,
+    secret_values,
+    unstructure,
+)
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure_params
 from agentd.protocol.encoding import encoding_problems
@@ -404,6 +410,10 @@ class AgentdProtocol(JsonRPCProtocol):
             # The capabilities and workspace root stay those of the first one.
             self._reply_error(msg_id, -32600, "already initialized")
             return
+        if spec.params is not None:
+            # Before anything reads them, invalid params included: from here on a log
+            # line, a traceback or an error message cannot show these in clear.
+            redaction.register(*secret_values(spec.params, raw))
         params = self._structure_params(msg_id, spec.params, raw)
         if params is _INVALID:
             return

@@ -3,7 +3,13 @@
 This package imports nothing else from agentd.
 """
 
-from agentd.protocol.converter import converter, describe_error, structure, unstructure
+from agentd.protocol.converter import (
+    converter,
+    describe_error,
+    secret_values,
+    structure,
+    unstructure,
+)
 from agentd.protocol.methods import METHODS, Method
 from agentd.protocol.types import PROTOCOL_VERSION
 
@@ -13,6 +19,7 @@ __all__ = [
     "Method",
     "converter",
     "describe_error",
+    "secret_values",
     "structure",
     "unstructure",
 ]

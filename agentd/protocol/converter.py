@@ -8,10 +8,11 @@ dropped: an absent field and null mean the same.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, get_args
 
 import attrs
@@ -128,6 +129,61 @@ def unstructure(obj: Any) -> Any:
     return converter.unstructure(obj)
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _classes(tp: Any) -> list[type]:
+    """The attrs classes a field type may hold (through Optional, unions and lists)."""
+    if attrs.has(tp):
+        return [tp]
+    return [c for arg in get_args(tp) for c in _classes(arg)]
+
+
+@functools.cache
+def _holds_secrets(cls: type) -> bool:
+    return any(
+        f.metadata.get("secret") or any(_holds_secrets(c) for c in _classes(_hints(cls)[f.name]))
+        for f in attrs.fields(cls)
+    )
+
+
+def secret_values(cls: type, raw: Any) -> list[str]:
+    """The strings in `raw` (wire params of type `cls`, not yet structured) that sit in
+    fields marked secret (`metadata=t.SECRET`): a string, or the values of a table or
+    list. Whatever the rest of the params look like, so that even params rejected as
+    invalid have their secrets known before anything can log them."""
+    out: list[str] = []
+    if attrs.has(cls) and _holds_secrets(cls):
+        _collect(cls, raw, out)
+    return out
+
+
+def _collect(cls: type, raw: Any, out: list[str]) -> None:
+    if isinstance(raw, list):
+        for item in raw:
+            _collect(cls, item, out)
+        return
+    if not isinstance(raw, dict):
+        return
+    hints = _hints(cls)
+    for field in attrs.fields(cls):
+        value = raw.get(to_camel(field.name))
+        if value is None:
+            continue
+        if field.metadata.get("secret"):
+            items = value.values() if isinstance(value, dict) else value
+            if isinstance(items, str):
+                items = [items]
+            if isinstance(items, Iterable):
+                out.extend(v for v in items if isinstance(v, str))
+            continue
+        for inner in _classes(hints[field.name]):
+            if _holds_secrets(inner):
+                _collect(inner, value, out)
+
+
 def _format_exception(exc: BaseException, expected: type | None) -> str:
     if isinstance(exc, KeyError):
         return "required field missing"
@@ -161,6 +217,7 @@ __all__ = [
     "Unencodable",
     "converter",
     "describe_error",
+    "secret_values",
     "structure",
     "structure_params",
     "to_camel",

@@ -13,6 +13,10 @@ import attrs
 
 PROTOCOL_VERSION = 1
 
+# Field metadata of a value that is a credential (or a table of them): the server
+# registers it for redaction from the raw params, before anything else reads them.
+SECRET = {"secret": True}
+
 SessionStatus = Literal["idle", "busy", "retry"]
 OnBusy = Literal["reject", "preempt", "queue"]
 FinishReason = Literal[
@@ -237,10 +241,10 @@ class McpServer:
     name: str
     command: str | None = None
     args: list[str] | None = None
-    env: dict[str, str] | None = None
+    env: dict[str, str] | None = attrs.field(default=None, repr=False, metadata=SECRET)
     cwd: str | None = None
     url: str | None = None
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = attrs.field(default=None, repr=False, metadata=SECRET)
     enabled: bool | None = None
     # The server's own tool names the model may call (default: all).
     tools: list[str] | None = None
@@ -343,7 +347,7 @@ class SessionCreateParams:
     title: str | None = None
     project_id: str | None = None
     user_id: str | None = None
-    access_token: str | None = attrs.field(default=None, repr=False)
+    access_token: str | None = attrs.field(default=None, repr=False, metadata=SECRET)
     trace_id: str | None = None
     model: str | None = None
     workspace_root: str | None = None

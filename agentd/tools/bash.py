@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentd.redaction import is_secret_name
 from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
 from agentd.tools.truncation import (
     DEFAULT_MAX_BYTES,
@@ -46,7 +47,6 @@ KEEP_TAIL_BYTES = 64 * 1024
 # group (one that called setsid) may still hold open.
 DRAIN_S = 2.0
 _READ_CHUNK = 64 * 1024
-_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET")
 
 
 def command_title(command: str) -> str:
@@ -58,11 +58,6 @@ def process_environment(extra: Mapping[str, str]) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not is_secret_name(name)}
     env.update(extra)
     return env
-
-
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return upper == "OPENAI_API_KEY" or upper.endswith(_SECRET_SUFFIXES) or "PASSWORD" in upper
 
 
 async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
