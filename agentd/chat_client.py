@@ -18,6 +18,8 @@ import time
 from argparse import Namespace
 from typing import Any
 
+from agentd import file_modes
+
 # Lines of a tool's output shown under it (the model gets all of it).
 PREVIEW_LINES = 8
 
@@ -237,6 +239,8 @@ async def _chat(args: Namespace) -> int:
         stdout=asyncio.subprocess.PIPE,
         env=env,
         start_new_session=True,
+        # The daemon keeps the user's umask for what its tools make in the workspace.
+        umask=file_modes.user_umask(),
     )
     renderer = Renderer(sys.stdout)
     loop = asyncio.get_running_loop()

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from agentd import __version__, redaction
+from agentd import __version__, file_modes, redaction
 
 
 def setup_logging(verbose: int, log_file: str | None) -> None:
@@ -24,7 +24,12 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     redaction.REGISTRY.register_environment(os.environ)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler: logging.Handler
+    problem = None
     if log_file:
+        # A log file left by an older agentd may be readable by others; a special file
+        # (/dev/stderr, a FIFO) is used as it is.
+        if os.path.isfile(log_file) and not os.path.islink(log_file):
+            problem = file_modes.tighten(log_file)
         handler = logging.FileHandler(log_file, encoding="utf-8")
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -34,6 +39,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if problem:
+        logging.getLogger("agentd.file_modes").warning("log file: %s", problem)
     redaction.route_uncaught_exceptions()
     # pygls logs whole payloads at INFO: they may carry access tokens and user text.
     logging.getLogger("pygls").setLevel(logging.WARNING)
@@ -148,6 +155,9 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything is created: agentd's own files are private whatever the umask
+    # (the user's umask is kept for what the tools make in the workspace).
+    file_modes.make_private()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:

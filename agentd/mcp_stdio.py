@@ -28,6 +28,8 @@ from pathlib import Path
 
 import attrs
 
+from agentd import file_modes
+
 SUBREAPER = Path(__file__).with_name("subreaper.py")
 # The stop escalation: stdin closed, then SIGTERM after STDIN_GRACE_S, then SIGKILL after
 # TERM_GRACE_S more. The subreaper's own sweep (subreaper.TERM_GRACE_S, then SIGKILL)
@@ -98,6 +100,9 @@ class StdioServerProcess:
             env=env,
             cwd=cwd,
             start_new_session=True,
+            # The user's umask, not agentd's own (077): what the server writes in the
+            # workspace is made as the user would make it.
+            umask=file_modes.user_umask(),
             limit=_READ_CHUNK,
         )
         return cls(proc, max_message_bytes)

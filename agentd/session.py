@@ -20,7 +20,7 @@ from typing import Any, Protocol, cast
 
 import attrs
 
-from agentd import ids, keys
+from agentd import file_modes, ids, keys
 from agentd.config import Config, McpServerSpec, mcp_server_spec
 from agentd.errors import (
     InvalidParams,
@@ -160,7 +160,22 @@ class SessionManager:
     def open(self) -> None:
         """Open storage, rebuild the catalog if needed, close runs of dead daemons, and
         sweep stale tool-context files. Runs before serving, off the hot path."""
-        self.sessions_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        file_modes.make_private_dir(self.config.data_dir)
+        file_modes.make_private_dir(self.config.state_dir)
+        # Left too open by an older agentd or a looser umask: made private.
+        catalog = self.catalog.path.name
+        problems = file_modes.tighten_tree(
+            self.config.data_dir,
+            lambda name: name == self.sessions_dir.name or name.startswith(catalog),
+        )
+        # The tool-context directory is checked by the tool-context store itself.
+        toolctx = self.toolctx.directory.name
+        problems += file_modes.tighten_tree(
+            self.config.state_dir, lambda name: name == toolctx, checked_elsewhere=(toolctx,)
+        )
+        for problem in problems:
+            logger.warning("file permissions: %s", problem)
+        file_modes.make_private_dir(self.sessions_dir)
         usable = self.catalog.open_sync()
         if not usable and self.sessions_dir.exists() and any(os.scandir(self.sessions_dir)):
             reindex_sync(self.catalog, self.sessions_dir)

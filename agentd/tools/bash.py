@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentd import file_modes
 from agentd.redaction import is_secret_name
 from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
 from agentd.tools.truncation import (
@@ -81,6 +82,8 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
             "-c",
             command,
             start_new_session=True,
+            # The user's umask, not agentd's own (077): what the command makes is theirs.
+            umask=file_modes.user_umask(),
             cwd=cwd,
             env=process_environment(env.process_env),
             stdin=asyncio.subprocess.DEVNULL,

@@ -26,6 +26,7 @@ import stat
 import sys
 from pathlib import Path
 
+from agentd import file_modes
 from agentd.tools.spec import ToolError
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -217,15 +218,18 @@ class Workspace:
                 raise ToolError(f"{display} was deleted while it was being edited.")
             # The temp file sits next to the target so the rename is atomic (same file system).
             temp = f".{name[:200]}.{secrets.token_hex(4)}.agentd-tmp"
-            # New files get 0666 minus the umask, as any editor would create them.
-            fd = os.open(temp, _TEMP_FLAGS, 0o666 if current is None else 0o600, dir_fd=dir_fd)
+            fd = os.open(temp, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
             try:
                 try:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
+                    # A new file gets 0666 minus the user's umask, as any editor would
+                    # make it (agentd's own umask is 077); a replaced one keeps its mode.
                     if current is not None:
                         os.fchmod(fd, stat.S_IMODE(current.st_mode))
+                    else:
+                        os.fchmod(fd, file_modes.user_file_mode())
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -244,16 +248,18 @@ class Workspace:
 def _step_into(parent: int, name: str, display: str, *, create: bool, last: bool = False) -> int:
     """Open directory `name` below `parent` without following a symlink; closes `parent`
     (also on failure) and returns the new descriptor."""
+    made = False
     try:
         while True:
             try:
-                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except FileNotFoundError:
                 if not create:
                     what = "Directory" if last else "File"
                     raise ToolError(f"{what} not found: {display}") from None
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)
+                    made = True
                 except FileExistsError:
                     pass  # made meanwhile; open it on the next turn
             except OSError as exc:
@@ -278,6 +284,16 @@ def _step_into(parent: int, name: str, display: str, *, create: bool, last: bool
                 raise ToolError(
                     f"File not found: {display} (a parent is not a directory)"
                 ) from None
+            else:
+                if made:
+                    # 0777 minus the user's umask, as they would make it (agentd's own
+                    # umask, 077, took more off).
+                    try:
+                        os.fchmod(fd, file_modes.user_dir_mode())
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                return fd
     finally:
         os.close(parent)
 

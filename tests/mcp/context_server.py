@@ -4,7 +4,8 @@
 sends with the call and the tool-context file named by its `sessionScopeKey` in
 `$AGENTD_TOOL_CONTEXT_DIR`, and returns both. The other tools misbehave on request:
 hang (optionally ignoring cancellation), report progress, crash mid-call, change the tool
-list, storm the client with `tools/list_changed`, return an image, fail.
+list, storm the client with `tools/list_changed`, return an image, fail. `umask`
+reports the server's umask.
 
     python tests/mcp/context_server.py        (stdio)
 
@@ -122,6 +123,13 @@ def image() -> list:
 def fail(why: str = "it failed") -> str:
     """Raise: the client gets an isError result."""
     raise ToolError(why)
+
+
+@server.tool()
+def umask() -> str:
+    """The server process's umask, in octal (from /proc: reading it does not change it)."""
+    with open("/proc/self/status") as status:
+        return next(line.split()[1] for line in status if line.startswith("Umask:"))
 
 
 @server.tool()
