@@ -202,18 +202,21 @@ class Renderer:
         self.last_kind = None
 
 
-def _model_configured(model: str | None) -> bool:
+def _model_configured(model: str | None, config_path: str | None) -> bool:
     if model or os.environ.get("AGENTD_MODEL"):
         return True
+    from pathlib import Path
+
     from agentd.config import load_config
 
-    return load_config().default_model is not None
+    path = Path(config_path).expanduser() if config_path else None
+    return load_config(path=path).default_model is not None
 
 
 async def _chat(args: Namespace) -> int:
     env = dict(os.environ)
     scripted = None
-    if args.offline or not _model_configured(args.model):
+    if args.offline or not _model_configured(args.model, args.config):
         from agentd.scripted_model import ScriptedModelServer
 
         scripted = ScriptedModelServer()

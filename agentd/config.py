@@ -17,7 +17,6 @@ every secret read here is registered for redaction (agentd.redaction) as it is r
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -449,6 +448,8 @@ def _join(where: str, key: str) -> str:
 
 
 def unknown_key_problem(where: str, key: str, section: Section) -> str:
+    import difflib  # only for a configuration that has a problem
+
     known = [o.key for o in section.options]
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""

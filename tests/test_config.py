@@ -482,3 +482,25 @@ def test_the_documented_examples_have_no_problems(tmp_path, readme):
     for block in blocks:
         config = load(tmp_path, block, env={"OPENAI_API_KEY": "k", "GITHUB_TOKEN": "t"})
         assert config.problems == (), block
+
+
+def test_agentd_chat_reads_the_config_it_is_given(tmp_path, model):
+    """`agentd --config FILE chat`: the model named there is used (not the offline
+    scripted one), by the chat client and the daemon it spawns alike."""
+    path = tmp_path / "chat.toml"
+    path.write_text(
+        f'default_model = "mine"\n[providers.p]\nbase_url = "{model.base_url}"\n'
+        '[models.mine]\nprovider = "p"\nname = "scripted"\n'
+    )
+    model.enqueue({"text": "from the configured model"})
+    env = {**daemon_env(tmp_path), "AGENTD_CONFIG": str(tmp_path / "absent.toml")}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentd", "--config", str(path), "chat", "hello"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "offline" not in out.stderr
+    assert "from the configured model" in out.stdout
