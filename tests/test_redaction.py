@@ -280,3 +280,23 @@ def test_uncaught_exceptions_are_logged_through_the_redaction(tmp_path):
     assert "OSError: thread [redacted]" in out.stderr
     assert "RuntimeError: main [redacted]" in out.stderr
     assert secret not in out.stderr
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["pending", "compiled"])
+def test_many_and_overlapping_secrets_are_all_masked_whole(compiled):
+    """Hundreds of secrets (matched one by one until the pattern is recompiled, then
+    by the pattern), secrets that contain or overlap one another, repeats."""
+    registry = redaction.SecretRegistry()
+    many = [f"tok-{i:04d}-{'k' * 8}" for i in range(300)]
+    overlapping = ["aaaa-bbbb", "bbbb-cccc", "xx-aaaa-bbbb-yy"]
+    registry.register(*overlapping)
+    for value in many:
+        registry.register(value)
+    if compiled:
+        registry.compile()
+    text = " | ".join([*many[::7], "aaaa-bbbb-cccc", "xx-aaaa-bbbb-yy", many[0] * 2])
+    masked = registry.redact(text)
+    assert "tok-" not in masked and "kkkk" not in masked
+    for piece in ("aaaa", "bbbb", "cccc", "xx-", "-yy"):
+        assert piece not in masked, masked
+    assert masked.count("|") == text.count("|")
