@@ -48,6 +48,10 @@ def write_config(tmp_path: Path, servers: dict[str, dict]) -> dict[str, str]:
     return {"AGENTD_CONFIG": str(path)}
 
 
+# The tools tests/mcp/context_server.py lists.
+CTX_TOOLS = 10
+
+
 def ctx_server(**extra: object) -> dict:
     return {"command": sys.executable, "args": [str(CONTEXT_SERVER)], "trust": "allow", **extra}
 
@@ -313,7 +317,8 @@ def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
     assert "ctx_fresh" not in offered(model, 0)
     d.wait_for(
         lambda: any(
-            n["params"]["server"].get("toolCount") == 10 for n in d.notifications("mcp/status")
+            n["params"]["server"].get("toolCount") == CTX_TOOLS + 1
+            for n in d.notifications("mcp/status")
         )
     )
     model.enqueue({"toolCalls": [{"name": "ctx_fresh", "arguments": {}}]}, {"text": "ok"})
@@ -350,7 +355,7 @@ def test_session_only_server(spawn, model, tmp_path):
     chat(d, other, "plain")
     assert "mine_echo" in offered(model, 0) and "mine_echo" not in offered(model, -1)
     status = d.notifications("mcp/status")[-1]["params"]["server"]
-    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": 9}
+    assert status == {"name": "mine", "state": "ready", "sessionId": mine, "toolCount": CTX_TOOLS}
     # Its definition (which may carry secrets in env) is never written to disk.
     data = tmp_path / "data"
     assert not any(
