@@ -423,7 +423,13 @@ def test_a_directory_that_is_not_ours_is_refused_and_runs_go_on(spawn, model, tm
     held = HeldRun(d, model, s["id"])
     assert d.call("toolContext/get", {"sessionScopeKey": s["sessionScopeKey"]}) is None
     held.end()
-    assert _modes(tmp_path) == before  # nothing written, nothing chmodded
+    # Nothing written, nothing chmodded, but the state dir itself: it is agentd's and
+    # is made private at startup (0700) whatever became of the tool-context directory.
+    state = tmp_path / "state"
+    assert stat.S_IMODE(os.lstat(state).st_mode) == 0o700
+    assert {p: m for p, m in _modes(tmp_path).items() if p != state} == {
+        p: m for p, m in before.items() if p != state
+    }
     error = d.init.get("toolContextError", "")
     assert error.startswith(f"{ctx_dir(tmp_path)} {reason}")
     assert d.init["toolContextDir"] == str(ctx_dir(tmp_path))

@@ -252,6 +252,7 @@ def test_stdout_carries_only_frames_and_logs_go_to_stderr(spawn):
     d.wait_exit()
     # The reader thread parsed every byte of stdout as frames (it would have raised).
     assert d.closed
+    d._err.join(10)  # stderr is read by a thread of its own: let it reach the end
     assert any("agentd" in line for line in d.stderr_lines)
 
 
