@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from test_chat import chat, new_session
 from test_mcp import (
+    CTX_TOOLS,
     ctx_server,
     offered,
     pid_alive,
@@ -494,11 +495,11 @@ def test_a_tools_list_changed_storm_is_coalesced(spawn, model, tmp_path):
     )
     chat(d, sid, "grow")
     d.wait_for(
-        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == 9 + 300, timeout=20
+        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == CTX_TOOLS + 300, timeout=20
     )
     grown = d.notifications("mcp/status")[before:]
     assert 1 <= len(grown) <= 20, len(grown)
-    assert grown[-1]["params"]["server"]["toolCount"] == 9 + 300
+    assert grown[-1]["params"]["server"]["toolCount"] == CTX_TOOLS + 300
 
 
 # --- servers that never answer ---------------------------------------------------------
