@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from agentd import __version__
+from agentd import __version__, redaction
 from agentd.config import McpServerSpec
 from agentd.mcp_names import BUILTIN_TOOL_NAMES, ToolName, assign_names, qualified_name
 from agentd.mcp_stdio import OversizedLine, StdioServerProcess
@@ -530,7 +530,9 @@ class McpConnection:
             return f"cannot start {self.spec.command!r}: command not found"
         if isinstance(exc, TimeoutError) and self._phase != "start":
             return f"no answer to {self._phase} within {self.spec.startup_timeout_s:g} s"
-        text = str(exc) or type(exc).__name__
+        # Sent to the editor (mcp/status) and, for a call, to the model and the session
+        # log: a transport error may quote what the server sent back, secrets included.
+        text = redaction.redact(str(exc)) or type(exc).__name__
         if _is_too_large(text):
             text = f"its answer to {self._phase} is over the {MAX_MESSAGE_BYTES} bytes agentd reads"
         if self._stderr_tail:
@@ -577,7 +579,8 @@ class McpConnection:
                     line = line[:STDERR_LINE_MAX] + "…"
                 line = head + line if line else ""
                 if line:
-                    self._stderr_tail.append(line)
+                    # The tail reaches the editor, the model and the session log too.
+                    self._stderr_tail.append(redaction.redact(line))
                     logger.info("[%s] %s", name, line)
         finally:
             self._stderr_done.set()

@@ -3,19 +3,24 @@ every log line, exception text and traceback, on stderr and in the log file.
 
 The end-to-end test gives a daemon at `-vv` secrets through each path (environment,
 configuration file, `${VAR}` references, `session/create`, `session/update`) and drives
-it into the errors that log them: MCP servers that print their secrets on stderr and on
-stdout (where the MCP SDK logs a parse error with a traceback and a cut excerpt of the
-line) and then die of an exception naming them, and a model provider whose error
-messages echo them. Then it greps the logs (and every file agentd wrote) for each."""
+it into the errors that log them: stdio MCP servers that print their secrets on stderr
+and on stdout (agentd logs the parse error, quoting a cut excerpt of the line) and then
+die of an exception naming them; HTTP MCP servers that answer with the Authorization
+header they got (agentd logs the exception, quoting it, with its traceback); a model
+provider whose error messages echo them. Then it greps the logs, every file agentd
+wrote, and everything it sent to the editor, for each."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +61,35 @@ def leaky(name: str, values: dict[str, str], *args: str) -> dict:
     }
 
 
-def write_config(tmp_path: Path, base_url: str) -> Path:
+class EchoHandler(http.server.BaseHTTPRequestHandler):
+    """An "MCP server" over HTTP that answers every request with a body that is not
+    JSON-RPC, quoting the Authorization header it was sent."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = f"not json, you sent {self.headers.get('Authorization')}".encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def write_config(tmp_path: Path, base_url: str, echo_url: str) -> Path:
     s = SECRETS
     tables = {
         "providers.filep": {
@@ -75,7 +108,7 @@ def write_config(tmp_path: Path, base_url: str) -> Path:
             "env": {"LEAK_VARS": "A,B", "A": s["cfg_mcp_env"], "B": "${SERVICE_CRED}"},
         },
         "mcp_servers.webcfg": {
-            "url": "http://127.0.0.1:9/mcp",
+            "url": echo_url,
             "headers": {"Authorization": f"Bearer {s['cfg_mcp_header']}"},
         },
     }
@@ -118,7 +151,7 @@ def echo_error(status: int) -> dict:
 
 
 @pytest.mark.parametrize("sink", ["log-file", "stderr"])
-def test_secrets_from_every_path_stay_out_of_the_logs(tmp_path, model, sink):
+def test_secrets_from_every_path_stay_out_of_the_logs(tmp_path, model, echo_url, sink):
     s = SECRETS
     log_file = tmp_path / "agentd.log"
     args = ["-vv", "--log-file", str(log_file)] if sink == "log-file" else ["-vv"]
@@ -129,7 +162,7 @@ def test_secrets_from_every_path_stay_out_of_the_logs(tmp_path, model, sink):
         ALT_LLM_CRED=s["key_env"],
         GITHUB_TOKEN=s["named_env"],
         SERVICE_CRED=s["cfg_mcp_ref"],
-        AGENTD_CONFIG=str(write_config(tmp_path, model.base_url)),
+        AGENTD_CONFIG=str(write_config(tmp_path, model.base_url, echo_url)),
     )
     d = Daemon(env, args=args)
     d.initialize(workspaceRoot=str(tmp_path))
@@ -141,7 +174,7 @@ def test_secrets_from_every_path_stay_out_of_the_logs(tmp_path, model, sink):
             leaky("leakses", {"A": s["session_mcp_env"]}, s["session_mcp_env"]),
             {
                 "name": "webses",
-                "url": "http://127.0.0.1:9/mcp",
+                "url": echo_url,
                 "headers": {"Authorization": f"Token {s['session_mcp_header']}"},
             },
         ],
@@ -187,21 +220,29 @@ def test_secrets_from_every_path_stay_out_of_the_logs(tmp_path, model, sink):
     for evidence in (
         "leaky_server: I was given [redacted]",
         "[leakupd] leaky_server: I was given [redacted]",
-        "Failed to parse JSONRPC message from server",
+        "transport: 1 validation error",
+        "input_value=b'not json [redacted]'",
+        "input_value=b'not json [redacted]...[redacted]'",  # cut: head and tail masked
         "Traceback (most recent call last)",
         "RuntimeError: leaky_server: giving up with [redacted]",
         "model request failed (ProviderUnavailable: upstream says: [redacted] [redacted]",
         "MCP server leakses failed to start",
-        "MCP server webses failed to start",
+        "MCP server webses failed to start: Failed to parse JSON response",
     ):
         assert evidence in logs, evidence
+    # The HTTP server's answer, quoting the header, inside a logged traceback.
+    assert "|   Invalid JSON: expected ident at line 1 column 2 [type=json_invalid, " in logs
+    assert logs.count("input_value=b'not json, you sent [redacted]'") >= 4
     # ... and no secret is in them, whole, escaped, or cut.
     assert leaks(logs) == []
-    # Nor in any file agentd wrote (the failed message's error is stored).
+    # Nor in any file agentd wrote (the failed message's error is stored), nor in what
+    # it sent the editor (mcp/status errors quote a server's answer and its stderr).
     for root in (tmp_path / "data", tmp_path / "state"):
         for path in root.rglob("*"):
             if path.is_file():
                 assert leaks(path.read_text(errors="replace")) == [], path
+    assert leaks(json.dumps(d.messages)) == []
+    assert any("[redacted]" in json.dumps(m) for m in d.notifications("mcp/status"))
 
 
 def test_the_formatter_masks_messages_arguments_tracebacks_and_stack_info():
