@@ -10,7 +10,7 @@ import threading
 import psutil
 import pytest
 from test_chat import chat, new_session
-from test_mcp import ctx_server, tool_parts, write_config
+from test_mcp import CTX_TOOLS, ctx_server, tool_parts, write_config
 from test_mcp_hostile import hostile, too_large
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
@@ -138,7 +138,7 @@ def test_a_storm_of_5000_tools_list_changed(spawn, model, tmp_path):
             if grow:
                 d.wait_for(
                     lambda: any(
-                        n["params"]["server"].get("toolCount") == 9 + count
+                        n["params"]["server"].get("toolCount") == CTX_TOOLS + count
                         for n in d.notifications("mcp/status")
                     ),
                     timeout=120,
@@ -152,7 +152,7 @@ def test_a_storm_of_5000_tools_list_changed(spawn, model, tmp_path):
     quiet, rss = storm(count, grow=False)
     assert quiet == [] and rss.growth_mib < 16, rss.growth_mib
     grown, rss = storm(grow, grow=True)
-    assert 1 <= len(grown) <= 60 and grown[-1]["params"]["server"]["toolCount"] == 9 + grow
+    assert 1 <= len(grown) <= 60 and grown[-1]["params"]["server"]["toolCount"] == CTX_TOOLS + grow
     assert rss.growth_mib < 160, rss.growth_mib
     # A relisting holds the old and the new list a moment (about 10 MiB each here), and
     # that is all: RSS does not climb from one storm to the next.
