@@ -10,7 +10,9 @@ Environment:
   big,echo,notify_big,add,crash,detach); a tool not named below answers with its own
   name (any characters: `x.y`, `x y`);
 - HOSTILE_MUTE: a method never answered (`initialize` or `tools/list`);
-- HOSTILE_EXIT: print HOSTILE_EXIT to stderr and exit 3 at once;
+- HOSTILE_EXIT=1: print "no licence key found" to stderr and exit 3 at once (the
+  message is not in the environment: agentd masks a server's env values in what it
+  shows, as possible secrets);
 - HOSTILE_STUBBORN=1: ignore SIGTERM and keep running after stdin closes.
 
 Tools:
@@ -136,8 +138,8 @@ def detach(args: dict) -> str:
 
 
 def main() -> None:
-    if os.environ.get("HOSTILE_EXIT"):
-        print(os.environ["HOSTILE_EXIT"], file=sys.stderr, flush=True)
+    if os.environ.get("HOSTILE_EXIT") == "1":
+        print("no licence key found", file=sys.stderr, flush=True)
         sys.exit(3)
     stubborn = os.environ.get("HOSTILE_STUBBORN") == "1"
     if stubborn:
