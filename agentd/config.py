@@ -129,6 +129,71 @@ def mcp_server_spec(name: str, raw: dict[str, Any]) -> McpServerSpec:
     )
 
 
+# --- [sandbox] --------------------------------------------------------------------------
+# Kept in one place (this class and `sandbox_config`) so it can move into a table-driven
+# option schema as it is. The mode names are agentd.sandbox.MODES, repeated here so that
+# loading the configuration imports nothing of the tool machinery.
+
+SANDBOX_MODES = ("read-only", "workspace-write", "full-access")
+SANDBOX_APPROVALS = ("always", "on-request")
+SANDBOX_UNCONFINED = ("ask", "refuse")
+
+
+@attrs.frozen
+class SandboxConfig:
+    """The `[sandbox]` table: how commands the model runs (`bash`) are confined.
+
+    `mode`: the default for sessions that do not choose one in `session/create`.
+    `network`: whether confined commands reach the network (off by default).
+    `approval`: "always" asks through permission/request before every command (unless
+    `allow_bash`); "on-request" runs confined commands without asking and asks only for
+    what leaves the sandbox (unconfined commands, reruns with more access).
+    `unconfined`: when no sandbox is available here, "ask" for every command (saying it
+    is unconfined), or "refuse" them all.
+    """
+
+    mode: str = "workspace-write"
+    network: bool = False
+    approval: str = "always"
+    unconfined: str = "ask"
+
+
+def sandbox_config(raw: Any, problems: list[str]) -> SandboxConfig:
+    """The `[sandbox]` table; a value of the wrong type or outside its choices keeps its
+    default and adds a problem."""
+    if raw is None:
+        return SandboxConfig()
+    if not isinstance(raw, dict):
+        problems.append(f"sandbox: expected a table, got {raw!r}; using the defaults")
+        return SandboxConfig()
+    defaults = SandboxConfig()
+    values: dict[str, Any] = {}
+    choices = {
+        "mode": SANDBOX_MODES,
+        "approval": SANDBOX_APPROVALS,
+        "unconfined": SANDBOX_UNCONFINED,
+    }
+    for key, allowed in choices.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        if value in allowed and isinstance(value, str):
+            values[key] = value
+        else:
+            wanted = " or ".join(f'"{a}"' for a in allowed)
+            problems.append(
+                f'sandbox.{key}: expected {wanted}, got {value!r}; using "{getattr(defaults, key)}"'
+            )
+    network = raw.get("network")
+    if isinstance(network, bool):
+        values["network"] = network
+    elif network is not None:
+        problems.append(f"sandbox.network: expected true or false, got {network!r}; using false")
+    for key in raw.keys() - {*choices, "network"}:
+        problems.append(f"sandbox.{key}: unknown option, ignored")
+    return SandboxConfig(**values)
+
+
 @attrs.frozen
 class Config:
     data_dir: Path
@@ -145,6 +210,9 @@ class Config:
     allow_bash: bool = False
     system_prompt: str | None = None
     mcp_servers: tuple[McpServerSpec, ...] = ()
+    sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
+    # The configuration file agentd read (or would read): hidden from sandboxed commands.
+    config_path: Path | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -302,6 +370,8 @@ def load_config(
         allow_bash=bool(raw.get("allow_bash", False)),
         system_prompt=_take(raw, "system_prompt", str, "config", problems),
         mcp_servers=mcp_servers,
+        sandbox=sandbox_config(raw.get("sandbox"), problems),
+        config_path=path.expanduser().absolute(),
         problems=tuple(problems),
     )
 

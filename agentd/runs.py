@@ -321,11 +321,22 @@ class RunManager:
             await sessions.emit_session_by_id(sid)
 
             # The tool machinery loads on the first chat, not at startup (initialize latency).
-            from agentd.tool_calls import Permissions, ToolRunner, tool_env
+            from agentd.tool_calls import Permissions, ToolRunner, command_policy, tool_env
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(
-                workspace, sessions.session_dir(sid), scope_key, sessions.toolctx.directory
+                workspace,
+                sessions.session_dir(sid),
+                scope_key,
+                sessions.toolctx.directory,
+                self.config,
+            )
+            commands = command_policy(
+                self.config,
+                await sessions.sandbox_status(),
+                sessions.sandbox_mode(sid, header),
+                env,
+                sessions.toolctx.path_for(scope_key),
             )
             user = self._user_message(run)
             stream.message(user)
@@ -348,6 +359,7 @@ class RunManager:
                 mcp=sessions.mcp,
                 env=env,
                 permissions=self._permissions.setdefault(sid, Permissions()),
+                commands=commands,
             )
             inp = TurnInput(
                 session_id=sid,

@@ -677,6 +677,7 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
                 requests=editor_requests(), notifications=agentd_notifications()
             ),
             tool_context_dir=str(manager.toolctx.directory),
+            sandbox=await manager.sandbox_info(),
         )
 
     async def shutdown(_: None) -> None:
