@@ -175,7 +175,10 @@ _SPECS = [
             "combined, with the exit code when it is not 0. Default timeout "
             f"{bash_tool.DEFAULT_TIMEOUT_MS // 1000} s, at most "
             f"{bash_tool.MAX_TIMEOUT_MS // 1000} s. Stdin is empty; background processes are "
-            "stopped when the command finishes."
+            "stopped when the command finishes. Unless the user chose full access, the command "
+            "runs in a sandbox: it writes only in the workspace (or nowhere, read-only) and "
+            "a private /tmp that is emptied after each call, has no network, and cannot see "
+            "agentd's own files; the result says when the sandbox blocked something."
         ),
         parameters=_schema(
             {
@@ -190,6 +193,7 @@ _SPECS = [
             ["command"],
         ),
         writes=True,
+        runs_commands=True,
     ),
 ]
 
