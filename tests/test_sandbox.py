@@ -602,6 +602,7 @@ def test_on_request_runs_confined_commands_unasked_and_offers_a_rerun(start, are
 
     # read-only: the offer is one step up, workspace-write.
     (state,) = box.run(box.session("read-only"), "echo allowed > made.txt")
+    assert state["sandbox"]["rerunOf"] == "read-only"
     assert box.asked[-1]["sandbox"]["mode"] == "workspace-write"
     assert box.asked[-1]["sandbox"]["rerunOf"] == "read-only"
     assert (box.ws / "made.txt").read_text() == "allowed\n"
