@@ -319,6 +319,8 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
     data = area / "data"
     commands = {
         "other log": f"cat {data}/sessions/{other}/log.jsonl",
+        # Undoing the cover first (root in the sandbox's user namespace, no capabilities).
+        "other log, unmounted": f"umount -l {data}; cat {data}/sessions/{other}/log.jsonl",
         "sessions": f"ls {data}/sessions",
         "catalog": f"head -c 15 {data}/catalog.sqlite3",
         "other context": f"cat {contexts}/alice.p.other.json",
@@ -334,6 +336,7 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
     confined_sid = box.session(clientSessionId="confined")
     confined, run_id = run(confined_sid)
     assert "secret-from-session-b" not in confined["other log"]
+    assert "secret-from-session-b" not in confined["other log, unmounted"]
     assert other not in confined["sessions"]
     assert "SQLite format 3" not in confined["catalog"]
     assert "other-run-context" not in confined["other context"]
@@ -343,6 +346,7 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
 
     full, run_id = run(box.session("full-access", clientSessionId="full"))
     assert "secret-from-session-b" in full["other log"]
+    assert "secret-from-session-b" in full["other log, unmounted"]
     assert other in full["sessions"]
     assert full["catalog"] == "SQLite format 3"
     assert "other-run-context" in full["other context"]
