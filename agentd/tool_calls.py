@@ -369,7 +369,7 @@ class ToolRunner:
             next_plan = self.commands.plan(next_mode)
             offer = attrs.evolve(next_plan.info, blocked=blocked, rerun_of=info.mode)
             refusal = await self._ask(
-                part, tool_input, f"rerun with {next_mode} access: {title}", offer, remember=True
+                part, tool_input, f"rerun in {next_mode}: {title}", offer, remember=True
             )
             if refusal is not None:
                 note = "[The user declined to rerun it with more access.]"
