@@ -13,6 +13,7 @@ the target happening to sit in /tmp.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -28,11 +29,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from rpc_client import Daemon, RpcError, daemon_env
 
 from agentd import sandbox
 from agentd.config import SANDBOX_MODES, SandboxConfig, load_config
+from agentd.tools import ToolEnv, run_builtin_tool
 
 API_KEY = "sk-test-key-123456"  # what daemon_env gives agentd as OPENAI_API_KEY
 ODD_NAMED_KEY = "credential-abcdef-987"  # a provider key in a variable of no telling name
@@ -669,6 +672,28 @@ def test_without_a_sandbox_configuration_can_refuse_commands(start):
     # A session that chose full-access is unconfined by choice: allow_bash applies.
     (state,) = box.run(box.session("full-access"), "echo hi")
     assert text(state) == "hi" and state["sandbox"] == {"mode": "full-access", "network": True}
+
+
+def test_a_sandbox_that_cannot_start_says_so_and_a_failing_command_is_not_one(tmp_path):
+    status = sandbox.detect()
+    if status.mechanism is None:
+        pytest.fail(f"no sandbox on this machine: {status.reason}")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # A workspace that vanished between the run's start and the command: bwrap cannot
+    # bind it, and the command never starts.
+    broken = sandbox.Confinement(status.mechanism, "workspace-write", False, tmp_path / "gone")
+    env = ToolEnv(workspace_root=ws, spill_dir=tmp_path / "spill", sandbox=broken)
+    out = asyncio.run(run_builtin_tool("bash", {"command": "echo never"}, env, call_id="c"))
+    assert out.is_error and out.sandbox_blocked == "starting the sandbox"
+    assert out.output.startswith("The sandbox (bubblewrap) could not start the command: bwrap: ")
+    # A command that fails by itself, even printing what bwrap would, is the command's.
+    working = attrs.evolve(broken, workspace=ws)
+    env = attrs.evolve(env, sandbox=working)
+    command = "echo 'bwrap: Cannot find source path'; exit 1"
+    out = asyncio.run(run_builtin_tool("bash", {"command": command}, env, call_id="c"))
+    assert not out.is_error and out.sandbox_blocked is None
+    assert out.output == "bwrap: Cannot find source path\n[exit code 1]"
 
 
 # --- configuration and sessions ------------------------------------------------------------
