@@ -590,7 +590,7 @@ def test_on_request_runs_confined_commands_unasked_and_offers_a_rerun(start, are
         "rerunOf": "workspace-write",
     }
     assert [a["sandbox"] for a in box.asked] == [offer, offer]
-    assert box.asked[0]["title"] == f"rerun in full-access: bash echo pwned > {outside}/allowed"
+    assert box.asked[0]["title"].startswith("rerun in full-access: bash echo pwned > ")
     assert (outside / "allowed").read_text() == "pwned\n"
     assert text(allowed).startswith("[rerun in full-access after the workspace-write sandbox")
     assert allowed["sandbox"] == offer
