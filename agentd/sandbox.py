@@ -40,15 +40,23 @@ mount, what is read-only is a read-only mount, and a process without capabilitie
 undo either. The PID namespace ends the whole sandbox when the command's shell exits or
 is killed: background jobs, `setsid` and double-forked daemons included.
 
-Why bubblewrap, measured on the 2-core development machine (Linux 6.18, Landlock ABI 7),
-`bash -c true` from an asyncio daemon with 60 MB resident, 150 runs each, median (p90):
+Why bubblewrap, measured on the 2-core development machine (Linux 6.18, Landlock ABI 7).
+Starting `/bin/true` from Python, median (p90) of 100-150 runs each, the process given the
+CPU (`chrt -f`, standing for an idle machine):
 
 | how | median | p90 |
 |---|---|---|
-| unconfined (`posix_spawn`/`vfork`) | 1.6 ms | 2.2 ms |
-| bwrap, user+mount+PID namespaces | 4.9 ms | 8.1 ms |
-| bwrap, + network, IPC, UTS namespaces, no nested userns, agentd's dirs hidden | 5.7 ms | 9.5 ms |
-| Landlock + `no_new_privs` in a `preexec_fn` (forces `fork()` of the daemon) | 7.3 ms | 8.4 ms |
+| unconfined (`posix_spawn`/`vfork`) | 1.2 ms | 1.3 ms |
+| bwrap as launched here (all namespaces, agentd's dirs hidden) | 5.0 ms | 6.9 ms |
+| the same without the network namespace | 4.5 ms | 5.5 ms |
+| Landlock + `no_new_privs` in a `preexec_fn` (forces `fork()` of a 60 MB asyncio process; `vfork` there: 1.8 ms) | 7.3 ms | 7.9 ms |
+
+The whole `bash` tool call running `true` (bench/run.py, `sandbox`): 2.1 → 7.4 ms median
+(+5.2 ms) given the CPU; 2.6 → 10.7-11.3 ms (+8 to +9 ms) on the shared machine at load
+average 9.6-9.9 on 2 CPUs, where every extra process hand-off waits for a CPU. Two things
+here keep it there: the sandbox's PID 1 is awaited on a pidfd instead of polling the process
+group (which cost 3-4 ms of /proc scans under load), and no worker thread is needed to
+close the launch's descriptors.
 
 Landlock alone is both slower from Python (the daemon must `fork()` to run code before
 `exec`) and not enough: it grants access by allow-list, so it cannot hide

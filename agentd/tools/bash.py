@@ -99,7 +99,10 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     try:
         return await _run(launch, command, timeout_ms, cwd, env, call_id)
     finally:
-        await asyncio.to_thread(launch.close)
+        if launch.cleanup_dir is None:
+            launch.close()  # descriptors only: no need for a worker thread
+        else:
+            await asyncio.to_thread(launch.close)
 
 
 async def _confined_launch(
