@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         from agentd import toolctx
 
         config = _config(args)
-        data = toolctx.read(args.key, config.tool_context_dir)
+        data, why = toolctx.lookup(args.key, config.tool_context_dir)
         if data is None:
-            print("no active run for that key", file=sys.stderr)
+            print(why, file=sys.stderr)
             return 1
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0

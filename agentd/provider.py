@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
+import json
 import logging
 import math
 import random
@@ -47,6 +49,7 @@ from agentd.model_events import (
     ToolCallArguments,
     ToolCallStarted,
 )
+from agentd.protocol.encoding import repair
 
 if TYPE_CHECKING:
     import openai
@@ -245,12 +248,15 @@ class _SseDecoder:
     network read rather than each line, and JSON is parsed straight from bytes.
     """
 
-    __slots__ = ("_data", "_event", "_skip_lf", "_tail")
+    __slots__ = ("_data", "_data_size", "_event", "_skip_lf", "_tail")
 
     def __init__(self) -> None:
-        self._tail = b""
+        # A line still without its end: a bytearray, since `bytes +=` would copy the
+        # whole line per read (quadratic in a long line).
+        self._tail = bytearray()
         self._skip_lf = False
         self._data: list[bytes] = []
+        self._data_size = 0
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
@@ -264,11 +270,15 @@ class _SseDecoder:
             # of a CRLF whose LF arrives with the next one.
             self._skip_lf = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" not in chunk:
+        end = chunk.rfind(b"\n")
+        if end < 0:
             self._tail += chunk
+            if len(self._tail) + self._data_size > MAX_EVENT_BYTES:
+                raise _TooLarge("an event", MAX_EVENT_BYTES)
             return []
-        lines = (self._tail + chunk).split(b"\n")
-        self._tail = lines.pop()
+        self._tail += chunk[:end]
+        lines = bytes(self._tail).split(b"\n")
+        self._tail = bytearray(chunk[end + 1 :])
         events = []
         for line in lines:
             event = self._line(line)
@@ -279,13 +289,17 @@ class _SseDecoder:
     def finish(self) -> tuple[str | None, bytes] | None:
         """At the end of the body: a last event that lacked its blank line."""
         if self._tail:
-            self._line(self._tail)
-            self._tail = b""
+            self._line(bytes(self._tail))
+            self._tail = bytearray()
         return self._flush()
 
     def _line(self, line: bytes) -> tuple[str | None, bytes] | None:
         if line.startswith(b"data:"):
-            self._data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            data = line[6:] if line.startswith(b"data: ") else line[5:]
+            self._data_size += len(data)
+            if self._data_size > MAX_EVENT_BYTES:
+                raise _TooLarge("an event", MAX_EVENT_BYTES)
+            self._data.append(data)
             return None
         if not line:
             return self._flush()
@@ -308,21 +322,116 @@ class _SseDecoder:
             return None
         event = (self._event, b"\n".join(self._data))
         self._data = []
+        self._data_size = 0
         self._event = None
         return event
 
 
-def _json_or_text(data: bytes) -> Any:
+def load_json(data: bytes) -> Any:
+    """A JSON document from the model server. orjson is strict where servers are not: a
+    lone surrogate escape (`"\\ud800"`, from a server splitting an emoji's UTF-16 pair
+    across tokens), `NaN`, an integer beyond 64 bits. Such a document is read by
+    Python's parser instead, and each lone surrogate becomes U+FFFD, so the answer is
+    kept and can be stored; numbers are validated where they are used. Raises
+    ValueError when the data is not JSON."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
+        pass
+    try:
+        return repair(json.loads(data))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+async def _read_capped(response: Any, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge("a response body", limit)
+    return bytes(body)
+
+
+async def _cap_error_body(response: Any) -> None:
+    """httpx response hook: the SDK reads an error answer's body whole; a hostile server
+    must not make that unbounded."""
+    if response.status_code >= 300:
+        response.stream = _capped_stream_class()(response.stream, MAX_ERROR_BODY_BYTES)
+
+
+def _httpx_response() -> type:
+    """`cast_to` for the SDK's `post`: the raw, unread HTTP response."""
+    import httpx2
+
+    return httpx2.Response
+
+
+@functools.cache
+def _capped_stream_class() -> type:
+    # Defined on first use: httpx loads with the SDK, never at agentd's startup.
+    import httpx2
+
+    class CappedStream(httpx2.AsyncByteStream):
+        """Ends in `_TooLarge` past `limit` bytes."""
+
+        def __init__(self, inner: Any, limit: int) -> None:
+            self._inner = inner
+            self._limit = limit
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen = 0
+            async for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._limit:
+                    raise _TooLarge("an error body", self._limit)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return CappedStream
+
+
+def _json_or_text(data: bytes) -> Any:
+    try:
+        return load_json(data)
+    except ValueError:
         return data.decode("utf-8", "replace")
 
 
+# No model call reports more tokens than this; a larger figure is a server bug or an
+# attack, and summed over a session it would overflow SQLite's 64-bit integers.
+MAX_REPORTED_TOKENS = 10**12
+MAX_FINISH_REASON_CHARS = 64
+
+# What agentd reads from a model server, at most. One SSE event (its `data:` lines) or a
+# whole JSON answer: far above any real chunk (a 2 MB tool-call chunk is tested). A
+# streamed body: an answer of a million tokens sent one per event is ~250 MB. An error
+# body is read by the SDK whole, to find the message in it.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+MAX_JSON_BODY_BYTES = 16 * 1024 * 1024
+MAX_STREAM_BYTES = 1024 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+
+
+class _TooLarge(Exception):
+    """The server sent more than a cap allows; ends the step as ResponseTooLarge."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} larger than {limit // (1024 * 1024)} MiB")
+        self.what = what
+        self.limit = limit
+
+
 def _int(value: Any) -> int | None:
+    """A token count as the model reported it, validated: numbers only (a float is
+    truncated, NaN and infinities are not a count), clamped to [0, MAX_REPORTED_TOKENS]."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return int(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return min(max(int(value), 0), MAX_REPORTED_TOKENS)
 
 
 def _token_usage(raw: dict[str, Any]) -> TokenUsage:
@@ -397,7 +506,8 @@ class _StepAssembler:
                 self._feed_delta(delta, out)
             finish_reason = choice.get("finish_reason")
             if isinstance(finish_reason, str) and finish_reason:
-                self.finish_reason = finish_reason
+                # Unknown reasons are kept as the step's reason: a short label, not a text.
+                self.finish_reason = finish_reason[:MAX_FINISH_REASON_CHARS]
         if out:
             self.emitted = True
         return out
@@ -544,6 +654,12 @@ class ChatProvider:
                 max_retries=0,  # one retry layer only: ours
                 timeout=openai.Timeout(backstop, connect=cfg.connect_timeout_s),
                 default_headers=dict(cfg.headers) or None,
+                # No redirects: one would resend the request, API key and conversation
+                # included, to wherever the server points (another port, another host).
+                # A 3xx answer is reported as ProviderRedirect, naming where it pointed.
+                http_client=openai.DefaultAsyncHttpxClient(
+                    follow_redirects=False, event_hooks={"response": [_cap_error_body]}
+                ),
             )
             url = self._client.base_url
             port = f":{url.port}" if url.port else ""
@@ -692,21 +808,24 @@ class ChatProvider:
         redact = self._redact
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.first_token_timeout_s
-        response = None
+        response: Any = None
         reads: AsyncIterator[bytes] | None = None
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    # The SDK's type-driven transform walks every message in Python on
-                    # each request: with a long history, the largest CPU cost of a turn.
-                    # Messages and tools are already wire-format JSON, so they travel
-                    # as extra_body, which the SDK sends as it is.
-                    wire = {k: params[k] for k in ("messages", "tools") if k in params}
-                    rest = {k: v for k, v in params.items() if k not in wire}
-                    request = client.chat.completions.with_streaming_response.create(
-                        messages=[], **rest, extra_body=wire
+                    # Messages and tools are already wire-format JSON. Through
+                    # `chat.completions.create` the SDK would walk every message in
+                    # Python (its type-driven transform) and encode the body with the
+                    # stdlib: with a long history, the largest CPU cost of a turn. The
+                    # SDK's generic `post` sends orjson's bytes as they are, and keeps
+                    # its headers, auth and status errors.
+                    response = await client.post(
+                        "/chat/completions",
+                        content=orjson.dumps(params),
+                        cast_to=_httpx_response(),
+                        stream=True,
+                        options={"headers": {"Content-Type": "application/json"}},
                     )
-                    response = await request.__aenter__()
             except TimeoutError:
                 raise redact.error(
                     "ProviderTimeout",
@@ -715,6 +834,8 @@ class ChatProvider:
                 ) from None
             except openai.APIError as err:
                 raise self._from_sdk_error(err) from None
+            except _TooLarge as err:  # an error body over its cap (see _cap_error_body)
+                raise self._too_large(err) from None
 
             assembler = _StepAssembler(redact)
             content_type = response.headers.get("content-type", "")
@@ -722,8 +843,10 @@ class ChatProvider:
                 # The server ignored stream=True and sent a whole chat.completion.
                 try:
                     async with asyncio.timeout_at(deadline):
-                        body = await response.read()
-                    payload = orjson.loads(body)
+                        body = await _read_capped(response, MAX_JSON_BODY_BYTES)
+                    payload = load_json(body)
+                except _TooLarge as err:
+                    raise self._too_large(err) from None
                 except TimeoutError:
                     raise redact.error(
                         "ProviderTimeout",
@@ -742,7 +865,8 @@ class ChatProvider:
                 return
 
             decoder = _SseDecoder()
-            reads = response.iter_bytes().__aiter__()
+            received = 0
+            reads = response.aiter_bytes().__aiter__()
             eof = saw_done = False
             while not (eof or saw_done):
                 if assembler.emitted:
@@ -761,7 +885,13 @@ class ChatProvider:
                 except Exception as err:
                     raise self._from_transport_error(err) from None
                 else:
-                    sse_events = decoder.feed(data)
+                    received += len(data)
+                    try:
+                        if received > MAX_STREAM_BYTES:
+                            raise _TooLarge("the answer", MAX_STREAM_BYTES)
+                        sse_events = decoder.feed(data)
+                    except _TooLarge as err:
+                        raise self._too_large(err) from None
                 for event_name, payload in sse_events:
                     if event_name == "error":
                         raise redact.from_in_band(_json_or_text(payload))
@@ -769,8 +899,8 @@ class ChatProvider:
                         saw_done = True
                         break
                     try:
-                        chunk = orjson.loads(payload)
-                    except orjson.JSONDecodeError:
+                        chunk = load_json(payload)
+                    except ValueError:
                         shown = payload[:200].decode("utf-8", "replace")
                         raise redact.error(
                             "StreamInterrupted",
@@ -794,7 +924,15 @@ class ChatProvider:
                     await close_reads()
             if response is not None:
                 with contextlib.suppress(Exception):
-                    await response.close()
+                    await response.aclose()
+
+    def _too_large(self, err: _TooLarge) -> ProviderError:
+        # Not retried: the same request would bring the same answer.
+        return self._redact.error(
+            "ResponseTooLarge",
+            f"The model provider sent {err}; agentd stopped reading it.",
+            data={"limit": err.limit},
+        )
 
     def _timeout_error(self, after_first_event: bool) -> ProviderError:
         cfg = self._config
@@ -834,5 +972,16 @@ class ChatProvider:
                 retryable=True,
             )
         if isinstance(err, openai.APIStatusError):
+            if 300 <= err.status_code < 400:
+                where = err.response.headers.get("location") or "nowhere"
+                return self._redact.error(
+                    "ProviderRedirect",
+                    f"The model provider at {self._endpoint} answered HTTP {err.status_code}, "
+                    f"redirecting to {where}. agentd follows no redirects (they would carry "
+                    "the API key and the conversation elsewhere): set the provider's base_url "
+                    "to the right address.",
+                    status=err.status_code,
+                    data={"location": where},
+                )
             return self._redact.from_status(err.status_code, err.body, err.response.headers)
         return self._redact.error("ProviderUnavailable", err.message, retryable=True)

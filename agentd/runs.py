@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,13 +29,13 @@ from agentd.errors import (
     SessionNotFound,
     StorageError,
 )
-from agentd.history import to_chat_messages
+from agentd.history import chat_role, chat_size, encoded, message_to_chat
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
 from agentd.storage.catalog import DEFAULT_TITLE
-from agentd.storage.log import LogState, RunLock, lock_is_free
+from agentd.storage.log import LogState, MessageState, RunLock, lock_is_free
 from agentd.turn import (
     DEFAULT_SYSTEM_PROMPT,
     Turn,
@@ -107,7 +106,8 @@ class RunManager:
         run = self._active.get(session_id)
         if run is None or run.turn is None:
             return {}
-        return {run.turn.message.id: run.turn.message}
+        message = run.turn.snapshot()
+        return {message.id: message}
 
     # --- providers ---------------------------------------------------------------------
 
@@ -274,10 +274,11 @@ class RunManager:
             )
         log = sessions.log_for(sid)
         stream = RunStream(sessions.link, log, sid, run.run_id)
-        scope_key = ""
         try:
             state = await log.read()
-            header = state.session or {}
+            if state.session is None:
+                raise await sessions.forget_broken(sid, "its log has no session header")
+            header = state.session
             scope_key = header["sessionScopeKey"]
             first_run = not state.messages
             now = ids.now_ms()
@@ -336,7 +337,7 @@ class RunManager:
                 await sessions.sandbox_status(),
                 sessions.sandbox_mode(sid, header),
                 env,
-                sessions.toolctx.path_for(scope_key),
+                sessions.toolctx.run_paths(scope_key, run.run_id),
             )
             user = self._user_message(run)
             stream.message(user)
@@ -402,9 +403,9 @@ class RunManager:
                 self._spawn(self._make_title(sid, run, user))
             return message
         finally:
-            await self._finish(run, lock, stream, scope_key)
+            await self._finish(run, lock, stream)
 
-    async def _finish(self, run: Run, lock: RunLock, stream: RunStream, scope_key: str) -> None:
+    async def _finish(self, run: Run, lock: RunLock, stream: RunStream) -> None:
         """Every run ends here, on every path. The tool-context file, the lock and the
         session's place in `_active` are released even when storage fails; a storage
         failure is then raised (the editor gets it as the chat's error)."""
@@ -429,8 +430,7 @@ class RunManager:
             )
         finally:
             try:
-                if scope_key:
-                    await sessions.toolctx.remove(scope_key)
+                await sessions.toolctx.release(run.run_id)
             finally:
                 lock.release()
                 self._active.pop(sid, None)
@@ -481,14 +481,10 @@ class RunManager:
         if not self.config.compaction or not model.context_window:
             return False
         usable = (model.context_window - (model.max_output_tokens or 0)) * (1 - CONTEXT_MARGIN)
-        for msg in reversed(state.messages.values()):
-            finishes = [p for p in msg.parts.values() if p.get("type") == "step-finish"]
-            if finishes:
-                usage = finishes[-1].get("usage") or {}
-                return usage.get("inputTokens", 0) + usage.get("outputTokens", 0) > usable
-            if msg.meta.get("summary"):
-                return False
-        return False
+        usage = state.last_step_usage
+        if usage is None:  # no step yet, or a summary since
+            return False
+        return usage.get("inputTokens", 0) + usage.get("outputTokens", 0) > usable
 
     def _with_file_text(self, msg: dict[str, Any], root: Any) -> dict[str, Any]:
         if msg.get("role") != "user":
@@ -502,7 +498,7 @@ class RunManager:
     def _history(
         self, state: LogState, root: Any, exclude: str | None = None
     ) -> list[dict[str, Any]]:
-        msgs = [m for i, m in state.messages.items() if i != exclude]
+        msgs: Iterable[MessageState] = state.messages.values()
         if state.compact_from and state.compact_from in state.messages:
             # The model sees the summary, then the tail kept verbatim, then what came after.
             order = list(state.messages)
@@ -510,8 +506,33 @@ class RunManager:
             msgs = [state.messages[state.compact_from]]
             msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
             msgs += [state.messages[i] for i in after]
-            msgs = [m for m in msgs if m.meta["id"] != exclude]
-        return to_chat_messages(self._with_file_text(m.to_wire(), root) for m in msgs)
+        # Runs at every chat over the whole history (20,000 messages in a long session):
+        # kept to a cached list's extend per message.
+        out: list[Any] = []
+        extend = out.extend
+        for msg in msgs:
+            chat = msg.chat
+            if chat is None:
+                if msg.meta["id"] == exclude:
+                    continue
+                chat = self._chat_of(msg, root)
+            extend(chat)
+        return out
+
+    def _chat_of(self, msg: MessageState, root: Any) -> list[Any]:
+        """A message's chat-format messages, converted and encoded once per version of
+        the message (a long session's history is not converted again at every run)."""
+        if msg.chat is not None:
+            return msg.chat
+        wire = msg.to_wire()
+        if any(p.get("type") == "file" for p in wire["parts"]):
+            # Attached files are read again at every run: never cached. (A summary
+            # request, `root` None, sees only their names.)
+            return message_to_chat(wire if root is None else self._with_file_text(wire, root))
+        if not msg.complete:
+            return message_to_chat(wire)
+        msg.chat = encoded(message_to_chat(wire))
+        return msg.chat
 
     def _on_retry(self, run: Run, stream: RunStream, notice: Any) -> None:
         run.status = "retry"
@@ -582,7 +603,7 @@ class RunManager:
         except Exception as exc:  # a title is never an error: fall back to the first words
             logger.info("title generation failed (%s): using the first words", exc)
         try:
-            await self.sessions.set_title(sid, title)
+            await self.sessions.set_title(sid, title, generated=True)
         except Exception:
             logger.debug("session %s gone before its title was set", sid)
 
@@ -621,7 +642,7 @@ class RunManager:
         state = await log.read()
         msgs = list(state.messages.values())
         keep = msgs[-KEEP_TAIL_MESSAGES:] if len(msgs) > KEEP_TAIL_MESSAGES else []
-        chat = to_chat_messages(m.to_wire() for m in msgs[: len(msgs) - len(keep)])
+        chat = [c for m in msgs[: len(msgs) - len(keep)] for c in self._chat_of(m, None)]
         chat = _fit(chat, model)
         now = ids.now_ms()
         message = t.Message(
@@ -715,7 +736,7 @@ class RunManager:
                 sessions.catalog.end_run, "", sid, now, state.catalog_totals()
             )
             if scope_key:
-                await sessions.toolctx.remove(scope_key)
+                await sessions.toolctx.discard_stale(scope_key)
         finally:
             lock.release()
 
@@ -807,12 +828,12 @@ def _fit(chat: list[dict[str, Any]], model: ModelConfig) -> list[dict[str, Any]]
     total = 0
     start = len(chat)
     while start > 0:
-        size = len(json.dumps(chat[start - 1]))
+        size = chat_size(chat[start - 1])
         if total + size > budget:
             break
         total += size
         start -= 1
-    while start < len(chat) and chat[start].get("role") == "tool":
+    while start < len(chat) and chat_role(chat[start]) == "tool":
         start += 1
     return chat[start:]
 

@@ -134,7 +134,9 @@ class Launch:
 
     argv: list[str]
     env: dict[str, str]
+    # Descriptors the child inherits; `owned_fds` are this launch's own among them.
     pass_fds: tuple[int, ...] = ()
+    owned_fds: tuple[int, ...] = ()
     # bwrap's --json-status-fd (our read end): the sandbox's first process, and whether
     # the command itself started.
     status_fd: int | None = None
@@ -143,7 +145,7 @@ class Launch:
 
     def close_child_ends(self) -> None:
         """After the spawn: close our copies of the descriptors the child inherited."""
-        for fd in self.pass_fds:
+        for fd in self.owned_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -250,10 +252,11 @@ class Bubblewrap:
     def launch(
         self, argv: Sequence[str], env: Mapping[str, str], confinement: Confinement
     ) -> Launch:
+        lifeline = _lifeline()
         status_read, status_write = os.pipe()
         try:
             args = [self.executable, *self._arguments(confinement)]
-            args += ["--json-status-fd", str(status_write), "--", *argv]
+            args += ["--json-status-fd", str(status_write), "--", *_INIT, str(lifeline), *argv]
         except BaseException:
             os.close(status_read)
             os.close(status_write)
@@ -261,7 +264,8 @@ class Bubblewrap:
         return Launch(
             argv=args,
             env={**env, "TMPDIR": "/tmp"},
-            pass_fds=(status_write,),
+            pass_fds=(status_write, lifeline),
+            owned_fds=(status_write,),
             status_fd=status_read,
         )
 
@@ -269,6 +273,8 @@ class Bubblewrap:
         args = [
             "--unshare-user",
             "--unshare-pid",
+            # PID 1 is our `sh` (_INIT), not bwrap's own init: see _INIT.
+            "--as-pid-1",
             "--unshare-ipc",
             # As root, bwrap would otherwise keep every capability inside.
             "--cap-drop",
@@ -302,6 +308,39 @@ class Bubblewrap:
             args += ["--remount-ro", path]
         args += ["--chdir", workspace]
         return args
+
+
+# The sandbox's PID 1: a shell that runs the command as its child (in the foreground: a
+# background `&` would start it with SIGINT ignored) and exits with its status, which ends
+# the PID namespace and every process the command left. Not the command itself as PID 1:
+# PID 1 ignores the signals it has no handler for (`kill $$` would do nothing). The
+# trailing `exit` keeps the shell from exec'ing the command.
+#
+# When agentd dies, bwrap's --die-with-parent (a parent-death signal) usually ends the
+# sandbox. Under load it was seen not to (about one kill -9 of agentd in ten, with a
+# command already running: bwrap died, this PID 1 lived on), so a second, independent
+# line: a watchdog job reads the lifeline pipe, whose only write end agentd holds, and
+# kills everything in the namespace at end of file. End of file is a state, not an
+# event: a sandbox that starts after agentd died sees it at once.
+_INIT = (
+    "/bin/sh",
+    "-c",
+    '{ read _ </proc/self/fd/"$1"; kill -s KILL -- -1; } >/dev/null 2>&1 & shift; "$@"; exit $?',
+    "agentd-sandbox",
+)
+
+_lifeline_lock = threading.Lock()
+_lifeline_fds: tuple[int, int] | None = None
+
+
+def _lifeline() -> int:
+    """The read end of this process's lifeline pipe (made once). The write end stays
+    open, close-on-exec, for as long as this process lives."""
+    global _lifeline_fds
+    with _lifeline_lock:
+        if _lifeline_fds is None:
+            _lifeline_fds = os.pipe()
+        return _lifeline_fds[0]
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -381,6 +381,23 @@ def _error_plan(spec: dict[str, Any]) -> _Plan:
     return plan
 
 
+def _events_plan(spec: dict[str, Any]) -> _Plan:
+    """`events`: SSE `data:` payloads sent exactly as given (hostile or malformed JSON,
+    escapes orjson would refuse, out-of-range numbers), then `data: [DONE]`."""
+    events = spec["events"]
+    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+        raise ScriptError("events must be a list of strings")
+    return _Plan(
+        status=200,
+        headers=[("content-type", "text/event-stream; charset=utf-8")],
+        pieces=[b"data: " + e.encode("utf-8", "surrogatepass") + b"\n\n" for e in events],
+        tail=b"data: [DONE]\n\n",
+        chunked=True,
+        first_delay=_ms(spec, "firstDelayMs"),
+        delay=_ms(spec, "delayMs"),
+    )
+
+
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
@@ -1037,6 +1054,8 @@ class _App:
             return _error_plan(spec)
         if spec.get("fixture") is not None:
             return _fixture_plan(spec, await self._fixture(spec["fixture"]))
+        if spec.get("events") is not None:
+            return _events_plan(spec)
         return _chat_plan(spec, body, request_no)
 
     async def _fixture(self, name: Any) -> bytes:
@@ -1079,7 +1098,7 @@ class ScriptedModelServer:
     delayMs, firstDelayMs, toolCalls [{name, arguments, id?}], usage
     {prompt_tokens, completion_tokens, cached_tokens?, reasoning_tokens?},
     finishReason, error {status, body, headers}, stallAfterChunks, dropAfterChunks,
-    fixture (+ splitAt), repeat.
+    fixture (+ splitAt), events (raw SSE data payloads, sent as they are), repeat.
     """
 
     def __init__(

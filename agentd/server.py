@@ -44,7 +44,7 @@ from agentd.config import Config
 from agentd.errors import AgentdError, StorageError
 from agentd.protocol import METHODS, PROTOCOL_VERSION, describe_error, unstructure
 from agentd.protocol import types as t
-from agentd.protocol.converter import structure
+from agentd.protocol.converter import structure_params
 from agentd.protocol.methods import agentd_notifications, editor_requests
 from agentd.runs import RunManager
 from agentd.session import SessionManager
@@ -373,7 +373,7 @@ class AgentdProtocol(JsonRPCProtocol):
             self._reply_error(msg_id, -32602, "params must be an object", {"field": "params"})
             return _INVALID
         try:
-            return structure(raw, cls)
+            return structure_params(raw, cls)
         except Exception as exc:
             problems = describe_error(exc)
             self._reply_error(
@@ -678,6 +678,7 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
             ),
             tool_context_dir=str(manager.toolctx.directory),
             sandbox=await manager.sandbox_info(),
+            tool_context_error=manager.toolctx.unavailable,
         )
 
     async def shutdown(_: None) -> None:

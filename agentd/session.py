@@ -33,7 +33,7 @@ from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.sandbox import SandboxProbe, SandboxStatus
 from agentd.storage.catalog import DEFAULT_TITLE, Catalog
-from agentd.storage.log import LogState, SessionLog, lock_is_free
+from agentd.storage.log import LOG_NAME, LogState, SessionLog, lock_is_free
 from agentd.storage.reindex import reindex_sync
 from agentd.toolctx import ToolContextStore
 
@@ -43,6 +43,8 @@ LIST_DEFAULT, LIST_MAX = 50, 500
 LOG_CACHE = 16
 RUN_CACHE = 10_000
 MESSAGES_DEFAULT = 100
+# session/create's tries when the clientSessionId it lost to is deleted before it is read.
+CREATE_ATTEMPTS = 5
 
 
 class EditorLink(Protocol):
@@ -234,12 +236,41 @@ class SessionManager:
             raise SessionNotFound(
                 f"session not found: {session_id}", data={"sessionId": session_id}
             )
-        row = await self.catalog.run(self.catalog.get_session, session_id)
+        row = await self.catalog.run(self._row_with_log, session_id)
         if row is None:
+            self._drop_log(session_id)
             raise SessionNotFound(
                 f"session not found: {session_id}", data={"sessionId": session_id}
             )
         return row
+
+    def _row_with_log(self, session_id: str) -> tuple[Any, ...] | None:
+        """The catalog row, if the session's log (the source of truth) still exists; a
+        row whose log was deleted by hand is dropped, so the catalog heals. On the
+        catalog thread: the stat costs microseconds, and never the event loop's."""
+        row = self.catalog.get_session(session_id)
+        if row is not None and not (self.session_dir(session_id) / LOG_NAME).exists():
+            self._forget_row(session_id, "its log is missing")
+            return None
+        return row
+
+    def _forget_row(self, session_id: str, why: str) -> None:
+        logger.warning("session %s: %s; removed from the catalog", session_id, why)
+        self.catalog.delete_sessions([session_id])
+
+    async def forget_broken(self, session_id: str, why: str) -> SessionNotFound:
+        """A session whose log cannot be used (no header line): it leaves the catalog
+        (its folder stays on disk, untouched) and the caller answers 1001."""
+        await self.catalog.run(self._forget_row, session_id, why)
+        self._drop_log(session_id)
+        return SessionNotFound(
+            f"session {session_id} cannot be used: {why}", data={"sessionId": session_id}
+        )
+
+    def _drop_log(self, session_id: str) -> None:
+        log = self._logs.pop(session_id, None)
+        if log is not None:
+            log.close()
 
     async def get_session_obj(self, session_id: str) -> t.Session:
         row = await self.get_row(session_id)
@@ -272,18 +303,41 @@ class SessionManager:
         if p.model is not None and self.config.resolve_model(p.model) is None:
             raise ModelNotConfigured(f"unknown model: {p.model}", data={"model": p.model})
         mcp_specs = _mcp_specs(p.mcp_servers)
-        if p.client_session_id is not None:
-            if not p.client_session_id or len(p.client_session_id) > 512:
-                raise InvalidParams(
-                    "params.clientSessionId: must be 1 to 512 characters",
-                    data={"field": "clientSessionId"},
-                )
-            found = await self.catalog.run(
-                self.catalog.find_by_client, actor, project, p.client_session_id
+        if p.client_session_id is not None and not 1 <= len(p.client_session_id) <= 512:
+            raise InvalidParams(
+                "params.clientSessionId: must be 1 to 512 characters",
+                data={"field": "clientSessionId"},
             )
-            if found is not None:
-                self._attach(found[0], p.access_token, mcp_specs, p.sandbox)
-                return t.SessionCreateResult(session=self._session(found), created=False)
+        # The catalog's unique index on (actor, project, clientSessionId) decides between
+        # daemons (and between concurrent requests of one daemon): each writes its own
+        # log first, only one insert wins, and the losers drop their log and answer the
+        # winner's session. The winner may be deleted before a loser reads it: try again.
+        for _ in range(CREATE_ATTEMPTS):
+            if p.client_session_id is not None:
+                found = await self.catalog.run(
+                    self.catalog.find_by_client, actor, project, p.client_session_id
+                )
+                if found is not None:
+                    self._attach(found[0], p.access_token, mcp_specs, p.sandbox)
+                    return t.SessionCreateResult(session=self._session(found), created=False)
+            session_id = await self._insert_new(p, actor, project)
+            if session_id is not None:
+                break
+        else:
+            raise SessionBusy(
+                "params.clientSessionId: another agentd keeps creating and deleting this "
+                "session; try again",
+                data={"clientSessionId": p.client_session_id},
+            )
+        self._attach(session_id, p.access_token, mcp_specs)
+        session = self._session(await self.get_row(session_id))
+        self.emit_session(session)
+        return t.SessionCreateResult(session=session, created=True)
+
+    async def _insert_new(self, p: t.SessionCreateParams, actor: str, project: str) -> str | None:
+        """Write a new session's log, then claim its row in the catalog. Returns its id,
+        or None when another create took the clientSessionId first (this one's log is
+        removed again)."""
         client_id = p.client_session_id or keys.new_client_session_id()
         now = ids.now_ms()
         session_id = ids.new_id("ses")
@@ -322,21 +376,14 @@ class SessionManager:
             "created": now,
             "updated": now,
         }
-        inserted = await self.catalog.run(self.catalog.insert_session, row)
-        if not inserted:
-            # Another daemon created the same clientSessionId first: theirs wins.
-            self._logs.pop(session_id).close()
-            await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
-            existing = await self.catalog.run(
-                self.catalog.find_by_client, actor, project, client_id
-            )
-            assert existing is not None
-            self._attach(existing[0], p.access_token, mcp_specs, p.sandbox)
-            return t.SessionCreateResult(session=self._session(existing), created=False)
-        self._attach(session_id, p.access_token, mcp_specs)
-        session = self._session(await self.get_row(session_id))
-        self.emit_session(session)
-        return t.SessionCreateResult(session=session, created=True)
+        if await self.catalog.run(self.catalog.insert_session, row):
+            return session_id
+        # The log may have left the open-log cache already (many creates at once).
+        lost = self._logs.pop(session_id, None)
+        if lost is not None:
+            lost.close()
+        await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
+        return None
 
     def _attach(
         self,
@@ -392,6 +439,8 @@ class SessionManager:
         if limit < 1:
             raise InvalidParams("params.limit: must be at least 1", data={"field": "limit"})
         state = await self.read_state(p.session_id)
+        if state.session is None:
+            raise await self.forget_broken(p.session_id, "its log has no session header")
         all_ids = list(state.messages)
         end = len(all_ids)
         if p.before is not None:
@@ -402,7 +451,8 @@ class SessionManager:
                 )
             end = all_ids.index(p.before)
         start = max(0, end - limit)
-        page = [structure(state.messages[i].to_wire(), t.Message) for i in all_ids[start:end]]
+        wire = await self.log_for(p.session_id).read_messages(all_ids[start:end])
+        page = [structure(m, t.Message) for m in wire]
         live = self.runs.live_messages(p.session_id) if self.runs is not None else {}
         if live:
             page = [live.get(m.id, m) for m in page]
@@ -424,15 +474,30 @@ class SessionManager:
             await self.get_row(p.session_id)  # 1001 when unknown
         return await self.mcp.list(p)
 
-    async def set_title(self, session_id: str, title: str) -> t.Session | None:
+    async def set_title(
+        self, session_id: str, title: str, *, generated: bool = False
+    ) -> t.Session | None:
+        """A title from the user, or `generated` by the model after a first run: a
+        generated title never replaces one the user gave, even one given while it was
+        being generated. The catalog gets the log's effective title."""
         title = " ".join(title.split())[:200] or DEFAULT_TITLE
         now = ids.now_ms()
         log = self.log_for(session_id)
-        log.append({"k": "title", "title": title, "at": now})
+        record: dict[str, Any] = {"k": "title", "title": title, "at": now}
+        if generated:
+            if (await log.read()).titled_by_user:
+                return None
+            # No await between the check and the append: a rename in this daemon lands
+            # before or after, and the log's fold ranks it above this one either way.
+            record["generated"] = True
+        log.append(record)
         await log.flush()
+        state = await log.read()
         return self._emit_row(
             await self.catalog.run(
-                self.catalog.update_session, session_id, {"title": title, "updated": now}
+                self.catalog.update_session,
+                session_id,
+                {"title": state.title or title, "updated": now},
             )
         )
 
@@ -454,7 +519,7 @@ class SessionManager:
         await self.catalog.run(self.catalog.delete_sessions, doomed)
         for sid, row in zip(doomed, rows, strict=True):
             if row is not None:
-                await self.toolctx.remove(row[9])
+                await self.toolctx.discard_stale(row[9])
             log = self._logs.pop(sid, None)
             if log is not None:
                 await log.flush()

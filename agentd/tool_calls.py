@@ -35,6 +35,7 @@ from agentd.config import Config, SandboxConfig
 from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
+from agentd.protocol.encoding import encoding_problems, repair_text
 from agentd.sandbox import Confinement, SandboxStatus
 from agentd.tools import (
     BUILTIN_TOOLS,
@@ -449,11 +450,13 @@ class ToolRunner:
             return "the editor answered tool/execute without an output string", None, None, True
         # Truncation may write the full text to a spill file: off the event loop.
         output = await asyncio.to_thread(
-            truncate_output, result["output"], self.env, call_id=part.call_id
+            truncate_output, repair_text(result["output"]), self.env, call_id=part.call_id
         )
         metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
+        if metadata is not None and encoding_problems(metadata):
+            metadata = None  # it could be neither stored nor sent on
         title = result.get("title") if isinstance(result.get("title"), str) else None
-        return output, title, metadata, result.get("isError") is True
+        return output, title and repair_text(title), metadata, result.get("isError") is True
 
     async def _mcp_tool(
         self, turn: Any, tool: McpTool, part: t.ToolPart, tool_input: Any
@@ -471,7 +474,9 @@ class ToolRunner:
         finally:
             progress.close()
         text, is_error = result_text(result)
-        output = await asyncio.to_thread(truncate_output, text, self.env, call_id=part.call_id)
+        output = await asyncio.to_thread(
+            truncate_output, repair_text(text), self.env, call_id=part.call_id
+        )
         # No title of its own: the completed part keeps the running one.
         return output, None, _mcp_metadata(tool), is_error
 
@@ -553,10 +558,14 @@ def parse_arguments(raw: str) -> tuple[Any, str | None]:
         return {}, None
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         return {"_raw": raw[:2000]}, f"the arguments are not valid JSON ({exc})"
     if not isinstance(value, dict):
         return {"_raw": raw[:2000]}, "the arguments must be a JSON object"
+    problems = encoding_problems(value, "arguments", limit=3)
+    if problems:
+        # Python's parser takes integers of any size and nesting orjson cannot store.
+        return {"_raw": raw[:2000]}, "the arguments cannot be used: " + "; ".join(problems)
     return value, None
 
 
@@ -618,9 +627,9 @@ def command_policy(
     status: SandboxStatus,
     mode: str,
     env: ToolEnv,
-    tool_context_file: Path,
+    tool_context_files: tuple[Path, ...],
 ) -> CommandPolicy:
-    """The run's command policy: its own tool-context file and the session's saved tool
+    """The run's command policy: its own tool-context files and the session's saved tool
     outputs stay readable inside agentd's hidden directories."""
     return CommandPolicy(
         mode=mode,
@@ -628,7 +637,7 @@ def command_policy(
         status=status,
         workspace=env.workspace_root,
         hidden=agentd_paths(config),
-        readable=(tool_context_file, env.spill_dir),
+        readable=(*tool_context_files, env.spill_dir),
     )
 
 

@@ -130,6 +130,9 @@ class Turn:
         )
         self.cost = Decimal(0)
         self._open_text: t.TextPart | t.ReasoningPart | None = None
+        # Deltas of the open part not yet joined into its `text`: appending to a str
+        # attribute copies the whole text per delta (quadratic in a long answer).
+        self._open_chunks: list[str] = []
 
     # --- parts -------------------------------------------------------------------------
 
@@ -148,10 +151,21 @@ class Turn:
             self._open_text = part
             # Logged empty now; its text is checkpointed as deltas and written whole at its end.
             self.add_part(part)
-        part.text += text
+        self._open_chunks.append(text)
         self.stream.delta(self.message.id, part.id, text)
 
+    def _join_open_text(self) -> None:
+        if self._open_text is not None and self._open_chunks:
+            self._open_text.text = "".join([self._open_text.text, *self._open_chunks])
+            self._open_chunks = []
+
+    def snapshot(self) -> t.Message:
+        """The message as it stands, open text included (for readers during the run)."""
+        self._join_open_text()
+        return self.message
+
     def close_text(self) -> None:
+        self._join_open_text()
         part, self._open_text = self._open_text, None
         if part is not None:
             part.time.end = ids.now_ms()

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from rpc_client import Daemon, daemon_env  # noqa: E402
+from session_logs import grow_session  # noqa: E402
 
 from agentd.scripted_model import ScriptedModelServer  # noqa: E402
 
@@ -266,6 +267,91 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_long_stream(srv: ScriptedModelServer, sizes: tuple[int, ...]) -> None:
+    """One answer of n tiny deltas (4 characters each) as fast as the server sends them:
+    the time must grow linearly with n. `session/list` is timed while it streams."""
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    for n in sizes:
+        srv.enqueue({"text": "abc " * n, "chunkSize": 4})
+        start = time.perf_counter()
+        chat_id = d.request_async(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+        )
+        list_ms = []
+        while chat_id not in d.responses:
+            t0 = time.perf_counter()
+            d.call("session/list", {"limit": 1}, timeout=120)
+            list_ms.append((time.perf_counter() - t0) * 1000)
+        d.result(chat_id, timeout=600)
+        elapsed = time.perf_counter() - start
+        report(
+            f"long_stream_{n // 1000}k_deltas",
+            elapsed,
+            "s",
+            f"{4 * n / elapsed / 1e6:.2f} M chars/s; session/list meanwhile: median "
+            f"{statistics.median(list_ms):.1f} ms, max {max(list_ms):.1f} ms",
+        )
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
+    """A session of `messages` tiny messages: the daemon's RSS once it has been chatted
+    in, and a chat's round trip (tiny answer), against the same chat in a new session."""
+    tmp = fresh_dir()
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+    small = d.call("session/create", {"title": "small"})["session"]["id"]
+    big = d.call("session/create", {"title": "big"})["session"]["id"]
+    d.call("session/chat", {"sessionId": big, "parts": [{"type": "text", "text": "hi"}]})
+    d.stop()
+    grow_session(tmp, big, messages // 2 - 1)
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+
+    import psutil
+
+    proc = psutil.Process(d.proc.pid)
+
+    def chat_ms(sid: str) -> tuple[list[float], float]:
+        """Round trips, and agentd's CPU time per chat (what the daemon itself spends,
+        apart from the model server parsing a long history on the other side)."""
+        times = []
+        cpu_before = 0.0
+        for i in range(12):
+            if i == 2:
+                cpu = proc.cpu_times()
+                cpu_before = cpu.user + cpu.system
+            start = time.perf_counter()
+            d.call(
+                "session/chat",
+                {"sessionId": sid, "parts": [{"type": "text", "text": f"hi {i}"}]},
+                timeout=120,
+            )
+            times.append((time.perf_counter() - start) * 1000)
+        cpu = proc.cpu_times()
+        return times[2:], (cpu.user + cpu.system - cpu_before) * 1000 / 10
+
+    base, base_cpu = chat_ms(small)
+    times, cpu = chat_ms(big)
+    report(
+        f"chat_in_a_{messages // 1000}k_message_session_median",
+        statistics.median(times),
+        "ms",
+        f"a new session: {statistics.median(base):.1f} ms",
+    )
+    report(
+        f"agentd_cpu_per_chat_{messages // 1000}k_message_session",
+        cpu,
+        "ms",
+        f"a new session: {base_cpu:.1f} ms",
+    )
+    report(f"rss_with_a_{messages // 1000}k_message_session", rss_mib(d.proc.pid), "MiB")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     d, tmp = _chat_daemon(srv)
     sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
@@ -483,6 +569,10 @@ def main() -> int:
             bench_token_latency(srv)
         if want("throughput"):
             bench_throughput_and_disk(srv)
+        if want("big-session"):
+            bench_big_session(srv, 20_000)
+        if want("long-stream"):
+            bench_long_stream(srv, (100_000, 200_000) if quick else (100_000, 200_000, 400_000))
         if want("concurrent"):
             bench_concurrent_streams(srv, 20 if quick else 100)
         if want("abort"):

@@ -329,6 +329,8 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
         "other context": f"cat {contexts}/alice.p.other.json",
         "context dir": "ls -A $AGENTD_TOOL_CONTEXT_DIR",
         "own context": 'cat "$AGENTD_TOOL_CONTEXT_DIR/$AGENTD_SESSION_SCOPE_KEY.json"',
+        # The reader API for tools written in Python (it checks the run's lock, too).
+        "toolctx.read": f"{shlex.quote(sys.executable)} -c {shlex.quote(READ_CONTEXT)}",
     }
 
     def run(sid: str) -> tuple[dict[str, str], str]:
@@ -344,8 +346,9 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
     assert "SQLite format 3" not in confined["catalog"]
     assert "other-run-context" not in confined["other context"]
     scope_key = box.d.call("session/get", {"sessionId": confined_sid})["session"]["sessionScopeKey"]
-    assert confined["context dir"] == f"{scope_key}.json"
+    assert confined["context dir"].split() == [f"{scope_key}.json", f"{scope_key}.{run_id}.run"]
     assert json.loads(confined["own context"])["runId"] == run_id
+    assert confined["toolctx.read"] == run_id
 
     full, run_id = run(box.session("full-access", clientSessionId="full"))
     assert "secret-from-session-b" in full["other log"]
@@ -354,6 +357,10 @@ def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, mod
     assert full["catalog"] == "SQLite format 3"
     assert "other-run-context" in full["other context"]
     assert json.loads(full["own context"])["runId"] == run_id
+    assert full["toolctx.read"] == run_id
+
+
+READ_CONTEXT = "from agentd import toolctx; print((toolctx.read() or {}).get('runId'))"
 
 
 # --- network -------------------------------------------------------------------------------
@@ -493,6 +500,42 @@ def test_background_processes_end_when_the_call_is_aborted_or_agentd_dies(start)
         assert running(fg_token) == [] and running(setsid_token) != []
     finally:
         kill_all(setsid_token, fg_token)
+
+
+LIFELINE = """
+import os, subprocess, sys
+from pathlib import Path
+from agentd import sandbox
+status = sandbox.detect()
+confinement = sandbox.Confinement(status.mechanism, "workspace-write", False, Path(sys.argv[1]))
+command = f"sleep {sys.argv[2]} & setsid sleep {sys.argv[2]} & echo started; wait"
+launch = confinement.launch(["/bin/bash", "-c", command], dict(os.environ))
+proc = subprocess.Popen(launch.argv, env=launch.env, pass_fds=launch.pass_fds,
+                        stdout=subprocess.PIPE, text=True)
+launch.close_child_ends()
+assert proc.stdout.readline() == "started\\n"
+os.close(sandbox._lifeline_fds[1])  # what agentd's death does to the lifeline
+print(proc.wait(timeout=20))
+"""
+
+
+def test_a_sandbox_ends_when_its_lifeline_closes_whatever_bwrap_does(tmp_path):
+    """The second line behind --die-with-parent (which was seen to miss under load):
+    here the launching process stays alive, so only the lifeline can end the sandbox."""
+    bwrap()
+    token = f"6{secrets.randbelow(10**6):06d}.71"
+    done = subprocess.run(
+        [sys.executable, "-c", LIFELINE, str(tmp_path), token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert done.stdout.strip() == "137", done.stderr  # bash killed (SIGKILL)
+        assert running(token) == []
+    finally:
+        kill_all(token)
 
 
 # --- what works confined -------------------------------------------------------------------

@@ -8,6 +8,7 @@ dropped: an absent field and null mean the same.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from agentd.protocol import types as t
+from agentd.protocol.encoding import encoding_problems
 
 _CAMEL_RE = re.compile(r"_([a-z])")
 
@@ -39,7 +41,10 @@ def _strict(kind: type, name: str) -> Any:
 def _float_hook(value: Any, _: type) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected number, got {type(value).__name__}")
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):  # Python's json parser reads NaN and Infinity
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _tagged(union: Any, tag: str) -> Any:
@@ -102,6 +107,23 @@ def structure(data: Any, cls: type[Any]) -> Any:
     return converter.structure(data, cls)
 
 
+class Unencodable(ValueError):
+    """Params holding what cannot be stored or sent (see `agentd.protocol.encoding`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def structure_params(data: Any, cls: type[Any]) -> Any:
+    """Params from the editor: refused whole (nothing is stored) when any value in them
+    cannot be encoded, else structured strictly."""
+    problems = encoding_problems(data)
+    if problems:
+        raise Unencodable(problems)
+    return converter.structure(data, cls)
+
+
 def unstructure(obj: Any) -> Any:
     return converter.unstructure(obj)
 
@@ -122,6 +144,8 @@ def _format_exception(exc: BaseException, expected: type | None) -> str:
 def describe_error(exc: BaseException) -> list[str]:
     """Messages naming each offending field by its wire name, e.g.
     `params.sessionId: expected string, got int`."""
+    if isinstance(exc, Unencodable):
+        return exc.problems
     try:
         lines = cattrs.transform_error(exc, path="params", format_exception=_format_exception)
     except Exception:
@@ -133,4 +157,12 @@ def describe_error(exc: BaseException) -> list[str]:
     return out or [str(exc)]
 
 
-__all__ = ["converter", "describe_error", "structure", "to_camel", "unstructure"]
+__all__ = [
+    "Unencodable",
+    "converter",
+    "describe_error",
+    "structure",
+    "structure_params",
+    "to_camel",
+    "unstructure",
+]

@@ -364,6 +364,8 @@ class InitializeResult:
     capabilities: ServerCapabilities
     tool_context_dir: str
     sandbox: SandboxInfo
+    # Why tool contexts are unavailable (the directory was refused); absent when they work.
+    tool_context_error: str | None = None
 
 
 @attrs.define

@@ -264,11 +264,15 @@ class Catalog:
         ]
 
     def delete_sessions(self, ids: Iterable[str]) -> None:
-        ids = list(ids)
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("DELETE FROM sessions WHERE id = ?", [(i,) for i in ids])
-            self.db.executemany("DELETE FROM runs WHERE session_id = ?", [(i,) for i in ids])
+            self.delete_rows(ids)
+
+    def delete_rows(self, ids: Iterable[str]) -> None:
+        """Delete sessions and their runs inside the caller's transaction."""
+        keys = [(i,) for i in ids]
+        self.db.executemany("DELETE FROM sessions WHERE id = ?", keys)
+        self.db.executemany("DELETE FROM runs WHERE session_id = ?", keys)
 
     def busy_sessions(self) -> list[tuple[Any, ...]]:
         return self.db.execute(

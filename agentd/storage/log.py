@@ -2,7 +2,9 @@
 
 Records (one JSON object per line, key `k` says which):
   session  the session's immutable fields, first line
-  title    a new title
+  title    a new title; `generated: true` for one the model wrote, which never replaces
+           a title the user gave (in session/create or session/update), whatever the
+           order the records were written in
   message  a message's fields without parts (insert or replace by id)
   part     a part snapshot at a boundary (insert or replace by id)
   delta    streamed text since the last checkpoint, appended to a part's `text`
@@ -33,11 +35,13 @@ import attrs
 import orjson
 
 from agentd.errors import StorageError
+from agentd.history import encoded, message_to_chat
 
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = "run.lock"
+MAX_TOTAL = 2**63 - 1
 
 # One thread writes every log: FIFO keeps each log's records in order, and the event
 # loop never blocks on disk. (Measured: one executor hop per append is 3-5x cheaper
@@ -50,13 +54,81 @@ def cost_str(value: Decimal) -> str:
     return format(value.normalize(), "f") if value else "0"
 
 
+# Messages kept whole in memory: the latest ones (what session/messages shows by
+# default, what a run's recovery and compaction look at). Older complete messages are
+# *settled*: their parts are dropped from memory and read from the log when asked for
+# (session/messages paging, export); what the model needs of them, their chat-format
+# messages, is kept (a tenth of the size). A 20,000-message session thus costs a few
+# MiB, not hundreds.
+RECENT_MESSAGES = 100
+# What a settled message keeps of its fields.
+_SETTLED_META = ("id", "role", "runId", "time", "summary")
+
+
 @attrs.define
 class MessageState:
     meta: dict[str, Any]
-    parts: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    # None once settled (see RECENT_MESSAGES).
+    _parts: dict[str, dict[str, Any]] | None = attrs.Factory(dict)
+    # Checkpointed text not yet joined into its part: joining per record would copy a
+    # long answer's whole text once per checkpoint.
+    _deltas: dict[str, list[str]] = attrs.Factory(dict)
+    # The byte range of the log that holds this message's records.
+    start: int = 0
+    end: int = 0
+    # Its chat-format messages, computed and encoded once (see `agentd.history`); None
+    # when not yet computed or changed since.
+    chat: list[orjson.Fragment] | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._parts is None
+
+    @property
+    def parts(self) -> dict[str, dict[str, Any]]:
+        if self._parts is None:
+            raise RuntimeError(f"message {self.meta.get('id')} is settled: read it from the log")
+        if self._deltas:
+            for part_id, chunks in self._deltas.items():
+                part = self._parts[part_id]
+                part["text"] = "".join([part.get("text", ""), *chunks])
+            self._deltas = {}
+        return self._parts
+
+    @property
+    def complete(self) -> bool:
+        return bool((self.meta.get("time") or {}).get("completed"))
+
+    def add_delta(self, part_id: str, text: str) -> None:
+        if self._parts is not None and part_id in self._parts:
+            self._deltas.setdefault(part_id, []).append(text)
+            self.chat = None
+
+    def set_part(self, part: dict[str, Any]) -> None:
+        if self._parts is None:
+            return
+        # A snapshot holds all the text so far: earlier deltas are included.
+        self._deltas.pop(part["id"], None)
+        self._parts[part["id"]] = part
+        self.chat = None
+
+    def settle(self, chat: list[orjson.Fragment]) -> None:
+        self.chat = chat
+        self.meta = {k: self.meta[k] for k in _SETTLED_META if k in self.meta}
+        self._parts = None
+        self._deltas = {}
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.meta, "parts": list(self.parts.values())}
+
+
+_USAGE_KEYS = (
+    "inputTokens",
+    "outputTokens",
+    "reasoningTokens",
+    "cacheReadTokens",
+    "cacheWriteTokens",
+)
 
 
 @attrs.define
@@ -65,52 +137,83 @@ class LogState:
 
     session: dict[str, Any] | None = None
     title: str | None = None
-    title_at: int = 0
+    # The user named the session: generated titles no longer apply.
+    titled_by_user: bool = False
     messages: dict[str, MessageState] = attrs.Factory(dict)
     open_runs: dict[str, dict[str, Any]] = attrs.Factory(dict)
-    extra_usage: dict[str, int] = attrs.Factory(dict)
-    extra_cost: Decimal = Decimal(0)
     compact_from: str | None = None
     compact_keep: list[str] = attrs.Factory(list)
     last_at: int = 0
-    bad_lines: int = 0
+    # The usage of the latest step (its step-finish part), unless a summary came after
+    # it: what decides whether the next run compacts first.
+    last_step_usage: dict[str, Any] | None = None
+    # Running totals of every message's usage and cost, and of calls outside messages
+    # (titles, summaries): kept as records are folded, never summed over the history.
+    usage: dict[str, int] = attrs.Factory(lambda: dict.fromkeys(_USAGE_KEYS, 0))
+    cost: Decimal = Decimal(0)
+    # Settled messages that received records since (rare): read again from the log.
+    touched: set[str] = attrs.Factory(set)
+    # Message ids in log order, and those out of the recent window not yet settled.
+    _order: list[str] = attrs.Factory(list)
+    _outside: set[str] = attrs.Factory(set)
 
-    def apply(self, rec: dict[str, Any]) -> None:
+    def apply(self, rec: dict[str, Any], start: int = 0, end: int = 0) -> None:
+        """Fold one record; `start`/`end` are its byte range in the log."""
         kind = rec.get("k")
-        if kind == "delta":
+        if kind in ("delta", "part"):
             msg = self.messages.get(rec["m"])
-            part = msg.parts.get(rec["p"]) if msg else None
-            if part is not None:
-                part["text"] = part.get("text", "") + rec["d"]
-            return
-        if kind == "part":
-            msg = self.messages.get(rec["m"])
-            if msg is not None:
+            if msg is None:
+                return
+            msg.end = end
+            if msg.settled:
+                self.touched.add(rec["m"])
+            elif kind == "delta":
+                msg.add_delta(rec["p"], rec["d"])
+            else:
                 part = rec["part"]
-                msg.parts[part["id"]] = part
+                msg.set_part(part)
+                if part.get("type") == "step-finish":
+                    self.last_step_usage = part.get("usage") or {}
             return
         if kind == "message":
             meta = rec["message"]
             existing = self.messages.get(meta["id"])
             if existing is None:
-                self.messages[meta["id"]] = MessageState(meta=meta)
+                self._count(meta, +1)
+                self.messages[meta["id"]] = MessageState(meta=meta, start=start, end=end)
+                self._order.append(meta["id"])
+                if len(self._order) > RECENT_MESSAGES:
+                    self._left_window(self._order[-RECENT_MESSAGES - 1])
             else:
-                existing.meta = meta
+                self._count(existing.meta, -1)
+                self._count(meta, +1)
+                existing.end = end
+                if existing.settled:
+                    self.touched.add(meta["id"])
+                else:
+                    existing.meta = meta
+                    existing.chat = None
+                    if meta["id"] in self._outside:
+                        self._try_settle(meta["id"])
+            if meta.get("summary"):
+                self.last_step_usage = None
         elif kind == "session":
             self.session = rec["session"]
             self.title = self.title or rec["session"].get("title")
+            self.titled_by_user = self.titled_by_user or bool(rec["session"].get("titleSet"))
         elif kind == "title":
-            self.title = rec["title"]
-            self.title_at = rec.get("at", 0)
+            if not rec.get("generated"):
+                self.titled_by_user = True
+                self.title = rec["title"]
+            elif not self.titled_by_user:
+                self.title = rec["title"]
         elif kind == "run":
             if rec["state"] == "start":
                 self.open_runs[rec["run"]] = rec
             else:
                 self.open_runs.pop(rec["run"], None)
         elif kind == "usage":
-            for key, value in rec["usage"].items():
-                self.extra_usage[key] = self.extra_usage.get(key, 0) + int(value)
-            self.extra_cost += Decimal(str(rec.get("cost", 0)))
+            self._add(rec["usage"], rec.get("cost", 0), +1)
         elif kind == "compact":
             self.compact_from = rec["from"]
             self.compact_keep = list(rec.get("keep") or ())
@@ -118,27 +221,55 @@ class LogState:
         if isinstance(at, int) and at > self.last_at:
             self.last_at = at
 
+    def _count(self, meta: dict[str, Any], sign: int) -> None:
+        usage = meta.get("usage")
+        if usage or meta.get("cost"):
+            self._add(usage or {}, meta.get("cost") or 0, sign)
+
+    def _add(self, usage: dict[str, Any], cost: Any, sign: int) -> None:
+        for key, value in usage.items():
+            self.usage[key] = self.usage.get(key, 0) + sign * int(value)
+        self.cost += sign * Decimal(str(cost))
+
+    def _left_window(self, message_id: str) -> None:
+        """A new message pushed `message_id` out of the recent window."""
+        self._outside.add(message_id)
+        self._try_settle(message_id)
+
+    def _try_settle(self, message_id: str) -> None:
+        msg = self.messages[message_id]
+        # An incomplete message (its run still open) settles when it completes.
+        if msg.complete and not _has_file_parts(msg):
+            msg.settle(encoded(message_to_chat(msg.to_wire())))
+            self._outside.discard(message_id)
+
     def usage_and_cost(self) -> tuple[dict[str, int], Decimal]:
-        usage = dict(self.extra_usage)
-        cost = self.extra_cost
-        for msg in self.messages.values():
-            for key, value in (msg.meta.get("usage") or {}).items():
-                usage[key] = usage.get(key, 0) + int(value)
-            if msg.meta.get("cost"):
-                cost += Decimal(str(msg.meta["cost"]))
-        return usage, cost
+        return dict(self.usage), self.cost
 
     def catalog_totals(self) -> dict[str, Any]:
         """The session's usage and cost as the catalog's columns."""
-        usage, cost = self.usage_and_cost()
+
+        def column(key: str) -> int:
+            # SQLite integers are 64-bit; a total past that saturates (logs written
+            # before usage was clamped at the provider may hold any figure).
+            return min(max(self.usage.get(key, 0), 0), MAX_TOTAL)
+
         return {
-            "input_tokens": usage.get("inputTokens", 0),
-            "output_tokens": usage.get("outputTokens", 0),
-            "reasoning_tokens": usage.get("reasoningTokens", 0),
-            "cache_read_tokens": usage.get("cacheReadTokens", 0),
-            "cache_write_tokens": usage.get("cacheWriteTokens", 0),
-            "cost": cost_str(cost),
+            "input_tokens": column("inputTokens"),
+            "output_tokens": column("outputTokens"),
+            "reasoning_tokens": column("reasoningTokens"),
+            "cache_read_tokens": column("cacheReadTokens"),
+            "cache_write_tokens": column("cacheWriteTokens"),
+            "cost": cost_str(self.cost),
         }
+
+
+def _has_file_parts(msg: MessageState) -> bool:
+    # A user message's attached files are read again at every run (their text may have
+    # changed): such a message keeps its parts.
+    return msg.meta.get("role") == "user" and any(
+        p.get("type") == "file" for p in msg.parts.values()
+    )
 
 
 def encode(records: Iterable[dict[str, Any]]) -> bytes:
@@ -246,18 +377,72 @@ class SessionLog:
                 data = f.read(size - self._offset)
         except FileNotFoundError:
             return self._state
+        state = self._state
         # Only whole lines; a partial last line may still be being written.
         end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            if not line.strip():
-                continue
-            try:
-                self._state.apply(orjson.loads(line))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                self._state.bad_lines += 1
-                logger.warning("skipping unreadable line in %s", self.path)
+        pos = 0
+        while pos < end:
+            nl = data.index(b"\n", pos)
+            line = data[pos:nl]
+            if line.strip():
+                try:
+                    state.apply(orjson.loads(line), self._offset + pos, self._offset + nl + 1)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+                    logger.warning("skipping unreadable line in %s", self.path)
+            pos = nl + 1
         self._offset += end
-        return self._state
+        if state.touched:
+            self._refold(state.touched)
+            state.touched = set()
+        return state
+
+    def _fold_span(self, ids: set[str]) -> dict[str, MessageState]:
+        """Messages `ids` folded whole again from their byte ranges in the log."""
+        spans = [self._state.messages[i] for i in ids if i in self._state.messages]
+        if not spans:
+            return {}
+        first = min(m.start for m in spans)
+        last = max(m.end for m in spans)
+        with open(self.path, "rb") as f:
+            f.seek(first)
+            data = f.read(last - first)
+        folded: dict[str, MessageState] = {}
+        for line in data.splitlines():
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            kind = rec.get("k")
+            if kind == "message" and rec["message"].get("id") in ids:
+                meta = rec["message"]
+                if meta["id"] in folded:
+                    folded[meta["id"]].meta = meta
+                else:
+                    folded[meta["id"]] = MessageState(meta=meta)
+            elif kind in ("part", "delta") and rec.get("m") in folded:
+                msg = folded[rec["m"]]
+                if kind == "part":
+                    msg.set_part(rec["part"])
+                else:
+                    msg.add_delta(rec["p"], rec["d"])
+        return folded
+
+    def _refold(self, ids: set[str]) -> None:
+        """Settled messages that received records: their chat-format messages again."""
+        for message_id, fresh in self._fold_span(ids).items():
+            self._state.messages[message_id].settle(encoded(message_to_chat(fresh.to_wire())))
+
+    def read_messages_sync(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Messages `ids` whole, as wire dicts, in the order given: from memory when they
+        are recent, from the log when settled."""
+        messages = self._state.messages
+        settled = {i for i in ids if i in messages and messages[i].settled}
+        loaded = self._fold_span(settled) if settled else {}
+        return [(loaded[i] if i in loaded else messages[i]).to_wire() for i in ids]
+
+    async def read_messages(self, ids: list[str]) -> list[dict[str, Any]]:
+        async with self._read_lock:
+            return await asyncio.to_thread(self.read_messages_sync, ids)
 
     def read_sync(self) -> LogState:
         return self._read_new()

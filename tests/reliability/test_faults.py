@@ -323,6 +323,9 @@ def test_tool_context_modes_with_a_permissive_umask(tmp_path, model):
         ctx_dir = tmp_path / "state" / "tool-context"
         seen["dir"] = stat.S_IMODE(os.stat(ctx_dir).st_mode)
         seen["file"] = stat.S_IMODE(os.stat(ctx_dir / f"{params['sessionScopeKey']}.json").st_mode)
+        # The run's record too (and anything else agentd put there).
+        seen["all"] = {stat.S_IMODE(p.lstat().st_mode) for p in ctx_dir.iterdir()}
+        seen["count"] = len(list(ctx_dir.iterdir()))
         return {"output": "ok"}
 
     d.handlers["tool/execute"] = execute
@@ -337,7 +340,7 @@ def test_tool_context_modes_with_a_permissive_umask(tmp_path, model):
         },
     )
     d.stop()
-    assert seen == {"dir": 0o700, "file": 0o600}
+    assert seen == {"dir": 0o700, "file": 0o600, "all": {0o600}, "count": 2}
     log_dir = tmp_path / "data" / "sessions" / sid
     assert stat.S_IMODE(os.stat(log_dir / "log.jsonl").st_mode) == 0o600
 

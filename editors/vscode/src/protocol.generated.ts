@@ -77,6 +77,7 @@ export interface InitializeResult {
   capabilities: ServerCapabilities;
   toolContextDir: string;
   sandbox: SandboxInfo;
+  toolContextError?: string;
 }
 
 export interface McpListParams {

@@ -1,0 +1,89 @@
+"""A title the user gives always wins over a generated one: whenever the rename lands
+(before, during or after the title request), in this daemon or another, and after a
+restart."""
+
+from __future__ import annotations
+
+import pytest
+from rpc_client import Daemon, daemon_env
+from test_chat import chat
+
+
+def title_in_log(tmp_path, sid) -> list[str]:  # type: ignore[no-untyped-def]
+    import json
+
+    log = tmp_path / "data" / "sessions" / sid / "log.jsonl"
+    return [r["title"] for r in map(json.loads, log.read_text().splitlines()) if r["k"] == "title"]
+
+
+@pytest.mark.parametrize("where", ["same-daemon", "other-daemon"])
+@pytest.mark.parametrize("when", ["before-request", "during-request"])
+def test_a_rename_during_title_generation_wins(spawn, model, tmp_path, where, when):
+    d = spawn(model.base_url)
+    other = spawn(model.base_url) if where == "other-daemon" else d
+    sid = d.call("session/create", {})["session"]["id"]
+    # The answer, then a slow generated title.
+    model.enqueue({"text": "answer"}, {"text": "Generated Title", "firstDelayMs": 800})
+    if when == "before-request":
+        chat_id = d.request_async(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hello"}]}
+        )
+        other.call("session/update", {"sessionId": sid, "title": "Mine"})
+        d.result(chat_id, timeout=30)
+    else:
+        chat(d, sid, "hello")
+        d.wait_for(lambda: len(model.requests()) >= 2)  # the title request is out
+        other.call("session/update", {"sessionId": sid, "title": "Mine"})
+    assert model.wait_response_end(1, timeout=30) == "completed"
+    d.stop()  # waits for the title task to end
+    if other is not d:
+        other.stop()
+    assert title_in_log(tmp_path, sid)[0] == "Mine"
+    again = spawn(model.base_url)
+    assert again.call("session/get", {"sessionId": sid})["session"]["title"] == "Mine"
+    [listed] = again.call("session/list", {})["sessions"]
+    assert listed["title"] == "Mine"
+    # Rebuilt from the logs: still the user's.
+    again.stop()
+    (tmp_path / "data" / "catalog.sqlite3").unlink()
+    rebuilt = spawn(model.base_url)
+    assert rebuilt.call("session/get", {"sessionId": sid})["session"]["title"] == "Mine"
+
+
+def test_a_generated_title_applies_when_the_user_gave_none(spawn, model):
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue({"text": "answer"}, {"text": "Generated Title"})
+    chat(d, sid, "hello")
+    assert model.wait_response_end(1, timeout=30) == "completed"
+    d.wait_for(
+        lambda: d.call("session/get", {"sessionId": sid})["session"]["title"] == "Generated Title"
+    )
+    # A later rename still applies, and a restart keeps it.
+    d.call("session/update", {"sessionId": sid, "title": "Renamed"})
+    d.stop()
+    assert spawn(model.base_url).call("session/get", {"sessionId": sid})["session"]["title"] == (
+        "Renamed"
+    )
+
+
+def test_a_generated_title_written_after_a_rename_loses_in_the_fold(tmp_path, model):
+    """Records in the other order (a daemon that wrote its generated title after the
+    user's rename, without seeing it): the rename still wins when the log is read."""
+    import json
+
+    d = Daemon(daemon_env(tmp_path, model.base_url))
+    d.initialize(workspaceRoot=str(tmp_path))
+    sid = d.call("session/create", {})["session"]["id"]
+    d.call("session/update", {"sessionId": sid, "title": "Mine"})
+    d.stop()
+    log = tmp_path / "data" / "sessions" / sid / "log.jsonl"
+    with log.open("a") as f:
+        f.write(json.dumps({"k": "title", "title": "Generated", "generated": True, "at": 1}) + "\n")
+    (tmp_path / "data" / "catalog.sqlite3").unlink()
+    d2 = Daemon(daemon_env(tmp_path, model.base_url))
+    d2.initialize(workspaceRoot=str(tmp_path))
+    try:
+        assert d2.call("session/get", {"sessionId": sid})["session"]["title"] == "Mine"
+    finally:
+        d2.stop()
