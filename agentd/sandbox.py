@@ -38,7 +38,9 @@ namespaces disabled and `--die-with-parent`:
 Root bypasses file modes, so nothing here relies on them: what is hidden is covered by a
 mount, what is read-only is a read-only mount, and a process without capabilities cannot
 undo either. The PID namespace ends the whole sandbox when the command's shell exits or
-is killed: background jobs, `setsid` and double-forked daemons included.
+is killed: background jobs, `setsid` and double-forked daemons included. Its PID 1 is a
+small `sh` of ours (`_INIT`) that also watches a lifeline pipe held by agentd, so the
+sandbox ends when agentd dies even where bwrap's parent-death signal does not reach it.
 
 Why bubblewrap, measured on the 2-core development machine (Linux 6.18, Landlock ABI 7).
 Starting `/bin/true` from Python, median (p90) of 100-150 runs each, the process given the
@@ -47,16 +49,17 @@ CPU (`chrt -f`, standing for an idle machine):
 | how | median | p90 |
 |---|---|---|
 | unconfined (`posix_spawn`/`vfork`) | 1.2 ms | 1.3 ms |
-| bwrap as launched here (all namespaces, agentd's dirs hidden) | 5.0 ms | 6.9 ms |
+| bwrap with these namespaces and mounts (agentd's dirs hidden) | 5.0 ms | 6.9 ms |
 | the same without the network namespace | 4.5 ms | 5.5 ms |
 | Landlock + `no_new_privs` in a `preexec_fn` (forces `fork()` of a 60 MB asyncio process; `vfork` there: 1.8 ms) | 7.3 ms | 7.9 ms |
 
-The whole `bash` tool call running `true` (bench/run.py, `sandbox`): 2.1 → 7.4 ms median
-(+5.2 ms) given the CPU; 2.6 → 10.7-11.3 ms (+8 to +9 ms) on the shared machine at load
-average 9.6-9.9 on 2 CPUs, where every extra process hand-off waits for a CPU. Two things
-here keep it there: the sandbox's PID 1 is awaited on a pidfd instead of polling the process
-group (which cost 3-4 ms of /proc scans under load), and no worker thread is needed to
-close the launch's descriptors.
+The whole `bash` tool call running `true` (bench/run.py, `sandbox`; the figure that
+counts, with this module's PID 1 and lifeline watchdog): 2.3 -> 8.5 ms median (+6.2 ms,
+p90 2.7 -> 10.1 ms) given the CPU; 5.4-5.9 -> 16.4-19.9 ms (+11 to +14 ms) on the shared
+machine at load average 4-5 on 2 CPUs, where every extra process hand-off waits for a CPU.
+Two things keep it there: the sandbox's PID 1 is awaited on a pidfd instead of polling
+the process group (which cost 3-4 ms of /proc scans under load), and no worker thread is
+needed to close the launch's descriptors.
 
 Landlock alone is both slower from Python (the daemon must `fork()` to run code before
 `exec`) and not enough: it grants access by allow-list, so it cannot hide
