@@ -103,6 +103,32 @@ class McpServerSpec:
 MCP_TRUST = ("ask", "allow")
 
 
+SANDBOX_MODES = ("read-only", "workspace-write", "full-access")
+SANDBOX_APPROVALS = ("always", "on-request")
+SANDBOX_UNCONFINED = ("ask", "refuse")
+
+
+@attrs.frozen
+class SandboxConfig:
+    """The `[sandbox]` table: how commands the model runs (`bash`) are confined. The mode
+    names are agentd.sandbox.MODES, repeated here so that loading the configuration
+    imports nothing of the tool machinery.
+
+    `mode`: the default for sessions that do not choose one in `session/create`.
+    `network`: whether confined commands reach the network (off by default).
+    `approval`: "always" asks through permission/request before every command (unless
+    `allow_bash`); "on-request" runs confined commands without asking and asks only for
+    what leaves the sandbox (unconfined commands, reruns with more access).
+    `unconfined`: when no sandbox is available here, "ask" for every command (saying it
+    is unconfined), or "refuse" them all.
+    """
+
+    mode: str = "workspace-write"
+    network: bool = False
+    approval: str = "always"
+    unconfined: str = "ask"
+
+
 @attrs.frozen
 class Config:
     data_dir: Path = attrs.Factory(_default_data_dir)
@@ -121,6 +147,9 @@ class Config:
     # The time budget of one glob or grep call (seconds).
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     mcp_servers: tuple[McpServerSpec, ...] = ()
+    sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
+    # The configuration file agentd read (or would read): hidden from sandboxed commands.
+    config_path: Path | None = None
     problems: tuple[str, ...] = ()
 
     @property
@@ -196,6 +225,12 @@ SEARCH_SECONDS = Kind(
 )
 TRUST = Kind('"ask" or "allow"', lambda v: isinstance(v, str) and v in MCP_TRUST)
 TABLE = Kind("a table", lambda v: isinstance(v, dict))
+
+
+def _one_of(*choices: str) -> Kind:
+    return Kind(
+        " or ".join(f'"{c}"' for c in choices), lambda v: isinstance(v, str) and v in choices
+    )
 
 
 def _keep(value: Any) -> Any:
@@ -280,6 +315,7 @@ TOP_LEVEL = Section(
         Option("providers", TABLE, "`[providers.<name>]` tables", field="", default_doc="none"),
         Option("models", TABLE, "`[models.<id>]` tables", field="", default_doc="none"),
         Option("mcp_servers", TABLE, "`[mcp_servers.<name>]` tables", field="", default_doc="none"),
+        Option("sandbox", TABLE, "the `[sandbox]` table", field="", default_doc="see below"),
         Option(
             "mcpServers",
             TABLE,
@@ -412,7 +448,30 @@ MCP_SERVER = Section(
     entry="server",
 )
 
-SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER)
+SANDBOX = Section(
+    "[sandbox]",
+    SandboxConfig,
+    (
+        Option(
+            "mode",
+            _one_of(*SANDBOX_MODES),
+            "how `bash` commands are confined, for sessions that choose none",
+        ),
+        Option("network", BOOLEAN, "confined commands reach the network"),
+        Option(
+            "approval",
+            _one_of(*SANDBOX_APPROVALS),
+            '"on-request": confined commands run without a permission request',
+        ),
+        Option(
+            "unconfined",
+            _one_of(*SANDBOX_UNCONFINED),
+            'where no sandbox works: "ask" before every command, or "refuse" them',
+        ),
+    ),
+)
+
+SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX)
 
 
 # --- reading tables through them -------------------------------------------------------
@@ -592,9 +651,20 @@ def load_config(
         providers=providers,
         models=models,
         mcp_servers=_mcp_servers(raw, env, problems),
+        sandbox=_sandbox(raw, problems),
+        config_path=path.expanduser().absolute(),
         problems=tuple(problems),
         **top,
     )
+
+
+def _sandbox(raw: Mapping[str, Any], problems: list[str]) -> SandboxConfig:
+    table = raw.get("sandbox")
+    if not isinstance(table, dict):
+        return SandboxConfig()  # absent, or reported as the wrong type at the top level
+    values, bad = read_table(SANDBOX, table, "sandbox")
+    report(SANDBOX, bad, problems)
+    return SandboxConfig(**values)
 
 
 def _providers(

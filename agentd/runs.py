@@ -325,7 +325,7 @@ class RunManager:
             await sessions.emit_session_by_id(sid)
 
             # The tool machinery loads on the first chat, not at startup (initialize latency).
-            from agentd.tool_calls import Permissions, ToolRunner, tool_env
+            from agentd.tool_calls import Permissions, ToolRunner, command_policy, tool_env
 
             workspace = header.get("workspaceRoot") or sessions.editor.workspace_root
             env = tool_env(
@@ -334,6 +334,14 @@ class RunManager:
                 scope_key,
                 sessions.toolctx.directory,
                 search_timeout_s=self.config.search_timeout_s,
+                config=self.config,
+            )
+            commands = command_policy(
+                self.config,
+                await sessions.sandbox_status(),
+                sessions.sandbox_mode(sid, header),
+                env,
+                sessions.toolctx.run_paths(scope_key, run.run_id),
             )
             user = self._user_message(run)
             stream.message(user)
@@ -356,6 +364,7 @@ class RunManager:
                 mcp=sessions.mcp,
                 env=env,
                 permissions=self._permissions.setdefault(sid, Permissions()),
+                commands=commands,
             )
             inp = TurnInput(
                 session_id=sid,

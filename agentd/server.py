@@ -801,6 +801,7 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
                 requests=editor_requests(), notifications=agentd_notifications()
             ),
             tool_context_dir=str(manager.toolctx.directory),
+            sandbox=await manager.sandbox_info(),
             tool_context_error=manager.toolctx.unavailable,
         )
 

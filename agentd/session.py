@@ -31,6 +31,7 @@ from agentd.errors import (
 from agentd.mcp_servers import McpServers
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
+from agentd.sandbox import SandboxProbe, SandboxStatus
 from agentd.storage.catalog import DEFAULT_TITLE, Catalog
 from agentd.storage.log import LOG_NAME, LogState, SessionLog, lock_is_free
 from agentd.storage.reindex import reindex_sync
@@ -154,6 +155,10 @@ class SessionManager:
         self._run_cache: collections.OrderedDict[str, dict[str, str]] = collections.OrderedDict()
         # Filled by the run layer (agentd.runs) when it is attached.
         self.runs: Any = None
+        # Which sandbox works here: probed in a thread from the start (initialize says).
+        self.sandbox = SandboxProbe()
+        # A mode given by session/create for an existing session (this daemon only).
+        self._sandbox_modes: dict[str, str] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -212,6 +217,28 @@ class SessionManager:
                 continue
             del self._logs[sid]
             log.close()
+
+    async def sandbox_info(self) -> t.SandboxInfo:
+        status = await self.sandbox.status()
+        settings = self.config.sandbox
+        return t.SandboxInfo(
+            available=status.available,
+            mechanism=status.mechanism.name if status.mechanism else None,
+            reason=status.reason,
+            mode=cast(t.SandboxMode, settings.mode),
+            network=settings.network,
+            approval=cast(Any, settings.approval),
+            unconfined=cast(Any, settings.unconfined),
+        )
+
+    async def sandbox_status(self) -> SandboxStatus:
+        return await self.sandbox.status()
+
+    def sandbox_mode(self, session_id: str, header: dict[str, Any]) -> str:
+        """The session's sandbox mode: given to session/create, else the configured one."""
+        return (
+            self._sandbox_modes.get(session_id) or header.get("sandbox") or self.config.sandbox.mode
+        )
 
     def secrets_for(self, session_id: str) -> SensitiveContext:
         return self._secrets.setdefault(session_id, SensitiveContext())
@@ -306,7 +333,7 @@ class SessionManager:
                     self.catalog.find_by_client, actor, project, p.client_session_id
                 )
                 if found is not None:
-                    self._attach(found[0], p.access_token, mcp_specs)
+                    self._attach(found[0], p.access_token, mcp_specs, p.sandbox)
                     return t.SessionCreateResult(session=self._session(found), created=False)
             session_id = await self._insert_new(p, actor, project)
             if session_id is not None:
@@ -345,6 +372,8 @@ class SessionManager:
             "traceId": p.trace_id or keys.new_trace_id(),
             "created": now,
         }
+        if p.sandbox is not None:
+            header["sandbox"] = p.sandbox
         log = self.log_for(session_id)
         log.append({"k": "session", "session": header, "at": now})
         await log.flush()
@@ -372,12 +401,19 @@ class SessionManager:
         return None
 
     def _attach(
-        self, session_id: str, token: str | None, mcp_specs: list[McpServerSpec] | None
+        self,
+        session_id: str,
+        token: str | None,
+        mcp_specs: list[McpServerSpec] | None,
+        sandbox: str | None = None,
     ) -> None:
-        """What session/create gives a session in memory only: its access token and its
-        own MCP servers (their env and headers may hold secrets too)."""
+        """What session/create gives a session in memory only: its access token, its
+        own MCP servers (their env and headers may hold secrets too), and a sandbox mode
+        given again for an existing session (a new one keeps its mode in its log)."""
         if token is not None:
             self.secrets_for(session_id).access_token = token
+        if sandbox is not None:
+            self._sandbox_modes[session_id] = sandbox
         if mcp_specs is not None:
             self.mcp.set_session_servers(session_id, mcp_specs)
 
@@ -504,6 +540,7 @@ class SessionManager:
                 await log.flush()
                 log.close()
             self._secrets.pop(sid, None)
+            self._sandbox_modes.pop(sid, None)
             self.mcp.drop_session(sid)
             await asyncio.to_thread(shutil.rmtree, self.session_dir(sid), True)
         for run_id in [r for r, v in self._run_cache.items() if v["sessionId"] in doomed]:

@@ -2,6 +2,19 @@
 MCP servers' tools, permission checks (`permission/request`), and the tool part's
 state machine pending → running → completed | error. A failing tool is a result the
 model reads, never a protocol error.
+
+Commands (`bash`) run in the session's sandbox (`agentd.sandbox`), and approval follows
+confinement (`CommandPolicy`):
+
+- confined (`read-only`, `workspace-write`): asked first unless `[sandbox] approval =
+  "on-request"` (or `allow_bash`);
+- `full-access` chosen by the user: asked first unless `allow_bash`, as before sandboxes;
+- confined mode but no sandbox here: always asked, the request saying the command runs
+  unconfined and why (no remembered answer, no `allow_bash`), or refused outright with
+  `[sandbox] unconfined = "refuse"`;
+- a confined command the sandbox made fail: the editor is asked whether to rerun it with
+  more access (read-only → workspace-write → full-access); the model reads either the
+  rerun's output or the refusal in words it can act on.
 """
 
 from __future__ import annotations
@@ -9,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -17,11 +31,20 @@ from typing import Any
 import attrs
 
 from agentd import ids
-from agentd.config import Config
+from agentd.config import Config, SandboxConfig
 from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
+from agentd.protocol.converter import unstructure
 from agentd.protocol.encoding import encoding_problems, repair_text
-from agentd.tools import BUILTIN_TOOLS, DEFAULT_TOOLS, ToolEnv, run_builtin_tool, truncate_output
+from agentd.sandbox import Confinement, SandboxStatus
+from agentd.tools import (
+    BUILTIN_TOOLS,
+    DEFAULT_TOOLS,
+    ToolEnv,
+    ToolOutput,
+    run_builtin_tool,
+    truncate_output,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +69,65 @@ class Permissions:
         self.decisions[self.key(tool, tool_input)] = allowed
 
 
+@attrs.frozen
+class CommandPlan:
+    """How one command runs: what the editor is told, and the confinement (None: it
+    runs unconfined)."""
+
+    info: t.CommandSandbox
+    confinement: Confinement | None
+
+
+@attrs.frozen
+class CommandPolicy:
+    """How a run's commands are confined: the session's mode, the `[sandbox]` settings,
+    what works on this machine, and agentd's paths the command must not see."""
+
+    mode: str
+    settings: SandboxConfig
+    status: SandboxStatus
+    workspace: Path
+    hidden: tuple[Path, ...] = ()
+    readable: tuple[Path, ...] = ()
+
+    def plan(self, mode: str | None = None) -> CommandPlan:
+        mode = mode or self.mode
+        if mode == "full-access":
+            return CommandPlan(t.CommandSandbox(mode="full-access", network=True), None)
+        if self.status.mechanism is None:
+            info = t.CommandSandbox(mode="full-access", network=True, fallback=self.status.reason)
+            return CommandPlan(info, None)
+        network = self.settings.network
+        confinement = Confinement(
+            self.status.mechanism,
+            mode,
+            network,
+            self.workspace,
+            hidden=self.hidden,
+            readable=self.readable,
+        )
+        return CommandPlan(t.CommandSandbox(mode=_mode(mode), network=network), confinement)
+
+
+def more_access(mode: str, blocked: str) -> str:
+    """The mode to offer for a rerun of a command the sandbox blocked in `mode`."""
+    if mode == "read-only" and blocked.startswith("writing"):
+        return "workspace-write"
+    return "full-access"
+
+
+def _mode(mode: str) -> t.SandboxMode:
+    if mode not in ("read-only", "workspace-write", "full-access"):
+        raise ValueError(f"unknown sandbox mode {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def _memo_name(name: str, info: t.CommandSandbox) -> str:
+    """Remembered answers are per mode: allowing a command confined says nothing about
+    running it unconfined."""
+    return f"{name}@{info.mode}" + (f"<{info.rerun_of}" if info.rerun_of else "")
+
+
 class ToolRunner:
     def __init__(
         self,
@@ -61,6 +143,7 @@ class ToolRunner:
         mcp: McpServers,
         env: ToolEnv,
         permissions: Permissions,
+        commands: CommandPolicy,
     ) -> None:
         self.config = config
         self.link = link
@@ -81,6 +164,7 @@ class ToolRunner:
         self.mcp_tools: dict[str, McpTool] = {}
         self.env = env
         self.permissions = permissions
+        self.commands = commands
 
     async def prepare(self) -> None:
         """Start the MCP servers this run may use and take their tools (once per run:
@@ -125,19 +209,33 @@ class ToolRunner:
             else name in self.builtin and BUILTIN_TOOLS[name].writes
         )
         call_title = _mcp_title(mcp_tool, tool_input) if mcp_tool else _title(name, tool_input)
-        if needs_permission:
+        plan = (
+            self.commands.plan()
+            if name in self.builtin and BUILTIN_TOOLS[name].runs_commands
+            else None
+        )
+        sandbox = plan.info if plan is not None else None
+        if plan is not None:
+            refusal = await self._command_permission(part, tool_input, call_title, plan.info)
+        elif needs_permission:
             refusal = await self._permission(part, tool_input, call_title, mcp_tool)
-            if refusal is not None:
-                return self._error(turn, part, tool_input, start, refusal)
+        else:
+            refusal = None
+        if refusal is not None:
+            return self._error(turn, part, tool_input, start, refusal, sandbox)
         start = ids.now_ms()
         part.state = t.ToolStateRunning(
             input=tool_input,
             time=t.ToolTime(start=start),
             title=call_title,
             metadata=_mcp_metadata(mcp_tool) if mcp_tool else None,
+            sandbox=sandbox,
         )
         turn.update_part(part)
-        if name in self.builtin:
+        if plan is not None:
+            out, sandbox = await self._command(turn, part, tool_input, call_title, plan)
+            output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
+        elif name in self.builtin:
             out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
             output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
         elif mcp_tool is not None:
@@ -149,7 +247,10 @@ class ToolRunner:
         end = ids.now_ms()
         if is_error:
             part.state = t.ToolStateError(
-                input=tool_input, error=output or "failed", time=t.ToolTime(start=start, end=end)
+                input=tool_input,
+                error=output or "failed",
+                time=t.ToolTime(start=start, end=end),
+                sandbox=sandbox,
             )
         else:
             part.state = t.ToolStateCompleted(
@@ -158,15 +259,135 @@ class ToolRunner:
                 title=title or call_title,
                 metadata=metadata,
                 time=t.ToolTime(start=start, end=end),
+                sandbox=sandbox,
             )
         turn.update_part(part)
         return None
 
-    def _error(self, turn: Any, part: t.ToolPart, tool_input: Any, start: int, why: str) -> None:
+    def _error(
+        self,
+        turn: Any,
+        part: t.ToolPart,
+        tool_input: Any,
+        start: int,
+        why: str,
+        sandbox: t.CommandSandbox | None = None,
+    ) -> None:
         part.state = t.ToolStateError(
-            input=tool_input, error=why, time=t.ToolTime(start=start, end=ids.now_ms())
+            input=tool_input,
+            error=why,
+            time=t.ToolTime(start=start, end=ids.now_ms()),
+            sandbox=sandbox,
         )
         turn.update_part(part)
+
+    async def _command_permission(
+        self, part: t.ToolPart, tool_input: Any, title: str, info: t.CommandSandbox
+    ) -> str | None:
+        """None when the command may run as `info` says, else why not (the model reads it)."""
+        name = part.tool
+        settings = self.commands.settings
+        if info.fallback is not None:
+            if settings.unconfined == "refuse":
+                return (
+                    f"{name} is refused: no sandbox is available here ({info.fallback}), and "
+                    'the configuration refuses unconfined commands ([sandbox] unconfined = "refuse")'
+                )
+            # Unconfined for want of a sandbox: asked every time, whatever was answered before.
+            return await self._ask(part, tool_input, title, info, remember=False)
+        if info.mode == "full-access":
+            if self.config.allow_bash:
+                return None
+        elif settings.approval == "on-request" or self.config.allow_bash:
+            return None
+        return await self._ask(part, tool_input, title, info, remember=True)
+
+    async def _ask(
+        self,
+        part: t.ToolPart,
+        tool_input: Any,
+        title: str,
+        info: t.CommandSandbox,
+        *,
+        remember: bool,
+    ) -> str | None:
+        name = part.tool
+        memo = _memo_name(name, info)
+        if remember:
+            remembered = self.permissions.get(memo, tool_input)
+            if remembered is not None:
+                return None if remembered else f"the user refused {name} for this input"
+        if not self.editor.permission_requests:
+            unconfined = " unconfined" if info.fallback is not None else ""
+            return (
+                f"{name} needs the user's permission to run{unconfined}, and this editor "
+                "cannot ask for it (no permissionRequests capability); it is refused"
+            )
+        outcome = await self._request_permission(
+            part, tool_input, title, {"sandbox": unstructure(info)}
+        )
+        if remember and outcome in ("allow_always", "reject_always"):
+            self.permissions.remember(memo, tool_input, outcome == "allow_always")
+        return _refusal(name, outcome)
+
+    async def _request_permission(
+        self, part: t.ToolPart, tool_input: Any, title: str, extra: dict[str, Any]
+    ) -> Any:
+        """The editor's outcome, or a `_Failed` saying why there is none."""
+        try:
+            answer = await self.link.request(
+                "permission/request",
+                {
+                    "sessionId": self.session_id,
+                    "runId": self.run_id,
+                    "callId": part.call_id,
+                    "tool": part.tool,
+                    "input": tool_input,
+                    "title": title,
+                    **extra,
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return _Failed(f"permission request failed: {exc}")
+        return answer.get("outcome") if isinstance(answer, dict) else None
+
+    async def _command(
+        self, turn: Any, part: t.ToolPart, tool_input: Any, title: str, plan: CommandPlan
+    ) -> tuple[ToolOutput, t.CommandSandbox]:
+        """Run a command as planned; when the sandbox made it fail, offer the editor a
+        rerun with more access (each step up the ladder asked for separately)."""
+        env = attrs.evolve(self.env, sandbox=plan.confinement)
+        out = await run_builtin_tool(part.tool, tool_input, env, call_id=part.call_id)
+        info = plan.info
+        while out.sandbox_blocked is not None and plan.confinement is not None:
+            blocked = out.sandbox_blocked
+            info = attrs.evolve(info, blocked=blocked)
+            if not self.editor.permission_requests:
+                break
+            next_mode = more_access(plan.confinement.mode, blocked)
+            next_plan = self.commands.plan(next_mode)
+            offer = attrs.evolve(next_plan.info, blocked=blocked, rerun_of=info.mode)
+            refusal = await self._ask(
+                part, tool_input, f"rerun in {next_mode}: {title}", offer, remember=True
+            )
+            if refusal is not None:
+                note = "[The user declined to rerun it with more access.]"
+                return attrs.evolve(out, output=f"{out.output}\n{note}"), info
+            state = part.state
+            if isinstance(state, t.ToolStateRunning):
+                state.sandbox = offer
+                turn.update_part(part)
+            env = attrs.evolve(self.env, sandbox=next_plan.confinement)
+            out = await run_builtin_tool(part.tool, tool_input, env, call_id=part.call_id)
+            note = (
+                f"[rerun in {next_mode} after the {info.mode} sandbox blocked {blocked}, "
+                "with the user's permission]"
+            )
+            out = attrs.evolve(out, output=f"{note}\n{out.output}")
+            plan, info = next_plan, offer
+        return out, info
 
     async def _permission(
         self, part: t.ToolPart, tool_input: Any, title: str, mcp_tool: McpTool | None
@@ -190,33 +411,14 @@ class ToolRunner:
                 f"{name} needs the user's permission, and this editor cannot ask for it "
                 "(no permissionRequests capability); it is refused"
             )
-        try:
-            answer = await self.link.request(
-                "permission/request",
-                {
-                    "sessionId": self.session_id,
-                    "runId": self.run_id,
-                    "callId": part.call_id,
-                    "tool": name,
-                    "input": tool_input,
-                    "title": title,
-                    **(_mcp_metadata(mcp_tool) if mcp_tool else {}),
-                },
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return f"permission request failed: {exc}"
-        outcome = answer.get("outcome") if isinstance(answer, dict) else None
+        outcome = await self._request_permission(
+            part, tool_input, title, _mcp_metadata(mcp_tool) if mcp_tool else {}
+        )
         if outcome == "allow_always":
             self.permissions.remember(name, memo, True)
         elif outcome == "reject_always":
             self.permissions.remember(name, memo, False)
-        if outcome in ("allow_once", "allow_always"):
-            return None
-        if outcome in ("reject_once", "reject_always"):
-            return f"the user refused {name}"
-        return f"permission request got an invalid answer: {outcome!r}"
+        return _refusal(name, outcome)
 
     async def _client_tool(
         self, turn: Any, part: t.ToolPart, tool_input: Any
@@ -320,6 +522,22 @@ class _ProgressUpdates:
             self._timer = None
 
 
+@attrs.frozen
+class _Failed:
+    why: str
+
+
+def _refusal(name: str, outcome: Any) -> str | None:
+    """None when the editor's outcome allows the call, else why not."""
+    if isinstance(outcome, _Failed):
+        return outcome.why
+    if outcome in ("allow_once", "allow_always"):
+        return None
+    if outcome in ("reject_once", "reject_always"):
+        return f"the user refused {name}"
+    return f"permission request got an invalid answer: {outcome!r}"
+
+
 def _mcp_metadata(tool: McpTool) -> dict[str, str]:
     return {"mcpServer": tool.connection.spec.name, "mcpTool": tool.name}
 
@@ -377,6 +595,7 @@ def tool_env(
     tool_context_dir: Path,
     *,
     search_timeout_s: float,
+    config: Config | None = None,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -386,7 +605,53 @@ def tool_env(
         spill_dir=session_dir / "tool-output",
         process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
         search_timeout_s=search_timeout_s,
+        drop_env=secret_variables(config) if config is not None else frozenset(),
     )
 
 
-__all__ = ["DEFAULT_TOOLS", "Permissions", "ToolRunner", "tool_env"]
+def secret_variables(config: Config) -> frozenset[str]:
+    """Variables of agentd's environment that hold a provider's API key, whatever their
+    name (`api_key_env` may name any variable), so that processes agentd starts for the
+    model do not inherit them."""
+    keys = {p.api_key for p in config.providers.values() if p.api_key}
+    return frozenset(name for name, value in os.environ.items() if value in keys)
+
+
+def agentd_paths(config: Config) -> tuple[Path, ...]:
+    """What a confined command must not see: agentd's data, state and tool-context
+    directories and its configuration (the whole `agentd` directory when the file is in
+    one, as by default)."""
+    paths = [config.data_dir, config.state_dir, config.tool_context_dir]
+    if config.config_path is not None:
+        path = config.config_path
+        paths.append(path.parent if path.parent.name == "agentd" else path)
+    return tuple(dict.fromkeys(paths))
+
+
+def command_policy(
+    config: Config,
+    status: SandboxStatus,
+    mode: str,
+    env: ToolEnv,
+    tool_context_files: tuple[Path, ...],
+) -> CommandPolicy:
+    """The run's command policy: its own tool-context files and the session's saved tool
+    outputs stay readable inside agentd's hidden directories."""
+    return CommandPolicy(
+        mode=mode,
+        settings=config.sandbox,
+        status=status,
+        workspace=env.workspace_root,
+        hidden=agentd_paths(config),
+        readable=(*tool_context_files, env.spill_dir),
+    )
+
+
+__all__ = [
+    "DEFAULT_TOOLS",
+    "CommandPolicy",
+    "Permissions",
+    "ToolRunner",
+    "command_policy",
+    "tool_env",
+]

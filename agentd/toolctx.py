@@ -357,6 +357,14 @@ class ToolContextStore:
         # Publications still in their thread, so a release never overtakes one.
         self._publishing: dict[str, asyncio.Future[None]] = {}
 
+    def run_paths(self, scope_key: str, run_id: str) -> tuple[Path, ...]:
+        """Where a run's own context is read (`<key>.json` and its record): what a
+        sandboxed command of that run may still see in this directory."""
+        return (
+            self.directory / f"{scope_key}{CONTEXT_SUFFIX}",
+            self.directory / _record_name(scope_key, run_id),
+        )
+
     def prepare_dir(self) -> None:
         """Create (0700 whatever the umask) and check the directory, once. A refusal
         is remembered in `unavailable`, not raised."""

@@ -486,6 +486,67 @@ def bench_grep() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_sandbox(runs: int) -> None:
+    """`bash` running `true`, unconfined and in the workspace-write sandbox (agentd's
+    directories hidden, the run's tool-context file bound back), alternating so that
+    both see the same machine load. The tool call as the run loop makes it, minus the
+    model round trip."""
+    import asyncio
+
+    from agentd import sandbox
+    from agentd.tools import ToolEnv, run_builtin_tool
+
+    status = sandbox.detect()
+    if status.mechanism is None:
+        report("sandbox_unavailable", 0, "", str(status.reason))
+        return
+    tmp = fresh_dir()
+    for sub in ("ws", "data/sessions/s/tool-output", "state/tool-context", "config/agentd"):
+        (tmp / sub).mkdir(parents=True)
+    context = tmp / "state" / "tool-context" / "k.json"
+    context.write_text("{}")
+    plain = ToolEnv(workspace_root=tmp / "ws", spill_dir=tmp / "data/sessions/s/tool-output")
+    confinement = sandbox.Confinement(
+        status.mechanism,
+        "workspace-write",
+        network=False,
+        workspace=tmp / "ws",
+        hidden=(tmp / "data", tmp / "state", tmp / "state" / "tool-context", tmp / "config/agentd"),
+        readable=(context, tmp / "data/sessions/s/tool-output"),
+    )
+    confined = ToolEnv(
+        workspace_root=plain.workspace_root, spill_dir=plain.spill_dir, sandbox=confinement
+    )
+
+    async def timed(env: ToolEnv) -> float:
+        start = time.perf_counter()
+        out = await run_builtin_tool("bash", {"command": "true"}, env, call_id="b")
+        assert out.output == "(no output)", out
+        return (time.perf_counter() - start) * 1000
+
+    async def measure() -> tuple[list[float], list[float]]:
+        unconfined, sandboxed = [], []
+        for _ in range(runs):
+            unconfined.append(await timed(plain))
+            sandboxed.append(await timed(confined))
+        return unconfined, sandboxed
+
+    load = os.getloadavg()[0]
+    unconfined, sandboxed = asyncio.run(measure())
+    note = f"{runs} calls each, load average {load:.1f} on {os.cpu_count()} CPUs"
+    report("bash_true_unconfined_median", statistics.median(unconfined), "ms", note)
+    report("bash_true_unconfined_p90", pct(unconfined, 90), "ms")
+    report("bash_true_sandboxed_median", statistics.median(sandboxed), "ms", status.mechanism.name)
+    report("bash_true_sandboxed_p90", pct(sandboxed, 90), "ms")
+    report(
+        "sandbox_added_median",
+        statistics.median(sandboxed) - statistics.median(unconfined),
+        "ms",
+        "target <= 15 ms",
+    )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller counts")
@@ -506,6 +567,8 @@ def main() -> int:
         bench_walk_and_create()
     if want("grep"):
         bench_grep()
+    if want("sandbox"):
+        bench_sandbox(50 if quick else 200)
     with ScriptedModelServer() as srv:
         if want("latency"):
             bench_token_latency(srv)

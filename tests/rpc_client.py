@@ -42,10 +42,12 @@ class Daemon:
         args: list[str] | None = None,
         cwd: str | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
+        """`wrapper` is a command that runs agentd (`[*wrapper, python, -m, agentd]`)."""
         full_env = {**os.environ, **env}
         self.proc = subprocess.Popen(
-            [*AGENTD, *(args or [])],
+            [*(wrapper or []), *AGENTD, *(args or [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

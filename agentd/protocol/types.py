@@ -24,6 +24,8 @@ FinishReason = Literal[
 ]
 PermissionOutcome = Literal["allow_once", "allow_always", "reject_once", "reject_always"]
 McpState = Literal["starting", "ready", "failed", "stopped"]
+# How a command the model runs is confined; "full-access" is no sandbox at all.
+SandboxMode = Literal["read-only", "workspace-write", "full-access"]
 
 
 # --- objects -------------------------------------------------------------------------
@@ -108,6 +110,24 @@ class ToolTime:
 
 
 @attrs.define
+class CommandSandbox:
+    """How one command runs (or would run): on `permission/request` and the tool part.
+
+    `mode` is how the command runs: "full-access" means unconfined. `network`: whether
+    it reaches the network. `fallback`: set when the session's mode is confined but no
+    sandbox is available here (why), so the command runs unconfined. `blocked`: what the
+    sandbox refused (on the part of a command it made fail, and on the request to rerun
+    that command); `rerunOf`: on a rerun with more access, the mode of the blocked run.
+    """
+
+    mode: SandboxMode
+    network: bool
+    fallback: str | None = None
+    blocked: str | None = None
+    rerun_of: SandboxMode | None = None
+
+
+@attrs.define
 class ToolStatePending:
     input: Any
     status: Literal["pending"] = "pending"
@@ -120,6 +140,8 @@ class ToolStateRunning:
     title: str | None = None
     # An MCP tool's `{mcpServer, mcpTool}` (as in the completed state).
     metadata: dict[str, Any] | None = None
+    # A command's sandbox (bash).
+    sandbox: CommandSandbox | None = None
     status: Literal["running"] = "running"
 
 
@@ -130,6 +152,7 @@ class ToolStateCompleted:
     time: ToolTime
     title: str | None = None
     metadata: dict[str, Any] | None = None
+    sandbox: CommandSandbox | None = None
     status: Literal["completed"] = "completed"
 
 
@@ -138,6 +161,7 @@ class ToolStateError:
     input: Any
     error: str
     time: ToolTime
+    sandbox: CommandSandbox | None = None
     status: Literal["error"] = "error"
 
 
@@ -323,11 +347,27 @@ class ServerCapabilities:
 
 
 @attrs.define
+class SandboxInfo:
+    """`initialize`'s word on the sandbox: whether one works here (`mechanism`:
+    "bubblewrap" or "sandbox-exec"), else why not (`reason`), and the configured
+    defaults (`[sandbox]`)."""
+
+    available: bool
+    mode: SandboxMode
+    network: bool
+    approval: Literal["always", "on-request"]
+    unconfined: Literal["ask", "refuse"]
+    mechanism: str | None = None
+    reason: str | None = None
+
+
+@attrs.define
 class InitializeResult:
     protocol_version: int
     server_info: ServerInfo
     capabilities: ServerCapabilities
     tool_context_dir: str
+    sandbox: SandboxInfo
     # Why tool contexts are unavailable (the directory was refused); absent when they work.
     tool_context_error: str | None = None
 
@@ -352,6 +392,7 @@ class SessionCreateParams:
     model: str | None = None
     workspace_root: str | None = None
     mcp_servers: list[McpServer] | None = None
+    sandbox: SandboxMode | None = None
 
 
 @attrs.define
@@ -624,6 +665,9 @@ class PermissionRequestParams:
     # Set for an MCP tool: its server and the server's own name for the tool.
     mcp_server: str | None = None
     mcp_tool: str | None = None
+    # Set for a command (bash): how it would run; with `rerunOf`, a request to rerun a
+    # command the sandbox blocked, with more access.
+    sandbox: CommandSandbox | None = None
 
 
 @attrs.define

@@ -1,7 +1,8 @@
 """Built-in tools the model can call, and the shapes the run loop uses for every tool.
 
 Dependencies point down: builtin → files | search | bash → workspace | truncation → spec.
-Nothing here imports from the rest of agentd.
+Nothing here imports from the rest of agentd but `agentd.sandbox` (a leaf: the mechanism
+that confines the processes `bash` starts).
 """
 
 from __future__ import annotations

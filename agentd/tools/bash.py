@@ -9,6 +9,10 @@ Output (stdout and stderr combined) goes through a pipe this module owns rather 
 asyncio's PIPE: with asyncio's pipes `Process.wait()` only returns once every writer has
 closed them, so one background job holding stdout would block a finished command until
 its timeout.
+
+With `ToolEnv.sandbox` set, the command starts inside the sandbox (`agentd.sandbox`): the
+same process group holds the sandbox's own processes, and its PID namespace ends every
+process of the command, `setsid` ones included, when bash exits or the group is killed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 from agentd import file_modes
 from agentd.redaction import is_secret_name
+from agentd.sandbox import Confinement, Launch
 from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
 from agentd.tools.truncation import (
     DEFAULT_MAX_BYTES,
@@ -54,9 +59,16 @@ def command_title(command: str) -> str:
     return " ".join(command.split())[:60]
 
 
-def process_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    """os.environ without credentials, plus `extra`."""
-    env = {name: value for name, value in os.environ.items() if not is_secret_name(name)}
+def process_environment(
+    extra: Mapping[str, str], drop: frozenset[str] = frozenset()
+) -> dict[str, str]:
+    """os.environ without credentials (by name, and the variables named in `drop`),
+    plus `extra`."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not is_secret_name(name) and name not in drop
+    }
     env.update(extra)
     return env
 
@@ -74,27 +86,65 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     if not await asyncio.to_thread(os.path.isdir, cwd):
         raise ToolError(f"The workspace root {cwd} does not exist or is not a directory.")
 
+    argv = ["/bin/bash", "-c", command]
+    proc_env = process_environment(env.process_env, env.drop_env)
+    if env.sandbox is None:
+        launch = Launch(argv=argv, env=proc_env)
+    else:
+        launch = await _confined_launch(env.sandbox, argv, proc_env)
+    try:
+        return await _run(launch, command, timeout_ms, cwd, env, call_id)
+    finally:
+        if launch.cleanup_dir is None:
+            launch.close()  # descriptors only: no need for a worker thread
+        else:
+            await asyncio.to_thread(launch.close)
+
+
+async def _confined_launch(
+    sandbox: Confinement, argv: list[str], proc_env: dict[str, str]
+) -> Launch:
+    """The sandbox's launch, prepared in a worker thread (it stats paths). A cancellation
+    during it still closes the descriptors the launch opened."""
+    task = asyncio.ensure_future(asyncio.to_thread(sandbox.launch, argv, proc_env))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_discard_launch)
+        raise
+
+
+def _discard_launch(task: asyncio.Future[Launch]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        launch = task.result()
+        launch.close_child_ends()
+        launch.close()
+
+
+async def _run(
+    launch: Launch, command: str, timeout_ms: int, cwd: Path, env: ToolEnv, call_id: str
+) -> ToolOutput:
     collector = OutputCollector(env, call_id)
     read_fd, write_fd = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
-            "/bin/bash",
-            "-c",
-            command,
+            *launch.argv,
             start_new_session=True,
             # The user's umask, not agentd's own (077): what the command makes is theirs.
             umask=file_modes.user_umask(),
             cwd=cwd,
-            env=process_environment(env.process_env),
+            env=launch.env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=write_fd,
             stderr=asyncio.subprocess.STDOUT,
+            pass_fds=launch.pass_fds,
         )
     except BaseException:
         os.close(read_fd)
         raise
     finally:
         os.close(write_fd)
+        launch.close_child_ends()
     # From here on the group must be killed whatever happens, cancellation included.
     try:
         pipe = await _open_reader(read_fd)
@@ -108,9 +158,16 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 await proc.wait()
+                sandbox_gone = await _sandbox_gone(launch)
         except TimeoutError:
             timed_out = True
-        await terminate_group(proc)
+            sandbox_gone = False
+        if sandbox_gone and not timed_out:
+            # bwrap and its PID namespace are gone, and with them every process of the
+            # group: no need to look for survivors.
+            await _reap(proc)
+        else:
+            await terminate_group(proc)
         held_open = not await _drain(pump)
     except BaseException:
         # Cancelled (or failed): the group dies before the cancellation goes on.
@@ -125,7 +182,18 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
 
     exit_code = proc.returncode
     body = await asyncio.to_thread(collector.text)
+    sandbox = env.sandbox
+    if sandbox is not None and not timed_out and launch.setup_failure(exit_code):
+        return ToolOutput(
+            output=f"The sandbox ({sandbox.mechanism.name}) could not start the command: "
+            + (body.strip() or f"exit code {exit_code}"),
+            title=command_title(command),
+            metadata={"exitCode": exit_code, "timedOut": False},
+            is_error=True,
+            sandbox_blocked="starting the sandbox",
+        )
     notes: list[str] = []
+    blocked = None
     if held_open:
         notes.append(
             "[stopped reading output: a process that left the command's process group still "
@@ -134,8 +202,19 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     if timed_out:
         notes.append(f"[command timed out after {timeout_ms} ms; its processes were killed]")
     elif exit_code:
-        reason = _signal_name(-exit_code) if exit_code < 0 else None
+        if exit_code < 0:
+            reason = _signal_name(-exit_code)
+        else:
+            # The sandbox reports a command killed by a signal as 128 + its number, as
+            # shells do.
+            reason = _signal_name(exit_code - 128) if sandbox and exit_code > 128 else None
         notes.append(f"[exit code {exit_code}{f' ({reason})' if reason else ''}]")
+        blocked = sandbox.blocked_by(body) if sandbox is not None else None
+        if sandbox is not None and blocked is not None:
+            notes.append(
+                f"[blocked by the sandbox: {blocked}. {sandbox.rules()} Work within these "
+                "limits, or tell the user that the command needs more access.]"
+            )
     if not body and not notes:
         body = "(no output)"
     output = "\n".join([part for part in (body.rstrip("\n"), *notes) if part])
@@ -147,7 +226,42 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
         title=command_title(command),
         metadata=metadata,
         is_error=timed_out,
+        sandbox_blocked=blocked,
     )
+
+
+async def _sandbox_gone(launch: Launch) -> bool:
+    """After bwrap has exited: wait for the sandbox's PID 1, which follows it a moment
+    later; once PID 1 has exited, the kernel has killed every process of the namespace.
+    True when it has (then nothing of the command is left); False without a sandbox or
+    a pidfd, or when it takes longer than KILL_GRACE_S (terminate_group then looks).
+    A pidfd avoids polling the process group for those few milliseconds."""
+    pid = launch.inner_pid() if launch.status_fd is not None else None
+    if pid is None:
+        return False
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (OSError, AttributeError):
+        return False
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        async with asyncio.timeout(KILL_GRACE_S):
+            await exited
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 async def _open_reader(read_fd: int) -> tuple[asyncio.ReadTransport, asyncio.StreamReader]:

@@ -178,7 +178,10 @@ _SPECS = [
             "combined, with the exit code when it is not 0. Default timeout "
             f"{bash_tool.DEFAULT_TIMEOUT_MS // 1000} s, at most "
             f"{bash_tool.MAX_TIMEOUT_MS // 1000} s. Stdin is empty; background processes are "
-            "stopped when the command finishes."
+            "stopped when the command finishes. Unless the user chose full access, the command "
+            "runs in a sandbox: it writes only in the workspace (or nowhere, read-only) and "
+            "a private /tmp that is emptied after each call, has no network, and cannot see "
+            "agentd's own files; the result says when the sandbox blocked something."
         ),
         parameters=_schema(
             {
@@ -193,6 +196,7 @@ _SPECS = [
             ["command"],
         ),
         writes=True,
+        runs_commands=True,
     ),
 ]
 
@@ -322,11 +326,11 @@ def _unicode_value(value: Any) -> Any:
 
 def _valid_unicode(result: ToolOutput) -> ToolOutput:
     """`result` with every string valid Unicode (names from the file system may not be)."""
-    return ToolOutput(
+    return attrs.evolve(
+        result,
         output=_unicode_text(result.output),
         title=None if result.title is None else _unicode_text(result.title),
         metadata=None if result.metadata is None else _unicode_value(result.metadata),
-        is_error=result.is_error,
     )
 
 

@@ -8,27 +8,35 @@ from typing import Any
 
 import attrs
 
+from agentd.sandbox import Confinement
+
 DEFAULT_SEARCH_TIMEOUT_S = 30.0
 
 
 @attrs.frozen
 class ToolSpec:
-    """A tool as the model sees it. `writes=True` means the run loop must ask permission."""
+    """A tool as the model sees it. `writes=True` means the run loop must ask permission;
+    `runs_commands=True` that it starts processes for the model, which run in the
+    session's sandbox (`ToolEnv.sandbox`)."""
 
     name: str
     description: str
     parameters: dict[str, Any]  # a JSON Schema object
     writes: bool
+    runs_commands: bool = False
 
 
 @attrs.frozen
 class ToolOutput:
-    """The result of one tool call. A failed call is an output with `is_error=True`."""
+    """The result of one tool call. A failed call is an output with `is_error=True`.
+    `sandbox_blocked` says what the sandbox refused when that made a command fail
+    ("writing outside the workspace"), for the run loop to offer a rerun with more access."""
 
     output: str
     title: str | None = None
     metadata: dict[str, Any] | None = None
     is_error: bool = False
+    sandbox_blocked: str | None = None
 
 
 @attrs.frozen
@@ -37,14 +45,18 @@ class ToolEnv:
 
     `spill_dir` receives the full text of truncated outputs (created on demand, 0700);
     `process_env` is added to the environment of processes the tools start (for example
-    AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR); `search_timeout_s` is the time
-    budget of one glob or grep call.
+    AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR), and `drop_env` names variables
+    of agentd's own environment they must not get (those holding configured secrets);
+    `sandbox` confines those processes (None: they run unconfined); `search_timeout_s` is
+    the time budget of one glob or grep call.
     """
 
     workspace_root: Path
     spill_dir: Path
     process_env: Mapping[str, str] = attrs.field(factory=dict)
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
+    drop_env: frozenset[str] = frozenset()
+    sandbox: Confinement | None = None
 
 
 class ToolError(Exception):

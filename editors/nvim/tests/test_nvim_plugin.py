@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -480,15 +481,37 @@ def test_permission_request_asks_the_user(start):
     n.cmd('AgentdChat /tool bash {"command": "echo hi-from-bash"}')
     n.wait("T.idle_after(1)")
     sel = n.lua("return T.selects[1]")
-    assert sel and "bash" in sel["prompt"], sel
+    # The prompt and the tool line say how the command runs: in agentd's default sandbox.
+    assert sel["prompt"] == (
+        "agentd wants to run bash in the workspace-write sandbox, no network: echo hi-from-bash"
+    ), sel
     assert sel["items"] == ["Allow once", "Allow always", "Reject", "Reject always"]
-    assert n.lua("return T.find_line('^  ⚙ bash: echo hi%-from%-bash %[done%]$') ~= nil"), n.debug()
+    assert n.lua("return T.find_line('^  ⚙ bash %(workspace%-write%): echo hi%-from%-bash %[done%]$') ~= nil"), n.debug()
     assert n.lua("return T.find_line('Tool bash returned: .*hi%-from%-bash') ~= nil"), n.debug()
 
     n.lua("T.answers = {'Reject'}")
     n.cmd('AgentdChat /tool bash {"command": "echo never"}')
     n.wait("T.idle_after(2)")
-    assert n.lua("return T.find_line('^  ⚙ bash: echo never %[failed: ') ~= nil"), n.debug()
+    assert n.lua("return T.find_line('^  ⚙ bash %(workspace%-write%): echo never %[failed: ') ~= nil"), n.debug()
+
+
+def test_a_command_the_sandbox_blocked_can_be_rerun_with_more_access(start, tmp_path):
+    outside = Path(tempfile.mkdtemp(prefix="agentd-nvim-", dir="/var/tmp"))
+    try:
+        n = start(tools=["bash"])
+        n.lua("T.answers = {'Allow once', 'Reject'}")
+        command = json.dumps({"command": f"echo x > {outside}/f"})
+        n.cmd(f"AgentdChat /tool bash {command}")
+        n.wait("T.idle_after(1)")
+        rerun = n.lua("return T.selects[2]")
+        assert rerun["prompt"].startswith(
+            "The workspace-write sandbox blocked writing outside the workspace. "
+            "Rerun bash with full access (no sandbox): echo x > "
+        ), rerun
+        assert n.lua("return T.find_line('^  ⚙ bash %(workspace%-write, blocked%): echo x > .* %[done%]$') ~= nil"), n.debug()
+        assert not (outside / "f").exists()
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_apply_edit_is_confirmed_by_the_user(start, workdir):

@@ -1,7 +1,9 @@
-// `permission/request`: a modal dialog with Allow once / Allow always / Reject.
+// `permission/request`: a modal dialog with Allow once / Allow always / Reject. For a command,
+// the dialog says how it would run (its sandbox, or none).
 import * as vscode from 'vscode';
 import type { PermissionHandler } from './client/agentdClient';
 import type { PermissionOutcome } from './protocol';
+import { sandboxSentence } from './shared/sandbox';
 
 export function permissionPreview(tool: string, input: unknown): string {
   const o = (input ?? {}) as Record<string, unknown>;
@@ -21,9 +23,13 @@ export const askPermission: PermissionHandler = async (request) => {
   const allowOnce = 'Allow once';
   const allowAlways = 'Allow always';
   const reject = 'Reject';
+  const sandbox = sandboxSentence(request.sandbox);
   const choice = await vscode.window.showWarningMessage(
     request.title || `agentd wants to run ${request.tool}`,
-    { modal: true, detail: `Tool: ${request.tool}\n\n${permissionPreview(request.tool, request.input)}` },
+    {
+      modal: true,
+      detail: `Tool: ${request.tool}${sandbox ? `\n${sandbox}` : ''}\n\n${permissionPreview(request.tool, request.input)}`,
+    },
     allowOnce,
     allowAlways,
     reject,

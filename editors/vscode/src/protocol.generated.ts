@@ -16,6 +16,15 @@ export interface ClientTool {
   };
 }
 
+/** How one command runs (or would run): on `permission/request` and the tool part. `mode` is how the command runs: "full-access" means unconfined. `network`: whether it reaches the network. `fallback`: set when the session's mode is confined but no sandbox is available here (why), so the command runs unconfined. `blocked`: what the sandbox refused (on the part of a command it made fail, and on the request to rerun that command); `rerunOf`: on a rerun with more access, the mode of the blocked run. */
+export interface CommandSandbox {
+  mode: "read-only" | "workspace-write" | "full-access";
+  network: boolean;
+  fallback?: string;
+  blocked?: string;
+  rerunOf?: "read-only" | "workspace-write" | "full-access";
+}
+
 export interface CompactionPart {
   id: string;
   auto: boolean;
@@ -67,6 +76,7 @@ export interface InitializeResult {
   serverInfo: ServerInfo;
   capabilities: ServerCapabilities;
   toolContextDir: string;
+  sandbox: SandboxInfo;
   toolContextError?: string;
 }
 
@@ -206,6 +216,7 @@ export interface PermissionRequestParams {
   title: string;
   mcpServer?: string;
   mcpTool?: string;
+  sandbox?: CommandSandbox;
 }
 
 export interface PermissionRequestResult {
@@ -227,6 +238,17 @@ export interface RunResolveResult {
   sessionId: string;
   clientSessionId: string;
   sessionScopeKey: string;
+}
+
+/** `initialize`'s word on the sandbox: whether one works here (`mechanism`: "bubblewrap" or "sandbox-exec"), else why not (`reason`), and the configured defaults (`[sandbox]`). */
+export interface SandboxInfo {
+  available: boolean;
+  mode: "read-only" | "workspace-write" | "full-access";
+  network: boolean;
+  approval: "always" | "on-request";
+  unconfined: "ask" | "refuse";
+  mechanism?: string;
+  reason?: string;
 }
 
 export interface ServerCapabilities {
@@ -289,6 +311,7 @@ export interface SessionCreateParams {
   model?: string;
   workspaceRoot?: string;
   mcpServers?: McpServer[];
+  sandbox?: "read-only" | "workspace-write" | "full-access";
 }
 
 export interface SessionCreateResult {
@@ -449,6 +472,7 @@ export interface ToolStateCompleted {
   metadata?: {
     [key: string]: unknown;
   };
+  sandbox?: CommandSandbox;
   status: "completed";
 }
 
@@ -456,6 +480,7 @@ export interface ToolStateError {
   input: unknown;
   error: string;
   time: ToolTime;
+  sandbox?: CommandSandbox;
   status: "error";
 }
 
@@ -471,6 +496,7 @@ export interface ToolStateRunning {
   metadata?: {
     [key: string]: unknown;
   };
+  sandbox?: CommandSandbox;
   status: "running";
 }
 

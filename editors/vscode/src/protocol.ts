@@ -37,6 +37,10 @@ export type ToolExecuteParams = ParamsOf<'tool/execute'>;
 export type ToolExecuteResult = ResultOf<'tool/execute'>;
 export type PermissionRequestParams = ParamsOf<'permission/request'>;
 export type PermissionOutcome = ResultOf<'permission/request'>['outcome'];
+/** How a command runs: on `permission/request` and on a command's tool state. */
+export type CommandSandbox = NonNullable<PermissionRequestParams['sandbox']>;
+/** `initialize`'s word on the sandbox (available here or not, configured defaults). */
+export type SandboxInfo = InitializeResult['sandbox'];
 export type MessageInfo = ParamsOf<'message/updated'>['message'];
 export type ErrorInfo = ParamsOf<'session/error'>['error'];
 export type McpListParams = ParamsOf<'mcp/list'>;

@@ -112,10 +112,32 @@ local function input_summary(input)
   return ok and s or ""
 end
 
+-- A command's sandbox in a few words (the `sandbox` agentd puts on its tool state):
+-- "workspace-write", "read-only, network", "full access", "unconfined: no sandbox".
+function M.sandbox_label(sb)
+  if type(sb) ~= "table" or type(sb.mode) ~= "string" then
+    return nil
+  end
+  if type(sb.fallback) == "string" then
+    return "unconfined: no sandbox"
+  end
+  local bits = { sb.mode == "full-access" and "full access" or sb.mode }
+  if sb.mode ~= "full-access" and sb.network == true then
+    bits[#bits + 1] = "network"
+  end
+  if type(sb.rerunOf) == "string" then
+    bits[#bits + 1] = "rerun"
+  elseif type(sb.blocked) == "string" then
+    bits[#bits + 1] = "blocked"
+  end
+  return table.concat(bits, ", ")
+end
+
 function M.tool_line(part)
   local st = part.state or {}
   local status = M.TOOL_STATE[st.status] or tostring(st.status or "pending")
   local tool = tostring(part.tool or "tool")
+  local label = M.sandbox_label(st.sandbox)
   local summary = st.title
   local meta = type(st.metadata) == "table" and st.metadata or {}
   if type(meta.mcpServer) == "string" then
@@ -133,6 +155,9 @@ function M.tool_line(part)
     width = math.max(40, api.nvim_win_get_width(win))
   end
   local line = "  ⚙ " .. tool
+  if label then
+    line = line .. " (" .. label .. ")"
+  end
   if summary ~= "" then
     line = line .. ": " .. util.shorten(summary, math.max(24, width - #tool - 14))
   end

@@ -555,6 +555,7 @@ function M.permission(params)
     local okj, s = pcall(vim.json.encode, params.input or vim.empty_dict())
     title = okj and s or ""
   end
+  title = (title:gsub("^rerun in [%w-]+: ", "")) -- a rerun's title; the prompt says it
   local what = tool
   if type(params.mcpServer) == "string" then
     -- An MCP tool: the prompt names its server and shows the arguments.
@@ -565,6 +566,20 @@ function M.permission(params)
     title = title:sub(#tool + 2)
   end
   local prompt = ("agentd wants to run %s"):format(what)
+  local sb = params.sandbox
+  if type(sb) == "table" and type(sb.mode) == "string" then
+    -- A command: say how it would run.
+    local where = sb.mode == "full-access" and "with full access (no sandbox)" or ("in the %s sandbox"):format(sb.mode)
+    if type(sb.rerunOf) == "string" then
+      prompt = ("The %s sandbox blocked %s. Rerun %s %s"):format(
+        sb.rerunOf, tostring(sb.blocked or "it"), what, where)
+    elseif type(sb.fallback) == "string" then
+      prompt = ("agentd wants to run %s UNCONFINED (no sandbox here: %s)"):format(what, util.shorten(sb.fallback, 80))
+    else
+      prompt = ("agentd wants to run %s %s%s"):format(
+        what, where, (sb.mode ~= "full-access" and sb.network ~= true) and ", no network" or "")
+    end
+  end
   if title ~= "" then
     prompt = prompt .. ": " .. util.shorten(title, 120)
   end

@@ -6,5 +6,6 @@ export * from './mcp';
 export * from './emitter';
 export * from './restartPolicy';
 export { ChatState } from '../shared/chatState';
+export { sandboxLabel, sandboxSentence } from '../shared/sandbox';
 export type { Change, MessageState } from '../shared/chatState';
 export * from '../protocol';

@@ -2,8 +2,9 @@
 // `acquireVsCodeApi` (the tests do). It renders agentd's notifications as they arrive:
 // part/updated inserts or replaces a part's element, part/delta appends to the part's text and
 // schedules one markdown render of that part per animation frame.
-import type { Message, Part, Session, ToolPart } from '../protocol';
+import type { CommandSandbox, Message, Part, Session, ToolPart } from '../protocol';
 import { ChatState, type Change } from '../shared/chatState';
+import { sandboxLabel, sandboxSentence } from '../shared/sandbox';
 import type { HostToView, ViewPersistedState, ViewToHost } from '../shared/webviewProtocol';
 import { finishReasonLabel, formatCost, formatDuration, formatRelativeTime, formatTokens } from './format';
 import { renderMarkdownToHtml } from './markdown';
@@ -330,6 +331,7 @@ function createPartElement(part: Part): HTMLElement | undefined {
         h('span', { class: 'tool-status-icon' }),
         h('span', { class: 'tool-name' }),
         h('span', { class: 'tool-title' }),
+        h('span', { class: 'tool-sandbox' }),
         h('span', { class: 'tool-badge' }),
       );
       d.append(summary, h('div', { class: 'tool-body' }));
@@ -394,6 +396,13 @@ function updateToolCard(el: HTMLDetailsElement, part: ToolPart): void {
   const badge = el.querySelector('.tool-badge') as HTMLElement;
   badge.textContent = (STATUS_LABEL[status] ?? status) + (status === 'running' ? progressText(state.metadata) : '');
   badge.className = `tool-badge badge-${status}`;
+  // A command's sandbox: which mode it ran in (or "unconfined"), the sentence on hover.
+  const sandbox = state.sandbox as CommandSandbox | undefined;
+  const chip = el.querySelector('.tool-sandbox') as HTMLElement;
+  chip.textContent = sandboxLabel(sandbox);
+  chip.title = sandboxSentence(sandbox);
+  chip.hidden = !chip.textContent;
+  chip.className = `tool-sandbox${sandbox && (sandbox.mode === 'full-access' || sandbox.fallback) ? ' unconfined' : ''}`;
 
   const body = el.querySelector('.tool-body') as HTMLElement;
   body.textContent = '';

@@ -215,6 +215,19 @@ describe('extension end to end (stand-in vscode, real agentd, real page)', () =>
     assert.equal(readFileSync(join(dirs.workspace, 'notes.txt'), 'utf8'), 'from the model');
   });
 
+  test("a command's permission dialog and tool card say it runs in agentd's sandbox", async () => {
+    const shown = stub.messages.length;
+    stub.answers.push({ match: /./, answer: 'Allow once' });
+    await sendAndWait('/tool bash {"command": "echo from-the-sandbox"}');
+    const modal = stub.messages.slice(shown).find((m) => m.options?.modal);
+    assert.ok(modal, 'a modal dialog was shown');
+    assert.match(modal.options.detail, /It runs in the workspace-write sandbox: writes only in the workspace and a private \/tmp, no network\./);
+    assert.match(modal.options.detail, /\$ echo from-the-sandbox/);
+    const card = lastToolCard();
+    assert.equal(await card.getAttribute('data-status'), 'completed');
+    assert.equal(await card.locator('.tool-sandbox').innerText(), 'workspace-write');
+  });
+
   test('the stop button aborts a running turn', async () => {
     await send('/stream 200 30');
     await page.waitForFunction(() => /w3/.test(document.querySelector('article.message.assistant:last-of-type')?.innerText ?? ''));

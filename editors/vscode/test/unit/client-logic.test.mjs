@@ -206,3 +206,42 @@ describe('MCP servers', () => {
     );
   });
 });
+
+describe('sandbox wording', () => {
+  test('the tool card chip names the mode, and says unconfined, blocked or rerun', () => {
+    assert.equal(lib.sandboxLabel(undefined), '');
+    assert.equal(lib.sandboxLabel({ mode: 'workspace-write', network: false }), 'workspace-write');
+    assert.equal(lib.sandboxLabel({ mode: 'read-only', network: true }), 'read-only, network');
+    assert.equal(lib.sandboxLabel({ mode: 'full-access', network: true }), 'full access');
+    assert.equal(lib.sandboxLabel({ mode: 'full-access', network: true, fallback: 'no userns' }), 'unconfined: no sandbox');
+    assert.equal(
+      lib.sandboxLabel({ mode: 'workspace-write', network: false, blocked: 'writing outside the workspace' }),
+      'workspace-write, blocked',
+    );
+    assert.equal(
+      lib.sandboxLabel({ mode: 'full-access', network: true, blocked: 'network access', rerunOf: 'workspace-write' }),
+      'full access, rerun',
+    );
+  });
+
+  test('the permission dialog says how the command would run', () => {
+    assert.equal(lib.sandboxSentence(null), '');
+    assert.equal(
+      lib.sandboxSentence({ mode: 'workspace-write', network: false }),
+      'It runs in the workspace-write sandbox: writes only in the workspace and a private /tmp, no network.',
+    );
+    assert.equal(
+      lib.sandboxSentence({ mode: 'read-only', network: true }),
+      'It runs in the read-only sandbox: writes only a private /tmp, with network.',
+    );
+    assert.equal(lib.sandboxSentence({ mode: 'full-access', network: true }), 'It runs with full access (no sandbox).');
+    assert.equal(
+      lib.sandboxSentence({ mode: 'full-access', network: true, fallback: 'bubblewrap is not installed' }),
+      'No sandbox is available here (bubblewrap is not installed): it would run unconfined, with your full rights.',
+    );
+    assert.equal(
+      lib.sandboxSentence({ mode: 'workspace-write', network: false, blocked: 'writing files (read-only mode)', rerunOf: 'read-only' }),
+      'The read-only sandbox blocked writing files (read-only mode). Rerun it in the workspace-write sandbox?',
+    );
+  });
+});

@@ -153,6 +153,39 @@ describe('chat view', () => {
     await view.context.close();
   });
 
+  test("a command's card shows its sandbox mode; other tools' cards show none", async () => {
+    const view = await freshView();
+    const { page } = view;
+    const events = turn('tool').events;
+    const firstTool = events.findIndex((e) => e.method === 'part/updated' && e.params.part.type === 'tool');
+    for (const e of events.slice(0, firstTool + 1)) await view.deliver({ type: 'notification', notification: e });
+    const base = events[firstTool];
+    const chip = page.locator(`.tool-card[data-part-id="${base.params.part.id}"] .tool-sandbox`);
+    assert.equal(await chip.isVisible(), false, 'no chip without a sandbox');
+    const command = (sandbox, status = 'running') => ({
+      ...base,
+      params: {
+        ...base.params,
+        part: {
+          ...base.params.part,
+          tool: 'bash',
+          state: { status, input: { command: 'make' }, time: { start: 1, end: 2 }, output: '', sandbox },
+        },
+      },
+    });
+    await view.deliver({ type: 'notification', notification: command({ mode: 'workspace-write', network: false }) });
+    assert.equal(await chip.innerText(), 'workspace-write');
+    assert.match(await chip.getAttribute('title'), /workspace-write sandbox: writes only in the workspace/);
+    assert.equal(await chip.evaluate((e) => e.classList.contains('unconfined')), false);
+    const blocked = { mode: 'full-access', network: true, blocked: 'writing outside the workspace', rerunOf: 'workspace-write' };
+    await view.deliver({ type: 'notification', notification: command(blocked, 'completed') });
+    assert.equal(await chip.innerText(), 'full access, rerun');
+    assert.equal(await chip.evaluate((e) => e.classList.contains('unconfined')), true);
+    await view.deliver({ type: 'notification', notification: command({ mode: 'full-access', network: true, fallback: 'no user namespaces' }, 'completed') });
+    assert.equal(await chip.innerText(), 'unconfined: no sandbox');
+    await view.context.close();
+  });
+
   test('tool calls are cards that move through their states', async () => {
     const view = await freshView();
     const { page } = view;
