@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,7 +9,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import rpc_client
 from rpc_client import Daemon, daemon_env
+
+# Daemons forked from one that imported agentd once (tests/zygote.py); "exec" starts a
+# real `python -m agentd` each time.
+rpc_client.SPAWN = os.environ.get("AGENTD_TEST_SPAWN", "fork")
 
 
 @pytest.fixture

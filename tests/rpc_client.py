@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,140 @@ from pathlib import Path
 from typing import Any
 
 AGENTD = [sys.executable, "-m", "agentd"]
+# "fork": daemons are forked from a process that imported agentd once (tests/zygote.py),
+# which saves half a second of CPU per daemon; "exec": `python -m agentd` each time (what
+# the benchmarks use, since they time startup). The test suite sets this from
+# $AGENTD_TEST_SPAWN (conftest.py).
+SPAWN = "exec"
+
+
+class _Zygote:
+    """The fork server of this process (started on first use, ended with it)."""
+
+    _instance: _Zygote | None = None
+    _guard = threading.Lock()
+
+    def __init__(self) -> None:
+        import atexit
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="agentd-zygote-")
+        self.path = os.path.join(self.dir, "sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("zygote.py")), self.path],
+            stdin=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.path):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the test zygote did not start")
+            time.sleep(0.01)
+        atexit.register(self.close)
+
+    @classmethod
+    def get(cls) -> _Zygote:
+        with cls._guard:
+            if cls._instance is None or cls._instance.proc.poll() is not None:
+                cls._instance = cls()
+            return cls._instance
+
+    def close(self) -> None:
+        import shutil
+
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.close()  # the zygote ends at end of input
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def spawn(self, args: list[str], env: dict[str, str], cwd: str | None) -> ForkedProcess:
+        return ForkedProcess(self.path, args, env, cwd or os.getcwd())
+
+
+class ForkedProcess:
+    """The part of `subprocess.Popen` the tests use, for a daemon forked by the zygote
+    (not this process's child: its exit status comes from the zygote)."""
+
+    def __init__(self, path: str, args: list[str], env: dict[str, str], cwd: str) -> None:
+        import socket
+
+        stdin_r, stdin_w = os.pipe()
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        for fd in (stdin_w, stdout_r, stderr_r):
+            os.set_inheritable(fd, False)
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(path)
+        request = json.dumps({"args": args, "env": env, "cwd": cwd}).encode() + b"\n"
+        self._conn.sendmsg(
+            [request],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, bytes(_fd_array(stdin_r, stdout_w, stderr_w)))],
+        )
+        for fd in (stdin_r, stdout_w, stderr_w):
+            os.close(fd)
+        self.stdin = os.fdopen(stdin_w, "wb")
+        self.stdout = os.fdopen(stdout_r, "rb")
+        self.stderr = os.fdopen(stderr_r, "rb")
+        self._buffer = b""
+        self.returncode: int | None = None
+        first = self._line(timeout=30)
+        if first is None or not first.startswith("pid "):
+            raise RuntimeError(f"the test zygote did not fork a daemon: {first!r}")
+        self.pid = int(first.split()[1])
+
+    def _line(self, timeout: float | None) -> str | None:
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self._conn], [], [], remaining)
+            if not ready:
+                return None
+            chunk = self._conn.recv(4096)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            line = self._line(timeout=0)
+            if line is not None and line.startswith("exit "):
+                self.returncode = int(line.split()[1])
+                self._conn.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            line = self._line(timeout)
+            if line is None:
+                raise subprocess.TimeoutExpired("agentd", timeout or 0)
+            self.returncode = int(line.split()[1])
+            self._conn.close()
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _fd_array(*fds: int) -> Any:
+    import array
+
+    return array.array("i", fds)
 
 
 class RpcError(Exception):
@@ -43,18 +178,25 @@ class Daemon:
         cwd: str | None = None,
         preexec_fn: Callable[[], None] | None = None,
         wrapper: list[str] | None = None,
+        spawn: str | None = None,
     ) -> None:
-        """`wrapper` is a command that runs agentd (`[*wrapper, python, -m, agentd]`)."""
+        """`wrapper` is a command that runs agentd (`[*wrapper, python, -m, agentd]`).
+        `spawn` "exec" forces a real `python -m agentd` process (what the kernel shows
+        of it: its /proc environ and cmdline), whatever SPAWN says."""
         full_env = {**os.environ, **env}
-        self.proc = subprocess.Popen(
-            [*(wrapper or []), *AGENTD, *(args or [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=full_env,
-            cwd=cwd,
-            preexec_fn=preexec_fn,
-        )
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        if (spawn or SPAWN) == "fork" and preexec_fn is None and wrapper is None:
+            self.proc = _Zygote.get().spawn(list(args or []), full_env, cwd)
+        else:
+            self.proc = subprocess.Popen(
+                [*(wrapper or []), *AGENTD, *(args or [])],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=full_env,
+                cwd=cwd,
+                preexec_fn=preexec_fn,
+            )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._cond = threading.Condition()

@@ -106,6 +106,7 @@ def start(model: Any, area: Path) -> Iterator[Callable[..., Box]]:
         permission_requests: bool = False,
         wrapper: list[str] | None = None,
         require: bool = True,
+        spawn: str | None = None,
         **env: str,
     ) -> Box:
         config_file = area / "config.toml"
@@ -113,6 +114,7 @@ def start(model: Any, area: Path) -> Iterator[Callable[..., Box]]:
         d = Daemon(
             daemon_env(area, model.base_url, AGENTD_CONFIG=str(config_file), **env),
             wrapper=wrapper,
+            spawn=spawn,
         )
         daemons.append(d)
         init = d.initialize(
@@ -273,6 +275,8 @@ def test_agentd_process_environment_and_config_are_invisible(start, area):
         "allow_bash = true\n"
         '[providers.odd]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "MY_LLM_CREDENTIAL"\n'
         f'[providers.inline]\nbase_url = "http://127.0.0.1:9/v1"\napi_key = "{INLINE_KEY}"\n',
+        # What /proc shows of agentd (its environment, `-m agentd`) is the exec'd process's.
+        spawn="exec",
         MY_LLM_CREDENTIAL=ODD_NAMED_KEY,
     )
     pid = box.d.proc.pid
