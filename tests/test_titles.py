@@ -16,8 +16,11 @@ def title_in_log(tmp_path, sid) -> list[str]:  # type: ignore[no-untyped-def]
     return [r["title"] for r in map(json.loads, log.read_text().splitlines()) if r["k"] == "title"]
 
 
-@pytest.mark.parametrize("where", ["same-daemon", "other-daemon"])
-@pytest.mark.parametrize("when", ["before-request", "during-request"])
+@pytest.mark.parametrize(
+    "where, when",
+    [("same-daemon", "during-request"), ("other-daemon", "before-request")],
+    ids=["same-daemon-during", "other-daemon-before"],
+)
 def test_a_rename_during_title_generation_wins(spawn, model, tmp_path, where, when):
     d = spawn(model.base_url)
     other = spawn(model.base_url) if where == "other-daemon" else d
