@@ -660,23 +660,27 @@ def test_mcp_command_lists_servers_and_tools(start, mcp_servers):
     assert n.lua("return vim.api.nvim_win_get_config(0).relative") == "editor"
     lines = n.lua("return vim.api.nvim_buf_get_lines(0, 0, -1, false)")
     text = "\n".join(lines)
-    assert re.fullmatch(r"ctx\s+ready\s+stdio\s+allow\s+\(8 tools\)", lines[0]), text
-    # Every tool of ctx, by the name the model calls, with its description.
-    tools = lines[1:9]
-    assert [t.split()[0] for t in tools] == [
+    # Every tool of ctx (tests/mcp/context_server.py), by the name the model calls, with its description.
+    names = [
         "ctx_whoami",
         "ctx_hang",
         "ctx_progress",
         "ctx_crash",
         "ctx_add_tool",
+        "ctx_storm",
         "ctx_image",
         "ctx_fail",
+        "ctx_umask",
         "ctx_echo",
-    ], text
-    assert re.fullmatch(r"  ctx_echo\s+Return the text\.", tools[7]), text
-    assert re.fullmatch(r"broken\s+failed\s+stdio\s+ask\s+\(0 tools\)", lines[9]), text
-    assert lines[10] == "  error: " + BROKEN_ERROR, text
-    assert len(lines) == 11, text
+    ]
+    count = len(names)
+    assert re.fullmatch(rf"ctx\s+ready\s+stdio\s+allow\s+\({count} tools\)", lines[0]), text
+    tools = lines[1 : 1 + count]
+    assert [t.split()[0] for t in tools] == names, text
+    assert re.fullmatch(r"  ctx_echo\s+Return the text\.", tools[-1]), text
+    assert re.fullmatch(r"broken\s+failed\s+stdio\s+ask\s+\(0 tools\)", lines[1 + count]), text
+    assert lines[2 + count] == "  error: " + BROKEN_ERROR, text
+    assert len(lines) == 3 + count, text
     # q closes it.
     n.input("q")
     n.wait("require('agentd.mcp').win == nil and #vim.api.nvim_list_wins() == 1", what="closed")
