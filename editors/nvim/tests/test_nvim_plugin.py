@@ -634,6 +634,85 @@ def test_rename_delete_and_new(start):
     assert n.lua("return require('agentd.chat').current_id()") not in (None, sid)
 
 
+def test_opening_a_session_shows_its_history_whatever_comes_meanwhile(start):
+    # (One message of the history: the rest is a notice, which an answer drawn twice doubles.)
+    n = start(history_limit=1)
+    n.cmd("AgentdChat remember the walrus")
+    n.wait("T.idle_after(1)")
+    sid_a = n.lua("return require('agentd.chat').current_id()")
+    # (The title agentd gives it comes with a session/updated of its own.)
+    n.wait("require('agentd.chat').session.title == 'remember the walrus'", what="titled")
+    n.cmd("AgentdNew")
+    n.cmd("AgentdChat the second session")
+    n.wait("T.idle_after(1)")
+    sid_b = n.lua("return require('agentd.chat').current_id()")
+    n.cmd("AgentdNew")
+    # Count the plugin's requests not answered yet, to know when every answer came.
+    n.lua(
+        """
+        local client = require('agentd.client')
+        local request = client.request
+        T.unanswered = 0
+        client.request = function(method, params, cb)
+          T.unanswered = T.unanswered + 1
+          return request(method, params, function(...)
+            T.unanswered = T.unanswered - 1
+            return cb(...)
+          end)
+        end
+        """
+    )
+
+    def opened(script: str) -> list[str]:
+        """Run `script` (it opens sessions, with S.a and S.b the sessions as agentd has
+        them, before any answer can come) and return the chat once every answer came."""
+        n.lua(
+            """
+            local get = function(id)
+              return select(2, require('agentd.client').request_sync('session/get', {sessionId = id})).session
+            end
+            S = {a = get(select(1, ...)), b = get(select(2, ...))}
+            """
+            + script,
+            sid_a,
+            sid_b,
+        )
+        n.wait("T.unanswered == 0", what="every answer")
+        return n.lines()
+
+    walrus, second = "You said: remember the walrus", "You said: the second session"
+    # A session/updated for it before session/messages answers (a title, or a run of it
+    # in the background): the history is still shown, with the new title.
+    lines = opened(
+        """
+        local chat = require('agentd.chat')
+        chat.load(S.a)
+        chat.on_notification('session/updated', {session = {id = S.a.id, title = 'Walrus'}})
+        """
+    )
+    assert lines.count(walrus) == 1, lines
+    assert n.lua("return require('agentd.chat').session.title") == "Walrus"
+    assert n.lua("return require('agentd.chat').current_id()") == sid_a
+    # Its status changing meanwhile (a run of it starting and ending elsewhere).
+    lines = opened(
+        """
+        local chat = require('agentd.chat')
+        chat.load(S.a)
+        chat.on_notification('session/status', {sessionId = S.a.id, status = 'busy'})
+        chat.on_notification('session/status', {sessionId = S.a.id, status = 'idle'})
+        """
+    )
+    assert lines.count(walrus) == 1, lines
+    # Another session opened before the first answered: only the last one shows.
+    lines = opened("require('agentd.chat').load(S.a); require('agentd.chat').load(S.b)")
+    assert lines.count(second) == 1 and walrus not in lines, lines
+    assert n.lua("return require('agentd.chat').current_id()") == sid_b
+    # The same session opened twice at once: its history once.
+    lines = opened("require('agentd.chat').load(S.a); require('agentd.chat').load(S.a)")
+    assert lines.count(walrus) == 1 and second not in lines, lines
+    assert lines.count("  (older messages not shown)") == 1, lines
+
+
 def test_multiline_input_and_q_closes_the_panel(start):
     n = start()
     send_from_input(n, "first line\nsecond line")

@@ -2,6 +2,7 @@
 -- input buffer below it.
 local api = vim.api
 local chat = require("agentd.chat")
+local chat_buffer = require("agentd.chat_buffer")
 local config = require("agentd.config")
 local util = require("agentd.util")
 
@@ -20,16 +21,17 @@ local function valid_win(win)
 end
 
 function M.is_open()
-  return valid_win(M.chat_win) and api.nvim_win_get_buf(M.chat_win) == chat.buf
+  return valid_win(M.chat_win) and api.nvim_win_get_buf(M.chat_win) == chat_buffer.buf
 end
 
 ---------------------------------------------------------------------------
 -- Status lines
 
 function M.chat_statusline()
-  local title = chat.session and chat.session.title
+  local session = chat.state.session
+  local title = session and session.title
   if type(title) ~= "string" or title == "" then
-    title = chat.session and "untitled" or "new chat"
+    title = session and "untitled" or "new chat"
   end
   local st = chat.status()
   local detail = chat.status_detail()
@@ -205,9 +207,9 @@ local function setup_chat_win(win)
   wo.breakindent = true
   if o.fold_reasoning then
     wo.foldmethod = "expr"
-    wo.foldexpr = "getline(v:lnum)=~#'^" .. chat.REASONING_PREFIX .. "'"
+    wo.foldexpr = "getline(v:lnum)=~#'^" .. chat_buffer.REASONING_PREFIX .. "'"
     wo.foldtext = "'"
-      .. chat.REASONING_PREFIX
+      .. chat_buffer.REASONING_PREFIX
       .. "▸ reasoning, '.(v:foldend-v:foldstart).(v:foldend-v:foldstart==1?' line':' lines').' (zo)'"
     wo.foldlevel = 0
     wo.foldenable = true
@@ -258,7 +260,7 @@ end
 --- opts.insert: start Insert mode in the input.
 function M.open(opts)
   opts = opts or {}
-  local buf = chat.get_buf()
+  local buf = chat_buffer.get_buf()
   set_chat_keymaps(buf)
   local ibuf = get_input_buf()
   local origin = api.nvim_get_current_win()
@@ -344,7 +346,7 @@ end
 
 function M.scroll_to_end()
   if M.is_open() then
-    pcall(api.nvim_win_set_cursor, M.chat_win, { api.nvim_buf_line_count(chat.buf), 0 })
+    pcall(api.nvim_win_set_cursor, M.chat_win, { api.nvim_buf_line_count(chat_buffer.buf), 0 })
   end
 end
 
