@@ -1,9 +1,13 @@
-"""End-to-end tests of the agentd Neovim plugin.
+"""Tests of the agentd Neovim plugin: end to end, and the chat state without a UI.
 
 Each test drives a real headless Neovim (`nvim --embed --headless`, through
 pynvim) with the plugin loaded, which spawns the real `agentd`, which talks to
 agentd's scripted OpenAI-compatible model server. Every test runs once per
 Neovim binary found (Debian's 0.7 and a current release; see run.sh).
+
+The chat state (lua/agentd/chat_state.lua) is tested apart, on recorded agentd
+notifications, by chat_state_spec.lua: under each Neovim and under plain LuaJIT and
+Lua 5.1 (test_chat_state_on_recorded_notifications, at the end).
 
 No sleeps as synchronisation: `Nvim.wait` polls a Lua predicate with a
 deadline, each poll being a short `vim.wait` inside Neovim (which processes its
@@ -835,3 +839,43 @@ def test_mcp_tool_with_trust_ask_asks_the_user(start, env, tmp_path):
     assert n.lua("return T.selects[2].prompt") == "agentd wants to run ctx_whoami (MCP server ctx)"
     refused = "T.find_line('^  ⚙ ctx_whoami %[failed: the user refused ctx_whoami%]$')"
     assert n.lua(f"return {refused} ~= nil"), n.debug()
+
+
+# ---------------------------------------------------------------------------
+# The chat state without a UI
+
+
+SPEC = HERE / "chat_state_spec.lua"
+
+
+def _lua_runs() -> list[tuple[str, list[str]]]:
+    """How to run chat_state_spec.lua: with each Neovim, and with plain Lua interpreters
+    (no `vim` at all there: the module must not need it)."""
+    runs = []
+    for binary, version in NVIMS:
+        if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) >= (0, 9):
+            argv = [binary, "-u", "NONE", "-i", "NONE", "-l", str(SPEC)]
+        else:  # no -l before 0.9; an error in the file must still end Neovim
+            argv = [binary, "--headless", "-u", "NONE", "-i", "NONE", "-n"]
+            argv += ["-c", f"luafile {SPEC}", "-c", "cquit 2"]
+        runs.append((f"nvim-{version}", argv))
+    for lua in ("luajit", "lua5.1"):  # (install-nvim.sh installs them, with lua-dkjson)
+        path = shutil.which(lua)
+        if path:
+            runs.append((lua, [path, str(SPEC)]))
+    return runs
+
+
+LUA_RUNS = _lua_runs()
+
+
+@pytest.mark.parametrize("argv", [a for _, a in LUA_RUNS], ids=[i for i, _ in LUA_RUNS])
+def test_chat_state_on_recorded_notifications(argv, tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # Every test of the spec ran and passed.
+    count = len(re.findall(r"^test\(", SPEC.read_text(), re.M))
+    assert f"{count} passed, 0 failed" in out, out
+    assert out.count("\nok    ") + out.startswith("ok    ") == count, out
