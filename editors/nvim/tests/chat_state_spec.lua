@@ -144,7 +144,8 @@ local function turn(name)
   error("no turn " .. name .. " in the fixture")
 end
 
--- A state on the recorded session (copies: the state keeps the tables it is given).
+-- A state on the recorded session. (The tests give it copies of the fixture, so a
+-- state that wrote to what it is given fails one test, "never writes", not all.)
 local function new_state()
   local s = chat_state.new()
   s:open(copy(FIX.session))
@@ -580,6 +581,58 @@ test("messages: merged as they are updated, kept in arrival order, parts arrivin
   truthy(not chat_state.is_done(s.messages.msg_1.info), "a user message is never 'done'")
   eq(s:apply("message/updated", { sessionId = SID, message = { role = "user" } }), {})
   eq(s:apply("message/updated", { sessionId = SID }), {})
+end)
+
+test("the state never writes to the tables it is given, and its snapshots stay as taken", function()
+  local pristine = copy(FIX)
+  -- The fixture itself, not copies: every notification, then every answer again.
+  local session = FIX.session
+  local s = chat_state.new()
+  s:open(session)
+  local snaps = {}
+  for _, t in ipairs(FIX.turns) do
+    for i, ev in ipairs(t.events) do
+      s:apply(ev.method, ev.params)
+      -- A snapshot taken halfway: later deltas do not reach it.
+      if ev.method == "part/delta" and not snaps[t.name] then
+        local id = ev.params.messageId
+        snaps[t.name] = { id = id, snap = s:snapshot(id), want = copy(s:snapshot(id)), at = i }
+      end
+    end
+    s:apply_full(t.result.message)
+  end
+  eq(FIX, pristine, "the fixture after the notifications and answers")
+  for name, sn in pairs(snaps) do
+    eq(sn.snap, sn.want, name .. ": the snapshot taken at event " .. sn.at)
+  end
+  truthy(snaps.stream and #snaps.stream.snap.parts < #s.messages[snaps.stream.id].parts, "the stream grew after its snapshot")
+  -- The history, from snapshots of that state, into another one.
+  local history = chat_state.new()
+  history:open(session)
+  local given = {}
+  for i, id in ipairs(s.order) do
+    given[i] = s:snapshot(id)
+  end
+  local given_copy = copy(given)
+  for _, msg in ipairs(given) do
+    history:apply_full(msg)
+  end
+  -- Deltas to a part the history has: neither the given message nor the first state sees them.
+  local last = s.order[#s.order]
+  local text = parts_of(history, last, "text")[1]
+  history:apply("part/delta", { sessionId = SID, messageId = last, partId = text.id, delta = " more" })
+  eq(given, given_copy, "the messages given to apply_full")
+  eq(s:part(text.id).text .. " more", history:part(text.id).text)
+  -- The session given to open and created is not the one the statuses and updates change.
+  local mine = { id = "ses_mine", status = "idle", title = "Mine" }
+  local st = chat_state.new()
+  st:created(mine)
+  st:apply("session/status", { sessionId = "ses_mine", status = "busy" })
+  st:apply("session/updated", { session = { id = "ses_mine", title = "Theirs" } })
+  st:open(mine)
+  st:apply("session/status", { sessionId = "ses_mine", status = "retry" })
+  eq(mine, { id = "ses_mine", status = "idle", title = "Mine" })
+  eq(st.session.status, "retry")
 end)
 
 ---------------------------------------------------------------------------

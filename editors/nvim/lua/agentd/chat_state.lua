@@ -4,15 +4,20 @@
 -- exactly the message of the session/chat answer; tests/chat_state_spec.lua checks it
 -- on recorded notifications.
 --
--- Pure Lua 5.1: no `vim` here, so it runs (and is tested) under plain LuaJIT, Lua 5.1
--- or `nvim -l`. The VS Code extension's shared/chatState.ts is its twin, with two
--- differences the buffer needs: messages keep their arrival order (the buffer only
--- appends), and a message/updated is merged into what is known of the message.
+-- Pure Lua 5.1: no `vim`, no requests, no buffer, so it runs (and is tested) under
+-- plain LuaJIT, Lua 5.1 or `nvim -l`. A method changes the state it is called on and
+-- nothing else: the tables it is given (notification params, answers, sessions) are
+-- never written to (parts, which deltas append to, are copied before they are kept;
+-- an updated session or message is a new table), and a snapshot is a copy, so a
+-- delta never reaches a table the caller holds. The VS Code extension's
+-- shared/chatState.ts is its twin, with two differences the buffer needs: messages
+-- keep their arrival order (the buffer only appends), and a message/updated is merged
+-- into what is known of the message.
 --
 -- Changes (what `apply` and `apply_full` return, in order):
 --   { kind = "message", id, created }             a message's fields changed
 --   { kind = "part", id, message_id, created, old } a part was added or replaced (old: the
---                                                    part it replaced)
+--                                                    part it replaced, as it was)
 --   { kind = "delta", id, message_id, field, delta } text appended to a part's field
 --   { kind = "status", session_id, current }      a session's status changed
 --   { kind = "session" }                           the current session's fields changed
@@ -39,13 +44,22 @@ local function merged(base, over)
   for k, v in pairs(base or {}) do
     out[k] = v
   end
-  for k, v in pairs(over) do
+  for k, v in pairs(over or {}) do
     out[k] = v
   end
   out.parts = nil
   return out
 end
-M.merged = merged
+
+-- A part as the state keeps it: a shallow copy, since deltas append to its fields
+-- (the nested tables, a tool's state, are only ever replaced whole).
+local function own(part)
+  local out = {}
+  for k, v in pairs(part) do
+    out[k] = v
+  end
+  return out
+end
 
 function State:current_id()
   return self.session and self.session.id or nil
@@ -61,17 +75,17 @@ function State:part(id)
   return w and self.messages[w.message_id].parts[w.index] or nil
 end
 
---- A message as the daemon sends it in full: its fields plus `parts` (copies of the
---- lists, not of the parts).
+--- A message as the daemon sends it in full: its fields plus `parts` (a copy: later
+--- deltas do not change it).
 function State:snapshot(id)
   local m = self.messages[id]
   if not m then
     return nil
   end
-  local out = merged(m.info, {})
+  local out = merged(m.info)
   out.parts = {}
   for i, p in ipairs(m.parts) do
-    out.parts[i] = p
+    out.parts[i] = own(p)
   end
   return out
 end
@@ -139,7 +153,7 @@ local function apply_message(self, msg)
     m.info = merged(m.info, msg)
     return { { kind = "message", id = msg.id, created = false } }
   end
-  add_message(self, merged(nil, msg))
+  add_message(self, merged(msg))
   return { { kind = "message", id = msg.id, created = true } }
 end
 
@@ -152,7 +166,7 @@ local function apply_part(self, message_id, part)
     -- Replaced where it is, in the message it first came with.
     local list = self.messages[w.message_id].parts
     local old = list[w.index]
-    list[w.index] = part
+    list[w.index] = own(part)
     return { { kind = "part", id = part.id, message_id = w.message_id, created = false, old = old } }
   end
   if message_id == nil then
@@ -166,7 +180,7 @@ local function apply_part(self, message_id, part)
     m = self.messages[message_id]
     changes[1] = { kind = "message", id = message_id, created = true }
   end
-  m.parts[#m.parts + 1] = part
+  m.parts[#m.parts + 1] = own(part)
   self.where[part.id] = { message_id = message_id, index = #m.parts }
   changes[#changes + 1] = { kind = "part", id = part.id, message_id = message_id, created = true }
   return changes
@@ -244,7 +258,9 @@ function State:apply(method, params)
     }
     self.statuses[sid] = st
     if current then
-      self.session.status = st.status
+      local updated = merged(self.session)
+      updated.status = st.status
+      self.session = updated
     end
     return { { kind = "status", session_id = sid, current = current } }
   elseif method == "session/updated" then
