@@ -717,6 +717,85 @@ def test_opening_a_session_shows_its_history_whatever_comes_meanwhile(start):
     assert lines.count("  (older messages not shown)") == 1, lines
 
 
+def test_recorded_turns_are_drawn_the_same_live_and_from_history(start):
+    """The notifications recorded by record_fixture.py, through the plugin's own
+    notification handler; the same messages as a reopened session shows them; and the
+    notifications without the empty text parts that precede their deltas."""
+    n = start()
+    fixture = HERE / "fixtures" / "agentd-notifications.json"
+    history, history_notes, live, live_notes, deltas_first = n.lua(
+        """
+        local fix = vim.json.decode(table.concat(vim.fn.readfile(...), "\\n"))
+        local chat, buffer = require('agentd.chat'), require('agentd.chat_buffer')
+        local function events(keep)
+          local out = {}
+          for _, t in ipairs(fix.turns) do
+            for _, ev in ipairs(t.events) do
+              if keep(ev) then
+                out[#out + 1] = vim.deepcopy(ev)
+              end
+            end
+          end
+          return out
+        end
+        local all = events(function() return true end)
+        local function live(evs)
+          chat.state:open(vim.deepcopy(fix.session))
+          buffer.reset()
+          for _, ev in ipairs(evs) do
+            chat.on_notification(ev.method, ev.params)
+          end
+          return T.lines()
+        end
+        -- The messages as session/messages gives them.
+        local st = require('agentd.chat_state').new()
+        st:open(vim.deepcopy(fix.session))
+        for _, ev in ipairs(all) do
+          st:apply(ev.method, vim.deepcopy(ev.params))
+        end
+        chat.state:open(vim.deepcopy(fix.session))
+        buffer.reset()
+        for _, id in ipairs(st.order) do
+          buffer.draw(chat.state, chat.state:apply_full(vim.deepcopy(st:snapshot(id))), { replaying = true })
+        end
+        local history, history_notes = T.lines(), T.notes_text()
+        local lines = live(all)
+        local live_notes = T.notes_text()
+        local deltas_first = live(events(function(ev)
+          local p = ev.params.part
+          return not (ev.method == 'part/updated' and p.type == 'text' and p.text == '')
+        end))
+        return { history, history_notes, lines, live_notes, deltas_first }
+        """,
+        str(fixture),
+    )
+    assert live == history
+    assert deltas_first == live
+    # The error was notified once, live; the history showed it without notifying.
+    assert "ProviderAuthError" not in history_notes, history_notes
+    assert live_notes.count("agentd: ProviderAuthError: Incorrect API key provided.") == 1, live_notes
+    assert live[0].startswith("▍ You · "), live
+    i = live.index("# Plan")
+    assert live[i : i + 7] == ["# Plan", "", "First **read** the file,", "then `edit` it:", "", "- one", "- two"]
+    footer = live[i + 8]
+    assert footer.startswith("  └ 1200 in · 160 out (20 reasoning) · 400 cached · $0.0060 · "), footer
+    for line in [
+        "  ⚙ editor_selection: app.py:2-3 [done]",
+        "  ⚙ read_buffer: nope.py [failed: no buffer named nope.py]",
+        "┆ reasoning",
+        "┆ Thinking about: why is the sky blue",
+        "w1 w2 w3 w4 w5 w6 w7 w8 ",
+        "✗ ProviderAuthError: Incorrect API key provided.",
+        "  ⚙ bash (workspace-write): echo hi [done]",
+        "  ⚙ bash (workspace-write): echo never [failed: the user refused bash]",
+        "  ⚙ bash (workspace-write, blocked): echo x > /outside/f [done]",
+        "  ⚙ bash (full access, rerun): echo x > /outside/f [done]",
+    ]:
+        assert line in live, (line, live)
+    aborted = live.index("w1 w2 w3 w4 w5 w6 w7 w8 ")
+    assert live[aborted + 1].startswith("  └ ") and live[aborted + 1].endswith(" · aborted"), live
+
+
 def test_multiline_input_and_q_closes_the_panel(start):
     n = start()
     send_from_input(n, "first line\nsecond line")
