@@ -796,6 +796,33 @@ def test_recorded_turns_are_drawn_the_same_live_and_from_history(start):
     assert live[aborted + 1].startswith("  └ ") and live[aborted + 1].endswith(" · aborted"), live
 
 
+def test_tool_line_states_are_highlighted(start):
+    n = start()
+    n.cmd("syntax on")
+    lines = ["  ⚙ a [pending]", "  ⚙ b [running]", "  ⚙ c [running 2/5]", "  ⚙ d [done]", "  ⚙ e [failed: x]"]
+    groups = n.lua(
+        """
+        local buf = vim.api.nvim_create_buf(false, true)
+        vim.api.nvim_set_current_buf(buf)
+        vim.api.nvim_buf_set_lines(buf, 0, -1, false, ...)
+        vim.bo[buf].filetype = 'agentd'
+        local out = {}
+        for l, line in ipairs(vim.api.nvim_buf_get_lines(buf, 0, -1, false)) do
+          out[l] = vim.fn.synIDattr(vim.fn.synID(l, #line, 1), 'name')
+        end
+        return out
+        """,
+        lines,
+    )
+    assert groups == [
+        "agentdToolPending",
+        "agentdToolRunning",
+        "agentdToolRunning",  # (with an MCP server's progress)
+        "agentdToolDone",
+        "agentdToolFailed",
+    ]
+
+
 def test_multiline_input_and_q_closes_the_panel(start):
     n = start()
     send_from_input(n, "first line\nsecond line")
