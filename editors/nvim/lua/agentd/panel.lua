@@ -105,6 +105,21 @@ local function map(buf, modes, lhs, rhs, desc)
   vim.keymap.set(modes, lhs, rhs, { buffer = buf, nowait = true, silent = true, desc = desc })
 end
 
+-- The Normal-mode keys both panel buffers have.
+local function map_panel_keys(buf)
+  local keys = config.get().keymaps
+  map(buf, "n", keys.abort, function()
+    chat.abort()
+  end, "agentd: abort")
+  map(buf, "n", keys.close, M.close, "agentd: close the panel")
+  map(buf, "n", keys.sessions, function()
+    require("agentd.sessions").pick()
+  end, "agentd: sessions")
+  map(buf, "n", keys.new, function()
+    require("agentd").new()
+  end, "agentd: new chat")
+end
+
 local function get_input_buf()
   if M.input_buf and api.nvim_buf_is_valid(M.input_buf) then
     return M.input_buf
@@ -123,22 +138,13 @@ local function get_input_buf()
     vim.cmd("stopinsert")
     M.submit()
   end, "agentd: send")
-  map(buf, "n", keys.abort, function()
-    chat.abort()
-  end, "agentd: abort")
   map(buf, "i", keys.abort, function()
     if chat.status() == "busy" or chat.status() == "retrying" then
       chat.abort()
     end
     vim.cmd("stopinsert")
   end, "agentd: abort")
-  map(buf, "n", keys.close, M.close, "agentd: close the panel")
-  map(buf, "n", keys.sessions, function()
-    require("agentd.sessions").pick()
-  end, "agentd: sessions")
-  map(buf, "n", keys.new, function()
-    require("agentd").new()
-  end, "agentd: new chat")
+  map_panel_keys(buf)
   local group = api.nvim_create_augroup("agentd_input_" .. buf, { clear = true })
   api.nvim_create_autocmd({ "TextChanged", "TextChangedI", "BufEnter" }, {
     group = group,
@@ -238,17 +244,7 @@ local function set_chat_keymaps(buf)
     return
   end
   vim.b[buf].agentd_mapped = true
-  local keys = config.get().keymaps
-  map(buf, "n", keys.close, M.close, "agentd: close the panel")
-  map(buf, "n", keys.abort, function()
-    chat.abort()
-  end, "agentd: abort")
-  map(buf, "n", keys.sessions, function()
-    require("agentd.sessions").pick()
-  end, "agentd: sessions")
-  map(buf, "n", keys.new, function()
-    require("agentd").new()
-  end, "agentd: new chat")
+  map_panel_keys(buf)
   for _, k in ipairs({ "i", "a", "o", "I", "A", "O" }) do
     map(buf, "n", k, function()
       M.focus_input(true)
