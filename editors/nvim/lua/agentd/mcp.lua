@@ -136,11 +136,7 @@ local function show(servers)
   bo.modifiable = false
   bo.bufhidden = "wipe"
   bo.filetype = "agentd_mcp"
-  local width = 20
-  for _, l in ipairs(lines) do
-    width = math.max(width, vim.fn.strdisplaywidth(l))
-  end
-  width = math.min(width + 1, math.max(20, vim.o.columns - 4))
+  local width = util.float_width(lines)
   local height = math.max(1, math.min(#lines, vim.o.lines - 6))
   local win = api.nvim_open_win(buf, true, {
     relative = "editor",

@@ -2,6 +2,7 @@
 -- input buffer below it.
 local api = vim.api
 local chat = require("agentd.chat")
+local chat_buffer = require("agentd.chat_buffer")
 local config = require("agentd.config")
 local util = require("agentd.util")
 
@@ -20,16 +21,17 @@ local function valid_win(win)
 end
 
 function M.is_open()
-  return valid_win(M.chat_win) and api.nvim_win_get_buf(M.chat_win) == chat.buf
+  return valid_win(M.chat_win) and api.nvim_win_get_buf(M.chat_win) == chat_buffer.buf
 end
 
 ---------------------------------------------------------------------------
 -- Status lines
 
 function M.chat_statusline()
-  local title = chat.session and chat.session.title
+  local session = chat.state.session
+  local title = session and session.title
   if type(title) ~= "string" or title == "" then
-    title = chat.session and "untitled" or "new chat"
+    title = session and "untitled" or "new chat"
   end
   local st = chat.status()
   local detail = chat.status_detail()
@@ -103,6 +105,21 @@ local function map(buf, modes, lhs, rhs, desc)
   vim.keymap.set(modes, lhs, rhs, { buffer = buf, nowait = true, silent = true, desc = desc })
 end
 
+-- The Normal-mode keys both panel buffers have.
+local function map_panel_keys(buf)
+  local keys = config.get().keymaps
+  map(buf, "n", keys.abort, function()
+    chat.abort()
+  end, "agentd: abort")
+  map(buf, "n", keys.close, M.close, "agentd: close the panel")
+  map(buf, "n", keys.sessions, function()
+    require("agentd.sessions").pick()
+  end, "agentd: sessions")
+  map(buf, "n", keys.new, function()
+    require("agentd").new()
+  end, "agentd: new chat")
+end
+
 local function get_input_buf()
   if M.input_buf and api.nvim_buf_is_valid(M.input_buf) then
     return M.input_buf
@@ -121,22 +138,13 @@ local function get_input_buf()
     vim.cmd("stopinsert")
     M.submit()
   end, "agentd: send")
-  map(buf, "n", keys.abort, function()
-    chat.abort()
-  end, "agentd: abort")
   map(buf, "i", keys.abort, function()
     if chat.status() == "busy" or chat.status() == "retrying" then
       chat.abort()
     end
     vim.cmd("stopinsert")
   end, "agentd: abort")
-  map(buf, "n", keys.close, M.close, "agentd: close the panel")
-  map(buf, "n", keys.sessions, function()
-    require("agentd.sessions").pick()
-  end, "agentd: sessions")
-  map(buf, "n", keys.new, function()
-    require("agentd").new()
-  end, "agentd: new chat")
+  map_panel_keys(buf)
   local group = api.nvim_create_augroup("agentd_input_" .. buf, { clear = true })
   api.nvim_create_autocmd({ "TextChanged", "TextChangedI", "BufEnter" }, {
     group = group,
@@ -205,9 +213,9 @@ local function setup_chat_win(win)
   wo.breakindent = true
   if o.fold_reasoning then
     wo.foldmethod = "expr"
-    wo.foldexpr = "getline(v:lnum)=~#'^" .. chat.REASONING_PREFIX .. "'"
+    wo.foldexpr = "getline(v:lnum)=~#'^" .. chat_buffer.REASONING_PREFIX .. "'"
     wo.foldtext = "'"
-      .. chat.REASONING_PREFIX
+      .. chat_buffer.REASONING_PREFIX
       .. "▸ reasoning, '.(v:foldend-v:foldstart).(v:foldend-v:foldstart==1?' line':' lines').' (zo)'"
     wo.foldlevel = 0
     wo.foldenable = true
@@ -236,17 +244,7 @@ local function set_chat_keymaps(buf)
     return
   end
   vim.b[buf].agentd_mapped = true
-  local keys = config.get().keymaps
-  map(buf, "n", keys.close, M.close, "agentd: close the panel")
-  map(buf, "n", keys.abort, function()
-    chat.abort()
-  end, "agentd: abort")
-  map(buf, "n", keys.sessions, function()
-    require("agentd.sessions").pick()
-  end, "agentd: sessions")
-  map(buf, "n", keys.new, function()
-    require("agentd").new()
-  end, "agentd: new chat")
+  map_panel_keys(buf)
   for _, k in ipairs({ "i", "a", "o", "I", "A", "O" }) do
     map(buf, "n", k, function()
       M.focus_input(true)
@@ -258,7 +256,7 @@ end
 --- opts.insert: start Insert mode in the input.
 function M.open(opts)
   opts = opts or {}
-  local buf = chat.get_buf()
+  local buf = chat_buffer.get_buf()
   set_chat_keymaps(buf)
   local ibuf = get_input_buf()
   local origin = api.nvim_get_current_win()
@@ -344,7 +342,7 @@ end
 
 function M.scroll_to_end()
   if M.is_open() then
-    pcall(api.nvim_win_set_cursor, M.chat_win, { api.nvim_buf_line_count(chat.buf), 0 })
+    pcall(api.nvim_win_set_cursor, M.chat_win, { api.nvim_buf_line_count(chat_buffer.buf), 0 })
   end
 end
 

@@ -168,12 +168,6 @@ function View:replace(r, lines)
   end)
 end
 
---- The current lines of region r.
-function View:lines(r)
-  local row = self:row(r)
-  return api.nvim_buf_get_lines(self.buf, row, row + r.n, false)
-end
-
 function View:remove(r)
   local i = index_of(self.regions, r)
   if not i then
@@ -202,10 +196,6 @@ function View:clear()
     api.nvim_buf_set_lines(self.buf, 0, -1, false, {})
   end)
   self.regions = {}
-end
-
-function View:last()
-  return self.regions[#self.regions]
 end
 
 return M

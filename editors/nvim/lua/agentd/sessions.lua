@@ -25,7 +25,7 @@ function M.format(s)
   end
   local bits = { util.shorten(title, 50), util.reltime(s.time and s.time.updated) }
   local chat = require("agentd.chat")
-  local st = (chat.statuses[s.id] or {}).status or s.status
+  local st = (chat.state.statuses[s.id] or {}).status or s.status
   if st == "busy" then
     bits[#bits + 1] = "● busy"
   elseif st == "retry" then
@@ -110,7 +110,7 @@ end
 
 function M.rename(title)
   local chat = require("agentd.chat")
-  local s = chat.session
+  local s = chat.state.session
   if not s then
     util.notify("agentd: no session yet (send a prompt first)", vim.log.levels.WARN)
     return
@@ -124,8 +124,7 @@ function M.rename(title)
         util.notify("agentd: rename failed: " .. util.err_text(err), vim.log.levels.ERROR)
         return
       end
-      if res and res.session and chat.current_id() == res.session.id then
-        chat.session = vim.tbl_extend("force", chat.session, res.session)
+      if res and res.session and chat.state:update_session(res.session) then
         M.known[res.session.id] = res.session
         require("agentd.panel").redraw_status()
       end
@@ -139,7 +138,7 @@ end
 
 function M.delete(force)
   local chat = require("agentd.chat")
-  local s = chat.session
+  local s = chat.state.session
   if not s then
     util.notify("agentd: no session to delete", vim.log.levels.WARN)
     return

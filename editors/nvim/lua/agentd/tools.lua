@@ -77,7 +77,6 @@ local function fenced(text, ft)
   local f = fence_for(text)
   return f .. (ft or "") .. "\n" .. text .. "\n" .. f
 end
-M.fenced = fenced
 
 ---------------------------------------------------------------------------
 -- Selections
@@ -371,11 +370,7 @@ local function preview(buf, s, e, new_lines)
   api.nvim_buf_set_lines(pbuf, 0, -1, false, lines)
   vim.bo[pbuf].filetype = "diff"
   vim.bo[pbuf].bufhidden = "wipe"
-  local width = 20
-  for _, l in ipairs(lines) do
-    width = math.max(width, vim.fn.strdisplaywidth(l))
-  end
-  width = math.min(width + 1, math.max(20, vim.o.columns - 4))
+  local width = util.float_width(lines)
   local height = math.min(#lines, math.max(3, vim.o.lines - 8))
   local wok, win = pcall(api.nvim_open_win, pbuf, false, {
     relative = "editor",

@@ -1,7 +1,5 @@
 local M = {}
 
-M.uv = vim.uv or vim.loop
-
 local log_lines = {}
 
 --- Keep a short in-memory log (see :lua print(require("agentd.util").log_text())).
@@ -122,6 +120,15 @@ function M.shorten(s, n)
     lo = lo - 1
   end
   return vim.fn.strcharpart(s, 0, lo) .. "…"
+end
+
+--- Width of a floating window showing `lines`: the widest line, within the screen.
+function M.float_width(lines)
+  local width = 20
+  for _, l in ipairs(lines) do
+    width = math.max(width, vim.fn.strdisplaywidth(l))
+  end
+  return math.min(width + 1, math.max(20, vim.o.columns - 4))
 end
 
 --- Is this (main-loop) code running in a coroutine it may yield from?
