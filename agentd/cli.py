@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(args)
         catalog = Catalog(config.data_dir / "catalog.sqlite3")
         catalog.open_sync()
-        count = reindex_sync(catalog, config.data_dir / "sessions")
+        count = reindex_sync(catalog.tables, config.data_dir / "sessions")
         print(f"indexed {count} sessions from {config.data_dir / 'sessions'}")
         return 0
     if command == "tool-context":

@@ -52,6 +52,14 @@ def _default_state_dir() -> Path:
 
 @attrs.frozen
 class ProviderConfig:
+    """How to reach one OpenAI-compatible endpoint. Every field has a default.
+
+    `base_url` None lets the SDK use OPENAI_BASE_URL or api.openai.com; `api_key`
+    None sends a placeholder (local servers need none). Timeouts are in seconds:
+    `first_token_timeout_s` bounds the wait from sending the request to the first
+    event, `stall_timeout_s` a silence (no bytes at all) after that.
+    """
+
     name: str = "default"
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
@@ -59,6 +67,13 @@ class ProviderConfig:
     max_attempts: int = 4
     first_token_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    # Backoff: full jitter, base * 2**(attempt-1) capped, unless the server says
+    # when (retry-after / retry-after-ms). A server asking for longer than
+    # `max_retry_after_s` (e.g. a daily quota) is not retried.
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 30.0
+    max_retry_after_s: float = 120.0
 
 
 @attrs.frozen

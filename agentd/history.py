@@ -37,46 +37,50 @@ def _user_content(parts: list[dict[str, Any]]) -> str:
     return "\n\n".join(c for c in chunks if c)
 
 
+def step_messages(text: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One step of an assistant message as chat messages: the assistant's text and tool
+    calls (wire tool parts), then each call's result. Used for the history and within a
+    run alike, so a request repeats the bytes of the one before (prompt caches)."""
+    if not text and not calls:
+        return []
+    msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if calls:
+        msg["tool_calls"] = [
+            {
+                "id": c["callId"],
+                "type": "function",
+                "function": {
+                    "name": c["tool"],
+                    "arguments": json.dumps((c.get("state") or {}).get("input") or {}),
+                },
+            }
+            for c in calls
+        ]
+    return [
+        msg,
+        *(
+            {"role": "tool", "tool_call_id": c["callId"], "content": tool_result_content(c)}
+            for c in calls
+        ),
+    ]
+
+
 def assistant_to_chat(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One assistant message may hold several steps: each becomes an assistant message
     (text and tool calls) followed by its tool results."""
     out: list[dict[str, Any]] = []
     text: list[str] = []
     calls: list[dict[str, Any]] = []
-
-    def flush() -> None:
-        if not text and not calls:
-            return
-        msg: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
-        if calls:
-            msg["tool_calls"] = [
-                {
-                    "id": c["callId"],
-                    "type": "function",
-                    "function": {
-                        "name": c["tool"],
-                        "arguments": json.dumps((c.get("state") or {}).get("input") or {}),
-                    },
-                }
-                for c in calls
-            ]
-        out.append(msg)
-        for c in calls:
-            out.append(
-                {"role": "tool", "tool_call_id": c["callId"], "content": tool_result_content(c)}
-            )
-        text.clear()
-        calls.clear()
-
     for part in parts:
         kind = part.get("type")
         if kind == "step-start":
-            flush()
+            out += step_messages("".join(text), calls)
+            text, calls = [], []
         elif kind == "text" and not part.get("synthetic"):
             text.append(part.get("text", ""))
         elif kind == "tool":
             calls.append(part)
-    flush()
+    out += step_messages("".join(text), calls)
     return out
 
 

@@ -38,6 +38,7 @@ import attrs
 import orjson
 
 from agentd import redaction
+from agentd.config import ProviderConfig
 from agentd.errors import ProviderError
 from agentd.model_events import (
     ProviderEvent,
@@ -60,31 +61,6 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------
 # Public data (the event types live in agentd.model_events, shared with the run loop)
-
-
-@attrs.frozen
-class ProviderConfig:
-    """How to reach one OpenAI-compatible endpoint. Every field has a default.
-
-    `base_url` None lets the SDK use OPENAI_BASE_URL or api.openai.com; `api_key`
-    None sends a placeholder (local servers need none). Timeouts are in seconds:
-    `first_token_timeout_s` bounds the wait from sending the request to the first
-    event, `stall_timeout_s` a silence (no bytes at all) after that.
-    """
-
-    base_url: str | None = None
-    api_key: str | None = attrs.field(default=None, repr=False)
-    max_attempts: int = 4
-    first_token_timeout_s: float = 300.0
-    stall_timeout_s: float = 120.0
-    connect_timeout_s: float = 10.0
-    headers: dict[str, str] = attrs.field(factory=dict)
-    # Backoff: full jitter, base * 2**(attempt-1) capped, unless the server says
-    # when (retry-after / retry-after-ms). A server asking for longer than
-    # `max_retry_after_s` (e.g. a daily quota) is not retried.
-    retry_base_delay_s: float = 0.5
-    retry_max_delay_s: float = 30.0
-    max_retry_after_s: float = 120.0
 
 
 # ---------------------------------------------------------------------------
@@ -173,26 +149,12 @@ class _Redactor:
     def __call__(self, text: str) -> str:
         return redaction.redact(text)
 
-    def error(
-        self,
-        name: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> ProviderError:
+    def error(self, name: str, message: str, **fields: Any) -> ProviderError:
+        """A ProviderError (its arguments) with the message and data strings redacted."""
+        data = fields.pop("data", None)
         if data:
-            data = {k: self(v) if isinstance(v, str) else v for k, v in data.items()}
-        return ProviderError(
-            name,
-            self(message),
-            status=status,
-            retryable=retryable,
-            retry_after=retry_after,
-            data=data or None,
-        )
+            fields["data"] = {k: self(v) if isinstance(v, str) else v for k, v in data.items()}
+        return ProviderError(name, self(message), **fields)
 
     def from_status(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         fields = _error_fields(body)

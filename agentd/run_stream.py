@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from agentd.editor import EditorLink
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
 from agentd.storage.log import SessionLog
@@ -24,7 +25,7 @@ CHECKPOINT_S = 0.2
 
 
 class RunStream:
-    def __init__(self, link: Any, log: SessionLog, session_id: str, run_id: str) -> None:
+    def __init__(self, link: EditorLink, log: SessionLog, session_id: str, run_id: str) -> None:
         self.link = link
         self.log = log
         self.session_id = session_id
@@ -142,10 +143,10 @@ class RunStream:
         if records:
             self.log.append(*records)
 
-    async def close(self) -> None:
-        """Flush everything: editor deltas, checkpoints, and the log itself."""
+    def drain(self) -> None:
+        """At the run's end: pending deltas to the editor, unsaved text to the log
+        (queued; the log's owner flushes it)."""
         self.flush_deltas()
         if self._checkpoint_handle is not None:
             self._checkpoint_handle.cancel()
         self.checkpoint()
-        await self.log.flush()

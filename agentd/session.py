@@ -7,21 +7,14 @@ JSON-RPC.
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 import collections
 import logging
-import os
-import shutil
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Protocol, cast
 
-import attrs
-
-from agentd import file_modes, ids, keys
+from agentd import ids, keys
 from agentd.config import Config, McpServerSpec, mcp_server_spec
+from agentd.editor import EditorInfo, EditorLink
 from agentd.errors import (
     InvalidParams,
     ModelNotConfigured,
@@ -32,91 +25,66 @@ from agentd.mcp_servers import McpServers
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.sandbox import SandboxProbe, SandboxStatus
-from agentd.storage.catalog import DEFAULT_TITLE, Catalog
-from agentd.storage.log import LOG_NAME, LogState, SessionLog, lock_is_free
-from agentd.storage.reindex import reindex_sync
-from agentd.toolctx import ToolContextStore
+from agentd.storage.catalog import DEFAULT_TITLE, SessionRow
+from agentd.storage.log import LogState
+from agentd.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
 LIST_DEFAULT, LIST_MAX = 50, 500
-LOG_CACHE = 16
 RUN_CACHE = 10_000
 MESSAGES_DEFAULT = 100
 # session/create's tries when the clientSessionId it lost to is deleted before it is read.
 CREATE_ATTEMPTS = 5
 
 
-class EditorLink(Protocol):
-    """How the session layer talks to the editor (implemented by the server)."""
+class RunsView(Protocol):
+    """What the session layer needs of the run layer (`agentd.runs.RunManager`)."""
 
-    def notify(self, method: str, params: dict[str, Any]) -> None: ...
+    def status_of(self, session_id: str) -> str | None: ...
 
-    def request(self, method: str, params: dict[str, Any]) -> Awaitable[Any]: ...
+    def live_messages(self, session_id: str) -> dict[str, t.Message]: ...
 
-    def congested(self) -> bool: ...
+    async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None: ...
 
-    def when_drained(self, callback: Callable[[], None]) -> None: ...
-
-
-@attrs.define
-class EditorInfo:
-    """What `initialize` told us about the editor."""
-
-    workspace_root: str | None = None
-    client_tools: bool = False
-    permission_requests: bool = False
+    async def shutdown(self) -> None: ...
 
 
-@attrs.define
-class SensitiveContext:
-    """Per-session secrets: memory only, never logged, never persisted."""
+class _NoRuns:
+    """Before a run layer is attached: nothing runs."""
 
-    access_token: str | None = attrs.field(default=None, repr=False)
+    def status_of(self, session_id: str) -> str | None:
+        return None
+
+    def live_messages(self, session_id: str) -> dict[str, t.Message]:
+        return {}
+
+    async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
 
 
-def session_from_row(row: tuple[Any, ...], status: str | None = None) -> t.Session:
-    (
-        sid,
-        client_id,
-        actor,
-        project,
-        project_id,
-        parent_id,
-        title,
-        workspace_root,
-        model,
-        scope_key,
-        created,
-        updated,
-        row_status,
-        _run_id,
-        _pid,
-        inp,
-        out,
-        reas,
-        cread,
-        cwrite,
-        cost,
-    ) = row
+def session_from_row(row: SessionRow, status: str | None = None) -> t.Session:
     return t.Session(
-        id=sid,
-        client_session_id=client_id,
-        title=title,
-        project_key=project,
-        actor_key=actor,
-        session_scope_key=scope_key,
+        id=row.id,
+        client_session_id=row.client_session_id,
+        title=row.title,
+        project_key=row.project_key,
+        actor_key=row.actor_key,
+        session_scope_key=row.scope_key,
         # "unclosed" (a run whose end the log could not take) is idle to the editor.
         status=cast(
-            t.SessionStatus, status or ("idle" if row_status == "unclosed" else row_status)
+            t.SessionStatus, status or ("idle" if row.status == "unclosed" else row.status)
         ),
-        time=t.SessionTime(created=created, updated=updated),
-        usage=t.Usage(inp, out, reas, cread, cwrite),
-        cost=float(Decimal(cost)),
-        parent_id=parent_id,
-        project_id=project_id,
-        workspace_root=workspace_root,
-        model=model,
+        time=t.SessionTime(created=row.created, updated=row.updated),
+        usage=t.Usage(*row.token_counts),
+        cost=float(Decimal(row.cost)),
+        parent_id=row.parent_id,
+        project_id=row.project_id,
+        workspace_root=row.workspace_root,
+        model=row.model,
     )
 
 
@@ -142,19 +110,14 @@ class SessionManager:
         self.config = config
         self.link = link
         self.editor = EditorInfo()
-        self.sessions_dir = config.data_dir / "sessions"
-        self.catalog = Catalog(config.data_dir / "catalog.sqlite3")
-        self.toolctx = ToolContextStore(config.tool_context_dir)
+        self.store = Store(config)
+        self.toolctx = self.store.toolctx
         self.mcp = McpServers(config.mcp_servers, link.notify, config.tool_context_dir)
-        # Open logs with their folded state, least recently used first; idle ones beyond
-        # LOG_CACHE are closed (their state is read again from disk when needed).
-        self._logs: collections.OrderedDict[str, SessionLog] = collections.OrderedDict()
-        self._secrets: dict[str, SensitiveContext] = {}
         # run/resolve's first tier: runId → (sessionId, clientSessionId, scopeKey), the
         # RUN_CACHE most recent; older runs are found in the catalog.
         self._run_cache: collections.OrderedDict[str, dict[str, str]] = collections.OrderedDict()
-        # Filled by the run layer (agentd.runs) when it is attached.
-        self.runs: Any = None
+        # The run layer, attached by the server once it exists.
+        self.runs: RunsView = _NoRuns()
         # Which sandbox works here: probed in a thread from the start (initialize says).
         self.sandbox = SandboxProbe()
         # A mode given by session/create for an existing session (this daemon only).
@@ -163,60 +126,10 @@ class SessionManager:
     # --- lifecycle ---------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open storage, rebuild the catalog if needed, close runs of dead daemons, and
-        sweep stale tool-context files. Runs before serving, off the hot path."""
-        file_modes.make_private_dir(self.config.data_dir)
-        file_modes.make_private_dir(self.config.state_dir)
-        # Left too open by an older agentd or a looser umask: made private.
-        catalog = self.catalog.path.name
-        problems = file_modes.tighten_tree(
-            self.config.data_dir,
-            lambda name: name == self.sessions_dir.name or name.startswith(catalog),
-        )
-        # The tool-context directory is checked by the tool-context store itself.
-        toolctx = self.toolctx.directory.name
-        problems += file_modes.tighten_tree(
-            self.config.state_dir, lambda name: name == toolctx, checked_elsewhere=(toolctx,)
-        )
-        for problem in problems:
-            logger.warning("file permissions: %s", problem)
-        file_modes.make_private_dir(self.sessions_dir)
-        usable = self.catalog.open_sync()
-        if not usable and self.sessions_dir.exists() and any(os.scandir(self.sessions_dir)):
-            reindex_sync(self.catalog, self.sessions_dir)
-        removed = self.toolctx.prepare()
-        if removed:
-            logger.info("removed %d stale tool-context files", removed)
+        self.store.open()
 
     async def close(self) -> None:
-        for log in self._logs.values():
-            await log.flush()
-            log.close()
-        self._logs.clear()
-        await asyncio.to_thread(self.catalog.close)
-
-    # --- helpers -----------------------------------------------------------------------
-
-    def session_dir(self, session_id: str) -> Path:
-        return self.sessions_dir / session_id
-
-    def log_for(self, session_id: str) -> SessionLog:
-        log = self._logs.get(session_id)
-        if log is None:
-            log = self._logs[session_id] = SessionLog(self.session_dir(session_id))
-            self._evict_logs()
-        else:
-            self._logs.move_to_end(session_id)
-        return log
-
-    def _evict_logs(self) -> None:
-        excess = len(self._logs) - LOG_CACHE
-        for sid in list(self._logs)[:excess]:
-            log = self._logs[sid]
-            if (self.runs is not None and self.runs.owns(sid)) or log.busy:
-                continue
-            del self._logs[sid]
-            log.close()
+        await self.store.close()
 
     async def sandbox_info(self) -> t.SandboxInfo:
         status = await self.sandbox.status()
@@ -240,67 +153,31 @@ class SessionManager:
             self._sandbox_modes.get(session_id) or header.get("sandbox") or self.config.sandbox.mode
         )
 
-    def secrets_for(self, session_id: str) -> SensitiveContext:
-        return self._secrets.setdefault(session_id, SensitiveContext())
-
-    def local_status(self, session_id: str) -> str | None:
-        return self.runs.status_of(session_id) if self.runs is not None else None
-
-    async def get_row(self, session_id: str) -> tuple[Any, ...]:
-        if not isinstance(session_id, str) or not ids.is_valid_id(session_id, "ses"):
-            raise SessionNotFound(
-                f"session not found: {session_id}", data={"sessionId": session_id}
-            )
-        row = await self.catalog.run(self._row_with_log, session_id)
-        if row is None:
-            self._drop_log(session_id)
-            raise SessionNotFound(
-                f"session not found: {session_id}", data={"sessionId": session_id}
-            )
-        return row
-
-    def _row_with_log(self, session_id: str) -> tuple[Any, ...] | None:
-        """The catalog row, if the session's log (the source of truth) still exists; a
-        row whose log was deleted by hand is dropped, so the catalog heals. On the
-        catalog thread: the stat costs microseconds, and never the event loop's."""
-        row = self.catalog.get_session(session_id)
-        if row is not None and not (self.session_dir(session_id) / LOG_NAME).exists():
-            self._forget_row(session_id, "its log is missing")
-            return None
-        return row
-
-    def _forget_row(self, session_id: str, why: str) -> None:
-        logger.warning("session %s: %s; removed from the catalog", session_id, why)
-        self.catalog.delete_sessions([session_id])
-
-    async def forget_broken(self, session_id: str, why: str) -> SessionNotFound:
-        """A session whose log cannot be used (no header line): it leaves the catalog
-        (its folder stays on disk, untouched) and the caller answers 1001."""
-        await self.catalog.run(self._forget_row, session_id, why)
-        self._drop_log(session_id)
-        return SessionNotFound(
-            f"session {session_id} cannot be used: {why}", data={"sessionId": session_id}
-        )
-
-    def _drop_log(self, session_id: str) -> None:
-        log = self._logs.pop(session_id, None)
-        if log is not None:
-            log.close()
+    async def get_row(self, session_id: str) -> SessionRow:
+        return await self.store.get_row(session_id)
 
     async def get_session_obj(self, session_id: str) -> t.Session:
         row = await self.get_row(session_id)
         return self._session(row)
 
-    def _session(self, row: tuple[Any, ...]) -> t.Session:
-        return session_from_row(row, self.local_status(row[0]))
+    def _session(self, row: SessionRow) -> t.Session:
+        return session_from_row(row, self.runs.status_of(row.id))
 
     def emit_session(self, session: t.Session) -> None:
         self.link.notify("session/updated", {"session": unstructure(session)})
 
     async def emit_session_by_id(self, session_id: str) -> t.Session | None:
-        return self._emit_row(await self.catalog.run(self.catalog.get_session, session_id))
+        return self._emit_row(await self.store.catalog.get(session_id))
 
-    def _emit_row(self, row: tuple[Any, ...] | None) -> t.Session | None:
+    async def refresh_totals(self, session_id: str) -> None:
+        """The catalog takes the log's usage totals; the editor is told."""
+        state = await self.store.log_for(session_id).read()
+        await self.store.catalog.update(
+            session_id, {**state.catalog_totals(), "updated": ids.now_ms()}
+        )
+        await self.emit_session_by_id(session_id)
+
+    def _emit_row(self, row: SessionRow | None) -> t.Session | None:
         """session/updated for a catalog row (None: the session is gone)."""
         if row is None:
             return None
@@ -329,11 +206,9 @@ class SessionManager:
         # winner's session. The winner may be deleted before a loser reads it: try again.
         for _ in range(CREATE_ATTEMPTS):
             if p.client_session_id is not None:
-                found = await self.catalog.run(
-                    self.catalog.find_by_client, actor, project, p.client_session_id
-                )
+                found = await self.store.catalog.find_by_client(actor, project, p.client_session_id)
                 if found is not None:
-                    self._attach(found[0], p.access_token, mcp_specs, p.sandbox)
+                    self._attach(found.id, mcp_specs, p.sandbox)
                     return t.SessionCreateResult(session=self._session(found), created=False)
             session_id = await self._insert_new(p, actor, project)
             if session_id is not None:
@@ -344,7 +219,7 @@ class SessionManager:
                 "session; try again",
                 data={"clientSessionId": p.client_session_id},
             )
-        self._attach(session_id, p.access_token, mcp_specs)
+        self._attach(session_id, mcp_specs)
         session = self._session(await self.get_row(session_id))
         self.emit_session(session)
         return t.SessionCreateResult(session=session, created=True)
@@ -374,7 +249,7 @@ class SessionManager:
         }
         if p.sandbox is not None:
             header["sandbox"] = p.sandbox
-        log = self.log_for(session_id)
+        log = self.store.log_for(session_id)
         log.append({"k": "session", "session": header, "at": now})
         await log.flush()
         row = {
@@ -391,27 +266,21 @@ class SessionManager:
             "created": now,
             "updated": now,
         }
-        if await self.catalog.run(self.catalog.insert_session, row):
+        if await self.store.catalog.insert(row):
             return session_id
-        # The log may have left the open-log cache already (many creates at once).
-        lost = self._logs.pop(session_id, None)
-        if lost is not None:
-            lost.close()
-        await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
+        await self.store.remove(session_id)
         return None
 
     def _attach(
         self,
         session_id: str,
-        token: str | None,
         mcp_specs: list[McpServerSpec] | None,
         sandbox: str | None = None,
     ) -> None:
-        """What session/create gives a session in memory only: its access token, its
-        own MCP servers (their env and headers may hold secrets too), and a sandbox mode
-        given again for an existing session (a new one keeps its mode in its log)."""
-        if token is not None:
-            self.secrets_for(session_id).access_token = token
+        """What session/create gives a session in memory only: its own MCP servers
+        (their env and headers may hold secrets), and a sandbox mode given again for an
+        existing session (a new one keeps its mode in its log). The access token is
+        kept by no one: it is registered as a secret (masked wherever it could show)."""
         if sandbox is not None:
             self._sandbox_modes[session_id] = sandbox
         if mcp_specs is not None:
@@ -429,24 +298,22 @@ class SessionManager:
                 f"params.limit: must be between 1 and {LIST_MAX}", data={"field": "limit"}
             )
         cursor = decode_cursor(p.cursor) if p.cursor else None
-        rows = await self.catalog.run(
-            lambda: self.catalog.list_sessions(
-                limit=limit + 1,
-                cursor=cursor,
-                parent_id=p.parent_id,
-                roots_only=bool(p.roots_only),
-                project_id=p.project_id,
-                query=p.query,
-            )
+        rows = await self.store.catalog.list_sessions(
+            limit=limit + 1,
+            cursor=cursor,
+            parent_id=p.parent_id,
+            roots_only=bool(p.roots_only),
+            project_id=p.project_id,
+            query=p.query,
         )
         more = len(rows) > limit
         rows = rows[:limit]
         sessions = [self._session(r) for r in rows]
-        next_cursor = encode_cursor(rows[-1][11], rows[-1][0]) if more else None
+        next_cursor = encode_cursor(rows[-1].updated, rows[-1].id) if more else None
         return t.SessionListResult(sessions=sessions, next_cursor=next_cursor)
 
     async def read_state(self, session_id: str) -> LogState:
-        return await self.log_for(session_id).read()
+        return await self.store.log_for(session_id).read()
 
     async def messages(self, p: t.SessionMessagesParams) -> t.SessionMessagesResult:
         await self.get_row(p.session_id)
@@ -455,7 +322,7 @@ class SessionManager:
             raise InvalidParams("params.limit: must be at least 1", data={"field": "limit"})
         state = await self.read_state(p.session_id)
         if state.session is None:
-            raise await self.forget_broken(p.session_id, "its log has no session header")
+            raise await self.store.forget_broken(p.session_id, "its log has no session header")
         all_ids = list(state.messages)
         end = len(all_ids)
         if p.before is not None:
@@ -466,9 +333,9 @@ class SessionManager:
                 )
             end = all_ids.index(p.before)
         start = max(0, end - limit)
-        wire = await self.log_for(p.session_id).read_messages(all_ids[start:end])
+        wire = await self.store.log_for(p.session_id).read_messages(all_ids[start:end])
         page = [structure(m, t.Message) for m in wire]
-        live = self.runs.live_messages(p.session_id) if self.runs is not None else {}
+        live = self.runs.live_messages(p.session_id)
         if live:
             page = [live.get(m.id, m) for m in page]
         return t.SessionMessagesResult(
@@ -497,7 +364,7 @@ class SessionManager:
         being generated. The catalog gets the log's effective title."""
         title = " ".join(title.split())[:200] or DEFAULT_TITLE
         now = ids.now_ms()
-        log = self.log_for(session_id)
+        log = self.store.log_for(session_id)
         record: dict[str, Any] = {"k": "title", "title": title, "at": now}
         if generated:
             if (await log.read()).titled_by_user:
@@ -509,10 +376,8 @@ class SessionManager:
         await log.flush()
         state = await log.read()
         return self._emit_row(
-            await self.catalog.run(
-                self.catalog.update_session,
-                session_id,
-                {"title": state.title or title, "updated": now},
+            await self.store.catalog.update(
+                session_id, {"title": state.title or title, "updated": now}
             )
         )
 
@@ -523,38 +388,23 @@ class SessionManager:
             await self.get_row(p.session_id)
         except SessionNotFound:
             return t.SessionDeleteResult(deleted=False)
-        doomed = await self.catalog.run(self._descendants, p.session_id)
+        doomed = await self.store.catalog.descendants(p.session_id)
         for sid in doomed:
-            if self.runs is not None:
-                await self.runs.abort_session(sid, drop_queue=True)
+            await self.runs.abort_session(sid, drop_queue=True)
             # Still locked after our own abort: another daemon is running it.
-            if not await asyncio.to_thread(lock_is_free, self.session_dir(sid)):
+            if await self.store.is_running_elsewhere(sid):
                 raise SessionBusy("session is running in another agentd", data={"sessionId": sid})
-        rows = [await self.catalog.run(self.catalog.get_session, sid) for sid in doomed]
-        await self.catalog.run(self.catalog.delete_sessions, doomed)
+        rows = [await self.store.catalog.get(sid) for sid in doomed]
+        await self.store.catalog.delete(doomed)
         for sid, row in zip(doomed, rows, strict=True):
             if row is not None:
-                await self.toolctx.discard_stale(row[9])
-            log = self._logs.pop(sid, None)
-            if log is not None:
-                await log.flush()
-                log.close()
-            self._secrets.pop(sid, None)
+                await self.toolctx.discard_stale(row.scope_key)
+            await self.store.remove(sid)
             self._sandbox_modes.pop(sid, None)
             self.mcp.drop_session(sid)
-            await asyncio.to_thread(shutil.rmtree, self.session_dir(sid), True)
         for run_id in [r for r, v in self._run_cache.items() if v["sessionId"] in doomed]:
             del self._run_cache[run_id]
         return t.SessionDeleteResult(deleted=True)
-
-    # `builtins.list`: in this class `list` is the session/list handler.
-    def _descendants(self, session_id: str) -> builtins.list[str]:
-        out, todo = [], [session_id]
-        while todo:
-            sid = todo.pop()
-            out.append(sid)
-            todo.extend(self.catalog.children(sid))
-        return out
 
     # --- run/resolve, toolContext/get, models/list -------------------------------------
 
@@ -573,12 +423,16 @@ class SessionManager:
         if cached is None or len(cached) < 3:
             if not ids.is_valid_id(p.run_id, "run"):
                 return None
-            row = await self.catalog.run(self.catalog.resolve_run, p.run_id)
-            if row is None:
+            owner = await self.store.catalog.resolve_run(p.run_id)
+            if owner is None:
                 return None
             self.cache_run(
                 p.run_id,
-                {"sessionId": row[0], "clientSessionId": row[1], "sessionScopeKey": row[2]},
+                {
+                    "sessionId": owner.session_id,
+                    "clientSessionId": owner.client_session_id,
+                    "sessionScopeKey": owner.scope_key,
+                },
             )
             cached = self._run_cache[p.run_id]
         return t.RunResolveResult(

@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import attrs
 
 from agentd import ids
 from agentd.config import Config, SandboxConfig
+from agentd.editor import EditorInfo, EditorLink
 from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
@@ -128,13 +129,22 @@ def _memo_name(name: str, info: t.CommandSandbox) -> str:
     return f"{name}@{info.mode}" + (f"<{info.rerun_of}" if info.rerun_of else "")
 
 
+@attrs.frozen
+class ToolCallSite:
+    """Where a tool call happens: the assistant message holding its part, and how a
+    change of the part reaches the editor (and, with `persist`, the log)."""
+
+    message_id: str
+    publish: Callable[[t.ToolPart, bool], None]
+
+
 class ToolRunner:
     def __init__(
         self,
         *,
         config: Config,
-        link: Any,
-        editor: Any,
+        link: EditorLink,
+        editor: EditorInfo,
         session_id: str,
         run_id: str,
         scope_key: str,
@@ -189,19 +199,29 @@ class ToolRunner:
             specs.append(_function(tool.qualified_name, tool.description, tool.parameters))
         return specs
 
-    async def run(self, turn: Any, part: t.ToolPart, raw_args: str) -> None:
+    async def run(
+        self,
+        part: t.ToolPart,
+        raw_args: str,
+        *,
+        message_id: str,
+        publish: Callable[[t.ToolPart, bool], None],
+    ) -> None:
+        """Run one tool call to its end (the part ends completed or error, never raises
+        for the tool's failure); `publish(part, persist)` sends each change of it."""
+        site = ToolCallSite(message_id, publish)
         tool_input, problem = parse_arguments(raw_args)
         start = ids.now_ms()
         part.state = t.ToolStatePending(input=tool_input)
-        turn.update_part(part)
+        site.publish(part, True)
         if problem is not None:
-            return self._error(turn, part, tool_input, start, problem)
+            return self._error(site, part, tool_input, start, problem)
         name = part.tool
         mcp_tool = self.mcp_tools.get(name)
         if name not in self.builtin and name not in self.client_tools and mcp_tool is None:
             known = ", ".join([*self.builtin, *self.client_tools, *self.mcp_tools]) or "none"
             return self._error(
-                turn, part, tool_input, start, f"unknown tool {name!r}; available tools: {known}"
+                site, part, tool_input, start, f"unknown tool {name!r}; available tools: {known}"
             )
         needs_permission = (
             mcp_tool.connection.spec.trust == "ask"
@@ -222,7 +242,7 @@ class ToolRunner:
         else:
             refusal = None
         if refusal is not None:
-            return self._error(turn, part, tool_input, start, refusal, sandbox)
+            return self._error(site, part, tool_input, start, refusal, sandbox)
         start = ids.now_ms()
         part.state = t.ToolStateRunning(
             input=tool_input,
@@ -231,19 +251,19 @@ class ToolRunner:
             metadata=_mcp_metadata(mcp_tool) if mcp_tool else None,
             sandbox=sandbox,
         )
-        turn.update_part(part)
+        site.publish(part, True)
         if plan is not None:
-            out, sandbox = await self._command(turn, part, tool_input, call_title, plan)
+            out, sandbox = await self._command(site, part, tool_input, call_title, plan)
             output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
         elif name in self.builtin:
             out = await run_builtin_tool(name, tool_input, self.env, call_id=part.call_id)
             output, title, metadata, is_error = out.output, out.title, out.metadata, out.is_error
         elif mcp_tool is not None:
             output, title, metadata, is_error = await self._mcp_tool(
-                turn, mcp_tool, part, tool_input
+                site, mcp_tool, part, tool_input
             )
         else:
-            output, title, metadata, is_error = await self._client_tool(turn, part, tool_input)
+            output, title, metadata, is_error = await self._client_tool(site, part, tool_input)
         end = ids.now_ms()
         if is_error:
             part.state = t.ToolStateError(
@@ -261,12 +281,12 @@ class ToolRunner:
                 time=t.ToolTime(start=start, end=end),
                 sandbox=sandbox,
             )
-        turn.update_part(part)
+        site.publish(part, True)
         return None
 
     def _error(
         self,
-        turn: Any,
+        site: ToolCallSite,
         part: t.ToolPart,
         tool_input: Any,
         start: int,
@@ -279,7 +299,7 @@ class ToolRunner:
             time=t.ToolTime(start=start, end=ids.now_ms()),
             sandbox=sandbox,
         )
-        turn.update_part(part)
+        site.publish(part, True)
 
     async def _command_permission(
         self, part: t.ToolPart, tool_input: Any, title: str, info: t.CommandSandbox
@@ -347,14 +367,12 @@ class ToolRunner:
                     **extra,
                 },
             )
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             return _Failed(f"permission request failed: {exc}")
         return answer.get("outcome") if isinstance(answer, dict) else None
 
     async def _command(
-        self, turn: Any, part: t.ToolPart, tool_input: Any, title: str, plan: CommandPlan
+        self, site: ToolCallSite, part: t.ToolPart, tool_input: Any, title: str, plan: CommandPlan
     ) -> tuple[ToolOutput, t.CommandSandbox]:
         """Run a command as planned; when the sandbox made it fail, offer the editor a
         rerun with more access (each step up the ladder asked for separately)."""
@@ -378,7 +396,7 @@ class ToolRunner:
             state = part.state
             if isinstance(state, t.ToolStateRunning):
                 state.sandbox = offer
-                turn.update_part(part)
+                site.publish(part, True)
             env = attrs.evolve(self.env, sandbox=next_plan.confinement)
             out = await run_builtin_tool(part.tool, tool_input, env, call_id=part.call_id)
             note = (
@@ -421,12 +439,12 @@ class ToolRunner:
         return _refusal(name, outcome)
 
     async def _client_tool(
-        self, turn: Any, part: t.ToolPart, tool_input: Any
+        self, site: ToolCallSite, part: t.ToolPart, tool_input: Any
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
         params = {
             "sessionId": self.session_id,
             "runId": self.run_id,
-            "messageId": turn.message.id,
+            "messageId": site.message_id,
             "callId": part.call_id,
             "name": part.tool,
             "input": tool_input,
@@ -442,8 +460,6 @@ class ToolRunner:
                 None,
                 True,
             )
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             return f"the editor failed to run {part.tool}: {exc}", None, None, True
         if not isinstance(result, dict) or not isinstance(result.get("output"), str):
@@ -459,9 +475,9 @@ class ToolRunner:
         return output, title and repair_text(title), metadata, result.get("isError") is True
 
     async def _mcp_tool(
-        self, turn: Any, tool: McpTool, part: t.ToolPart, tool_input: Any
+        self, site: ToolCallSite, tool: McpTool, part: t.ToolPart, tool_input: Any
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
-        progress = _ProgressUpdates(turn, part)
+        progress = _ProgressUpdates(site, part)
         try:
             result = await tool.connection.call(
                 tool.name,
@@ -487,8 +503,8 @@ class _ProgressUpdates:
     every PROGRESS_INTERVAL_S (the latest wins) and never written to disk: the
     completed part replaces it."""
 
-    def __init__(self, turn: Any, part: t.ToolPart) -> None:
-        self.turn = turn
+    def __init__(self, site: ToolCallSite, part: t.ToolPart) -> None:
+        self.site = site
         self.part = part
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -514,7 +530,7 @@ class _ProgressUpdates:
         self._timer = None
         self._last = asyncio.get_running_loop().time()
         if isinstance(self.part.state, t.ToolStateRunning):
-            self.turn.stream.part(self.turn.message.id, self.part, persist=False)
+            self.site.publish(self.part, False)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -20,20 +20,24 @@ import attrs
 from agentd import ids
 from agentd.config import Config, ModelConfig
 from agentd.errors import ProviderError
-from agentd.history import to_chat_messages, tool_result_content
+from agentd.history import step_messages, to_chat_messages
 from agentd.model_events import (
     ReasoningDelta,
     RetryNotice,
     StepFinished,
     TextDelta,
+    TokenUsage,
+    ToolCall,
     ToolCallArguments,
     ToolCallStarted,
 )
 from agentd.protocol import types as t
-from agentd.protocol.converter import unstructure
+from agentd.protocol.converter import structure, unstructure
 from agentd.run_stream import RunStream
+from agentd.storage.recovery import close_part
 
 if TYPE_CHECKING:
+    from agentd.provider import ChatProvider
     from agentd.tool_calls import ToolRunner
 
 logger = logging.getLogger(__name__)
@@ -78,16 +82,10 @@ def step_cost(model: ModelConfig, usage: t.Usage) -> Decimal:
     return total / Decimal(1_000_000)
 
 
-def usage_from_provider(u: Any) -> t.Usage:
+def usage_from_provider(u: TokenUsage | None) -> t.Usage:
     if u is None:
         return t.Usage()
-    return t.Usage(
-        input_tokens=u.input_tokens,
-        output_tokens=u.output_tokens,
-        reasoning_tokens=u.reasoning_tokens,
-        cache_read_tokens=u.cache_read_tokens,
-        cache_write_tokens=u.cache_write_tokens,
-    )
+    return t.Usage(*attrs.astuple(u))  # the same five counts, in the same order
 
 
 class Turn:
@@ -97,7 +95,7 @@ class Turn:
         self,
         inp: TurnInput,
         stream: RunStream,
-        provider: Any,
+        provider: ChatProvider,
         tools: ToolRunner,
         config: Config,
         *,
@@ -141,6 +139,9 @@ class Turn:
 
     def update_part(self, part: t.Part) -> None:
         self.stream.part(self.message.id, part)
+
+    def _publish_tool(self, part: t.ToolPart, persist: bool) -> None:
+        self.stream.part(self.message.id, part, persist=persist)
 
     def _stream_text(self, kind: type[t.TextPart] | type[t.ReasoningPart], text: str) -> None:
         part = self._open_text
@@ -293,34 +294,25 @@ class Turn:
         tool_parts = [c["part"] for _, c in sorted(calls.items())]
         if not tool_parts:
             return None
-        # The assistant turn as the model sent it, then each result, in call order.
-        messages.append(
-            {
-                "role": "assistant",
-                "content": "".join(p.text for p in self._step_text()) or None,
-                "tool_calls": [
-                    {
-                        "id": p.call_id,
-                        "type": "function",
-                        "function": {"name": p.tool, "arguments": "".join(c["args"]) or "{}"},
-                    }
-                    for p, c in ((c["part"], c) for _, c in sorted(calls.items()))
-                ],
-            }
-        )
-        for _, call in sorted(calls.items()):
-            tool_part: t.ToolPart = call["part"]
-            await self.tools.run(self, tool_part, "".join(call["args"]))
-            messages.append(
-                {
-                    "role": "tool",
-                    "tool_call_id": tool_part.call_id,
-                    "content": tool_result_content(unstructure(tool_part)),
-                }
+        # Each call runs in call order; then the step goes into the history as the
+        # model will see it in every later request.
+        ordered = [call for _, call in sorted(calls.items())]
+        for call in ordered:
+            await self.tools.run(
+                call["part"],
+                "".join(call["args"]),
+                message_id=self.message.id,
+                publish=self._publish_tool,
             )
+        messages += step_messages(
+            "".join(p.text for p in self._step_text()),
+            [unstructure(call["part"]) for call in ordered],
+        )
         return tool_parts
 
-    def _reconcile_calls(self, calls: dict[int, dict[str, Any]], assembled: Any) -> None:
+    def _reconcile_calls(
+        self, calls: dict[int, dict[str, Any]], assembled: tuple[ToolCall, ...]
+    ) -> None:
         """Use the provider's assembled calls as the authority for ids, names and args."""
         for index, call in enumerate(assembled or ()):
             entry = calls.get(index)
@@ -356,18 +348,16 @@ class Turn:
         )
 
     def _abandon_open_parts(self, why: str) -> None:
-        """Unfinished tool parts become errors; open text is closed as it stands."""
+        """Unfinished tool parts become errors; open text is closed as it stands (the
+        same closing recovery applies to a run whose daemon died)."""
         self.close_text()
         now = ids.now_ms()
         for part in self.message.parts:
-            if isinstance(part, t.ToolPart) and part.state.status in ("pending", "running"):
-                start = getattr(part.state, "time", None)
-                part.state = t.ToolStateError(
-                    input=part.state.input,
-                    error="aborted" if why == "aborted" else why,
-                    time=t.ToolTime(start=start.start if start else now, end=now),
-                )
-                self.update_part(part)
+            if isinstance(part, t.ToolPart):
+                closed = close_part(unstructure(part), now, why)
+                if closed is not None:
+                    part.state = structure(closed, t.ToolPart).state
+                    self.update_part(part)
 
 
 __all__ = ["Turn", "TurnInput", "to_chat_messages"]

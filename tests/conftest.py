@@ -53,5 +53,10 @@ def model_server() -> Iterator:
 
 @pytest.fixture
 def model(model_server):  # type: ignore[no-untyped-def]
+    """The scripted model, its queue and recorded requests emptied."""
     model_server.reset()
     return model_server
+
+
+# The name the provider and scripted-model tests use for it.
+srv = model

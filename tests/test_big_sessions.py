@@ -8,9 +8,9 @@ import json
 
 import psutil
 import pytest
+from helpers import chat, text_of
 from rpc_client import Daemon, daemon_env
 from session_logs import grow_session
-from test_chat import chat, text_of
 
 RECENT = 100  # agentd.storage.log.RECENT_MESSAGES
 

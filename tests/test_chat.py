@@ -11,43 +11,8 @@ import sys
 import time
 
 import pytest
+from helpers import chat, new_session, replay, run_notes, text_of
 from rpc_client import RpcError, daemon_env
-
-
-def text_of(message: dict) -> str:
-    return "".join(p["text"] for p in message["parts"] if p["type"] == "text")
-
-
-def replay(notes: list[dict], message_id: str) -> list[dict]:
-    """Apply part/updated and part/delta in order, as an editor would."""
-    parts: dict[str, dict] = {}
-    order: list[str] = []
-    for n in notes:
-        p = n["params"]
-        if n["method"] == "part/updated" and p["messageId"] == message_id:
-            if p["part"]["id"] not in parts:
-                order.append(p["part"]["id"])
-            parts[p["part"]["id"]] = json.loads(json.dumps(p["part"]))
-        elif n["method"] == "part/delta" and p["messageId"] == message_id:
-            part = parts[p["partId"]]
-            part[p["field"]] = part.get(p["field"], "") + p["delta"]
-    return [parts[i] for i in order]
-
-
-def run_notes(d, run_id: str) -> list[dict]:
-    return [n for n in d.notifications() if n["params"].get("runId") == run_id]
-
-
-def chat(d, sid, text, **extra):  # type: ignore[no-untyped-def]
-    return d.call(
-        "session/chat",
-        {"sessionId": sid, "parts": [{"type": "text", "text": text}], **extra},
-        timeout=30,
-    )
-
-
-def new_session(d, **params):  # type: ignore[no-untyped-def]
-    return d.call("session/create", params)["session"]["id"]
 
 
 def test_streamed_text_usage_and_notification_order(spawn, model):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from helpers import chat, new_session
 from rpc_client import Daemon, daemon_env
-from test_chat import chat, new_session
 
 from agentd import config as cfg
 

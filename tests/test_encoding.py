@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import chat, text_of
 from rpc_client import RpcError
-from test_chat import chat, text_of
 
 LONE = ["\ud800", "\udfff", "a\ud83d", "\ude00b", "x" * 5000 + "\udbff"]
 

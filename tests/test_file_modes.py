@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import chat, ctx_server, new_session, write_config
 from rpc_client import Daemon, daemon_env
-from test_chat import chat, new_session
-from test_mcp import ctx_server, write_config
 
 UMASKS = [0o022, 0o000, 0o027, 0o077]
 

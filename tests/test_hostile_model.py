@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_chat import chat, text_of
+from helpers import chat, text_of
 
 MAX_REPORTED = 10**12
 

@@ -11,85 +11,23 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from test_chat import chat, new_session, replay, run_notes
-
-HERE = Path(__file__).parent
-CONTEXT_SERVER = HERE / "mcp" / "context_server.py"
-EVERYTHING = (
-    HERE
-    / "mcp"
-    / "node_modules"
-    / "@modelcontextprotocol"
-    / "server-everything"
-    / "dist"
-    / "index.js"
+from helpers import (
+    CONTEXT_SERVER,
+    CTX_TOOLS,
+    EVERYTHING,
+    chat,
+    ctx_server,
+    new_session,
+    offered,
+    pid_alive,
+    replay,
+    run_notes,
+    statuses,
+    tool_parts,
+    write_config,
 )
-
-
-def toml_value(value: object) -> str:
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)  # strings, numbers, booleans and lists read the same in TOML
-
-
-def write_config(tmp_path: Path, servers: dict[str, dict]) -> dict[str, str]:
-    """A config file with `[mcp_servers.<name>]` tables; returns the env to use it."""
-    lines = []
-    for name, table in servers.items():
-        lines.append(f"[mcp_servers.{name}]")
-        for key, value in table.items():
-            lines.append(f"{key} = {toml_value(value)}")
-        lines.append("")
-    path = tmp_path / "config.toml"
-    path.write_text("\n".join(lines))
-    return {"AGENTD_CONFIG": str(path)}
-
-
-# The tools tests/mcp/context_server.py lists.
-CTX_TOOLS = 10
-
-
-def ctx_server(**extra: object) -> dict:
-    return {"command": sys.executable, "args": [str(CONTEXT_SERVER)], "trust": "allow", **extra}
-
-
-def tool_parts(message: dict) -> list[dict]:
-    return [p for p in message["parts"] if p["type"] == "tool"]
-
-
-def statuses(d, name: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return [
-        n["params"]["server"]["state"]
-        for n in d.notifications("mcp/status")
-        if n["params"]["server"]["name"] == name
-    ]
-
-
-def offered(model, index: int = -1) -> list[str]:  # type: ignore[no-untyped-def]
-    """The tools offered in the index-th model request of the runs (titles left out)."""
-    bodies = [
-        r["body"]
-        for r in model.requests()
-        if "short title" not in json.dumps(r["body"]["messages"][0])
-    ]
-    return [tool["function"]["name"] for tool in bodies[index].get("tools") or []]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) is not running. A process exiting
-    # while its stat is read answers ESRCH (ProcessLookupError).
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def test_time_server_from_pypi_in_a_streamed_turn(spawn, model, tmp_path):

@@ -20,10 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from test_chat import chat, new_session
-from test_mcp import (
+from helpers import (
     CTX_TOOLS,
+    chat,
     ctx_server,
+    new_session,
     offered,
     pid_alive,
     statuses,

@@ -11,11 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import run
 
 from agentd.errors import ProviderError
 from agentd.provider import (
@@ -40,22 +41,6 @@ SSE_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.sse"))
 HTTP_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.http"))
 MESSAGES = [{"role": "user", "content": "hi"}]
 T = TypeVar("T")
-
-
-def run(coro: Awaitable[T]) -> T:
-    return asyncio.run(coro)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedModelServer]:
-    with ScriptedModelServer(fixtures_dir=FIXTURES) as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: ScriptedModelServer) -> ScriptedModelServer:
-    server.reset()
-    return server
 
 
 def config(srv: ScriptedModelServer, **overrides: Any) -> ProviderConfig:

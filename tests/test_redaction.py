@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import chat, new_session, toml_value
 from rpc_client import Daemon, daemon_env
-from test_chat import chat, new_session
-from test_mcp import toml_value
 
 from agentd import redaction
 

@@ -31,18 +31,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "openai-compat"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ScriptedModelServer]:
-    with ScriptedModelServer(fixtures_dir=FIXTURES) as srv:
-        yield srv
-
-
-@pytest.fixture
-def srv(server: ScriptedModelServer) -> ScriptedModelServer:
-    server.reset()
-    return server
-
-
 @pytest.fixture
 def client(srv: ScriptedModelServer) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0) as sdk:

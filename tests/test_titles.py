@@ -5,8 +5,8 @@ restart."""
 from __future__ import annotations
 
 import pytest
+from helpers import chat
 from rpc_client import Daemon, daemon_env
-from test_chat import chat
 
 
 def title_in_log(tmp_path, sid) -> list[str]:  # type: ignore[no-untyped-def]

@@ -7,11 +7,11 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from helpers import run
 
 from agentd.tools import (
     BUILTIN_TOOLS,
@@ -27,10 +27,6 @@ from agentd.tools.patterns import GlobPattern
 from agentd.tools.search import GLOB_MAX_RESULTS, GREP_MAX_MATCHES
 
 T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
+
 from agentd.errors import StorageError
 
 logger = logging.getLogger(__name__)
@@ -30,11 +32,61 @@ DEFAULT_TITLE = "New session"
 
 T = TypeVar("T")
 
-SESSION_COLUMNS = (
-    "id, client_session_id, actor_key, project_key, project_id, parent_id, title, "
-    "workspace_root, model, scope_key, created, updated, status, run_id, owner_pid, "
-    "input_tokens, output_tokens, reasoning_tokens, cache_read_tokens, cache_write_tokens, cost"
-)
+
+@attrs.frozen(slots=True)
+class SessionRow:
+    """A session as the catalog holds it (the columns of SESSION_COLUMNS, in order)."""
+
+    id: str
+    client_session_id: str
+    actor_key: str
+    project_key: str
+    project_id: str | None
+    parent_id: str | None
+    title: str
+    workspace_root: str | None
+    model: str | None
+    scope_key: str
+    created: int
+    updated: int
+    # idle, busy, retry, or "unclosed" (a run whose end its log could not take).
+    status: str
+    run_id: str | None
+    owner_pid: int | None
+    input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost: str  # a Decimal's text: sums stay exact
+
+    @property
+    def token_counts(self) -> tuple[int, int, int, int, int]:
+        """Input, output, reasoning, cache-read and cache-write tokens (`Usage`'s order)."""
+        return (
+            self.input_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+        )
+
+
+SESSION_COLUMNS = ", ".join(a.name for a in attrs.fields(SessionRow))
+
+
+@attrs.frozen(slots=True)
+class RunOwner:
+    """The session a run belongs to (`run/resolve`)."""
+
+    session_id: str
+    client_session_id: str
+    scope_key: str
+
+
+def _session_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> SessionRow:
+    return SessionRow(*row)
+
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,13 +138,16 @@ class CatalogCorrupt(Exception):
 
 
 class Catalog:
+    """The catalog file and the one thread that reads and writes it. Callers on the
+    event loop use the async methods; `tables` is for the catalog thread itself and for
+    startup, before the loop serves anything (opening, reindexing)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="agentd-catalog"
         )
-        self._db: sqlite3.Connection | None = None
-        self.rebuilt = False
+        self._tables: CatalogTables | None = None
 
     # --- plumbing ----------------------------------------------------------------------
 
@@ -101,15 +156,16 @@ class Catalog:
         and a fresh, empty catalog was made: the caller then reindexes from the logs."""
         existed = self.path.exists()
         try:
-            self._db = self._connect()
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            db = self._connect()
+            self._tables = CatalogTables(db)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None or row[0] != str(SCHEMA_VERSION):
                 raise CatalogCorrupt(f"schema {row and row[0]!r}")
             return existed
         except (sqlite3.DatabaseError, CatalogCorrupt) as exc:
             logger.warning("catalog %s unusable (%s): rebuilding from the logs", self.path, exc)
             self._discard()
-            self._db = self._connect()
+            self._tables = CatalogTables(self._connect())
             return False
 
     def _connect(self) -> sqlite3.Connection:
@@ -127,12 +183,10 @@ class Catalog:
         return db
 
     def _discard(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            except sqlite3.Error:
-                pass
-            self._db = None
+        if self._tables is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._tables.db.close()
+            self._tables = None
         stamp = time.strftime("%Y%m%d%H%M%S")
         if self.path.exists():
             self.path.replace(self.path.with_name(f"{self.path.name}.corrupt-{stamp}"))
@@ -140,11 +194,13 @@ class Catalog:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "catalog not open"
-        return self._db
+    def tables(self) -> CatalogTables:
+        assert self._tables is not None, "catalog not open"
+        return self._tables
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the catalog thread (work that needs several statements,
+        or a check beside them, without a hop back to the loop in between)."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
@@ -157,14 +213,123 @@ class Catalog:
 
     def close(self) -> None:
         def _close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._tables is not None:
+                self._tables.db.close()
+                self._tables = None
 
         self._executor.submit(_close).result()
         self._executor.shutdown(wait=True)
 
-    # --- sessions (call through `run`) -------------------------------------------------
+    # --- from the event loop -----------------------------------------------------------
+
+    async def insert(self, row: dict[str, Any]) -> bool:
+        return await self.call(self.tables.insert_session, row)
+
+    async def get(self, session_id: str) -> SessionRow | None:
+        return await self.call(self.tables.get_session, session_id)
+
+    async def find_by_client(self, actor: str, project: str, client_id: str) -> SessionRow | None:
+        return await self.call(self.tables.find_by_client, actor, project, client_id)
+
+    async def update(self, session_id: str, fields: dict[str, Any]) -> SessionRow | None:
+        return await self.call(self.tables.update_session, session_id, fields)
+
+    async def list_sessions(
+        self,
+        *,
+        limit: int,
+        cursor: tuple[int, str] | None,
+        parent_id: str | None,
+        roots_only: bool,
+        project_id: str | None,
+        query: str | None,
+    ) -> list[SessionRow]:
+        where: list[str] = []
+        args: list[Any] = []
+        if cursor is not None:
+            where.append("(updated < ? OR (updated = ? AND id < ?))")
+            args += [cursor[0], cursor[0], cursor[1]]
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            args.append(parent_id)
+        elif roots_only:
+            where.append("parent_id IS NULL")
+        if project_id is not None:
+            where.append("project_id = ?")
+            args.append(project_id)
+        if query:
+            where.append("instr(title_fold, ?) > 0")
+            args.append(query.casefold())
+        sql = f"SELECT {SESSION_COLUMNS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return await self.call(lambda: self.tables.select_sessions(sql, args))
+
+    async def descendants(self, session_id: str) -> list[str]:
+        return await self.call(self.tables.descendants, session_id)
+
+    async def delete(self, session_ids: list[str]) -> None:
+        await self.call(self.tables.delete_sessions, session_ids)
+
+    async def busy(self) -> list[SessionRow]:
+        return await self.call(self.tables.busy_sessions)
+
+    async def start_run(self, run_id: str, session_id: str, at: int, pid: int) -> None:
+        def start() -> None:
+            db = self.tables.db
+            db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, session_id, started) VALUES (?, ?, ?)",
+                (run_id, session_id, at),
+            )
+            db.execute(
+                "UPDATE sessions SET status = 'busy', run_id = ?, owner_pid = ?,"
+                " updated = max(updated, ?) WHERE id = ?",
+                (run_id, pid, at, session_id),
+            )
+
+        await self.call(self.tables.transaction, start)
+
+    async def end_run(
+        self, run_id: str, session_id: str, at: int, totals: dict[str, Any], *, closed: bool = True
+    ) -> None:
+        """`closed=False`: the run's end could not be written to its log; the session is
+        idle but marked `unclosed`, so the next start's recovery closes the run in the
+        log (the wire shows it idle)."""
+        values = {**totals, "at": at, "id": session_id, "status": "idle" if closed else "unclosed"}
+
+        def end() -> None:
+            db = self.tables.db
+            db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (at, run_id))
+            db.execute(
+                "UPDATE sessions SET status = :status, run_id = NULL, owner_pid = NULL,"
+                " updated = max(updated, :at), input_tokens = :input_tokens,"
+                " output_tokens = :output_tokens, reasoning_tokens = :reasoning_tokens,"
+                " cache_read_tokens = :cache_read_tokens,"
+                " cache_write_tokens = :cache_write_tokens, cost = :cost WHERE id = :id",
+                values,
+            )
+
+        await self.call(self.tables.transaction, end)
+
+    async def resolve_run(self, run_id: str) -> RunOwner | None:
+        return await self.call(self.tables.resolve_run, run_id)
+
+
+class CatalogTables:
+    """The catalog's SQL, on one connection: called on the catalog thread only."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def _sessions(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        cursor = self.db.execute(sql, args)
+        cursor.row_factory = _session_row
+        return cursor
+
+    def select_sessions(self, sql: str, args: Any = ()) -> list[SessionRow]:
+        return self._sessions(sql, args).fetchall()
 
     def insert_session(self, row: dict[str, Any]) -> bool:
         """Insert; False when (actor, project, clientSessionId) already exists."""
@@ -196,26 +361,26 @@ class Catalog:
             **row,
             "title_fold": row["title"].casefold(),
         }
-        cols = [c.strip() for c in SESSION_COLUMNS.split(",")] + ["title_fold"]
+        cols = [a.name for a in attrs.fields(SessionRow)] + ["title_fold"]
         self.db.execute(
             f"INSERT OR REPLACE INTO sessions ({', '.join(cols)}) VALUES "
             f"({', '.join(':' + c for c in cols)})",
             values,
         )
 
-    def get_session(self, session_id: str) -> tuple[Any, ...] | None:
-        return self.db.execute(
+    def get_session(self, session_id: str) -> SessionRow | None:
+        return self._sessions(
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
 
-    def find_by_client(self, actor: str, project: str, client_id: str) -> tuple[Any, ...] | None:
-        return self.db.execute(
+    def find_by_client(self, actor: str, project: str, client_id: str) -> SessionRow | None:
+        return self._sessions(
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE actor_key = ? AND project_key = ?"
             " AND client_session_id = ?",
             (actor, project, client_id),
         ).fetchone()
 
-    def update_session(self, session_id: str, fields: dict[str, Any]) -> tuple[Any, ...] | None:
+    def update_session(self, session_id: str, fields: dict[str, Any]) -> SessionRow | None:
         if "title" in fields:
             fields = {**fields, "title_fold": fields["title"].casefold()}
         assignments = ", ".join(f"{k} = :{k}" for k in fields)
@@ -224,50 +389,16 @@ class Catalog:
         )
         return self.get_session(session_id)
 
-    def touch(self, session_id: str, at: int) -> None:
-        # `updated` only moves forward; two daemons may race.
-        self.db.execute(
-            "UPDATE sessions SET updated = max(updated, ?) WHERE id = ?", (at, session_id)
-        )
-
-    def list_sessions(
-        self,
-        *,
-        limit: int,
-        cursor: tuple[int, str] | None,
-        parent_id: str | None,
-        roots_only: bool,
-        project_id: str | None,
-        query: str | None,
-    ) -> list[tuple[Any, ...]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if cursor is not None:
-            where.append("(updated < ? OR (updated = ? AND id < ?))")
-            args += [cursor[0], cursor[0], cursor[1]]
-        if parent_id is not None:
-            where.append("parent_id = ?")
-            args.append(parent_id)
-        elif roots_only:
-            where.append("parent_id IS NULL")
-        if project_id is not None:
-            where.append("project_id = ?")
-            args.append(project_id)
-        if query:
-            where.append("instr(title_fold, ?) > 0")
-            args.append(query.casefold())
-        sql = f"SELECT {SESSION_COLUMNS} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated DESC, id DESC LIMIT ?"
-        args.append(limit)
-        return self.db.execute(sql, args).fetchall()
-
-    def children(self, session_id: str) -> list[str]:
-        return [
-            r[0]
-            for r in self.db.execute("SELECT id FROM sessions WHERE parent_id = ?", (session_id,))
-        ]
+    def descendants(self, session_id: str) -> list[str]:
+        """The session and every session below it, parents first."""
+        out, todo = [], [session_id]
+        while todo:
+            sid = todo.pop()
+            out.append(sid)
+            todo.extend(
+                r[0] for r in self.db.execute("SELECT id FROM sessions WHERE parent_id = ?", (sid,))
+            )
+        return out
 
     def delete_sessions(self, ids: Iterable[str]) -> None:
         with self.db:
@@ -280,66 +411,26 @@ class Catalog:
         self.db.executemany("DELETE FROM sessions WHERE id = ?", keys)
         self.db.executemany("DELETE FROM runs WHERE session_id = ?", keys)
 
-    def busy_sessions(self) -> list[tuple[Any, ...]]:
-        return self.db.execute(
+    def busy_sessions(self) -> list[SessionRow]:
+        return self._sessions(
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE status != 'idle'"
         ).fetchall()
 
     # --- runs --------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, session_id: str, at: int, pid: int) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute(
-                "INSERT OR REPLACE INTO runs (run_id, session_id, started) VALUES (?, ?, ?)",
-                (run_id, session_id, at),
-            )
-            self.db.execute(
-                "UPDATE sessions SET status = 'busy', run_id = ?, owner_pid = ?,"
-                " updated = max(updated, ?) WHERE id = ?",
-                (run_id, pid, at, session_id),
-            )
-
-    def end_run(
-        self,
-        run_id: str,
-        session_id: str,
-        at: int,
-        totals: dict[str, Any],
-        *,
-        closed_in_log: bool = True,
-    ) -> None:
-        """`closed_in_log=False`: the run's end could not be written to its log; the
-        session is idle but marked `unclosed`, so the next start's recovery closes the
-        run in the log (the wire shows it idle)."""
-        status = "idle" if closed_in_log else "unclosed"
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("UPDATE runs SET ended = ? WHERE run_id = ?", (at, run_id))
-            self.db.execute(
-                "UPDATE sessions SET status = :status, run_id = NULL, owner_pid = NULL,"
-                " updated = max(updated, :at), input_tokens = :input_tokens,"
-                " output_tokens = :output_tokens, reasoning_tokens = :reasoning_tokens,"
-                " cache_read_tokens = :cache_read_tokens,"
-                " cache_write_tokens = :cache_write_tokens, cost = :cost WHERE id = :id",
-                {**totals, "at": at, "id": session_id, "status": status},
-            )
-
-    def resolve_run(self, run_id: str) -> tuple[str, str, str] | None:
-        return self.db.execute(
+    def resolve_run(self, run_id: str) -> RunOwner | None:
+        row = self.db.execute(
             "SELECT s.id, s.client_session_id, s.scope_key FROM runs r"
             " JOIN sessions s ON s.id = r.session_id WHERE r.run_id = ?",
             (run_id,),
         ).fetchone()
+        return None if row is None else RunOwner(*row)
 
     def insert_runs(self, rows: Iterable[tuple[str, str, int, int | None]]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO runs (run_id, session_id, started, ended) VALUES (?,?,?,?)",
             rows,
         )
-
-    def count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM sessions").fetchone()[0])
 
     def transaction(self, fn: Callable[[], T]) -> T:
         with self.db:

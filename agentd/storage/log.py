@@ -489,10 +489,6 @@ class RunLock:
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
 
 def lock_is_free(directory: Path) -> bool:
     """True when no process holds the session's run lock."""

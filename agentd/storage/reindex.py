@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 from agentd import ids
-from agentd.storage.catalog import DEFAULT_TITLE, Catalog
+from agentd.storage.catalog import DEFAULT_TITLE, CatalogTables
 from agentd.storage.log import LOG_NAME, LogState, read_log_file
 
 logger = logging.getLogger(__name__)
 
 
-def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
+def reindex_sync(catalog: CatalogTables, sessions_dir: Path) -> int:
     """Returns the number of sessions indexed. Runs on the caller's thread.
 
     Two logs may claim one clientSessionId (per actor and project): a daemon that lost a
@@ -67,7 +67,7 @@ def reindex_sync(catalog: Catalog, sessions_dir: Path) -> int:
     return count
 
 
-def _index(catalog: Catalog, state: LogState) -> None:
+def _index(catalog: CatalogTables, state: LogState) -> None:
     header = state.session
     assert header is not None
     last_message_at = max(

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import text_of
 from rpc_client import Daemon, RpcError, daemon_env
 
 pytestmark = pytest.mark.reliability
@@ -22,10 +23,6 @@ SCALE = float(os.environ.get("AGENTD_RELIABILITY_SCALE", "1"))
 
 def n(count: int) -> int:
     return max(1, int(count * SCALE))
-
-
-def text_of(message: dict) -> str:
-    return "".join(p["text"] for p in message["parts"] if p["type"] == "text")
 
 
 def check_storage(tmp: Path, base_url: str) -> dict:

@@ -9,8 +9,7 @@ import threading
 
 import psutil
 import pytest
-from test_chat import chat, new_session
-from test_mcp import CTX_TOOLS, ctx_server, tool_parts, write_config
+from helpers import CTX_TOOLS, chat, ctx_server, new_session, tool_parts, write_config
 from test_mcp_hostile import hostile, too_large
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]

@@ -1,0 +1,68 @@
+"""The configured models and one provider client per endpoint, made on first use (startup
+must not import the model SDK: it is loaded in a thread once a model is configured)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from agentd.config import Config, ModelConfig
+from agentd.errors import ModelNotConfigured
+
+if TYPE_CHECKING:
+    from agentd.provider import ChatProvider
+
+logger = logging.getLogger(__name__)
+
+
+class ModelClients:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._clients: dict[str, ChatProvider] = {}
+
+    def resolve(self, *names: str | None) -> ModelConfig:
+        """The first model named, else the default; ModelNotConfigured when none is."""
+        name = next((n for n in names if n), None)
+        model = self.config.resolve_model(name)
+        if model is None:
+            if name:
+                raise ModelNotConfigured(f"unknown model: {name}", data={"model": name})
+            raise ModelNotConfigured(
+                "no model configured: set AGENTD_MODEL (and OPENAI_BASE_URL / OPENAI_API_KEY) "
+                "or default_model in the configuration file"
+            )
+        return model
+
+    def client(self, model: ModelConfig) -> ChatProvider:
+        client = self._clients.get(model.provider)
+        if client is None:
+            from agentd.provider import ChatProvider
+
+            client = ChatProvider(self.config.providers[model.provider])
+            self._clients[model.provider] = client
+        return client
+
+    def preload(self) -> None:
+        """When a model is configured, load the provider's SDK in a background thread so
+        the first turn does not wait for the import."""
+        if self.config.default_model is None and not self.config.models:
+            return
+
+        def load() -> None:
+            from agentd.provider import ChatProvider
+
+            try:
+                ChatProvider.preload()
+            except Exception:  # the first turn will report it properly
+                logger.debug("provider preload failed", exc_info=True)
+
+        threading.Thread(target=load, name="agentd-preload", daemon=True).start()
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            try:
+                await client.aclose()
+            except Exception:
+                logger.debug("provider close failed", exc_info=True)
+        self._clients.clear()
