@@ -375,7 +375,9 @@ class RunManager:
                 data={"sessionId": p.session_id, "runId": self._active[p.session_id].run_id},
             )
         model = self.models.resolve(p.model, row.model)
-        message = await self._compact(p.session_id, model, auto=False)
+        # The lock, as a run holds it: a run in another daemon makes this 1002 too.
+        async with self.store.exclusive(p.session_id):
+            message = await self._compact(p.session_id, model, auto=False)
         if message.error is None:
             await self.sessions.refresh_totals(p.session_id)
         return t.MessageResult(message=message)
