@@ -756,3 +756,32 @@ def test_a_log_file_that_cannot_be_written_is_an_error(tmp_path, where):
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == f"agentd: --log-file {bad}: No such file or directory\n"
+
+
+# --- the distribution's name -------------------------------------------------------------
+
+
+def test_no_instructions_install_a_name_this_project_does_not_own():
+    """`agentd` on PyPI is another project: the distribution has a name of its own, and
+    nothing here (the package's messages, the Neovim plugin and its docs) tells users to
+    install `agentd` from PyPI."""
+    import tomllib
+
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
+    assert name == "agentd-daemon"
+    pattern = re.compile(r"pipx? install (?:-U |--user |--upgrade )*agentd\b(?![-\w/.])")
+    checked = [ROOT / "Makefile", ROOT / "pyproject.toml"]
+    for folder in ("agentd", "editors/nvim", "protocol"):
+        checked += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix in {".py", ".md", ".txt", ".lua", ".sh"}
+        ]
+    assert len(checked) > 50
+    offenders = [
+        f"{path.relative_to(ROOT)}: {m.group(0)}"
+        for path in checked
+        if path.name != "test_nvim_plugin.py"  # (it checks that the message avoids it)
+        for m in pattern.finditer(path.read_text(errors="replace"))
+    ]
+    assert offenders == []
