@@ -224,8 +224,11 @@ class RunManager:
                 user = run.user_message
                 if storage.first_run and header.get("parentId") is None and user is not None:
                     if not header.get("titleSet"):
+                        failed = message.error is not None
                         self._background.spawn(
-                            write_title(self.sessions, self.models, sid, run.model, user)
+                            write_title(
+                                self.sessions, self.models, sid, run.model, user, run_failed=failed
+                            )
                         )
                 return message
         finally:

@@ -43,7 +43,7 @@ import orjson
 from pygls.protocol import JsonRPCProtocol, default_converter
 from pygls.server import JsonRPCServer
 
-from agentd import __version__, redaction
+from agentd import __version__, framing, redaction
 from agentd.config import Config
 from agentd.errors import AgentdError, StorageError
 from agentd.framing import FrameParser, FramingError
@@ -530,7 +530,7 @@ class AgentdProtocol(JsonRPCProtocol):
         except TypeError:
             logger.exception("unserialisable message")
             return
-        self.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # type: ignore[union-attr]
+        self.writer.write(framing.encode(body))  # type: ignore[union-attr]
 
     def notify(self, method: str, params: Any | None = None) -> None:
         self._write({"jsonrpc": "2.0", "method": method, "params": params})
