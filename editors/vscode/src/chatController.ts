@@ -3,6 +3,7 @@ import * as vscode from 'vscode';
 import { AgentdError, isCancelled, type AgentdClient } from './client/agentdClient';
 import type { ChatViewProvider } from './chatViewProvider';
 import { mcpToolPatterns } from './client/mcp';
+import { restrictedBuiltinTools, restrictedClientTools } from './client/restrictedMode';
 import { resolvePath } from './editorTools';
 import { ErrorCodes, type Session } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
@@ -22,6 +23,8 @@ export class ChatController implements vscode.Disposable {
     private readonly getModel: () => string,
     private readonly log: vscode.LogOutputChannel,
     private readonly getTools: () => string[] | undefined = () => undefined,
+    /** False in Restricted Mode (an untrusted folder): chat and read-only tools only. */
+    private readonly isTrusted: () => boolean = () => true,
   ) {
     this.currentSessionId = state.get<string>(CURRENT_SESSION_KEY);
     this.disposables.push(
@@ -65,6 +68,7 @@ export class ChatController implements vscode.Disposable {
     switch (m.type) {
       case 'ready':
         this.view.post({ type: 'daemon', state: this.client.state });
+        this.view.post({ type: 'trust', trusted: this.isTrusted() });
         // Start the daemon as soon as the view shows, so the first answer does not wait for it.
         this.client.start().catch((e) => this.log.error(`agentd did not start: ${describeError(e)}`));
         if (m.sessionId && !this.currentSessionId) this.setCurrent(m.sessionId);
@@ -97,6 +101,9 @@ export class ChatController implements vscode.Disposable {
         break;
       case 'insert':
         await insertAtCursor(m.text);
+        break;
+      case 'manageTrust':
+        await vscode.commands.executeCommand('workbench.trust.manage');
         break;
       case 'openFile':
         try {
@@ -160,13 +167,17 @@ export class ChatController implements vscode.Disposable {
         this.view.post({ type: 'sessionStarted', session });
       }
       const model = this.getModel();
-      const tools = await this.toolsFor(sessionId);
+      // Restricted Mode: the read-only built-ins, no MCP patterns, the read-only editor tools.
+      const trusted = this.isTrusted();
+      const tools = trusted ? await this.toolsFor(sessionId) : restrictedBuiltinTools(this.getTools());
+      const clientTools = trusted ? undefined : restrictedClientTools(this.client.clientToolDefinitions);
       const result = await this.client.chat({
         sessionId,
         parts: [{ type: 'text', text }],
         onBusy: 'queue',
         ...(model ? { model } : {}),
         ...(tools ? { tools } : {}),
+        ...(clientTools ? { clientTools } : {}),
       });
       this.view.post({ type: 'chatResult', sessionId, message: result.message });
     } catch (e) {

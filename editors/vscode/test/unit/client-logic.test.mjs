@@ -245,3 +245,73 @@ describe('sandbox wording', () => {
     );
   });
 });
+
+describe('usage under an answer', () => {
+  const step = (reason, usage, cost = 0) => ({ id: `prt_${reason}`, type: 'step-finish', reason, cost, usage: { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, ...usage } });
+  const zero = { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0 };
+
+  test('a completed answer shows its tokens and cost', () => {
+    const u = lib.describeUsage({ usage: { ...zero, inputTokens: 1200, outputTokens: 80 }, cost: 0.0004, finishReason: 'stop' }, [step('stop', { inputTokens: 1200, outputTokens: 80 }, 0.0004)]);
+    assert.equal(u.text, '1.2k in · 80 out · $0.0004');
+    assert.equal(u.unknownSteps, 0);
+  });
+
+  test('a stopped answer whose only step the model never reported is "usage unknown", not zeros', () => {
+    for (const finishReason of ['aborted', 'error', 'interrupted']) {
+      for (const parts of [[step(finishReason === 'aborted' ? 'aborted' : 'error', {})], []]) {
+        const u = lib.describeUsage({ usage: zero, cost: 0, finishReason }, parts);
+        assert.equal(u.text, 'usage unknown', `${finishReason} with ${parts.length} step(s)`);
+        assert.doesNotMatch(u.text, /\$0\.00|(^|\D)0 in/);
+        assert.match(u.title, /unknown/);
+      }
+    }
+    // A message with no usage at all (an older daemon, or a partial message) is no different.
+    assert.equal(lib.describeUsage({ finishReason: 'aborted' }, []).text, 'usage unknown');
+  });
+
+  test('a stopped answer after completed steps shows what they used and says the rest is unknown', () => {
+    const parts = [step('tool-calls', { inputTokens: 900, outputTokens: 20 }, 0.001), step('aborted', {})];
+    const u = lib.describeUsage({ usage: { ...zero, inputTokens: 900, outputTokens: 20 }, cost: 0.001, finishReason: 'aborted' }, parts);
+    assert.equal(u.text, '900 in · 20 out · $0.001 + stopped step: usage unknown');
+    assert.equal(u.unknownSteps, 1);
+    assert.match(u.title, /Input tokens: 900/);
+    assert.match(u.title, /completed steps only/);
+    const two = lib.describeUsage({ usage: { ...zero, inputTokens: 900 }, cost: 0, finishReason: 'error' }, [...parts, step('error', {})]);
+    assert.match(two.text, /\+ 2 steps: usage unknown$/);
+  });
+
+  test('a completed step the provider did not report (no usage in the stream) is unknown too', () => {
+    const u = lib.describeUsage({ usage: zero, cost: 0, finishReason: 'stop' }, [step('stop', {})]);
+    assert.equal(u.text, 'usage unknown');
+  });
+});
+
+describe('Send Selection: the lines a selection covers', () => {
+  const r = (a, b, c, d) => lib.selectionLineRange({ line: a, character: b }, { line: c, character: d });
+  test('a selection ending at column 0 of a later line does not include that line', () => {
+    assert.deepEqual(r(0, 0, 2, 0), { first: 1, last: 2 }, 'select all in a 2-line file with a final newline');
+    assert.deepEqual(r(0, 0, 1, 0), { first: 1, last: 1 }, 'one whole line picked with Shift+Down');
+    assert.deepEqual(r(4, 3, 9, 0), { first: 5, last: 9 });
+  });
+  test('otherwise the last line is the one the selection ends on', () => {
+    assert.deepEqual(r(0, 0, 1, 14), { first: 1, last: 2 });
+    assert.deepEqual(r(3, 2, 3, 7), { first: 4, last: 4 }, 'within one line');
+    assert.deepEqual(r(3, 0, 3, 0), { first: 4, last: 4 }, 'empty, at column 0');
+    assert.deepEqual(r(2, 5, 0, 0), { first: 1, last: 3 }, 'reversed (anchor after active)');
+  });
+});
+
+describe('Restricted Mode', () => {
+  const defs = lib.EDITOR_TOOL_DEFINITIONS;
+  test('only the read-only built-ins are offered, whatever agentd.tools says', () => {
+    assert.deepEqual(lib.restrictedBuiltinTools(undefined), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash']), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['*', 'bash', 'b*', 'time_*', 'write_file']), []);
+    assert.deepEqual(lib.restrictedBuiltinTools(['grep', 'bash']), ['grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools([]), []);
+  });
+  test('apply_edit is not declared; the read-only editor tools are', () => {
+    assert.deepEqual(lib.restrictedClientTools(defs).map((t) => t.name), ['editor_selection', 'open_editors', 'read_document']);
+    assert.deepEqual(lib.restrictedClientTools([{ name: 'apply_edit' }, { name: 'evil', description: '' }]), []);
+  });
+});

@@ -248,7 +248,11 @@ describe('chat view', () => {
     await replay(view, events, { from: firstDelta + 2 });
     const assistant = page.locator('article.message.assistant').last();
     assert.match(await assistant.innerText(), /w1 w2/);
-    assert.match(await assistant.locator('.message-meta').innerText(), /Stopped/);
+    const meta = await assistant.locator('.message-meta').innerText();
+    assert.match(meta, /Stopped/);
+    // The model never reported usage for the stopped step: unknown, not "0 in · 0 out · $0.00".
+    assert.match(meta, /usage unknown/);
+    assert.doesNotMatch(meta, /(^|\D)0 in|\$0\.00/);
     assert.equal(await page.locator('#stop').isVisible(), false);
     await view.context.close();
   });
@@ -316,7 +320,8 @@ describe('chat view', () => {
     const view = await freshView();
     const { page } = view;
     const mk = (i) => ({ ...session, id: `ses_test_${i}`, title: `Chat number ${i}`, time: { created: Date.now() - i * 60_000, updated: Date.now() - i * 60_000 } });
-    await page.locator('#sessions-toggle').click();
+    // The view title bar's Show Sessions button (agentd.sessions) asks the page to show the list.
+    await view.deliver({ type: 'showSessions' });
     let posted = await view.posted();
     assert.deepEqual(posted.filter((m) => m.type === 'listSessions').at(-1), { type: 'listSessions', query: '' });
     await view.deliver({ type: 'sessions', sessions: [1, 2, 3].map(mk), nextCursor: 'cur-1', query: '', append: false });
@@ -375,6 +380,32 @@ describe('chat view', () => {
     assert.match(await page.locator('#daemon-banner').innerText(), /restarting in 1 s/);
     await view.deliver({ type: 'daemon', state: 'running' });
     assert.equal(await page.locator('#daemon-banner').isVisible(), false);
+    await view.context.close();
+  });
+
+  test('Restricted Mode: a notice says what agentd may not do, until the folder is trusted', async () => {
+    const view = await freshView();
+    const { page } = view;
+    assert.equal(await page.locator('#restricted-notice').isVisible(), false, 'trusted until told otherwise');
+    await view.deliver({ type: 'trust', trusted: false });
+    const notice = await page.locator('#restricted-notice').innerText();
+    assert.match(notice, /Restricted Mode/);
+    assert.match(notice, /no file edits, no commands, no MCP servers/);
+    await page.locator('#restricted-notice button', { hasText: 'Trust this folder' }).click();
+    assert.ok((await view.posted()).some((m) => m.type === 'manageTrust'), 'the link opens the trust editor');
+    await view.deliver({ type: 'trust', trusted: true });
+    assert.equal(await page.locator('#restricted-notice').isVisible(), false);
+    await view.context.close();
+  });
+
+  test('the page has no buttons of its own for New Chat or Sessions (the view title bar has them)', async () => {
+    const view = await freshView();
+    const { page } = view;
+    assert.equal(await page.locator('header button').count(), 0);
+    await view.deliver({ type: 'showSessions' });
+    assert.equal(await page.locator('#sessions-panel').isVisible(), true);
+    await view.deliver({ type: 'showSessions' });
+    assert.equal(await page.locator('#sessions-panel').isVisible(), false, 'the title bar button toggles the list');
     await view.context.close();
   });
 });
