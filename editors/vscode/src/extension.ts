@@ -15,6 +15,11 @@ function readSettings(): DaemonSettings {
   return normalizeSettings({ path: c.get('path'), model: c.get('model'), env: c.get('env'), dataDir: c.get('dataDir') });
 }
 
+/** The settings for the log: the environment's names only (its values may be secrets). */
+function describeSettings(s: DaemonSettings): string {
+  return `path ${s.path}, model ${s.model || '(default)'}, dataDir ${s.dataDir || '(default)'}, env ${Object.keys(s.env).join(', ') || '(none)'}`;
+}
+
 /** `agentd.tools`: the built-in tools to offer; undefined leaves the daemon's default. */
 function readTools(): string[] | undefined {
   const v = vscode.workspace.getConfiguration('agentd').get<unknown>('tools');
@@ -26,6 +31,7 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(log);
 
   let settings = readSettings();
+  log.info(`settings: ${describeSettings(settings)}${vscode.workspace.isTrusted ? '' : ' (Restricted Mode: user settings only)'}`);
   const workspaceRoot = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
   const version = (context.extension.packageJSON as { version?: string }).version;
   const tools = createEditorTools(context);
@@ -138,7 +144,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const restart = needsRestart(settings, next);
     settings = next;
     if (!restart) return;
-    log.info('settings changed: restarting agentd');
+    log.info(`settings changed (${describeSettings(settings)}): restarting agentd`);
     const wasRunning = client.state !== 'stopped';
     clientSubscriptions.forEach((d) => d.dispose());
     client = makeClient(settings);

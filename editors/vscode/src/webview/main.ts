@@ -514,7 +514,9 @@ function applyChanges(changes: Change[]): void {
         updateHeader();
         break;
       case 'error':
-        showError(`${c.error.name}: ${c.error.message}`);
+        // A failed run's `session/error` repeats its message's error (sent just before it),
+        // which the message already shows.
+        if (!chat.messages.some((m) => c.runId && m.info.runId === c.runId && m.info.error)) showError(`${c.error.name}: ${c.error.message}`);
         break;
     }
   }

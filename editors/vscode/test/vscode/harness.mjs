@@ -155,6 +155,7 @@ export async function startVsCode() {
     'extensions.ignoreRecommendations': true,
     'git.enabled': false,
     'editor.minimap.enabled': false,
+    'workbench.reduceMotion': 'on', // menus and widgets take clicks as soon as they show
     // An untrusted folder opens in Restricted Mode without the trust dialog; the tests trust
     // a folder the way a person does, from the Restricted Mode status bar item.
     'security.workspace.trust.startupPrompt': 'never',
@@ -171,6 +172,14 @@ export async function startVsCode() {
   const settingsFile = join(dirs.userData, 'User/settings.json');
   mkdirSync(dirname(settingsFile), { recursive: true });
   writeFileSync(settingsFile, JSON.stringify(settings, null, 2));
+  // agentd.path, agentd.env and agentd.dataDir are machine settings (`machine-overridable`): in
+  // a remote window (code-server's) VS Code reads them from the machine's settings, and in a
+  // Restricted Mode window code-server drops their User values at times (the extension then
+  // starts with the defaults). The machine's settings hold them too, as a remote user sets them.
+  const machineFile = join(dirs.userData, 'Machine/settings.json');
+  mkdirSync(dirname(machineFile), { recursive: true });
+  const machine = Object.fromEntries(Object.entries(settings).filter(([k]) => ['agentd.path', 'agentd.env', 'agentd.dataDir'].includes(k)));
+  writeFileSync(machineFile, JSON.stringify(machine, null, 2));
 
   const server = spawn(
     node,
@@ -197,7 +206,9 @@ export async function startVsCode() {
   const context = await browser.newContext({ viewport: { width: 1280, height: 760 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const consoleErrors = [];
+  let consoleMessages = 0;
   page.on('console', (m) => {
+    consoleMessages++;
     if (m.type() === 'error') consoleErrors.push({ text: m.text(), url: m.location()?.url ?? '' });
   });
   page.on('pageerror', (e) => consoleErrors.push({ text: `uncaught: ${e.message}`, url: e.stack ?? '' }));
@@ -210,6 +221,9 @@ export async function startVsCode() {
     settingsFile,
     settings,
     consoleErrors,
+    get consoleMessages() {
+      return consoleMessages;
+    },
     serverLog: () => serverLog,
     /** Rewrites user settings (VS Code applies them live, as when a person edits settings.json). */
     updateSettings(patch) {
@@ -233,6 +247,22 @@ export async function startVsCode() {
       if (!process.env.AGENTD_KEEP_TEMP) rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Waits until the extension has the user's settings: the newest line of its log that names
+ * its settings names agentd.path (see the machine settings above: without them it may never).
+ */
+export async function extensionSettled(vs, timeout = 30_000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const logs = extensionHostLogs(vs.dirs.userData).filter((l) => l.file.endsWith('agentd.log'));
+    const newest = logs.sort((a, b) => statSync(b.file).mtimeMs - statSync(a.file).mtimeMs)[0];
+    const last = newest?.lines.filter((l) => /\[info\] settings/.test(l)).at(-1);
+    if (last?.includes(`path ${vs.settings['agentd.path']},`)) return;
+    if (Date.now() > end) throw new Error(`the extension did not get the user's settings: ${last}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** Lines of the extension host's logs (VS Code's own and the extension's output channel). */
@@ -265,13 +295,24 @@ export function chatFrame(page) {
 }
 
 /** Shows the agentd view (clicking its activity bar icon unless it is showing) and waits for its page. */
-export async function showChat(page) {
+export async function showChat(page, timeout = 30_000) {
   const chat = chatFrame(page);
   const input = chat.locator('#input');
-  if (!(await input.isVisible().catch(() => false))) {
-    await activityIcon(page).click();
+  const sideBar = page.locator('.part.sidebar');
+  const end = Date.now() + timeout;
+  // While the workbench restores itself the side bar may show with no title yet: wait then, as
+  // clicking the icon of the container that shows would close the side bar.
+  while (!(await input.isVisible().catch(() => false))) {
+    if (Date.now() > end) throw new Error('the agentd view did not show');
+    const visible = await sideBar.isVisible();
+    const title = visible ? ((await sideBar.locator('.composite.title .title-label h2').textContent({ timeout: 1_000 }).catch(() => '')) ?? '').trim() : '';
+    if (!visible || (title && title !== 'agentd')) {
+      await activityIcon(page).click();
+      await sideBar.locator('.composite.title .title-label h2', { hasText: /^agentd$/ }).waitFor({ timeout: 5_000 }).catch(() => {});
+    } else {
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
-  await input.waitFor({ timeout: 30_000 });
   return chat;
 }
 
@@ -306,5 +347,6 @@ export async function screenshot(page, name, options = {}) {
   const dir = process.env.AGENTD_SCREENSHOTS;
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
+  await page.mouse.move(900, 700); // no hover tooltip over the view
   await page.screenshot({ path: join(dir, `${name}.png`), ...options });
 }

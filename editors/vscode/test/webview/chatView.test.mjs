@@ -267,6 +267,8 @@ describe('chat view', () => {
     const e = t.result.message.error;
     assert.ok(e, 'recorded turn has an error');
     assert.match(await err.innerText(), new RegExp(e.name));
+    // The run's session/error says the same: shown once, in the message.
+    assert.equal(await page.locator('.error-block').count(), 0);
     // A failed request (JSON-RPC error) from the host.
     await view.deliver({ type: 'error', sessionId: session.id, message: 'no model configured (error 1003)' });
     assert.match(await page.locator('.error-block').last().innerText(), /no model configured/);
