@@ -183,7 +183,13 @@ export async function startVsCode() {
 
   const server = spawn(
     node,
-    [entry, ...common, '--auth', 'none', '--bind-addr', '127.0.0.1:0', '--disable-telemetry', '--disable-update-check', '--disable-getting-started-override', '--ignore-last-opened'],
+    [
+      entry,
+      ...common,
+      ...['--auth', 'none', '--bind-addr', '127.0.0.1:0', '--disable-telemetry', '--disable-update-check', '--disable-getting-started-override', '--ignore-last-opened'],
+      // More options for a debugging run (e.g. --disable-workspace-trust, --verbose).
+      ...(process.env.CODE_SERVER_ARGS ?? '').split(' ').filter(Boolean),
+    ],
     // Its own process group: code-server leaves helpers (file watcher, agent host) behind when
     // only its main process is killed.
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_CONFIG_HOME: join(base, 'config') }, detached: true },
