@@ -2,6 +2,7 @@
 // arithmetic, and the notification reducer against the recorded fixture.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -306,9 +307,27 @@ describe('Restricted Mode', () => {
   test('only the read-only built-ins are offered, whatever agentd.tools says', () => {
     assert.deepEqual(lib.restrictedBuiltinTools(undefined), ['read_file', 'list_dir', 'glob', 'grep']);
     assert.deepEqual(lib.restrictedBuiltinTools(['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash']), ['read_file', 'list_dir', 'glob', 'grep']);
-    assert.deepEqual(lib.restrictedBuiltinTools(['*', 'bash', 'b*', 'time_*', 'write_file']), []);
+    assert.deepEqual(lib.restrictedBuiltinTools(['bash', 'b*', 'time_*', 'write_file', 'edit_*', 'evil_*']), []);
     assert.deepEqual(lib.restrictedBuiltinTools(['grep', 'bash']), ['grep']);
     assert.deepEqual(lib.restrictedBuiltinTools([]), []);
+  });
+  test("wildcards in the user's agentd.tools name the read-only tools they match, as agentd matches them", () => {
+    assert.deepEqual(lib.restrictedBuiltinTools(['*']), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['*_*']), ['read_file', 'list_dir']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['g*', 'bash']), ['glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['[!g]*']), ['read_file', 'list_dir']);
+    // The same answers as Python's fnmatchcase, which agentd uses, on awkward patterns.
+    const patterns = ['*', '?', 'g?ep', 'gr[a-f]p', 'gr[!a-f]p', '[]]*', '[!]]*', '[', 'read[', '*.*', 'a*b*c', '[^r]*', '\\*', '(r)*', 're+d_file', '[g-r]*', 'GREP', '**', 'grep*', '*file', 'r??d_f*e', '[\\]]'];
+    const names = ['grep', 'glob', 'read_file', 'list_dir', ']x', '^x', 'read[', 'a.b', 'axbyc', '\\x', '(r)x', 'reed_file', 'Grep', '', 'r\nfile', 'x.y'];
+    const py = execFileSync(
+      process.env.AGENTD_PYTHON || 'python3',
+      ['-c', 'import json,sys,fnmatch; p,n=json.load(sys.stdin); print(json.dumps([[fnmatch.fnmatchcase(x,q) for x in n] for q in p]))'],
+      { input: JSON.stringify([patterns, names]), encoding: 'utf8' },
+    );
+    const expected = JSON.parse(py);
+    for (const [i, p] of patterns.entries()) {
+      for (const [j, n] of names.entries()) assert.equal(lib.wildcardMatches(p, n), expected[i][j], `${JSON.stringify(p)} vs ${JSON.stringify(n)}`);
+    }
   });
   test('apply_edit is not declared; the read-only editor tools are', () => {
     assert.deepEqual(lib.restrictedClientTools(defs).map((t) => t.name), ['editor_selection', 'open_editors', 'read_document']);
