@@ -5,10 +5,10 @@ import type { ChatViewProvider } from './chatViewProvider';
 import { mcpToolPatterns } from './client/mcp';
 import { restrictedBuiltinTools, restrictedClientTools } from './client/restrictedMode';
 import { resolvePath } from './editorTools';
+import type { CurrentChatStore } from './currentChat';
 import { ErrorCodes, type Session } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
 
-const CURRENT_SESSION_KEY = 'agentd.currentSessionId';
 const PAGE_SIZE = 30;
 
 export class ChatController implements vscode.Disposable {
@@ -19,14 +19,14 @@ export class ChatController implements vscode.Disposable {
   constructor(
     private readonly client: AgentdClient,
     private readonly view: ChatViewProvider,
-    private readonly state: vscode.Memento,
+    private readonly current: CurrentChatStore,
     private readonly getModel: () => string,
     private readonly log: vscode.LogOutputChannel,
     private readonly getTools: () => string[] | undefined = () => undefined,
     /** False in Restricted Mode (an untrusted folder): chat and read-only tools only. */
     private readonly isTrusted: () => boolean = () => true,
   ) {
-    this.currentSessionId = state.get<string>(CURRENT_SESSION_KEY);
+    this.currentSessionId = current.get();
     this.disposables.push(
       view.onMessage((m) => void this.onViewMessage(m).catch((e) => this.reportError(e))),
       client.onNotification((n) => {
@@ -55,7 +55,7 @@ export class ChatController implements vscode.Disposable {
 
   private setCurrent(id: string | undefined): void {
     this.currentSessionId = id;
-    void this.state.update(CURRENT_SESSION_KEY, id);
+    this.current.set(id);
     this.updateBusyContext();
   }
 

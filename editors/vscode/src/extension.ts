@@ -4,6 +4,7 @@ import { AgentdClient, AgentdError, isCancelled, type StateChange } from './clie
 import { daemonEnvironment, needsRestart, normalizeSettings, type DaemonSettings } from './client/daemonEnv';
 import { ChatController, describeError } from './chatController';
 import { ChatViewProvider } from './chatViewProvider';
+import { CurrentChatStore } from './currentChat';
 import { createEditorTools, displayPath } from './editorTools';
 import { describeMcpStatus, McpStatusTracker, mcpServerItems, mcpToolItems, type McpServerItem, type McpToolItem } from './client/mcp';
 import { createPermissionHandler } from './permission';
@@ -35,6 +36,7 @@ export function activate(context: vscode.ExtensionContext): void {
   const workspaceRoot = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
   const version = (context.extension.packageJSON as { version?: string }).version;
   const tools = createEditorTools(context);
+  const currentChat = new CurrentChatStore(context.workspaceState, context.storageUri, log);
   const isTrusted = () => vscode.workspace.isTrusted;
   const onPermissionRequest = createPermissionHandler(isTrusted);
 
@@ -67,7 +69,7 @@ export function activate(context: vscode.ExtensionContext): void {
   let controller: ChatController;
   let clientSubscriptions: vscode.Disposable[] = [];
   const wire = () => {
-    controller = new ChatController(client, view, context.workspaceState, () => settings.model, log, readTools, isTrusted);
+    controller = new ChatController(client, view, currentChat, () => settings.model, log, readTools, isTrusted);
     const mcp = new McpStatusTracker();
     clientSubscriptions = [
       controller,

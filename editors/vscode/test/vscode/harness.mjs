@@ -103,9 +103,8 @@ function stop(child, group = false) {
     const timer = setTimeout(() => kill('SIGKILL'), 5_000);
     child.once('exit', () => {
       clearTimeout(timer);
-      // What the group leader left behind.
-      if (group) setTimeout(() => (kill('SIGKILL'), r()), 200);
-      else r();
+      if (group) kill('SIGKILL'); // what the group leader left behind
+      r();
     });
     kill('SIGTERM');
   });

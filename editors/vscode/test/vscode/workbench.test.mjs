@@ -46,7 +46,8 @@ before(async () => {
       'agentd.path': join(hostile, 'evil-agentd.sh'),
       'agentd.env': { AGENTD_CONFIG: join(hostile, 'agentd.toml'), OPENAI_BASE_URL: 'http://127.0.0.1:9/v1' },
       'agentd.dataDir': join(hostile, 'data'),
-      'agentd.tools': ['*', 'bash', 'write_file', 'edit_file', 'evil_*'],
+      // Read, it would leave grep alone of the read-only tools (user settings offer all four).
+      'agentd.tools': ['grep', 'bash', 'write_file', 'edit_file', 'evil_*'],
     }),
   });
 });
@@ -326,25 +327,34 @@ describe('agentd in a real VS Code (code-server, packaged extension, real agentd
     await waitUntil(async () => /Stopped/.test(await chat.locator('#messages').innerText()), 10_000, 'the history');
   });
 
-  test('the chat survives two window reloads and closing and reopening the view', T, async () => {
-    const before = await chat.locator('article.message').count();
-    assert.ok(before > 10);
-    for (let i = 0; i < 2; i++) {
+  test('the chat survives two window reloads, each right after another chat was opened from the list, and closing and reopening the view', T, async () => {
+    const title = async () => (await chat.locator('#chat-title').innerText()).trim();
+    const count = () => chat.locator('article.message').count();
+    const hello = await count();
+    assert.ok(hello > 10);
+    // Reloaded at once: VS Code for the Web saves an extension's workspaceState every 5 s, and
+    // the chat opened just before must still be the one that comes back.
+    for (const [want, messages] of [['a second chat', 2], ['hello agent', hello]]) {
+      await page.locator('.part.sidebar .composite.title .action-label[aria-label^="Show Sessions"]').click();
+      await chat.locator('.session-item', { hasText: want }).locator('.session-open').click();
+      await waitUntil(async () => (await title()) === want && (await count()) === messages, 15_000, `${want} opened`);
       await page.reload();
       await page.locator('.monaco-workbench .part.statusbar').waitFor();
       chat = await showChat(page);
       await extensionSettled(vs);
-      await chat.locator('#chat-title', { hasText: 'hello agent' }).waitFor({ timeout: 30_000 });
-      await waitUntil(async () => (await chat.locator('article.message').count()) === before, 15_000, 'the whole history');
+      await waitUntil(async () => (await title()) !== 'New chat' && (await count()) > 0, 30_000, 'a chat after the reload');
+      assert.equal(await title(), want, 'the chat open before the reload');
+      await waitUntil(async () => (await count()) === messages, 15_000, 'the whole history');
     }
     // The usage of stopped turns reads the same from the stored history.
     assert.match(await chat.locator('#messages').innerText(), /\+ stopped step: usage unknown/);
-    await page.locator('.statusbar-item', { hasText: 'Restricted Mode' }).waitFor({ state: 'detached', timeout: 1_000 }).catch(() => {});
+    // The view was told the trust state before the history it just showed.
     assert.equal(await chat.locator('#restricted-notice').isVisible(), false, 'the folder stays trusted');
+    assert.equal(await page.locator('.statusbar-item', { hasText: 'Restricted Mode' }).count(), 0);
     await activityIcon(page).click(); // closes the side bar
     await page.locator('.part.sidebar').waitFor({ state: 'hidden' });
     chat = await showChat(page);
-    await waitUntil(async () => (await chat.locator('article.message').count()) === before, 15_000, 'the history after reopening');
+    await waitUntil(async () => (await count()) === hello, 15_000, 'the history after reopening');
     await sendAndWait('after the reloads');
     assert.match(await assistant().innerText(), /You said: after the reloads/);
   });
@@ -356,8 +366,14 @@ describe('agentd in a real VS Code (code-server, packaged extension, real agentd
     const editor = page.locator('.editor-instance .monaco-editor').first();
     await editor.locator('.view-lines').click();
     await page.keyboard.press('Control+A');
+    await page.locator('.statusbar-item', { hasText: `(${FILE.length} selected)` }).waitFor();
     await editor.locator('.view-lines').click({ button: 'right' });
-    await page.locator('.monaco-menu .action-item', { hasText: 'Send Selection to agentd' }).click();
+    // Chosen with the keyboard: on Linux the menu opens on the right button's press, and a click
+    // while it settles can be taken for that button's release and ignored.
+    const item = page.locator('.monaco-menu .action-item', { hasText: 'Send Selection to agentd' });
+    await item.hover();
+    await page.locator('.monaco-menu .action-item.focused', { hasText: 'Send Selection to agentd' }).waitFor();
+    await page.keyboard.press('Enter');
     const ask = page.locator('.quick-input-widget', { hasText: 'Send selection to agentd' });
     await ask.waitFor();
     assert.match(await ask.innerText(), /Ask about main\.py:1-2 /);
