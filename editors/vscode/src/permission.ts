@@ -2,45 +2,17 @@
 // Allow once, Allow always. Not a modal dialog: VS Code adds its own Cancel button to a modal
 // and makes the first of the extension's buttons the default for Enter, so a modal cannot show
 // three choices with the safe one as the default. The tool card in the chat shows the whole
-// input; for a command, Allow once says how it would run (its sandbox, or none).
+// input; for a command, Allow once says how it would run (its sandbox, or none), and a command
+// that would run unconfined has no Allow always (agentd asks for it every time).
 import * as vscode from 'vscode';
 import type { CancellationToken, PermissionHandler } from './client/agentdClient';
+import { permissionChoices, permissionSummary, type PermissionChoice } from './client/permissionChoices';
 import type { PermissionOutcome, PermissionRequestParams } from './protocol';
-import { sandboxSentence } from './shared/sandbox';
-
-/** The request in one line, for the quick pick (which shows no more). */
-export function permissionSummary(tool: string, input: unknown, n = 160): string {
-  const o = (input ?? {}) as Record<string, unknown>;
-  let line: string;
-  if (tool === 'bash' && typeof o.command === 'string') line = `$ ${o.command.replace(/\s*\n\s*/g, ' ⏎ ')}`;
-  else if ((tool === 'write_file' || tool === 'edit_file') && typeof o.path === 'string') {
-    const body = typeof o.content === 'string' ? o.content : typeof o.newString === 'string' ? o.newString : '';
-    line = body ? `${o.path}: ${body.replace(/\s*\n\s*/g, ' ⏎ ')}` : o.path;
-  } else line = JSON.stringify(input) ?? '';
-  return line.length > n ? `${line.slice(0, n - 1)}…` : line;
-}
-
-export interface PermissionChoice extends vscode.QuickPickItem {
-  outcome: PermissionOutcome;
-}
-
-/** The three choices, Reject first (the active item, so Enter picks it). */
-export function permissionChoices(request: Pick<PermissionRequestParams, 'tool' | 'input' | 'mcpServer' | 'sandbox'>): PermissionChoice[] {
-  const always = request.mcpServer
-    ? `don't ask again for ${request.tool} (any input) in this chat`
-    : `don't ask again for this same ${request.tool} input in this chat`;
-  const how = sandboxSentence(request.sandbox);
-  return [
-    { label: '$(circle-slash) Reject', description: 'Enter or Escape', detail: 'agentd tells the model you refused', outcome: 'reject_once' },
-    { label: '$(check) Allow once', detail: how || permissionSummary(request.tool, request.input), outcome: 'allow_once' },
-    { label: '$(check-all) Allow always', detail: always, outcome: 'allow_always' },
-  ];
-}
 
 /** Asks in a quick pick; hiding it (Escape), or the run ending meanwhile, rejects once. */
 function ask(request: PermissionRequestParams, token?: CancellationToken): Promise<PermissionOutcome> {
   return new Promise((resolve) => {
-    const qp = vscode.window.createQuickPick<PermissionChoice>();
+    const qp = vscode.window.createQuickPick<PermissionChoice & vscode.QuickPickItem>();
     qp.title = `agentd: allow ${request.title || request.tool}?`;
     // The input in one line (the title cuts a command at 60 characters).
     qp.placeholder = permissionSummary(request.tool, request.input);

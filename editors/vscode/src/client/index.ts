@@ -5,6 +5,7 @@ export * from './editLogic';
 export * from './mcp';
 export * from './emitter';
 export * from './restartPolicy';
+export * from './permissionChoices';
 export * from './restrictedMode';
 export { ChatState } from '../shared/chatState';
 export { sandboxLabel, sandboxSentence } from '../shared/sandbox';

@@ -247,6 +247,37 @@ describe('sandbox wording', () => {
   });
 });
 
+describe('permission choices', () => {
+  const outcomes = (r) => lib.permissionChoices(r).map((c) => c.outcome);
+  test('Reject first (the default), then Allow once, Allow always', () => {
+    assert.deepEqual(outcomes({ tool: 'write_file', input: { path: 'a.txt', content: 'x' } }), ['reject_once', 'allow_once', 'allow_always']);
+    const [, once, always] = lib.permissionChoices({ tool: 'write_file', input: { path: 'a.txt', content: 'one\ntwo' } });
+    assert.equal(once.detail, 'a.txt: one ⏎ two');
+    assert.match(always.detail, /this same write_file input/);
+    assert.match(lib.permissionChoices({ tool: 'ask_echo', input: {}, mcpServer: 'ask' })[2].detail, /any input/);
+  });
+  test("a command says how it would run; one that would run unconfined offers no Allow always (agentd would ask again)", () => {
+    const sandboxed = lib.permissionChoices({ tool: 'bash', input: { command: 'make' }, sandbox: { mode: 'workspace-write', network: false } });
+    assert.equal(sandboxed[1].detail, lib.sandboxSentence({ mode: 'workspace-write', network: false }));
+    assert.equal(sandboxed.length, 3);
+    const rerun = { mode: 'full-access', network: true, blocked: 'network access', rerunOf: 'workspace-write' };
+    assert.deepEqual(outcomes({ tool: 'bash', input: { command: 'curl x' }, sandbox: rerun }), ['reject_once', 'allow_once', 'allow_always']);
+    const unconfined = { mode: 'full-access', network: true, fallback: 'bubblewrap is not installed' };
+    const asked = lib.permissionChoices({ tool: 'bash', input: { command: 'rm -rf build' }, sandbox: unconfined });
+    assert.deepEqual(asked.map((c) => c.outcome), ['reject_once', 'allow_once']);
+    assert.match(asked[1].detail, /unconfined/);
+  });
+  test('the one-line summary: newlines shown, long input cut, odd input still said', () => {
+    assert.equal(lib.permissionSummary('bash', { command: 'a\n  b' }), '$ a ⏎ b');
+    const long = lib.permissionSummary('bash', { command: 'x'.repeat(500) });
+    assert.equal(long.length, 160);
+    assert.ok(long.endsWith('…'));
+    assert.equal(lib.permissionSummary('bash', { command: 42 }), '{"command":42}');
+    assert.equal(lib.permissionSummary('write_file', null), 'null');
+    assert.equal(lib.permissionSummary('edit_file', { path: 'p', newString: '' }), 'p');
+  });
+});
+
 describe('usage under an answer', () => {
   const step = (reason, usage, cost = 0) => ({ id: `prt_${reason}`, type: 'step-finish', reason, cost, usage: { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, ...usage } });
   const zero = { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0 };
