@@ -136,6 +136,16 @@ let sessions: Session[] = [];
 let sessionsCursor: string | undefined;
 let sessionsQuery = '';
 let renamingId: string | undefined;
+/**
+ * The newest `session/updated` of each session. A list answers a request made earlier and can
+ * reach the page after an update that happened since (the host posts notifications as they
+ * arrive, answers when their promise settles): the newer of the two is shown.
+ */
+const updatedSessions = new Map<string, Session>();
+const fresher = (s: Session): Session => {
+  const u = updatedSessions.get(s.id);
+  return u && (u.time?.updated ?? 0) >= (s.time?.updated ?? 0) ? u : s;
+};
 
 interface MessageView {
   root: HTMLElement;
@@ -645,6 +655,9 @@ moreButton.addEventListener('click', () => {
 });
 
 function renderSessions(): void {
+  // A title being typed is kept: a list that arrives meanwhile (a search, a title update, a
+  // refresh) is shown when the rename ends.
+  if (renamingId !== undefined && sessionList.querySelector('.rename-input')) return;
   sessionList.textContent = '';
   for (const s of sessions) sessionList.append(sessionItem(s));
   sessionsEmpty.hidden = sessions.length > 0;
@@ -657,18 +670,23 @@ function sessionItem(s: Session): HTMLElement {
   const li = h('li', { class: 'session-item', 'data-session-id': s.id });
   if (renamingId === s.id) {
     const field = h('input', { class: 'rename-input', type: 'text', value: s.title ?? '', 'aria-label': 'Session title' });
+    let ended = false; // Enter, Escape or leaving the field: whichever comes first decides
     const commit = () => {
+      if (ended) return;
+      ended = true;
       const title = field.value.trim();
       renamingId = undefined;
       if (title && title !== s.title) {
         post({ type: 'renameSession', sessionId: s.id, title });
-        s.title = title;
+        // The list may have been replaced while the title was typed: rename its copy.
+        for (const x of sessions) if (x.id === s.id) x.title = title;
       }
       renderSessions();
     };
     field.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') commit();
-      if (e.key === 'Escape') {
+      if (e.key === 'Escape' && !ended) {
+        ended = true;
         renamingId = undefined;
         renderSessions();
       }
@@ -705,6 +723,7 @@ function markActiveSession(): void {
 }
 
 function onSessionUpdated(s: Session): void {
+  updatedSessions.set(s.id, s);
   const i = sessions.findIndex((x) => x.id === s.id);
   if (i >= 0) {
     sessions.splice(i, 1);
@@ -772,12 +791,19 @@ window.addEventListener('message', (event: MessageEvent) => {
         updateBusy();
       }
       break;
-    case 'sessions':
-      sessions = msg.append ? [...sessions, ...msg.sessions.filter((s) => !sessions.some((x) => x.id === s.id))] : msg.sessions;
+    case 'sessions': {
+      // A session retitled since is left out when its new title no longer matches the search.
+      const q = msg.query.toLowerCase();
+      const listed = msg.sessions.flatMap((s) => {
+        const f = fresher(s);
+        return f === s || !q || (f.title ?? '').toLowerCase().includes(q) ? [f] : [];
+      });
+      sessions = msg.append ? [...sessions, ...listed.filter((s) => !sessions.some((x) => x.id === s.id))] : listed;
       sessionsCursor = msg.nextCursor;
       sessionsQuery = msg.query;
       renderSessions();
       break;
+    }
     case 'sessionDeleted':
       sessions = sessions.filter((s) => s.id !== msg.sessionId);
       renderSessions();

@@ -318,6 +318,27 @@ describe('chat view', () => {
     await view.context.close();
   });
 
+  test('a list that answers an earlier request does not undo a title that arrived since', async () => {
+    const view = await freshView();
+    const { page } = view;
+    const at = (id, title, updated) => ({ ...session, id, title, time: { created: 1, updated } });
+    await view.deliver({ type: 'showSessions', visible: true });
+    const updated = (s) => view.deliver({ type: 'notification', notification: { method: 'session/updated', params: { session: s } } });
+    // The host posts the title as it arrives, and the list it asked for before, after it.
+    await updated(at('ses_a', 'a second chat', 2_000));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'New session', 1_000), at('ses_b', 'hello agent', 500)], query: '', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['a second chat', 'hello agent']);
+    // An update older than the list changes nothing; a list newer than an update wins.
+    await updated(at('ses_b', 'old title', 400));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'renamed elsewhere', 3_000), at('ses_b', 'hello agent', 500)], query: '', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['renamed elsewhere', 'hello agent']);
+    // Searching: a session retitled since, no longer matching, is left out; others are as listed.
+    await updated(at('ses_a', 'unrelated', 4_000));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'hello again', 3_500), at('ses_b', 'hello agent', 500)], query: 'hello', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['hello agent']);
+    await view.context.close();
+  });
+
   test('session list: search, paging, open, rename, delete', async () => {
     const view = await freshView();
     const { page } = view;
@@ -344,10 +365,27 @@ describe('chat view', () => {
     await item.hover();
     await item.locator('.session-rename').click();
     await page.locator('.rename-input').fill('Renamed chat');
+    // Lists that arrive while the title is typed (the debounced search's, a title update) do
+    // not take the field away or its text.
+    await view.deliver({ type: 'sessions', sessions: [mk(4), mk(5)], query: 'number 4', append: false });
+    await view.deliver({ type: 'notification', notification: { method: 'session/updated', params: { session: { ...mk(4), title: 'Chat number 4 (titled)' } } } });
+    assert.equal(await page.locator('.rename-input').inputValue(), 'Renamed chat');
+    assert.equal(await page.locator('.rename-input').evaluate((el) => el === document.activeElement), true, 'still typing');
     await page.locator('.rename-input').press('Enter');
     posted = await view.posted();
     assert.deepEqual(posted.filter((m) => m.type === 'renameSession'), [{ type: 'renameSession', sessionId: 'ses_test_4', title: 'Renamed chat' }]);
     assert.equal(await page.locator('.session-title').first().innerText(), 'Renamed chat');
+    assert.equal(await page.locator('.session-item').count(), 2, 'the list that came meanwhile is shown now');
+    // Escape ends a rename without renaming, even after the text changed.
+    await page.locator('.session-item').first().hover();
+    await page.locator('.session-item').first().locator('.session-rename').click();
+    await page.locator('.rename-input').fill('Not this');
+    await page.locator('.rename-input').press('Escape');
+    assert.equal(await page.locator('.rename-input').count(), 0);
+    posted = await view.posted();
+    assert.equal(posted.filter((m) => m.type === 'renameSession').length, 1);
+    assert.equal(await page.locator('.session-title').first().innerText(), 'Renamed chat');
+    await view.deliver({ type: 'sessions', sessions: [{ ...mk(4), title: 'Renamed chat' }], query: 'number 4', append: false });
 
     await page.locator('.session-item').first().hover();
     await page.locator('.session-item .session-delete').first().click();
