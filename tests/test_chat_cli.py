@@ -763,20 +763,21 @@ def test_a_log_file_that_cannot_be_written_is_an_error(tmp_path, where):
 
 def test_no_instructions_install_a_name_this_project_does_not_own():
     """`agentd` on PyPI is another project: the distribution has a name of its own, and
-    nothing here (the package's messages, the Neovim plugin and its docs) tells users to
+    nothing here (the package's messages, both editor plugins and the docs) tells users to
     install `agentd` from PyPI."""
     import tomllib
 
     name = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"]
     assert name == "agentd-daemon"
     pattern = re.compile(r"pipx? install (?:-U |--user |--upgrade )*agentd\b(?![-\w/.])")
-    checked = [ROOT / "Makefile", ROOT / "pyproject.toml"]
-    for folder in ("agentd", "editors/nvim", "protocol"):
+    checked = [ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / "README.md"]
+    for folder in ("agentd", "editors/nvim", "editors/vscode/src", "protocol"):
         checked += [
             p
             for p in (ROOT / folder).rglob("*")
-            if p.is_file() and p.suffix in {".py", ".md", ".txt", ".lua", ".sh"}
+            if p.is_file() and p.suffix in {".py", ".md", ".txt", ".lua", ".sh", ".ts"}
         ]
+    checked.append(ROOT / "editors/vscode/README.md")
     assert len(checked) > 50
     offenders = [
         f"{path.relative_to(ROOT)}: {m.group(0)}"
