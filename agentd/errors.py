@@ -17,7 +17,7 @@ from lsprotocol.types import ErrorCodes, LSPErrorCodes
 class AgentdError(Exception):
     """An error the editor receives as a JSON-RPC error response."""
 
-    code: int = ErrorCodes.InternalError.value
+    code: int = ErrorCodes.InternalError
 
     def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
         super().__init__(message)
@@ -30,27 +30,34 @@ class AgentdError(Exception):
 class InternalError(AgentdError):
     """A bug or an unexpected failure: the message names its type, never a traceback."""
 
-    code = ErrorCodes.InternalError.value
+    code = ErrorCodes.InternalError
 
 
 class InvalidParams(AgentdError):
-    code = ErrorCodes.InvalidParams.value
+    """Params that are not what the method takes; `data` says which field."""
+
+    code = ErrorCodes.InvalidParams
 
 
 class InvalidRequest(AgentdError):
-    code = ErrorCodes.InvalidRequest.value
+    code = ErrorCodes.InvalidRequest
 
 
 class MethodNotFound(AgentdError):
-    code = ErrorCodes.MethodNotFound.value
+    code = ErrorCodes.MethodNotFound
 
 
 class NotInitialized(AgentdError):
-    code = ErrorCodes.ServerNotInitialized.value
+    """Any request but `initialize` before `initialize`."""
+
+    code = ErrorCodes.ServerNotInitialized
 
 
 class RequestCancelled(AgentdError):
-    code = LSPErrorCodes.RequestCancelled.value
+    """The editor cancelled the request (`$/cancelRequest`), or the run it asked for
+    will not run (dropped from its session's queue, agentd shutting down)."""
+
+    code = LSPErrorCodes.RequestCancelled
 
 
 class SessionNotFound(AgentdError):
@@ -69,7 +76,7 @@ class StorageError(AgentdError):
     """Writing the data dir failed (disk full, read-only, file too large). What was
     stored before is intact; the write can succeed again once the cause is gone."""
 
-    code = ErrorCodes.InternalError.value
+    code = ErrorCodes.InternalError
 
 
 class EditorError(Exception):

@@ -1,5 +1,5 @@
 """The JSON-RPC layer over real pipes: lifecycle, framing, error codes, malformed input.
-Each test here covers a way stock pygls misbehaves (see agentd/server.py)."""
+Each test here covers a way stock pygls misbehaves (see agentd/jsonrpc.py)."""
 
 from __future__ import annotations
 
