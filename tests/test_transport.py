@@ -250,7 +250,9 @@ def test_stdout_carries_only_frames_and_logs_go_to_stderr(spawn):
     d.call("session/create", {"title": "t"})
     d.close_stdin()
     d.wait_exit()
-    # The reader thread parsed every byte of stdout as frames (it would have raised).
+    # The reader thread parsed every byte of stdout as frames (it would have raised). It
+    # reaches the end of stdout on its own time after the process has exited: join it.
+    d._reader.join(10)
     assert d.closed
     d._err.join(10)  # stderr is read by a thread of its own: let it reach the end
     assert any("agentd" in line for line in d.stderr_lines)
