@@ -189,10 +189,10 @@ class Connection:
 
     # --- output: what the session layer's EditorLink uses ------------------------------
 
-    def notify(self, method: str, params: Any) -> None:
+    def notify(self, method: str, params: dict[str, Any]) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def request(self, method: str, params: Any) -> asyncio.Future[Any]:
+    def request(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
         """Send a request to the editor; the future resolves with its answer (or raises
         EditorError). Cancelling it tells the editor with `$/cancelRequest`."""
         msg_id = f"agentd-{uuid.uuid4().hex[:16]}"
