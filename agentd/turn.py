@@ -17,20 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentd import ids
+from agentd import ids, model_events
 from agentd.config import Config, ModelConfig
 from agentd.errors import ProviderError
 from agentd.history import step_messages, to_chat_messages
-from agentd.model_events import (
-    ReasoningDelta,
-    RetryNotice,
-    StepFinished,
-    TextDelta,
-    TokenUsage,
-    ToolCall,
-    ToolCallArguments,
-    ToolCallStarted,
-)
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.run_stream import RunStream
@@ -85,7 +75,7 @@ def step_cost(model: ModelConfig, usage: t.Usage) -> Decimal:
     return total / Decimal(1_000_000)
 
 
-def usage_from_provider(u: TokenUsage | None) -> t.Usage:
+def usage_from_provider(u: model_events.TokenUsage | None) -> t.Usage:
     if u is None:
         return t.Usage()
     return t.Usage(*attrs.astuple(u))  # the same five counts, in the same order
@@ -102,7 +92,7 @@ class Turn:
         tools: ToolRunner,
         config: Config,
         *,
-        on_retry: Callable[[RetryNotice], None],
+        on_retry: Callable[[model_events.RetryNotice], None],
         on_resume: Callable[[], None],
         on_overflow: Callable[[], Awaitable[list[dict[str, Any]] | None]],
     ) -> None:
@@ -258,7 +248,7 @@ class Turn:
             )
         return self.message
 
-    def _retry(self, notice: RetryNotice) -> None:
+    def _retry(self, notice: model_events.RetryNotice) -> None:
         self._retrying = True
         self._on_retry(notice)
 
@@ -284,11 +274,11 @@ class Turn:
                         self._retrying = False
                         self._on_resume()
                     match ev:
-                        case TextDelta(text=text):
+                        case model_events.TextDelta(text=text):
                             self._stream_text(t.TextPart, text)
-                        case ReasoningDelta(text=text):
+                        case model_events.ReasoningDelta(text=text):
                             self._stream_text(t.ReasoningPart, text)
-                        case ToolCallStarted(index=index, call_id=call_id, name=name):
+                        case model_events.ToolCallStarted(index=index, call_id=call_id, name=name):
                             self.close_text()
                             part = t.ToolPart(
                                 id=ids.new_id("prt"),
@@ -298,10 +288,10 @@ class Turn:
                             )
                             calls[index] = {"part": part, "args": []}
                             self.add_part(part)
-                        case ToolCallArguments(index=index, delta=delta):
+                        case model_events.ToolCallArguments(index=index, delta=delta):
                             if index in calls:
                                 calls[index]["args"].append(delta)
-                        case StepFinished():
+                        case model_events.StepFinished():
                             step_usage = usage_from_provider(ev.usage)
                             reason = FINISH_REASONS.get(
                                 ev.finish_reason, ev.finish_reason or "stop"
@@ -340,7 +330,7 @@ class Turn:
         return tool_parts
 
     def _reconcile_calls(
-        self, calls: dict[int, dict[str, Any]], assembled: tuple[ToolCall, ...]
+        self, calls: dict[int, dict[str, Any]], assembled: tuple[model_events.ToolCall, ...]
     ) -> None:
         """Use the provider's assembled calls as the authority for ids, names and args."""
         for index, call in enumerate(assembled or ()):
