@@ -17,6 +17,7 @@ from typing import Any, get_args
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from agentd.protocol import types as t
@@ -48,6 +49,15 @@ def _float_hook(value: Any, _: type) -> float:
     return number
 
 
+def _only(kind: type, name: str, inner: Callable[[Any, Any], Any]) -> Any:
+    def hook(value: Any, tp: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return inner(value, tp)
+
+    return hook
+
+
 def _tagged(union: Any, tag: str) -> Any:
     by_tag: dict[Any, type] = {}
     for cls in get_args(union):
@@ -77,7 +87,15 @@ def _make_converter() -> cattrs.Converter:
     def structure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
         # cattrs types per-attribute overrides as **kwargs beside its bool flags.
-        return make_dict_structure_fn(cls, conv, **renames)  # type: ignore[arg-type]
+        return _only(dict, "object", make_dict_structure_fn(cls, conv, **renames))  # type: ignore[arg-type]
+
+    # cattrs builds a list from any iterable (a string becomes its characters, an object
+    # its keys) and fails on a non-object with a Python error: both are checked first.
+    def list_factory(tp: Any) -> Any:
+        return _only(list, "array", list_structure_factory(tp, conv))
+
+    def mapping_factory(tp: Any) -> Any:
+        return _only(dict, "object", mapping_structure_factory(tp, conv))
 
     def unstructure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
@@ -93,6 +111,8 @@ def _make_converter() -> cattrs.Converter:
         return unstructure
 
     conv.register_structure_hook_factory(attrs.has, structure_factory)
+    conv.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is list, list_factory)
+    conv.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is dict, mapping_factory)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     return conv
 
