@@ -55,7 +55,7 @@ from agentd.protocol import (
     unstructure,
 )
 from agentd.protocol import types as t
-from agentd.protocol.converter import structure_params
+from agentd.protocol.converter import params_to_wire, structure_params
 from agentd.protocol.encoding import encoding_problems
 from agentd.protocol.methods import agentd_notifications, editor_requests
 from agentd.runs import RunManager
@@ -609,11 +609,11 @@ class AgentdServer(JsonRPCServer):
 
     # --- the EditorLink the session layer uses -----------------------------------------
 
-    def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.protocol.notify(method, params)
+    def notify(self, method: str, params: t.NotificationParams) -> None:
+        self.protocol.notify(method, params_to_wire(method, params))
 
-    def request(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
-        future = self.protocol.send_request(method, params)
+    def request(self, method: str, params: t.RequestParams) -> asyncio.Future[Any]:
+        future = self.protocol.send_request(method, params_to_wire(method, params))
         msg_id = future.agentd_msg_id  # type: ignore[attr-defined]
         wrapped = asyncio.wrap_future(future)
 
