@@ -301,7 +301,9 @@ def test_stdout_carries_only_frames_and_logs_go_to_stderr(spawn):
     d.close_stdin()
     d.wait_exit()
     # The reader thread parsed every byte of stdout as frames (it would have raised).
-    assert d.closed
+    # The process's exit does not wait for the reader to take the last frames: join it.
+    d._reader.join(10)
+    assert d.closed and not d._reader.is_alive()
     d._err.join(10)  # stderr is read by a thread of its own: let it reach the end
     assert any("agentd" in line for line in d.stderr_lines)
 
