@@ -325,7 +325,7 @@ class RunManager:
         stream.status(
             "retry",
             attempt=notice.attempt,
-            nextRetryAt=notice.next_retry_at_ms,
+            next_retry_at=notice.next_retry_at_ms,
             message=notice.error.message,
         )
 

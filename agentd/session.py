@@ -164,7 +164,7 @@ class SessionManager:
         return session_from_row(row, self.runs.status_of(row.id))
 
     def emit_session(self, session: t.Session) -> None:
-        self.link.notify("session/updated", {"session": unstructure(session)})
+        self.link.notify("session/updated", t.SessionUpdatedParams(session))
 
     async def emit_session_by_id(self, session_id: str) -> t.Session | None:
         return self._emit_row(await self.store.catalog.get(session_id))

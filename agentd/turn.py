@@ -238,14 +238,7 @@ class Turn:
         self.message.cost = float(self.cost)
         self.stream.message(self.message)
         if self.message.error is not None:
-            self.stream.notify(
-                "session/error",
-                {
-                    "sessionId": self.message.session_id,
-                    "runId": self.inp.run_id,
-                    "error": unstructure(self.message.error),
-                },
-            )
+            self.stream.error(self.message.error)
         return self.message
 
     def _retry(self, notice: model_events.RetryNotice) -> None:

@@ -586,8 +586,10 @@ class MessageUpdatedParams:
     """`message` travels without its parts (they travel as part/updated)."""
 
     session_id: str
-    message: Message
     run_id: str | None = None
+    # After run_id (keyword-only, as it has no default): fields go on the wire in this
+    # order, the order agentd has always sent.
+    message: Message = attrs.field(kw_only=True)
 
 
 @attrs.define
@@ -600,6 +602,12 @@ class PartUpdatedParams:
 
 @attrs.define
 class PartDeltaParams:
+    """Append `delta` to the part's `field` (its text)."""
+
+    # Sent per batch of tokens: the one type whose wire form is written by hand
+    # (`to_wire`, which the converter uses), as cattrs's generated unstructuring costs
+    # about ten times this dict literal on the hottest path (bench: token latency, long
+    # streams). Keep it in step with the fields; tests/test_protocol_types.py checks.
     session_id: str
     run_id: str
     message_id: str
@@ -607,12 +615,22 @@ class PartDeltaParams:
     delta: str
     field: Literal["text"] = "text"
 
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "runId": self.run_id,
+            "messageId": self.message_id,
+            "partId": self.part_id,
+            "field": self.field,
+            "delta": self.delta,
+        }
+
 
 @attrs.define
 class SessionErrorParams:
     session_id: str
-    error: ErrorInfo
     run_id: str | None = None
+    error: ErrorInfo = attrs.field(kw_only=True)  # after run_id on the wire, as always
 
 
 @attrs.define
@@ -673,3 +691,16 @@ class PermissionRequestParams:
 @attrs.define
 class PermissionRequestResult:
     outcome: PermissionOutcome
+
+
+# What agentd sends to the editor (the method table pairs each with its method).
+NotificationParams = (
+    SessionUpdatedParams
+    | SessionStatusParams
+    | MessageUpdatedParams
+    | PartUpdatedParams
+    | PartDeltaParams
+    | SessionErrorParams
+    | McpStatusParams
+)
+RequestParams = ToolExecuteParams | PermissionRequestParams

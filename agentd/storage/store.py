@@ -26,6 +26,7 @@ import attrs
 from agentd import file_modes, ids
 from agentd.config import Config
 from agentd.errors import SessionBusy, SessionNotFound, StorageError
+from agentd.protocol import types as t
 from agentd.storage.catalog import Catalog, SessionRow
 from agentd.storage.log import LOG_NAME, RunLock, SessionLog, lock_is_free
 from agentd.storage.recovery import interrupted_records
@@ -276,20 +277,18 @@ class Store:
 
 def _tool_context(
     header: dict[str, Any], run_id: str, trace_id: str | None, now: int
-) -> dict[str, Any]:
+) -> t.ToolContext:
     """The tool-context file's content: who and what the run works for (never secrets)."""
-    return {
-        "sessionScopeKey": header["sessionScopeKey"],
-        "sessionId": header["id"],
-        "clientSessionId": header["clientSessionId"],
-        "runId": run_id,
-        "actorKey": header["actorKey"],
-        "projectKey": header["projectKey"],
-        "projectId": header.get("projectId"),
-        "traceId": trace_id or header.get("traceId") or "",
-        "learningMode": "interactive",
-        "allowLearningWrite": True,
-        "workspaceRoot": header.get("workspaceRoot"),
-        "pid": os.getpid(),
-        "updatedAt": now,
-    }
+    return t.ToolContext(
+        session_scope_key=header["sessionScopeKey"],
+        session_id=header["id"],
+        client_session_id=header["clientSessionId"],
+        run_id=run_id,
+        actor_key=header["actorKey"],
+        project_key=header["projectKey"],
+        project_id=header.get("projectId"),
+        trace_id=trace_id or header.get("traceId") or "",
+        workspace_root=header.get("workspaceRoot"),
+        pid=os.getpid(),
+        updated_at=now,
+    )

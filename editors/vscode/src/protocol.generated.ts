@@ -170,8 +170,8 @@ export interface MessageTime {
 /** `message` travels without its parts (they travel as part/updated). */
 export interface MessageUpdatedParams {
   sessionId: string;
-  message: Message;
   runId?: string;
+  message: Message;
 }
 
 export interface ModelInfo {
@@ -186,6 +186,7 @@ export interface ModelsListResult {
   models: ModelInfo[];
 }
 
+/** Append `delta` to the part's `field` (its text). */
 export interface PartDeltaParams {
   sessionId: string;
   runId: string;
@@ -325,8 +326,8 @@ export interface SessionDeleteResult {
 
 export interface SessionErrorParams {
   sessionId: string;
-  error: ErrorInfo;
   runId?: string;
+  error: ErrorInfo;
 }
 
 export interface SessionIdParams {
