@@ -433,6 +433,11 @@ class Daemon:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(5)
+        # The readers reach the end of stdout and stderr on their own time after the
+        # process exited: what a test reads after stop() (stderr_lines) is all there was.
+        for reader in (self._reader, self._err):
+            if reader.is_alive() and reader is not threading.current_thread():
+                reader.join(10)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 if stream:
