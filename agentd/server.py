@@ -826,6 +826,8 @@ def create_server(config: Config) -> tuple[AgentdServer, SessionManager]:
         "session/update": manager.update,
         "session/delete": manager.delete,
         "session/summarize": runs.summarize,
+        "session/revert": runs.revert,
+        "session/unrevert": runs.unrevert,
         "run/resolve": manager.resolve_run,
         "toolContext/get": manager.tool_context,
         "models/list": lambda _: manager.models(),

@@ -218,6 +218,32 @@ class Store:
             lock.release()
             self._running.discard(session_id)
 
+    @contextlib.asynccontextmanager
+    async def holding(self, session_id: str) -> AsyncIterator[SessionLog]:
+        """Hold the session without a run (a revert): its lock, so that no run starts,
+        here or in another daemon, until the way out. Runs a dead daemon left open are
+        closed first (as `interrupted`), as a run's start would."""
+        lock = RunLock(self.session_dir(session_id))
+        if not await asyncio.to_thread(lock.try_acquire):
+            row = await self.catalog.get(session_id)
+            raise SessionBusy(
+                "session is running in another agentd",
+                data={"sessionId": session_id, "runId": row.run_id if row else None},
+            )
+        self._running.add(session_id)
+        try:
+            log = self.log_for(session_id)
+            state = await log.read()
+            if state.session is None:
+                raise await self.forget_broken(session_id, "its log has no session header")
+            if state.open_runs:
+                await self._close_open_runs(session_id, state.session["sessionScopeKey"], log)
+            yield log
+            await log.flush()
+        finally:
+            lock.release()
+            self._running.discard(session_id)
+
     async def _end_run(self, session_id: str, run_id: str, log: SessionLog) -> None:
         failure: StorageError | None = None
         try:
@@ -252,19 +278,23 @@ class Store:
         if not await asyncio.to_thread(lock.try_acquire):
             return
         try:
-            log = self.log_for(session_id)
-            state = await log.read()
-            now = ids.now_ms()
-            records = interrupted_records(state, now)
-            if records:
-                log.append(*records)
-                await log.flush()
-            state = await log.read()
-            await self.catalog.end_run("", session_id, now, state.catalog_totals())
-            if scope_key:
-                await self.toolctx.discard_stale(scope_key)
+            await self._close_open_runs(session_id, scope_key, self.log_for(session_id))
         finally:
             lock.release()
+
+    async def _close_open_runs(self, session_id: str, scope_key: str, log: SessionLog) -> None:
+        """Holding the lock: runs left open in the log end `interrupted`, the catalog row
+        goes idle, a stale tool-context file goes."""
+        state = await log.read()
+        now = ids.now_ms()
+        records = interrupted_records(state, now)
+        if records:
+            log.append(*records)
+            await log.flush()
+        state = await log.read()
+        await self.catalog.end_run("", session_id, now, state.catalog_totals())
+        if scope_key:
+            await self.toolctx.discard_stale(scope_key)
 
 
 def _tool_context(

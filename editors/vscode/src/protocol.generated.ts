@@ -156,6 +156,7 @@ export interface Message {
   cost?: number;
   error?: ErrorInfo;
   summary?: boolean;
+  reverted?: boolean;
 }
 
 export interface MessageResult {
@@ -228,6 +229,16 @@ export interface ReasoningPart {
   text: string;
   time: PartTime;
   type: "reasoning";
+}
+
+export interface RevertConflict {
+  path: string;
+  reason: string;
+}
+
+export interface RevertedFile {
+  path: string;
+  action: "restore" | "delete";
 }
 
 export interface RunResolveParams {
@@ -351,6 +362,7 @@ export interface SessionMessagesParams {
   sessionId: string;
   limit?: number;
   before?: string;
+  includeReverted?: boolean;
 }
 
 export interface SessionMessagesResult {
@@ -360,6 +372,20 @@ export interface SessionMessagesResult {
 
 export interface SessionResult {
   session: Session;
+}
+
+export interface SessionRevertParams {
+  sessionId: string;
+  messageId: string;
+  force?: boolean;
+  dryRun?: boolean;
+}
+
+export interface SessionRevertResult {
+  messages: string[];
+  files: RevertedFile[];
+  conflicts: RevertConflict[];
+  dryRun?: boolean;
 }
 
 export interface SessionStatusParams {
@@ -379,6 +405,12 @@ export interface SessionSummarizeParams {
 export interface SessionTime {
   created: number;
   updated: number;
+}
+
+export interface SessionUnrevertParams {
+  sessionId: string;
+  force?: boolean;
+  dryRun?: boolean;
 }
 
 export interface SessionUpdateParams {
@@ -634,6 +666,12 @@ export interface AgentdMethods {
     params: SessionMessagesParams;
     result: SessionMessagesResult;
   };
+  "session/revert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionRevertParams;
+    result: SessionRevertResult;
+  };
   "session/status": {
     kind: "notification";
     sender: "agentd";
@@ -645,6 +683,12 @@ export interface AgentdMethods {
     sender: "editor";
     params: SessionSummarizeParams;
     result: MessageResult;
+  };
+  "session/unrevert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionUnrevertParams;
+    result: SessionRevertResult;
   };
   "session/update": {
     kind: "request";
