@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from agentd import ids
 from agentd.config import Config
 from agentd.errors import InvalidParams, SnapshotUnavailable
 from agentd.protocol import types as t
-from agentd.snapshots import Change, Restore, SnapshotError, WorkspaceStore
+from agentd.snapshots import ABSENT, Change, Restore, SnapshotError, WorkspaceStore
 from agentd.storage.log import LogState, SessionLog
 from agentd.storage.recovery import INTERRUPTED
 
@@ -118,7 +119,7 @@ def revert_files(
                 conflicts.append((path, "changed since agentd's snapshot by someone else"))
                 continue
             actions.append(_restore_to(change))
-        return _apply(store, target, actions, conflicts, current, dry_run)
+        return _apply(store, target, actions, conflicts, current, dry_run, final)
 
 
 def unrevert_files(
@@ -127,18 +128,23 @@ def unrevert_files(
     """Blocking: the files a revert restored brought back to how it found them."""
     store.check()
     before, after = revert["before"], revert.get("after")
+    if not after:
+        raise SnapshotError(
+            "missing", "no snapshot was taken after the revert: what it changed is unknown"
+        )
     with store.locked():
-        if not store.exists(before):
-            raise SnapshotError("missing", f"the snapshot {before} is gone from {store.dir}")
+        for tree in (before, after):
+            if not store.exists(tree):
+                raise SnapshotError("missing", f"the snapshot {tree} is gone from {store.dir}")
         current = store.take_while_locked()
-        pairs = [(before, current)] + ([(after, current)] if after else [])
-        diffs = store.diff(pairs)
-        # Without the revert's own `after`, every file counts as changed since.
-        others = set(diffs[(after, current)]) if after else set(revert["files"])
+        diffs = store.diff([(before, after), (after, current), (before, current)])
+        # What the revert changed: its own snapshots, before and after.
+        mine = diffs[(before, after)]
+        others = diffs[(after, current)]
         final = diffs[(before, current)]
         actions: list[Restore] = []
         conflicts: list[tuple[str, str]] = []
-        for path in revert["files"]:
+        for path in sorted(mine):
             change = final.get(path)
             if change is None:
                 continue
@@ -146,7 +152,29 @@ def unrevert_files(
                 conflicts.append((path, "changed since the revert"))
                 continue
             actions.append(_restore_to(change))
-        return _apply(store, before, actions, conflicts, current, dry_run)
+        return _apply(store, before, actions, conflicts, current, dry_run, final)
+
+
+def _blocked(
+    actions: list[Restore], final: dict[str, Change]
+) -> tuple[list[Restore], list[tuple[str, str]]]:
+    """Writes a directory stands in the way of: one holding files that stay (someone
+    else's) is never removed to make room, forced or not."""
+    removed = {a.path for a in actions if a.deletes}
+    staying = {
+        path
+        for path, change in final.items()
+        if change.new_mode != ABSENT and path not in removed and "/" in path
+    }
+    parents: set[str] = set()
+    for path in staying:
+        parent = os.path.dirname(path)
+        while parent and parent not in parents:
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    kept = [a for a in actions if a.deletes or a.path not in parents]
+    blocked = [(a.path, "a directory is in its place") for a in actions if a not in kept]
+    return kept, blocked
 
 
 def _apply(
@@ -156,7 +184,10 @@ def _apply(
     conflicts: list[tuple[str, str]],
     current: str,
     dry_run: bool,
+    final: dict[str, Change],
 ) -> FilesOutcome:
+    actions, blocked = _blocked(actions, final)
+    conflicts = sorted(conflicts + blocked)
     if dry_run:
         return FilesOutcome(actions, conflicts, current)
     keep = store.directories(target) if any(a.deletes for a in actions) else set()
@@ -166,7 +197,7 @@ def _apply(
     except SnapshotError as exc:
         logger.warning("no snapshot after the revert: %s", exc.message)
         after = None
-    return FilesOutcome(outcome.done, conflicts + outcome.failed, current, after)
+    return FilesOutcome(outcome.done, sorted(conflicts + outcome.failed), current, after)
 
 
 # --- what the session layer calls ---------------------------------------------------------
@@ -278,12 +309,7 @@ async def revert(
     if not p.dry_run:
         rec: dict[str, Any] = {"k": "revert", "to": p.message_id, "messages": later}
         if files.before is not None:
-            rec.update(
-                ws=str(store.workspace),
-                before=files.before,
-                after=files.after,
-                files=[a.path for a in files.done],
-            )
+            rec.update(ws=str(store.workspace), before=files.before, after=files.after)
         rec["at"] = ids.now_ms()
         log.append(rec)
         await log.flush()
@@ -320,12 +346,7 @@ async def unrevert(
     if not p.dry_run:
         rec: dict[str, Any] = {"k": "unrevert", "messages": messages}
         if files.before is not None:
-            rec.update(
-                ws=str(store.workspace),
-                before=files.before,
-                after=files.after,
-                files=[a.path for a in files.done],
-            )
+            rec.update(ws=str(store.workspace), before=files.before, after=files.after)
         rec["at"] = ids.now_ms()
         log.append(rec)
         await log.flush()

@@ -30,6 +30,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = "run.lock"
+# How long a run lock found held is tried again (see RunLock.try_acquire).
+LOCK_SETTLE_S = 0.5
 MAX_TOTAL = 2**63 - 1
 
 # One thread writes every log: FIFO keeps each log's records in order, and the event
@@ -536,16 +539,28 @@ class RunLock:
         self.path = directory / LOCK_NAME
         self._fd: int | None = None
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, settle_s: float = LOCK_SETTLE_S) -> bool:
+        """Take the lock if no other process holds it; blocks up to `settle_s`.
+
+        A flock belongs to the open file, and a process agentd starts (a command, git
+        taking a snapshot) holds a copy of every descriptor from its fork until its exec,
+        the lock's too: one run's lock can outlive the run by as long as the child
+        waits to be scheduled (tens of milliseconds on a loaded machine), so a lock
+        found held is tried again for a moment before the session counts as busy."""
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + settle_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.01)
         self._fd = fd
         return True
 
