@@ -217,7 +217,8 @@ class WorkspaceStore:
         assert self._git is not None
         try:
             subprocess.run(
-                [self._git, "init", "-q", "--bare", str(temp)],
+                # No template: no sample hooks, nothing agentd does not use.
+                [self._git, "init", "-q", "--bare", "--template=", str(temp)],
                 env=self._env,
                 capture_output=True,
                 check=True,

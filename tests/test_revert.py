@@ -95,12 +95,17 @@ def start(model: Any, area: Path) -> Iterator[Callable[..., Box]]:
     daemons: list[Daemon] = []
 
     def _start(
-        config: str = CONFIG, *, workspace: Path | None = None, spawn: str | None = None, **env: str
+        config: str = CONFIG,
+        *,
+        workspace: Path | None = None,
+        umask: int | None = None,
+        **env: str,
     ) -> Box:
         config_file = area / "config.toml"
         config_file.write_text(config)
         d = Daemon(
-            daemon_env(area, model.base_url, AGENTD_CONFIG=str(config_file), **env), spawn=spawn
+            daemon_env(area, model.base_url, AGENTD_CONFIG=str(config_file), **env),
+            preexec_fn=None if umask is None else lambda: os.umask(umask),
         )
         daemons.append(d)
         ws = workspace or area / "ws"
@@ -300,6 +305,25 @@ def test_reverts_stack_and_unrevert_undoes_the_latest(start):
     assert tree(ws) == states[2] and len(box.messages(sid)) == 6
     box.unrevert(sid)
     assert tree(ws) == states[3] and len(box.messages(sid)) == 8
+
+
+def test_what_a_revert_recreates_gets_the_users_modes(start):
+    box = start(umask=0o027)
+    ws = box.ws
+    (ws / "d").mkdir(mode=0o750)
+    (ws / "d" / "f.txt").write_text("f\n")
+    (ws / "d" / "f.txt").chmod(0o640)
+    (ws / "tool.sh").write_text("#!/bin/sh\n")
+    (ws / "tool.sh").chmod(0o750)
+    (ws / "own-mode.txt").write_text("mine\n")
+    (ws / "own-mode.txt").chmod(0o600)
+    sid = box.session()
+    kept = box.say(sid)
+    before = tree(ws)
+    box.step(sid, bash("rm -r d tool.sh && echo changed > own-mode.txt"))
+    box.revert(sid, kept["id"])
+    # Recreated: 0666 / 0777 (executables) minus the user's umask; rewritten: its own.
+    assert tree(ws) == before
 
 
 # --- conflicts: someone else's change is never silently lost -------------------------------------
