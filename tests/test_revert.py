@@ -618,21 +618,35 @@ def test_two_sessions_on_one_workspace_revert_only_their_own_changes(start, area
         assert len(box.messages(sid)) == count
 
 
-def test_a_nested_repository_and_git_attributes_do_not_stop_snapshots(start):
+def test_nested_repositories_are_left_as_they_are(start):
     box = start()
     ws = box.ws
-    (ws / "nested").mkdir()
-    subprocess.run(["git", "init", "-q", str(ws / "nested")], check=True)
-    (ws / "nested" / "inner.txt").write_text("inner\n")
+    (ws / "fresh").mkdir()
+    subprocess.run(["git", "init", "-q", str(ws / "fresh")], check=True)
+    (ws / "fresh" / "inner.txt").write_text("inner\n")
+    (ws / "committed").mkdir()
+    (ws / "committed" / "c.txt").write_text("c\n")
+    user_repo(ws / "committed")
     sid = box.session()
     kept = box.say(sid)
     before = tree(ws)
-    box.step(sid, write("top.txt", "top\n"), bash("echo more >> nested/inner.txt"))
+    commit = "git -c user.name=m -c user.email=m@x commit -qam model"
+    box.step(
+        sid,
+        write("top.txt", "top\n"),
+        bash(f"echo more >> fresh/inner.txt && cd committed && echo m >> c.txt && {commit}"),
+        bash(f"git init -q made && cd made && echo x > x && git add x && {commit}"),
+    )
     result = box.revert(sid, kept["id"])
-    # A nested repository is not snapshotted: its files stay as the model left them.
-    assert [f["path"] for f in result["files"]] == ["top.txt"]
-    assert tree(ws, leave_out=("nested",)) == tree_without(before, ("nested",))
-    assert (ws / "nested" / "inner.txt").read_text() == "inner\nmore\n"
+    # Not snapshotted (their own git keeps their history): left as the model left them.
+    assert result["files"] == [{"path": "top.txt", "action": "delete"}]
+    assert result["conflicts"] == []
+    assert tree(ws, leave_out=("fresh", "committed", "made")) == tree_without(
+        before, ("fresh", "committed")
+    )
+    assert (ws / "fresh" / "inner.txt").read_text() == "inner\nmore\n"
+    assert (ws / "committed" / "c.txt").read_text() == "c\nm\n"
+    assert (ws / "made" / "x").read_text() == "x\n"
 
 
 # --- workspaces that cannot be snapshotted -----------------------------------------------------
