@@ -193,7 +193,7 @@ def _apply(
     keep = store.directories(target) if any(a.deletes for a in actions) else set()
     outcome = store.restore(actions, keep)
     try:
-        after: str | None = store.take_while_locked()
+        after: str | None = store.take_after_restore([a.path for a in outcome.done])
     except SnapshotError as exc:
         logger.warning("no snapshot after the revert: %s", exc.message)
         after = None

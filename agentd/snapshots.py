@@ -36,6 +36,8 @@ import secrets
 import shutil
 import stat
 import subprocess
+import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,7 @@ _LOCK = "agentd.lock"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 NULL_SHA = "0" * 40
+_creating = threading.Lock()
 ABSENT = "000000"
 SYMLINK = "120000"
 EXECUTABLE = "100755"
@@ -209,9 +212,15 @@ class WorkspaceStore:
             os.close(fd)
 
     def _ensure(self) -> None:
-        """Create the store (once; two processes may race: one rename wins)."""
+        """Create the store (once: two threads wait for each other, two processes race
+        and one rename wins)."""
         if (self.dir / "HEAD").exists():
             return
+        with _creating:
+            if not (self.dir / "HEAD").exists():
+                self._create()
+
+    def _create(self) -> None:
         file_modes.make_private_dir(self.dir.parent)
         temp = self.dir.with_name(f"{self.dir.name}.{secrets.token_hex(4)}.new")
         assert self._git is not None
@@ -232,6 +241,11 @@ class WorkspaceStore:
                 ("core.ignoreCase", "false"),
                 ("core.precomposeUnicode", "false"),
                 ("core.quotePath", "false"),
+                # The index is a cache of the work tree (a damaged one is dropped and
+                # built again, see take_while_locked), and agentd's log, which names the
+                # snapshots, is not synced either: an fsync of a 10,000-entry index cost
+                # up to 35 ms a snapshot here.
+                ("core.fsync", "none"),
                 # Snapshots are reachable from no ref: git must never prune them.
                 ("gc.auto", "0"),
                 ("gc.pruneExpire", "never"),
@@ -279,6 +293,17 @@ class WorkspaceStore:
 
     def take_while_locked(self) -> str:
         """`take`, for a caller holding `locked()`."""
+        try:
+            return self._take()
+        except SnapshotError as exc:
+            if exc.reason != "git-failed" or "index" not in exc.message:
+                raise
+        # A damaged index (a crash while git wrote it): built again from the work tree.
+        logger.warning("snapshot store %s: index damaged, building it again", self.dir)
+        (self.dir / "index").unlink(missing_ok=True)
+        return self._take()
+
+    def _take(self) -> str:
         cache = self.dir / _TREE_CACHE
         changed = self._changed_paths()
         if not changed:
@@ -304,15 +329,35 @@ class WorkspaceStore:
         cache.write_text(tree + "\n")
         return tree
 
+    def take_after_restore(self, paths: list[str]) -> str:
+        """The snapshot after a restore, for a caller holding `locked()`: the snapshot
+        taken just before it plus the restored `paths`, without looking at the rest of
+        the workspace again (what else changed meanwhile is the next snapshot's)."""
+        if not paths:
+            return self.take_while_locked()
+        cache = self.dir / _TREE_CACHE
+        cache.unlink(missing_ok=True)
+        listed = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        add = ("add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul")
+        try:
+            self._run(*add, stdin=listed, tolerate=1)
+        except SnapshotError:
+            return self.take_while_locked()
+        tree = self._run("write-tree").decode().strip()
+        cache.write_text(tree + "\n")
+        return tree
+
     def _changed_paths(self) -> list[str]:
         """What `add` has to take in: files new, changed or gone since the index was last
         written, nested repositories left out. Stops reading at the file limit."""
         assert self._git is not None
         args = ("ls-files", "-z", "--modified", "--others", "--deleted", "--exclude-standard")
+        # stderr to a file: a pipe read only after stdout could fill and stall git.
+        errors = tempfile.TemporaryFile()
         proc = subprocess.Popen(
             [self._git, f"--git-dir={self.dir}", f"--work-tree={self.workspace}", *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=errors,
             env=self._env,
             cwd=self.workspace,
         )
@@ -335,6 +380,9 @@ class WorkspaceStore:
                 proc.kill()
             proc.stdout.close()
             code = proc.wait()
+            errors.seek(0)
+            why = errors.read()[-4096:].decode("utf-8", "replace").strip().splitlines()
+            errors.close()
         if too_many:
             raise SnapshotError(
                 "too-large",
@@ -342,7 +390,9 @@ class WorkspaceStore:
                 "new or changed since the last snapshot ([snapshots] max_files)",
             )
         if code != 0:
-            raise SnapshotError("git-failed", f"git ls-files failed with status {code}")
+            raise SnapshotError(
+                "git-failed", f"git ls-files failed: {why[-1] if why else f'status {code}'}"
+            )
         return list(paths)
 
     def _check_size(self, paths: list[str]) -> None:

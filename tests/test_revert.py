@@ -649,6 +649,28 @@ def test_nested_repositories_are_left_as_they_are(start):
     assert (ws / "made" / "x").read_text() == "x\n"
 
 
+def test_a_damaged_index_is_built_again_and_a_deleted_store_is_named(start, area):
+    box = start()
+    ws = box.ws
+    (ws / "a.txt").write_text("a\n")
+    sid = box.session()
+    kept = box.say(sid)
+    before = tree(ws)
+    box.step(sid, write("a.txt", "model 1\n"))
+    [store] = (area / "data" / "snapshots").iterdir()
+    (store / "index").write_bytes(b"DIRC" + os.urandom(300))  # a torn write
+    box.step(sid, write("b.txt", "model 2\n"))
+    assert box.revert(sid, kept["id"])["conflicts"] == []
+    assert tree(ws) == before
+    box.unrevert(sid)
+    shutil.rmtree(store)
+    state = tree(ws)
+    err = error_of(lambda: box.revert(sid, kept["id"]))
+    assert err.code == -32603 and err.data["reason"] == "missing"
+    assert "is gone from" in err.message
+    assert tree(ws) == state and len(box.messages(sid)) == 6
+
+
 # --- workspaces that cannot be snapshotted -----------------------------------------------------
 
 
