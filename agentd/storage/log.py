@@ -287,6 +287,8 @@ class LogState:
 
     def visible(self) -> list[str]:
         """Message ids in order, reverted ones left out."""
+        if not self.reverted:
+            return list(self.messages)
         return [i for i in self.messages if i not in self.reverted]
 
     def _count(self, meta: dict[str, Any], sign: int) -> None:
