@@ -207,6 +207,8 @@ class WorkspaceStore:
         fd = os.open(self.dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            # Held by nobody now: one left behind was a git killed with agentd.
+            (self.dir / "index.lock").unlink(missing_ok=True)
             yield
         finally:
             os.close(fd)

@@ -649,7 +649,7 @@ def test_nested_repositories_are_left_as_they_are(start):
     assert (ws / "made" / "x").read_text() == "x\n"
 
 
-def test_a_damaged_index_is_built_again_and_a_deleted_store_is_named(start, area):
+def test_a_damaged_or_locked_index_is_recovered_and_a_deleted_store_is_named(start, area):
     box = start()
     ws = box.ws
     (ws / "a.txt").write_text("a\n")
@@ -659,6 +659,7 @@ def test_a_damaged_index_is_built_again_and_a_deleted_store_is_named(start, area
     box.step(sid, write("a.txt", "model 1\n"))
     [store] = (area / "data" / "snapshots").iterdir()
     (store / "index").write_bytes(b"DIRC" + os.urandom(300))  # a torn write
+    (store / "index.lock").write_bytes(b"")  # left by a git killed with agentd
     box.step(sid, write("b.txt", "model 2\n"))
     assert box.revert(sid, kept["id"])["conflicts"] == []
     assert tree(ws) == before
