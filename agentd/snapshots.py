@@ -549,10 +549,12 @@ class StepSnapshots:
     async def warm(self) -> None:
         """The first snapshot of a workspace takes all of it in (seconds for a big one):
         taken while the model thinks, so a step waits for it less."""
-        if self.store.has_index:
-            return
-        with contextlib.suppress(SnapshotError):
-            await asyncio.to_thread(self.store.take)
+        await asyncio.to_thread(self._warm)
+
+    def _warm(self) -> None:
+        if not self.store.has_index:
+            with contextlib.suppress(SnapshotError):
+                self.store.take()
 
     async def before(self, step_id: str, message_id: str) -> None:
         rec: dict[str, Any] = {
