@@ -272,15 +272,40 @@ def test_reverted_messages_are_not_sent_to_the_model_and_a_new_message_ends_unre
     sent = json.dumps(model.requests()[0]["body"]["messages"])
     assert "remember apples" in sent and "what do you remember?" in sent
     assert "pears" not in sent
+    # Nor are they summarized (two more exchanges: the last four messages are kept
+    # verbatim, the rest summarized).
+    box.say(sid, "more")
+    box.say(sid, "and more")
+    model.enqueue({"text": "a summary"})
+    box.d.call("session/summarize", {"sessionId": sid})
+    summarized = json.dumps(model.requests()[-1]["body"]["messages"])
+    assert "remember apples" in summarized and "pears" not in summarized
     # A message came after the revert: it is for good.
     err = error_of(lambda: box.unrevert(sid))
     assert err.code == -32602 and err.data["reason"] == "nothing-to-unrevert"
     assert "a message came after the last revert" in err.message
     assert not (box.ws / "fruit.txt").exists()
-    assert len(box.messages(sid)) == 4
+    assert len(box.messages(sid)) == 9  # the summary too
     # Nothing was ever reverted in a fresh session: said differently.
     err = error_of(lambda: box.unrevert(box.session()))
     assert err.code == -32602 and "no revert to undo" in err.message
+
+
+def test_a_reverted_summary_no_longer_stands_for_the_history(start, model):
+    box = start()
+    sid = box.session()
+    for word in ("alpha", "bravo", "charlie"):
+        box.say(sid, f"word {word}")
+    kept = box.messages(sid)[-1]
+    model.enqueue({"text": "SUMMARY-TEXT"})
+    box.d.call("session/summarize", {"sessionId": sid})
+    box.say(sid, "after the summary")
+    box.revert(sid, kept["id"])
+    model.reset()
+    box.say(sid, "what now?")
+    sent = json.dumps(model.requests()[0]["body"]["messages"])
+    assert "SUMMARY-TEXT" not in sent and "after the summary" not in sent
+    assert all(f"word {w}" in sent for w in ("alpha", "bravo", "charlie"))
 
 
 def test_reverts_stack_and_unrevert_undoes_the_latest(start):
