@@ -572,12 +572,12 @@ class RunLock:
             os.close(fd)  # closing the descriptor releases the flock
 
 
-def lock_is_free(directory: Path) -> bool:
-    """True when no process holds the session's run lock."""
+def lock_is_free(directory: Path, settle_s: float = 0.0) -> bool:
+    """True when no process holds the session's run lock (tried for `settle_s`)."""
     lock = RunLock(directory)
     if not lock.path.exists():
         return True
-    if lock.try_acquire():
+    if lock.try_acquire(settle_s):
         lock.release()
         return True
     return False

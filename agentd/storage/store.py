@@ -27,7 +27,7 @@ from agentd import file_modes, ids
 from agentd.config import Config
 from agentd.errors import SessionBusy, SessionNotFound, StorageError
 from agentd.storage.catalog import Catalog, SessionRow
-from agentd.storage.log import LOG_NAME, RunLock, SessionLog, lock_is_free
+from agentd.storage.log import LOCK_SETTLE_S, LOG_NAME, RunLock, SessionLog, lock_is_free
 from agentd.storage.recovery import interrupted_records
 from agentd.storage.reindex import reindex_sync
 from agentd.toolctx import ToolContextStore
@@ -174,7 +174,9 @@ class Store:
         """Another process holds the session's run lock."""
         if session_id in self._running:
             return False
-        return not await asyncio.to_thread(lock_is_free, self.session_dir(session_id))
+        return not await asyncio.to_thread(
+            lock_is_free, self.session_dir(session_id), LOCK_SETTLE_S
+        )
 
     # --- a run's lifetime --------------------------------------------------------------
 
