@@ -173,7 +173,11 @@ def _blocked(
             parents.add(parent)
             parent = os.path.dirname(parent)
     kept = [a for a in actions if a.deletes or a.path not in parents]
-    blocked = [(a.path, "a directory is in its place") for a in actions if a not in kept]
+    blocked = [
+        (a.path, "a directory is in its place")
+        for a in actions
+        if not a.deletes and a.path in parents
+    ]
     return kept, blocked
 
 
