@@ -145,6 +145,19 @@ class SandboxConfig:
 
 
 @attrs.frozen
+class SnapshotsConfig:
+    """The `[snapshots]` table: the workspace snapshots `session/revert` restores files
+    from (agentd.snapshots). The limits bound one snapshot, the first one included (it
+    takes in the whole workspace): more files or bytes new or changed since the last
+    snapshot than this, and the step is not snapshotted, so a revert across it fails
+    saying why."""
+
+    enabled: bool = True
+    max_files: int = 100_000
+    max_bytes: int = 1 << 30
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.Factory(_default_data_dir)
     state_dir: Path = attrs.Factory(_default_state_dir)
@@ -163,6 +176,7 @@ class Config:
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     mcp_servers: tuple[McpServerSpec, ...] = ()
     sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
+    snapshots: SnapshotsConfig = attrs.Factory(SnapshotsConfig)
     # The configuration file agentd read (or would read): hidden from sandboxed commands.
     config_path: Path | None = None
     problems: tuple[str, ...] = ()
@@ -331,6 +345,7 @@ TOP_LEVEL = Section(
         Option("models", TABLE, "`[models.<id>]` tables", field="", default_doc="none"),
         Option("mcp_servers", TABLE, "`[mcp_servers.<name>]` tables", field="", default_doc="none"),
         Option("sandbox", TABLE, "the `[sandbox]` table", field="", default_doc="see below"),
+        Option("snapshots", TABLE, "the `[snapshots]` table", field="", default_doc="see below"),
         Option(
             "mcpServers",
             TABLE,
@@ -486,7 +501,30 @@ SANDBOX = Section(
     ),
 )
 
-SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX)
+SNAPSHOTS = Section(
+    "[snapshots]",
+    SnapshotsConfig,
+    (
+        Option(
+            "enabled",
+            BOOLEAN,
+            "snapshot the workspace before steps that may change files (what "
+            "`session/revert` restores)",
+        ),
+        Option(
+            "max_files",
+            POSITIVE_INT,
+            "most files new or changed since the last snapshot that one snapshot takes in",
+        ),
+        Option(
+            "max_bytes",
+            POSITIVE_INT,
+            "most bytes of files new or changed since the last snapshot that one snapshot takes in",
+        ),
+    ),
+)
+
+SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX, SNAPSHOTS)
 
 
 # --- reading tables through them -------------------------------------------------------
@@ -667,6 +705,7 @@ def load_config(
         models=models,
         mcp_servers=_mcp_servers(raw, env, problems),
         sandbox=_sandbox(raw, problems),
+        snapshots=_snapshots(raw, problems),
         config_path=path.expanduser().absolute(),
         problems=tuple(problems),
         **top,
@@ -680,6 +719,15 @@ def _sandbox(raw: Mapping[str, Any], problems: list[str]) -> SandboxConfig:
     values, bad = read_table(SANDBOX, table, "sandbox")
     report(SANDBOX, bad, problems)
     return SandboxConfig(**values)
+
+
+def _snapshots(raw: Mapping[str, Any], problems: list[str]) -> SnapshotsConfig:
+    table = raw.get("snapshots")
+    if not isinstance(table, dict):
+        return SnapshotsConfig()  # absent, or reported as the wrong type at the top level
+    values, bad = read_table(SNAPSHOTS, table, "snapshots")
+    report(SNAPSHOTS, bad, problems)
+    return SnapshotsConfig(**values)
 
 
 def _providers(

@@ -3,7 +3,9 @@ run's turn; every run it started is aborted and persisted at shutdown.
 
 A run is one `session/chat`. Its storage lifetime (lock, records, catalog row,
 tool-context file) is `Store.running`; what the model is sent is `model_context`;
-summaries are `compaction`; titles `titles`.
+summaries are `compaction`; titles `titles`; snapshots of the workspace around steps
+that may change files `snapshots`. A revert or unrevert (`revert`) holds the session
+as a run would: a chat meanwhile is busy (or waits its turn).
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentd import compaction, ids, model_context
+from agentd import compaction, ids, model_context, revert
 from agentd.background import BackgroundTasks
 from agentd.chat_input import check_file_parts, user_message, workspace_path
 from agentd.config import ModelConfig
@@ -30,6 +33,8 @@ from agentd.model_events import RetryNotice
 from agentd.protocol import types as t
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
+from agentd.snapshots import StepSnapshots
+from agentd.storage.log import SessionLog
 from agentd.storage.store import RunStorage
 from agentd.titles import write_title
 from agentd.turn import (
@@ -69,6 +74,8 @@ class RunManager:
         self.store = sessions.store
         self.config = sessions.config
         self._active: dict[str, Run] = {}
+        # Sessions held by a revert or unrevert (no run may start), with its task.
+        self._holds: dict[str, asyncio.Task[Any]] = {}
         self._queues: dict[str, collections.deque[Run]] = {}
         self._background = BackgroundTasks()
         self._permissions: dict[str, Permissions] = {}
@@ -79,7 +86,9 @@ class RunManager:
 
     def status_of(self, session_id: str) -> str | None:
         run = self._active.get(session_id)
-        return run.status if run is not None else None
+        if run is None:
+            return "busy" if session_id in self._holds else None
+        return run.status
 
     def live_messages(self, session_id: str) -> dict[str, t.Message]:
         run = self._active.get(session_id)
@@ -123,11 +132,11 @@ class RunManager:
         queue = self._queues.setdefault(sid, collections.deque())
         # Decide and claim with no await in between: two chats arriving together must
         # not both see the session idle. (Another daemon's run is caught by the lock.)
-        if active is None and not queue:
+        if active is None and not queue and sid not in self._holds:
             self._active[sid] = run
             run.ready.set_result(None)
         elif mode == "reject":
-            busy_run = active.run_id if active is not None else queue[0].run_id
+            busy_run = active.run_id if active is not None else queue[0].run_id if queue else None
             raise SessionBusy("session is busy", data={"sessionId": sid, "runId": busy_run})
         elif mode == "preempt":
             queue.appendleft(run)
@@ -287,6 +296,14 @@ class RunManager:
             permissions=self._permissions.setdefault(sid, Permissions()),
             commands=commands,
         )
+        snapshots: StepSnapshots | None = None
+        if any(runner.may_change_files(name) for name in runner.builtin):
+            snapshots = StepSnapshots(
+                revert.workspace_store(self.config, env.workspace_root),
+                lambda rec: _record(log, rec),
+            )
+            if self.config.snapshots.enabled:
+                self._background.spawn(snapshots.warm(), name=f"snapshot {sid}")
         inp = TurnInput(
             session_id=sid,
             run_id=run.run_id,
@@ -315,6 +332,7 @@ class RunManager:
             on_retry=lambda notice: self._on_retry(run, stream, notice),
             on_resume=lambda: self._on_resume(run, stream),
             on_overflow=on_overflow,
+            snapshots=snapshots,
         )
         run.turn = turn
         # Aborted during setup: the message ends at once, without calling the model.
@@ -341,9 +359,13 @@ class RunManager:
         return t.SessionAbortResult(aborted=run_id is not None, run_id=run_id)
 
     async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None:
-        """Abort the active run (and drop queued ones); returns once it is persisted."""
+        """Abort the active run (and drop queued ones); returns once it is persisted. A
+        revert under way is not interrupted: this waits for it."""
         if drop_queue:
             self._drop_queue(session_id)
+        hold = self._holds.get(session_id)
+        if hold is not None:
+            await asyncio.wait({hold})
         run = self._active.get(session_id)
         if run is None:
             return None
@@ -354,10 +376,66 @@ class RunManager:
         await asyncio.wait({run.task})
         return run.run_id
 
+    # --- session/revert, session/unrevert ----------------------------------------------
+
+    async def revert(self, p: t.SessionRevertParams) -> t.SessionRevertResult:
+        return await self._holding(
+            p.session_id, lambda log, root: revert.revert(log, root, self.config, p)
+        )
+
+    async def unrevert(self, p: t.SessionUnrevertParams) -> t.SessionRevertResult:
+        return await self._holding(
+            p.session_id, lambda log, root: revert.unrevert(log, root, self.config, p)
+        )
+
+    async def _holding(
+        self,
+        sid: str,
+        job: Callable[[SessionLog, str | None], Awaitable[t.SessionRevertResult]],
+    ) -> t.SessionRevertResult:
+        """Run `job` holding the session: busy (1002) when a run is active or waiting, or
+        another revert is under way; the session lock keeps other daemons' runs out."""
+        row = await self.sessions.get_row(sid)
+        active = self._active.get(sid)
+        queue = self._queues.get(sid)
+        if active is not None or queue or sid in self._holds:
+            busy = active.run_id if active is not None else queue[0].run_id if queue else None
+            raise SessionBusy("session is busy", data={"sessionId": sid, "runId": busy})
+        if self._closing:
+            raise RequestCancelled("agentd is shutting down")
+        root = row.workspace_root or self.sessions.editor.workspace_root
+
+        async def held() -> t.SessionRevertResult:
+            async with self.store.holding(sid) as log:
+                return await job(log, root)
+
+        # Its own task: an abort or a delete of the session waits for it, and a
+        # cancelled request does not stop it half way through the files.
+        task = asyncio.create_task(held(), name=f"revert {sid}")
+        self._holds[sid] = task
+        try:
+            result = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._release_hold(sid, task)
+            else:
+                task.add_done_callback(lambda _: self._release_hold(sid, task))
+        if not result.dry_run:
+            await self.sessions.refresh_totals(sid)
+        return result
+
+    def _release_hold(self, sid: str, task: asyncio.Task[Any]) -> None:
+        if self._holds.get(sid) is task:
+            del self._holds[sid]
+        if sid not in self._active:
+            self._start_next(sid)
+
     # --- titles, summaries -------------------------------------------------------------
 
     async def summarize(self, p: t.SessionSummarizeParams) -> t.MessageResult:
         row = await self.sessions.get_row(p.session_id)
+        if p.session_id in self._holds:
+            raise SessionBusy("session is busy", data={"sessionId": p.session_id, "runId": None})
         if self._active.get(p.session_id) is not None:
             raise SessionBusy(
                 "session is busy",
@@ -391,7 +469,7 @@ class RunManager:
         runs = list(self._active.values())
         for run in runs:
             self._abort_run(run)
-        tasks = {r.task for r in runs if r.task is not None}
+        tasks = {r.task for r in runs if r.task is not None} | set(self._holds.values())
         if tasks:
             await asyncio.wait(tasks)
         # A title being written when the editor quits is worth a short wait: otherwise
@@ -399,3 +477,9 @@ class RunManager:
         await self._background.close(BACKGROUND_GRACE_S)
         await self.models.aclose()
         await self.sessions.mcp.shutdown()
+
+
+async def _record(log: SessionLog, rec: dict[str, Any]) -> None:
+    """A snapshot record, written before the step's tools may run."""
+    log.append(rec)
+    await log.flush()

@@ -62,6 +62,8 @@ class AgentdServer:
             "session/update": sessions.update,
             "session/delete": sessions.delete,
             "session/summarize": runs.summarize,
+            "session/revert": runs.revert,
+            "session/unrevert": runs.unrevert,
             "run/resolve": sessions.resolve_run,
             "toolContext/get": sessions.tool_context,
             "models/list": lambda _: sessions.models(),

@@ -323,10 +323,11 @@ class SessionManager:
         state = await self.read_state(p.session_id)
         if state.session is None:
             raise await self.store.forget_broken(p.session_id, "its log has no session header")
-        all_ids = list(state.messages)
+        # Reverted messages stay in the log; shown only when asked for.
+        all_ids = list(state.messages) if p.include_reverted else state.visible()
         end = len(all_ids)
         if p.before is not None:
-            if p.before not in state.messages:
+            if p.before not in all_ids:
                 raise InvalidParams(
                     f"params.before: no message {p.before} in this session",
                     data={"field": "before"},
@@ -335,6 +336,10 @@ class SessionManager:
         start = max(0, end - limit)
         wire = await self.store.log_for(p.session_id).read_messages(all_ids[start:end])
         page = [structure(m, t.Message) for m in wire]
+        if p.include_reverted and state.reverted:
+            for message in page:
+                if message.id in state.reverted:
+                    message.reverted = True
         live = self.runs.live_messages(p.session_id)
         if live:
             page = [live.get(m.id, m) for m in page]

@@ -188,6 +188,13 @@ class ToolRunner:
             and (self.patterns is None or _matches(tool.qualified_name, self.patterns))
         }
 
+    def may_change_files(self, name: str) -> bool:
+        """A built-in tool of this run that writes files or runs commands."""
+        if name not in self.builtin:
+            return False
+        spec = BUILTIN_TOOLS[name]
+        return spec.writes or spec.runs_commands
+
     def openai_specs(self) -> list[dict[str, Any]]:
         specs = []
         for name in self.builtin:

@@ -28,6 +28,7 @@ from agentd.storage.recovery import close_part
 
 if TYPE_CHECKING:
     from agentd.provider import ChatProvider
+    from agentd.snapshots import StepSnapshots
     from agentd.tool_calls import ToolRunner
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Turn:
         on_retry: Callable[[model_events.RetryNotice], None],
         on_resume: Callable[[], None],
         on_overflow: Callable[[], Awaitable[list[dict[str, Any]] | None]],
+        snapshots: StepSnapshots | None = None,
     ) -> None:
         self.inp = inp
         self.stream = stream
@@ -105,6 +107,9 @@ class Turn:
         self._on_resume = on_resume
         # Compacts the session and returns the history to retry with (None: cannot).
         self._on_overflow = on_overflow
+        # Snapshots of the workspace around steps whose tools may change files (what
+        # session/revert restores from); None when the run offers no such tool.
+        self._snapshots = snapshots
         self._retrying = False
         now = ids.now_ms()
         self.message = t.Message(
@@ -248,7 +253,8 @@ class Turn:
     async def step(self, messages: list[dict[str, Any]]) -> list[t.ToolPart] | None:
         """One model call and its tool calls. Returns the tool parts when the model asked
         for tools (the loop goes on), None when it stopped."""
-        self.add_part(t.StepStartPart(id=ids.new_id("prt")))
+        step_id = ids.new_id("prt")
+        self.add_part(t.StepStartPart(id=step_id))
         self._text_parts_in_step = 0
         step_usage = t.Usage()
         reason = "stop"
@@ -309,13 +315,25 @@ class Turn:
         # Each call runs in call order; then the step goes into the history as the
         # model will see it in every later request.
         ordered = [call for _, call in sorted(calls.items())]
-        for call in ordered:
-            await self.tools.run(
-                call["part"],
-                "".join(call["args"]),
-                message_id=self.message.id,
-                publish=self._publish_tool,
-            )
+        snapshots = self._snapshots
+        if snapshots is not None and not any(
+            self.tools.may_change_files(call["part"].tool) for call in ordered
+        ):
+            snapshots = None
+        if snapshots is not None:
+            await snapshots.before(step_id, self.message.id)
+        try:
+            for call in ordered:
+                await self.tools.run(
+                    call["part"],
+                    "".join(call["args"]),
+                    message_id=self.message.id,
+                    publish=self._publish_tool,
+                )
+        finally:
+            if snapshots is not None:
+                # Aborted too: what the tools did until then is theirs, not the user's.
+                await asyncio.shield(snapshots.after(step_id))
         messages += step_messages(
             "".join(p.text for p in self._step_text()),
             [unstructure(call["part"]) for call in ordered],

@@ -49,6 +49,14 @@ METHODS: dict[str, Method] = {
         Method("session/update", "editor", "request", t.SessionUpdateParams, t.SessionResult),
         Method("session/delete", "editor", "request", t.SessionIdParams, t.SessionDeleteResult),
         Method("session/summarize", "editor", "request", t.SessionSummarizeParams, t.MessageResult),
+        Method("session/revert", "editor", "request", t.SessionRevertParams, t.SessionRevertResult),
+        Method(
+            "session/unrevert",
+            "editor",
+            "request",
+            t.SessionUnrevertParams,
+            t.SessionRevertResult,
+        ),
         Method(
             "run/resolve",
             "editor",

@@ -233,6 +233,8 @@ class Message:
     cost: float | None = None
     error: ErrorInfo | None = None
     summary: bool | None = None
+    # Hidden by session/revert (only shown with session/messages' includeReverted).
+    reverted: bool | None = None
 
 
 @attrs.define
@@ -457,12 +459,57 @@ class SessionMessagesParams:
     session_id: str
     limit: int | None = None
     before: str | None = None
+    # Reverted messages too, marked `reverted: true`.
+    include_reverted: bool | None = None
 
 
 @attrs.define
 class SessionMessagesResult:
     messages: list[Message]
     next_before: str | None = None
+
+
+@attrs.define
+class SessionRevertParams:
+    session_id: str
+    # Everything after this message is undone; the message itself stays.
+    message_id: str
+    # Restore files the user changed since agentd's snapshot too.
+    force: bool | None = None
+    # Say what would be restored and what conflicts, changing nothing.
+    dry_run: bool | None = None
+
+
+@attrs.define
+class SessionUnrevertParams:
+    session_id: str
+    force: bool | None = None
+    dry_run: bool | None = None
+
+
+@attrs.define
+class RevertedFile:
+    # Relative to the workspace root, "/"-separated.
+    path: str
+    # "restore": written back as it was; "delete": removed (it did not exist then).
+    action: Literal["restore", "delete"]
+
+
+@attrs.define
+class RevertConflict:
+    path: str
+    reason: str
+
+
+@attrs.define
+class SessionRevertResult:
+    # The messages reverted (session/unrevert: shown again), in order.
+    messages: list[str]
+    files: list[RevertedFile]
+    # Files left as they are: changed by someone else since agentd's snapshot (unless
+    # `force`), or blocked (a directory in the way).
+    conflicts: list[RevertConflict]
+    dry_run: bool | None = None
 
 
 @attrs.define

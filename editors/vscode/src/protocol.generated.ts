@@ -156,6 +156,7 @@ export interface Message {
   cost?: number;
   error?: ErrorInfo;
   summary?: boolean;
+  reverted?: boolean;
 }
 
 export interface MessageResult {
@@ -229,6 +230,16 @@ export interface ReasoningPart {
   text: string;
   time: PartTime;
   type: "reasoning";
+}
+
+export interface RevertConflict {
+  path: string;
+  reason: string;
+}
+
+export interface RevertedFile {
+  path: string;
+  action: "restore" | "delete";
 }
 
 export interface RunResolveParams {
@@ -352,6 +363,7 @@ export interface SessionMessagesParams {
   sessionId: string;
   limit?: number;
   before?: string;
+  includeReverted?: boolean;
 }
 
 export interface SessionMessagesResult {
@@ -361,6 +373,20 @@ export interface SessionMessagesResult {
 
 export interface SessionResult {
   session: Session;
+}
+
+export interface SessionRevertParams {
+  sessionId: string;
+  messageId: string;
+  force?: boolean;
+  dryRun?: boolean;
+}
+
+export interface SessionRevertResult {
+  messages: string[];
+  files: RevertedFile[];
+  conflicts: RevertConflict[];
+  dryRun?: boolean;
 }
 
 export interface SessionStatusParams {
@@ -380,6 +406,12 @@ export interface SessionSummarizeParams {
 export interface SessionTime {
   created: number;
   updated: number;
+}
+
+export interface SessionUnrevertParams {
+  sessionId: string;
+  force?: boolean;
+  dryRun?: boolean;
 }
 
 export interface SessionUpdateParams {
@@ -635,6 +667,12 @@ export interface AgentdMethods {
     params: SessionMessagesParams;
     result: SessionMessagesResult;
   };
+  "session/revert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionRevertParams;
+    result: SessionRevertResult;
+  };
   "session/status": {
     kind: "notification";
     sender: "agentd";
@@ -646,6 +684,12 @@ export interface AgentdMethods {
     sender: "editor";
     params: SessionSummarizeParams;
     result: MessageResult;
+  };
+  "session/unrevert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionUnrevertParams;
+    result: SessionRevertResult;
   };
   "session/update": {
     kind: "request";
