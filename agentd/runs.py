@@ -1,11 +1,10 @@
-"""RunManager: admission of runs (reject, preempt, queue), abort, and the setup of each
-run's turn; every run it started is aborted and persisted at shutdown.
+"""RunManager: admission of runs (reject, preempt, queue), abort, holds (a revert or
+unrevert holds the session as a run would: a chat meanwhile is busy or waits its turn);
+every run it started is aborted and persisted at shutdown.
 
 A run is one `session/chat`. Its storage lifetime (lock, records, catalog row,
-tool-context file) is `Store.running`; what the model is sent is `model_context`;
-summaries are `compaction`; titles `titles`; snapshots of the workspace around steps
-that may change files `snapshots`. A revert or unrevert (`revert`) holds the session
-as a run would: a chat meanwhile is busy (or waits its turn).
+tool-context file) is `Store.running`; what it does once admitted is `run_execution`
+(with `model_context`, `compaction`, `titles`, `snapshots`).
 """
 
 from __future__ import annotations
@@ -16,12 +15,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from agentd import compaction, ids, model_context, revert
+from agentd import ids, revert
 from agentd.background import BackgroundTasks
-from agentd.chat_input import check_file_parts, user_message, workspace_path
-from agentd.config import ModelConfig
+from agentd.chat_input import check_file_parts, workspace_path
 from agentd.errors import (
     InvalidParams,
     RequestCancelled,
@@ -29,43 +25,18 @@ from agentd.errors import (
     StorageError,
 )
 from agentd.model_clients import ModelClients
-from agentd.model_events import RetryNotice
 from agentd.protocol import types as t
+from agentd.run_execution import Run, RunExecution
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
-from agentd.snapshots import StepSnapshots
 from agentd.storage.log import SessionLog
-from agentd.storage.store import RunStorage
-from agentd.titles import write_title
-from agentd.turn import (
-    DEFAULT_SYSTEM_PROMPT,
-    Turn,
-    TurnInput,
-)
 
 if TYPE_CHECKING:
-    from agentd.tool_calls import Permissions
+    pass
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND_GRACE_S = 5.0
-
-
-@attrs.define(eq=False)
-class Run:
-    run_id: str
-    session_id: str
-    params: t.SessionChatParams
-    model: ModelConfig
-    # Resolved when it is this run's turn (queue / preempt).
-    ready: asyncio.Future[None]
-    task: asyncio.Task[t.Message] | None = None
-    turn: Turn | None = None
-    status: str = "busy"
-    abort_requested: bool = False
-    # Never started (the session was aborted while it waited): nothing of it is stored.
-    dropped: bool = False
-    user_message: t.Message | None = None
 
 
 class RunManager:
@@ -78,8 +49,8 @@ class RunManager:
         self._holds: dict[str, asyncio.Task[Any]] = {}
         self._queues: dict[str, collections.deque[Run]] = {}
         self._background = BackgroundTasks()
-        self._permissions: dict[str, Permissions] = {}
         self.models = ModelClients(sessions.config)
+        self._execution = RunExecution(sessions, self.models, self._background)
         self._closing = False
 
     # --- what the session layer asks (`session.RunsView`) ------------------------------
@@ -206,7 +177,7 @@ class RunManager:
             async with self.store.running(sid, run.run_id, run.params.trace_id) as storage:
                 stream = RunStream(self.sessions.link, storage.log, sid, run.run_id)
                 try:
-                    message = await self._run_turn(run, storage, stream)
+                    message = await self._execution.run(run, storage, stream)
                 finally:
                     stream.drain()
                 storage.log.append(
@@ -215,16 +186,7 @@ class RunManager:
                 # Persisted before the title starts: the title begins while the run is
                 # still winding down (an editor that quits on idle still gets it).
                 await storage.log.flush()
-                header = storage.header
-                user = run.user_message
-                if storage.first_run and header.get("parentId") is None and user is not None:
-                    if not header.get("titleSet"):
-                        failed = message.error is not None
-                        self._background.spawn(
-                            write_title(
-                                self.sessions, self.models, sid, run.model, user, run_failed=failed
-                            )
-                        )
+                self._execution.after(run, storage, message)
                 return message
         finally:
             self._active.pop(sid, None)
@@ -235,121 +197,6 @@ class RunManager:
                 except StorageError:
                     pass
             self._start_next(sid)
-
-    async def _run_turn(self, run: Run, storage: RunStorage, stream: RunStream) -> t.Message:
-        sessions = self.sessions
-        sid = run.session_id
-        header = storage.header
-        scope_key = header["sessionScopeKey"]
-        sessions.cache_run(
-            run.run_id,
-            {
-                "sessionId": sid,
-                "clientSessionId": header["clientSessionId"],
-                "sessionScopeKey": scope_key,
-            },
-        )
-        stream.status("busy")
-        await sessions.emit_session_by_id(sid)
-
-        # The tool machinery loads on the first chat, not at startup (initialize latency).
-        from agentd.tool_calls import Permissions, ToolRunner, command_policy, tool_env
-
-        env = tool_env(
-            header.get("workspaceRoot") or sessions.editor.workspace_root,
-            self.store.session_dir(sid),
-            scope_key,
-            self.store.toolctx.directory,
-            search_timeout_s=self.config.search_timeout_s,
-            config=self.config,
-        )
-        commands = command_policy(
-            self.config,
-            await sessions.sandbox_status(),
-            sessions.sandbox_mode(sid, header),
-            env,
-            self.store.toolctx.run_paths(scope_key, run.run_id),
-        )
-        user = user_message(run.params, run.run_id)
-        run.user_message = user
-        stream.message(user)
-        for part in user.parts:
-            stream.part(user.id, part)
-        log = storage.log
-        if self.config.compaction and compaction.needs_compaction(await log.read(), run.model):
-            await self._compact(sid, run.model, auto=True, stream=stream)
-        system = "\n\n".join(
-            [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
-        )
-        messages = await model_context.model_messages(system, await log.read(), env.workspace_root)
-        runner = ToolRunner(
-            config=self.config,
-            link=sessions.link,
-            editor=sessions.editor,
-            session_id=sid,
-            run_id=run.run_id,
-            scope_key=scope_key,
-            tools=run.params.tools,
-            client_tools=run.params.client_tools or [],
-            mcp=sessions.mcp,
-            env=env,
-            permissions=self._permissions.setdefault(sid, Permissions()),
-            commands=commands,
-        )
-        snapshots: StepSnapshots | None = None
-        if any(runner.may_change_files(name) for name in runner.builtin):
-            snapshots = StepSnapshots(
-                revert.workspace_store(self.config, env.workspace_root),
-                lambda rec: _record(log, rec),
-            )
-            if self.config.snapshots.enabled:
-                self._background.spawn(snapshots.warm(), name=f"snapshot {sid}")
-        inp = TurnInput(
-            session_id=sid,
-            run_id=run.run_id,
-            params=run.params,
-            model=run.model,
-            history=messages,
-            user_message=user,
-        )
-
-        async def on_overflow() -> list[dict[str, Any]] | None:
-            if not self.config.compaction:
-                return None
-            summary = await self._compact(sid, run.model, auto=True, stream=stream)
-            if summary.error is not None:
-                return None
-            return await model_context.model_messages(
-                system, await log.read(), env.workspace_root, exclude=turn.message.id
-            )
-
-        turn = Turn(
-            inp,
-            stream,
-            self.models.client(run.model),
-            runner,
-            self.config,
-            on_retry=lambda notice: self._on_retry(run, stream, notice),
-            on_resume=lambda: self._on_resume(run, stream),
-            on_overflow=on_overflow,
-            snapshots=snapshots,
-        )
-        run.turn = turn
-        # Aborted during setup: the message ends at once, without calling the model.
-        return await turn.run(aborted=run.abort_requested)
-
-    def _on_retry(self, run: Run, stream: RunStream, notice: RetryNotice) -> None:
-        run.status = "retry"
-        stream.status(
-            "retry",
-            attempt=notice.attempt,
-            next_retry_at=notice.next_retry_at_ms,
-            message=notice.error.message,
-        )
-
-    def _on_resume(self, run: Run, stream: RunStream) -> None:
-        run.status = "busy"
-        stream.status("busy")
 
     # --- session/abort -----------------------------------------------------------------
 
@@ -444,17 +291,10 @@ class RunManager:
         model = self.models.resolve(p.model, row.model)
         # The lock, as a run holds it: a run in another daemon makes this 1002 too.
         async with self.store.exclusive(p.session_id):
-            message = await self._compact(p.session_id, model, auto=False)
+            message = await self._execution.compact(p.session_id, model, auto=False)
         if message.error is None:
             await self.sessions.refresh_totals(p.session_id)
         return t.MessageResult(message=message)
-
-    async def _compact(
-        self, sid: str, model: ModelConfig, *, auto: bool, stream: RunStream | None = None
-    ) -> t.Message:
-        return await compaction.compact(
-            self.store.log_for(sid), self.models.client(model), model, auto=auto, stream=stream
-        )
 
     # --- recovery and shutdown ---------------------------------------------------------
 
@@ -477,9 +317,3 @@ class RunManager:
         await self._background.close(BACKGROUND_GRACE_S)
         await self.models.aclose()
         await self.sessions.mcp.shutdown()
-
-
-async def _record(log: SessionLog, rec: dict[str, Any]) -> None:
-    """A snapshot record, written before the step's tools may run."""
-    log.append(rec)
-    await log.flush()
