@@ -63,10 +63,10 @@ class ProviderConfig:
     name: str = "default"
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
-    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
     max_attempts: int = 4
     first_token_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
     connect_timeout_s: float = 10.0
     # Backoff: full jitter, base * 2**(attempt-1) capped, unless the server says
     # when (retry-after / retry-after-ms). A server asking for longer than
@@ -704,30 +704,23 @@ def load_config(
         providers=providers,
         models=models,
         mcp_servers=_mcp_servers(raw, env, problems),
-        sandbox=_sandbox(raw, problems),
-        snapshots=_snapshots(raw, problems),
+        sandbox=_section_table(raw, SANDBOX, "sandbox", problems),
+        snapshots=_section_table(raw, SNAPSHOTS, "snapshots", problems),
         config_path=path.expanduser().absolute(),
         problems=tuple(problems),
         **top,
     )
 
 
-def _sandbox(raw: Mapping[str, Any], problems: list[str]) -> SandboxConfig:
-    table = raw.get("sandbox")
+def _section_table(raw: Mapping[str, Any], section: Section, key: str, problems: list[str]) -> Any:
+    """A `[key]` table read through its option table (defaults when absent, or when
+    the top level already reported it as the wrong type)."""
+    table = raw.get(key)
     if not isinstance(table, dict):
-        return SandboxConfig()  # absent, or reported as the wrong type at the top level
-    values, bad = read_table(SANDBOX, table, "sandbox")
-    report(SANDBOX, bad, problems)
-    return SandboxConfig(**values)
-
-
-def _snapshots(raw: Mapping[str, Any], problems: list[str]) -> SnapshotsConfig:
-    table = raw.get("snapshots")
-    if not isinstance(table, dict):
-        return SnapshotsConfig()  # absent, or reported as the wrong type at the top level
-    values, bad = read_table(SNAPSHOTS, table, "snapshots")
-    report(SNAPSHOTS, bad, problems)
-    return SnapshotsConfig(**values)
+        return section.cls()
+    values, bad = read_table(section, table, key)
+    report(section, bad, problems)
+    return section.cls(**values)
 
 
 def _providers(
