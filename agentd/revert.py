@@ -109,16 +109,9 @@ def revert_files(
         mine = _paths(diffs, ours)
         others = _paths(diffs, theirs)
         final = diffs[(target, current)]
-        actions: list[Restore] = []
-        conflicts: list[tuple[str, str]] = []
-        for path in sorted(mine):
-            change = final.get(path)
-            if change is None:
-                continue  # already as it was
-            if path in others and not force:
-                conflicts.append((path, "changed since agentd's snapshot by someone else"))
-                continue
-            actions.append(_restore_to(change))
+        actions, conflicts = _plan(
+            mine, others, final, force, "changed since agentd's snapshot by someone else"
+        )
         return _apply(store, target, actions, conflicts, current, dry_run, final)
 
 
@@ -142,17 +135,26 @@ def unrevert_files(
         mine = diffs[(before, after)]
         others = diffs[(after, current)]
         final = diffs[(before, current)]
-        actions: list[Restore] = []
-        conflicts: list[tuple[str, str]] = []
-        for path in sorted(mine):
-            change = final.get(path)
-            if change is None:
-                continue
-            if path in others and not force:
-                conflicts.append((path, "changed since the revert"))
-                continue
-            actions.append(_restore_to(change))
+        actions, conflicts = _plan(mine, others, final, force, "changed since the revert")
         return _apply(store, before, actions, conflicts, current, dry_run, final)
+
+
+def _plan(
+    mine: Any, others: Any, final: dict[str, Change], force: bool, why: str
+) -> tuple[list[Restore], list[tuple[str, str]]]:
+    """What to restore of the paths changed in `mine` (to what `final` says), and the
+    conflicts: paths `others` changed too, left alone unless `force`."""
+    actions: list[Restore] = []
+    conflicts: list[tuple[str, str]] = []
+    for path in sorted(mine):
+        change = final.get(path)
+        if change is None:
+            continue  # already as it was
+        if path in others and not force:
+            conflicts.append((path, why))
+            continue
+        actions.append(_restore_to(change))
+    return actions, conflicts
 
 
 def _blocked(
@@ -311,12 +313,7 @@ async def revert(
         except SnapshotError as exc:
             raise _unavailable(exc, sid) from None
     if not p.dry_run:
-        rec: dict[str, Any] = {"k": "revert", "to": p.message_id, "messages": later}
-        if files.before is not None:
-            rec.update(ws=str(store.workspace), before=files.before, after=files.after)
-        rec["at"] = ids.now_ms()
-        log.append(rec)
-        await log.flush()
+        await _record(log, {"k": "revert", "to": p.message_id, "messages": later}, store, files)
     return _result(later, files, p.dry_run)
 
 
@@ -348,13 +345,19 @@ async def unrevert(
             raise _unavailable(exc, p.session_id) from None
     messages = list(last["messages"])
     if not p.dry_run:
-        rec: dict[str, Any] = {"k": "unrevert", "messages": messages}
-        if files.before is not None:
-            rec.update(ws=str(store.workspace), before=files.before, after=files.after)
-        rec["at"] = ids.now_ms()
-        log.append(rec)
-        await log.flush()
+        await _record(log, {"k": "unrevert", "messages": messages}, store, files)
     return _result(messages, files, p.dry_run)
+
+
+async def _record(
+    log: SessionLog, rec: dict[str, Any], store: WorkspaceStore, files: FilesOutcome
+) -> None:
+    """A revert's or unrevert's log record, with the snapshots around its file changes."""
+    if files.before is not None:
+        rec.update(ws=str(store.workspace), before=files.before, after=files.after)
+    rec["at"] = ids.now_ms()
+    log.append(rec)
+    await log.flush()
 
 
 def _display(path: str) -> str:

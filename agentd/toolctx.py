@@ -40,11 +40,11 @@ import os
 import secrets
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from agentd.file_locks import flock_within
 from agentd.ids import is_valid_id
 from agentd.keys import is_scope_key
 from agentd.protocol.converter import unstructure
@@ -169,20 +169,10 @@ def _dir_locked(dir_fd: int, mutex: threading.Lock) -> Iterator[None]:
     """Exclusive over every process that changes names in the directory. flock is per
     open file description, so threads of one process are ordered by `mutex` first."""
     with mutex:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        pause = 0.001
-        while True:
-            try:
-                fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"another process held the tool-context directory's lock for "
-                        f"{LOCK_WAIT_S:g} s"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
+        if not flock_within(dir_fd, LOCK_WAIT_S):
+            raise TimeoutError(
+                f"another process held the tool-context directory's lock for {LOCK_WAIT_S:g} s"
+            )
         try:
             yield
         finally:

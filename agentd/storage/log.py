@@ -30,7 +30,6 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import time
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +39,7 @@ import attrs
 import orjson
 
 from agentd.errors import StorageError
+from agentd.file_locks import flock_within
 from agentd.history import encoded, message_to_chat
 
 logger = logging.getLogger(__name__)
@@ -549,20 +549,11 @@ class RunLock:
         the lock's too: one run's lock can outlive the run by as long as the child
         waits to be scheduled (tens of milliseconds on a loaded machine), so a lock
         found held is tried again for a moment before the session counts as busy."""
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        deadline = time.monotonic() + settle_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.01)
+        if not flock_within(fd, settle_s):
+            os.close(fd)
+            return False
         self._fd = fd
         return True
 
