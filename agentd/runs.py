@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentd import compaction, ids, model_context
+from agentd import compaction, ids, instructions, model_context
 from agentd.background import BackgroundTasks
 from agentd.chat_input import check_file_parts, user_message, workspace_path
 from agentd.config import ModelConfig
@@ -280,8 +280,14 @@ class RunManager:
         log = storage.log
         if self.config.compaction and compaction.needs_compaction(await log.read(), run.model):
             await self._compact(sid, run.model, auto=True, stream=stream)
+        # Read again at every run (an edit applies from the next one), off the loop.
+        found = await asyncio.to_thread(instructions.gather, env.workspace_root, self.config)
         system = "\n\n".join(
-            [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
+            [
+                self.config.system_prompt or DEFAULT_SYSTEM_PROMPT,
+                *([found.text] if found.text else []),
+                *(run.params.system or []),
+            ]
         )
         messages = await model_context.model_messages(system, await log.read(), env.workspace_root)
         runner = ToolRunner(
@@ -305,6 +311,7 @@ class RunManager:
             model=run.model,
             history=messages,
             user_message=user,
+            instructions=found.files or None,
         )
 
         async def on_overflow() -> list[dict[str, Any]] | None:

@@ -143,6 +143,9 @@ class LogState:
     open_runs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     compact_from: str | None = None
     compact_keep: list[str] = attrs.Factory(list)
+    # Every compaction recorded: summary message id -> the ids kept verbatim before it
+    # (a fork or an export ending before the latest summary uses the one in effect there).
+    compactions: dict[str, list[str]] = attrs.Factory(dict)
     last_at: int = 0
     # The usage of the latest step (its step-finish part), unless a summary came after
     # it: what decides whether the next run compacts first.
@@ -217,6 +220,7 @@ class LogState:
         elif kind == "compact":
             self.compact_from = rec["from"]
             self.compact_keep = list(rec.get("keep") or ())
+            self.compactions[rec["from"]] = self.compact_keep
         at = rec.get("at")
         if isinstance(at, int) and at > self.last_at:
             self.last_at = at
