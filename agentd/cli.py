@@ -119,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="let the model use write_file, edit_file and bash without asking",
     )
     sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
+    export = sub.add_parser(
+        "export",
+        help="print a session: versioned JSON (for agentd import) or a Markdown transcript",
+    )
+    export.add_argument("session_id", metavar="SESSION_ID")
+    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    imp = sub.add_parser(
+        "import",
+        help="recreate a session from a JSON export (agentd export) as a new session; "
+        "prints its id",
+    )
+    imp.add_argument("file", metavar="FILE", help="the export (- reads standard input)")
+    imp.add_argument(
+        "--workspace",
+        help="the new session's workspace (default: the exported one if it is a directory "
+        "here, else the current directory)",
+    )
     tc = sub.add_parser("tool-context", help="print the tool context of an active run")
     tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")
     sm = sub.add_parser(
@@ -175,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         from agentd.chat_client import run_chat
 
         return run_chat(args)
+    if command == "export":
+        from agentd.session_commands import run_export
+
+        return run_export(args)
+    if command == "import":
+        from agentd.session_commands import run_import
+
+        return run_import(args)
     if command == "reindex":
         from agentd.storage.catalog import Catalog
         from agentd.storage.reindex import reindex_sync
