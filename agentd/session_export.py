@@ -185,8 +185,8 @@ def parse(content: str) -> t.SessionExport:
     if not isinstance(data, dict) or "agentdExport" not in data:
         _fail(f"{WHERE}: not an agentd session export (no agentdExport field)")
     version = data["agentdExport"]
-    if version != t.EXPORT_VERSION or isinstance(version, bool):
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > 1
+    if type(version) is not int or version != t.EXPORT_VERSION:
+        newer = type(version) is int and version > t.EXPORT_VERSION
         why = "is newer than this agentd reads" if newer else "is not a version agentd wrote"
         _fail(
             f"{WHERE}.agentdExport: version {_shown(version)} {why} "
@@ -240,7 +240,9 @@ def _consistency_problems(doc: t.SessionExport) -> Iterable[str]:
                 "message of the export"
             )
         for k_index, kept in enumerate(compaction.keep):
-            if kept not in seen_messages or (summary is not None and seen_messages[kept] > summary):
+            if kept not in seen_messages or (
+                summary is not None and seen_messages[kept] >= summary
+            ):
                 yield (
                     f"{WHERE}.compaction.keep[{k_index}]: {kept!r} is not a message of the "
                     "export before its summary"

@@ -17,6 +17,7 @@ from typing import Any, get_args
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from agentd.protocol import types as t
@@ -93,6 +94,19 @@ def _make_converter() -> cattrs.Converter:
         return unstructure
 
     conv.register_structure_hook_factory(attrs.has, structure_factory)
+
+    def list_factory(tp: Any) -> Any:
+        # cattrs makes a list of any iterable: a table ({}) or a string would pass.
+        base = list_structure_factory(tp, conv)
+
+        def hook(value: Any, cls: Any) -> Any:
+            if not isinstance(value, list):
+                raise TypeError(f"expected array, got {type(value).__name__}")
+            return base(value, cls)
+
+        return hook
+
+    conv.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is list, list_factory)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     return conv
 
