@@ -65,10 +65,12 @@ def copy_history(
     cost = Decimal(0)
     records: list[dict[str, Any]] = []
     summary, keep = compaction if compaction is not None else (None, [])
+    message_ids = iter(ids.new_ids("msg", len(messages)))
+    part_ids = iter(ids.new_ids("prt", sum(len(m.get("parts") or ()) for m in messages)))
     for wire in messages:
         old_id = wire["id"]
         meta = {k: v for k, v in wire.items() if k != "parts"}
-        meta["id"] = new_message[old_id] = ids.new_id("msg")
+        meta["id"] = new_message[old_id] = next(message_ids)
         meta["sessionId"] = session_id
         parent = meta.pop("parentId", None)
         if parent in new_message:
@@ -76,7 +78,9 @@ def copy_history(
         created = int(meta["time"]["created"])
         old_run = meta.get("runId")
         if old_run is not None:
-            run_id = meta["runId"] = new_run.setdefault(old_run, ids.new_id("run"))
+            if old_run not in new_run:
+                new_run[old_run] = ids.new_id("run")
+            run_id = meta["runId"] = new_run[old_run]
             started = runs[run_id][2] if run_id in runs else created
             runs[run_id] = (run_id, session_id, started, meta["time"].get("completed"))
         for key, value in (meta.get("usage") or {}).items():
@@ -84,7 +88,7 @@ def copy_history(
         cost += Decimal(str(meta.get("cost") or 0))
         records.append({"k": "message", "message": meta, "at": created})
         records += (
-            {"k": "part", "m": meta["id"], "part": {**part, "id": ids.new_id("prt")}}
+            {"k": "part", "m": meta["id"], "part": {**part, "id": next(part_ids)}}
             for part in wire.get("parts") or []
         )
         if old_id == summary:

@@ -204,8 +204,11 @@ def test_hostile_files_are_skipped_and_never_block_a_run(spawn, model, tmp_path)
     os.symlink("/dev/zero", p["leaf"] / "zero.md")
     os.symlink(p["leaf"] / "loop.md", p["leaf"] / "loop.md")
     os.mkfifo(p["leaf"] / "pipe.md")
+    (p["leaf"] / "notes.md").write_text("NOTES\n")
     (p["root"] / "AGENTS.md").write_bytes(b"ROOT \x00\xff\xfe binary\n")
-    cfg = config(tmp_path, f'instructions = ["*.md", "{p["leaf"] / "AGENTS.md"}"]\n')
+    # The glob matches the leaf's AGENTS.md too, and the root's is named: each is sent
+    # once, at its place as a directory's file.
+    cfg = config(tmp_path, f'instructions = ["*.md", "{p["root"] / "AGENTS.md"}"]\n')
     d = spawn(model.base_url, workspace=p["leaf"], AGENTD_CONFIG=cfg)
     sid = d.call("session/create", {})["session"]["id"]
     # Nothing ever writes to the FIFOs: a read that waited would hang this chat.
@@ -214,10 +217,8 @@ def test_hostile_files_are_skipped_and_never_block_a_run(spawn, model, tmp_path)
         assert message["finishReason"] == "stop"
     prompts = system_prompts(model)
     assert len(prompts) == 2
+    want = [str(p["leaf"] / "notes.md"), str(p["root"] / "AGENTS.md"), str(p["leaf"] / "AGENTS.md")]
     for prompt in prompts:
-        assert headings(prompt) == [str(p["root"] / "AGENTS.md"), str(p["leaf"] / "AGENTS.md")]
+        assert headings(prompt) == want
         assert "ROOT \x00\ufffd\ufffd binary" in prompt
-    assert [f["path"] for f in message["instructions"]] == [
-        str(p["root"] / "AGENTS.md"),
-        str(p["leaf"] / "AGENTS.md"),
-    ]
+    assert [f["path"] for f in message["instructions"]] == want

@@ -145,9 +145,8 @@ class Store:
         way removes the folder: there is never half a session. False when the catalog
         already holds its clientSessionId (nothing is left either)."""
         directory = self.session_dir(session_id)
-        data = encode(records)
         try:
-            await asyncio.to_thread(_write_new_log, directory, data)
+            await asyncio.to_thread(_write_new_log, directory, records)
             if await self.catalog.insert_whole(row, runs):
                 return True
         except BaseException:
@@ -292,8 +291,9 @@ class Store:
             lock.release()
 
 
-def _write_new_log(directory: Path, data: bytes) -> None:
+def _write_new_log(directory: Path, records: list[dict[str, Any]]) -> None:
     """A new session's whole log, appearing at once under its name."""
+    data = encode(records)
     partial = directory / (LOG_NAME + ".partial")
     try:
         directory.mkdir(mode=0o700)  # a new id: the folder must not exist yet
