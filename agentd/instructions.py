@@ -99,7 +99,10 @@ def _matches(pattern: str, root: Path) -> list[Path]:
         expanded = os.path.join(root, expanded)
     if not glob.has_magic(expanded):
         return [Path(expanded)]
-    return [Path(p) for p in sorted(glob.glob(expanded, recursive=True))]
+    try:
+        return [Path(p) for p in sorted(glob.glob(expanded, recursive=True))]
+    except (OSError, ValueError):
+        return []
 
 
 def _read(path: Path) -> _Found | None:
@@ -107,7 +110,7 @@ def _read(path: Path) -> _Found | None:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in a configured name
         return None
     try:
         info = os.fstat(fd)

@@ -208,7 +208,9 @@ def test_hostile_files_are_skipped_and_never_block_a_run(spawn, model, tmp_path)
     (p["root"] / "AGENTS.md").write_bytes(b"ROOT \x00\xff\xfe binary\n")
     # The glob matches the leaf's AGENTS.md too, and the root's is named: each is sent
     # once, at its place as a directory's file.
-    cfg = config(tmp_path, f'instructions = ["*.md", "{p["root"] / "AGENTS.md"}"]\n')
+    # And names no file can have: a NUL byte, an unclosed bracket, 5,000 characters.
+    names = ["*.md", str(p["root"] / "AGENTS.md"), "nul\\u0000.md", "[oops", "n" * 5000]
+    cfg = config(tmp_path, "instructions = [" + ", ".join(f'"{n}"' for n in names) + "]\n")
     d = spawn(model.base_url, workspace=p["leaf"], AGENTD_CONFIG=cfg)
     sid = d.call("session/create", {})["session"]["id"]
     # Nothing ever writes to the FIFOs: a read that waited would hang this chat.
