@@ -3,11 +3,15 @@ is stored, then made into the run's user message."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from agentd import ids
 from agentd.errors import InvalidParams
 from agentd.protocol import types as t
+
+# Files one message may attach (each is read again, up to 200 KB, at every later run).
+MAX_FILE_PARTS = 32
 
 
 def workspace_path(root: str | None) -> Path:
@@ -22,17 +26,28 @@ def check_file_parts(parts: list[t.InputPart], root: Path) -> None:
     # Loaded with the first chat, as the rest of the tool machinery.
     from agentd.tools.files import attachment_problem
 
-    for index, part in enumerate(parts):
-        if isinstance(part, t.FileInputPart):
-            problem = attachment_problem(root, part.path)
-            if problem is not None:
-                raise InvalidParams(
-                    f"params.parts[{index}].path: {problem}",
-                    data={
-                        "field": f"parts[{index}].path",
-                        "errors": [f"params.parts[{index}].path: {problem}"],
-                    },
-                )
+    files = [(i, p) for i, p in enumerate(parts) if isinstance(p, t.FileInputPart)]
+    if len(files) > MAX_FILE_PARTS:
+        raise InvalidParams(
+            f"params.parts: at most {MAX_FILE_PARTS} files can be attached to a message "
+            f"({len(files)} were)",
+            data={"field": "parts"},
+        )
+    seen: dict[str, int] = {}
+    for index, part in files:
+        problem = attachment_problem(root, part.path)
+        same = os.path.normpath(part.path)
+        if problem is None and same in seen:
+            problem = f"is attached already, as parts[{seen[same]}]"
+        if problem is not None:
+            raise InvalidParams(
+                f"params.parts[{index}].path: {problem}",
+                data={
+                    "field": f"parts[{index}].path",
+                    "errors": [f"params.parts[{index}].path: {problem}"],
+                },
+            )
+        seen[same] = index
 
 
 def user_message(params: t.SessionChatParams, run_id: str) -> t.Message:

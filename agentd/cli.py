@@ -69,6 +69,50 @@ def config_file_problem(path: str) -> str | None:
         return exc.strerror or str(exc)
 
 
+def log_file_problem(path: str) -> str | None:
+    """Why the log file named on the command line cannot be written (None: it can)."""
+    try:
+        with open(path, "a", encoding="utf-8"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _add_common_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options of every command that runs agentd. They are accepted before the
+    subcommand and after it (`agentd chat --config f`, as users type it); after it, one
+    not given must not reset the value given before it (hence SUPPRESS)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if after_command else value
+
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="more logging (-v info, -vv debug); logs go to stderr",
+    )
+    parser.add_argument(
+        "--log-file",
+        metavar="FILE",
+        default=default(None),
+        help="write logs to this file instead of stderr",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default(None),
+        help="where sessions are stored (default: $AGENTD_DATA_DIR or the user data directory)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help="configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentd",
@@ -76,38 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
         "JSON-RPC (LSP framing) on stdin/stdout for an editor.",
     )
     parser.add_argument("--version", action="version", version=f"agentd {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="more logging (-v info, -vv debug); logs go to stderr",
-    )
-    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
-    parser.add_argument(
-        "--data-dir",
-        help="where sessions are stored (default: $AGENTD_DATA_DIR or the user data directory)",
-    )
-    parser.add_argument(
-        "--config",
-        help="configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
-    )
+    _add_common_options(parser, after_command=False)
     parser.add_argument(
         "--max-frame-bytes",
         type=_positive_int,
         help="largest accepted JSON-RPC frame (default 32 MiB)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
+    serve = sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
+    _add_common_options(serve, after_command=True)
     chat = sub.add_parser(
         "chat",
         help="chat in the terminal (spawns a daemon; works offline "
         "with the bundled scripted model when no model is configured)",
+        description="Chat in the terminal. With PROMPT: send it, print the answer, exit. "
+        "Without: an interactive chat (/help lists its commands). With no model configured "
+        "(AGENTD_MODEL, or default_model in the configuration file), or with --offline, "
+        "the bundled scripted model answers, offline.",
+        epilog="Keys: Ctrl-C stops the answer being written (then exit code 130 with a "
+        "PROMPT); at the prompt it clears the line, and a second Ctrl-C, or Ctrl-D, leaves. "
+        "The answer goes to stdout; notices and errors to stderr.",
     )
-    chat.add_argument("prompt", nargs="*", help="send this and exit after the answer")
-    chat.add_argument("--session", help="resume this session id")
-    chat.add_argument("--list", action="store_true", help="list sessions and exit")
-    chat.add_argument("--model", help="model to use")
+    chat.add_argument(
+        "prompt", nargs="*", metavar="PROMPT", help="send this and exit after the answer"
+    )
+    chat.add_argument("--session", metavar="ID", help="continue this session")
+    chat.add_argument("--list", action="store_true", help="list recent sessions and exit")
+    chat.add_argument("--model", help="model to use (default: the configured default_model)")
     chat.add_argument(
         "--offline",
         action="store_true",
@@ -116,15 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--allow-tools",
         action="store_true",
-        help="let the model use write_file, edit_file and bash without asking",
+        help="answer yes to every permission question (write_file, edit_file, bash, "
+        "MCP tools not trusted in the configuration)",
     )
-    sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
+    _add_common_options(chat, after_command=True)
+    reindex = sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
+    _add_common_options(reindex, after_command=True)
     export = sub.add_parser(
         "export",
         help="print a session: versioned JSON (for agentd import) or a Markdown transcript",
     )
     export.add_argument("session_id", metavar="SESSION_ID")
     export.add_argument("--format", choices=("json", "markdown"), default="json")
+    _add_common_options(export, after_command=True)
     imp = sub.add_parser(
         "import",
         help="recreate a session from a JSON export (agentd export) as a new session; "
@@ -133,11 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", metavar="FILE", help="the export (- reads standard input)")
     imp.add_argument(
         "--workspace",
+        metavar="DIR",
         help="the new session's workspace (default: the exported one if it is a directory "
         "here, else the current directory)",
     )
+    _add_common_options(imp, after_command=True)
     tc = sub.add_parser("tool-context", help="print the tool context of an active run")
     tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")
+    _add_common_options(tc, after_command=True)
     sm = sub.add_parser(
         "scripted-model",
         help="run the scripted OpenAI-compatible model server",
@@ -182,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             sys.stderr.write(f"agentd: --config {args.config}: {problem}\n")
             return 2
+    if args.log_file is not None:
+        problem = log_file_problem(args.log_file)
+        if problem:
+            sys.stderr.write(f"agentd: --log-file {args.log_file}: {problem}\n")
+            return 2
     setup_logging(args.verbose, args.log_file)
     command = args.command or "serve"
     if command == "serve":
@@ -189,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_stdio(_config(args))
     if command == "chat":
-        from agentd.chat_client import run_chat
+        from agentd.chat.client import run_chat
 
         return run_chat(args)
     if command == "export":

@@ -1,19 +1,23 @@
 """Typed errors. Each crosses exactly one boundary and is mapped there.
 
 `AgentdError` carries a JSON-RPC code and is what the server turns into an error
-response. `ProviderError` is what the model provider raises; the run loop turns it
-into `message.error` (a model failure is never a JSON-RPC error).
+response (JSON-RPC's and LSP's codes are lsprotocol's). `EditorError` is the editor's
+error answer to one of agentd's requests. `ProviderError` is what the model provider
+raises; the run loop turns it into `message.error` (a model failure is never a JSON-RPC
+error).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lsprotocol.types import ErrorCodes, LSPErrorCodes
+
 
 class AgentdError(Exception):
     """An error the editor receives as a JSON-RPC error response."""
 
-    code: int = -32603
+    code: int = ErrorCodes.InternalError
 
     def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
         super().__init__(message)
@@ -23,24 +27,37 @@ class AgentdError(Exception):
         self.data = data
 
 
+class InternalError(AgentdError):
+    """A bug or an unexpected failure: the message names its type, never a traceback."""
+
+    code = ErrorCodes.InternalError
+
+
 class InvalidParams(AgentdError):
-    code = -32602
+    """Params that are not what the method takes; `data` says which field."""
+
+    code = ErrorCodes.InvalidParams
 
 
 class InvalidRequest(AgentdError):
-    code = -32600
+    code = ErrorCodes.InvalidRequest
 
 
 class MethodNotFound(AgentdError):
-    code = -32601
+    code = ErrorCodes.MethodNotFound
 
 
 class NotInitialized(AgentdError):
-    code = -32002
+    """Any request but `initialize` before `initialize`."""
+
+    code = ErrorCodes.ServerNotInitialized
 
 
 class RequestCancelled(AgentdError):
-    code = -32800
+    """The editor cancelled the request (`$/cancelRequest`), or the run it asked for
+    will not run (dropped from its session's queue, agentd shutting down)."""
+
+    code = LSPErrorCodes.RequestCancelled
 
 
 class SessionNotFound(AgentdError):
@@ -59,7 +76,18 @@ class StorageError(AgentdError):
     """Writing the data dir failed (disk full, read-only, file too large). What was
     stored before is intact; the write can succeed again once the cause is gone."""
 
-    code = -32603
+    code = ErrorCodes.InternalError
+
+
+class EditorError(Exception):
+    """The editor answered one of agentd's requests (tool/execute, permission/request)
+    with an error."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
 
 
 class ProviderError(Exception):

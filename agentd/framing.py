@@ -1,5 +1,6 @@
 """LSP base-protocol framing, without I/O: bytes go in, JSON messages and framing errors
-come out. The server feeds it what stdin delivers; tests and fuzzers feed it directly.
+come out. The server feeds it what stdin delivers, `agentd chat` what the daemon's stdout
+delivers; tests and fuzzers feed it directly. `encode` frames a body for sending.
 
 What it reads: `Content-Length: <n>` (name in any case, `:` and spaces or tabs around the
 value), other header lines (ignored), a blank line (`\\r\\n` or `\\n`), then `n` bytes of
@@ -85,6 +86,11 @@ def parse_json(data: bytes) -> Any:
         except RecursionError as exc:
             raise ValueError(str(exc)) from exc
         # (json's own errors, UnicodeDecodeError included, are ValueErrors)
+
+
+def encode(body: bytes) -> bytes:
+    """A JSON body framed for the wire: the one header agentd writes, then the body."""
+    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@ from typing import Any
 from agentd.history import encoded, message_to_chat
 from agentd.storage.log import LogState, MessageState
 
+# What the attached files of a session may add to one request, newest first.
+ATTACHED_TOTAL_CHARS = 2_000_000
+
 
 def chat_of(msg: MessageState, wire: dict[str, Any] | None = None) -> list[Any]:
     """A message's chat-format messages (file parts by name only), converted and
@@ -72,8 +75,6 @@ async def _with_file_text(messages: list[dict[str, Any]], root: Path) -> list[di
     """User messages' file parts with the text the model reads (`content`). Every file is
     read again on every run, off the event loop; a file that cannot be attached any more
     (or a path an older agentd stored unchecked) becomes a note, never an error."""
-    from agentd.tools.files import attached_file_text
-
     paths = [
         part.get("path")
         for msg in messages
@@ -83,7 +84,7 @@ async def _with_file_text(messages: list[dict[str, Any]], root: Path) -> list[di
     ]
     if not paths:
         return messages
-    texts = iter(await asyncio.to_thread(lambda: [attached_file_text(root, p) for p in paths]))
+    texts = iter(await asyncio.to_thread(_read_newest_first, root, paths))
     out = []
     for msg in messages:
         if msg.get("role") == "user":
@@ -94,6 +95,28 @@ async def _with_file_text(messages: list[dict[str, Any]], root: Path) -> list[di
             msg = {**msg, "parts": parts}
         out.append(msg)
     return out
+
+
+def _read_newest_first(root: Path, paths: list[Any]) -> list[str]:
+    """The attached files' texts, in `paths`' order, read newest first within
+    ATTACHED_TOTAL_CHARS: older files past it are a note, not read again (a session that
+    attached many large files must not make every run send and read them all)."""
+    from agentd.tools.files import attached_file_text
+
+    budget = ATTACHED_TOTAL_CHARS
+    texts: list[str] = []
+    for path in reversed(paths):
+        if budget <= 0:
+            texts.append(
+                f"[file {path}: not attached again: the files attached in this session are "
+                f"over {ATTACHED_TOTAL_CHARS // 1_000_000} MB; the newest are sent]"
+            )
+            continue
+        text = attached_file_text(root, path)
+        budget -= len(text)
+        texts.append(text)
+    texts.reverse()
+    return texts
 
 
 def _has_files(wire: dict[str, Any]) -> bool:

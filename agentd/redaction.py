@@ -136,6 +136,10 @@ class SecretRegistry:
             with self._lock:
                 self._compiling = False
 
+    def holds_secret(self, value: str) -> bool:
+        """The value contains a registered secret (a variable `${VAR}` made a header)."""
+        return self.redact(value) != value
+
     def register_environment(self, environ: Mapping[str, str]) -> None:
         self.register(*(value for name, value in environ.items() if is_secret_name(name)))
 
@@ -207,6 +211,10 @@ REGISTRY = SecretRegistry()
 def register(*values: str | None) -> None:
     """Mask these values in every log line from now on (see the module doc for which)."""
     REGISTRY.register(*values)
+
+
+def holds_secret(value: str) -> bool:
+    return REGISTRY.holds_secret(value)
 
 
 def redact(text: str) -> str:

@@ -31,8 +31,10 @@ class RunStream:
         self.session_id = session_id
         self.run_id = run_id
         self._loop = asyncio.get_running_loop()
-        # Pending editor delta: (messageId, partId, [chunks]).
-        self._pending: tuple[str, str, list[str]] | None = None
+        # Pending editor deltas per (messageId, partId), in arrival order: a model that
+        # alternates between parts (reasoning, text, reasoning...) while the editor is
+        # behind still costs one pending delta per part, not one per token.
+        self._pending: dict[tuple[str, str], list[str]] = {}
         self._flush_scheduled = False
         # Text not yet checkpointed, per (messageId, partId), in arrival order.
         self._unsaved: dict[tuple[str, str], list[str]] = {}
@@ -47,18 +49,15 @@ class RunStream:
     def delta(self, message_id: str, part_id: str, text: str) -> None:
         if not text:
             return
-        pending = self._pending
-        if pending is not None and (pending[0], pending[1]) != (message_id, part_id):
-            self.flush_deltas()
-            pending = None
+        key = (message_id, part_id)
+        pending = self._pending.get(key)
         if pending is None:
-            self._pending = (message_id, part_id, [text])
+            self._pending[key] = [text]
         else:
-            pending[2].append(text)
+            pending.append(text)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
-        key = (message_id, part_id)
         unsaved = self._unsaved.get(key)
         if unsaved is None:
             self._unsaved[key] = [text]
@@ -76,21 +75,21 @@ class RunStream:
         self.flush_deltas()
 
     def flush_deltas(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if not self._pending:
             return
-        message_id, part_id, chunks = pending
-        self.link.notify(
-            "part/delta",
-            {
-                "sessionId": self.session_id,
-                "runId": self.run_id,
-                "messageId": message_id,
-                "partId": part_id,
-                "field": "text",
-                "delta": "".join(chunks),
-            },
-        )
+        pending, self._pending = self._pending, {}
+        for (message_id, part_id), chunks in pending.items():
+            self.link.notify(
+                "part/delta",
+                {
+                    "sessionId": self.session_id,
+                    "runId": self.run_id,
+                    "messageId": message_id,
+                    "partId": part_id,
+                    "field": "text",
+                    "delta": "".join(chunks),
+                },
+            )
 
     # --- parts and messages ------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -59,8 +58,6 @@ class Run:
     turn: Turn | None = None
     status: str = "busy"
     abort_requested: bool = False
-    # Aborted by $/cancelRequest of its own session/chat: that request answers -32800.
-    cancelled_by_request: bool = False
     # Never started (the session was aborted while it waited): nothing of it is stored.
     dropped: bool = False
     user_message: t.Message | None = None
@@ -96,9 +93,9 @@ class RunManager:
 
     # --- session/chat ------------------------------------------------------------------
 
-    async def chat(
-        self, p: t.SessionChatParams, on_cancel: Callable[[Callable[[], None]], None]
-    ) -> t.SessionChatResult:
+    async def chat(self, p: t.SessionChatParams) -> t.SessionChatResult:
+        """One run of `p`. Cancelling the request ($/cancelRequest) does to this run what
+        session/abort does, and the request answers -32800."""
         row = await self.sessions.get_row(p.session_id)
         model = self.models.resolve(p.model, row.model)
         if not p.parts:
@@ -121,7 +118,6 @@ class RunManager:
             model=model,
             ready=loop.create_future(),
         )
-        on_cancel(lambda: self._cancel_run(run))
         mode = p.on_busy or "reject"
         active = self._active.get(sid)
         queue = self._queues.setdefault(sid, collections.deque())
@@ -142,8 +138,9 @@ class RunManager:
         try:
             await run.ready
         except asyncio.CancelledError:
+            # Cancelled while it waited for its turn (or was just given it): it never starts.
             self._discard_waiting(run)
-            raise
+            run.dropped = True
         if run.dropped:
             if self._active.get(sid) is run:
                 del self._active[sid]
@@ -153,29 +150,18 @@ class RunManager:
         try:
             message = await asyncio.shield(run.task)
         except asyncio.CancelledError:
-            # The request itself was cancelled (shutdown): abort and let it persist.
+            # Abort, and answer once the aborted run is persisted (a run that failed
+            # meanwhile answers its own error).
             self._abort_run(run)
             await asyncio.wait({run.task})
-            raise
-        if run.cancelled_by_request:
-            raise RequestCancelled("request cancelled; the run was aborted")
+            run.task.result()
+            raise RequestCancelled("request cancelled; the run was aborted") from None
         return t.SessionChatResult(run_id=run.run_id, message=message)
 
     def _discard_waiting(self, run: Run) -> None:
         queue = self._queues.get(run.session_id)
         if queue is not None and run in queue:
             queue.remove(run)
-
-    def _cancel_run(self, run: Run) -> None:
-        """$/cancelRequest for this run's session/chat."""
-        run.cancelled_by_request = True
-        if run.task is None:
-            run.dropped = True
-            self._discard_waiting(run)
-            if not run.ready.done():
-                run.ready.set_result(None)
-            return
-        self._abort_run(run)
 
     def _abort_run(self, run: Run) -> None:
         """Abort by cancelling the turn. Setup (lock, log, tool-context file) is never
@@ -224,8 +210,11 @@ class RunManager:
                 user = run.user_message
                 if storage.first_run and header.get("parentId") is None and user is not None:
                     if not header.get("titleSet"):
+                        failed = message.error is not None
                         self._background.spawn(
-                            write_title(self.sessions, self.models, sid, run.model, user)
+                            write_title(
+                                self.sessions, self.models, sid, run.model, user, run_failed=failed
+                            )
                         )
                 return message
         finally:
@@ -382,7 +371,9 @@ class RunManager:
                 data={"sessionId": p.session_id, "runId": self._active[p.session_id].run_id},
             )
         model = self.models.resolve(p.model, row.model)
-        message = await self._compact(p.session_id, model, auto=False)
+        # The lock, as a run holds it: a run in another daemon makes this 1002 too.
+        async with self.store.exclusive(p.session_id):
+            message = await self._compact(p.session_id, model, auto=False)
         if message.error is None:
             await self.sessions.refresh_totals(p.session_id)
         return t.MessageResult(message=message)

@@ -2,7 +2,7 @@
 to standard output, an export to a new session. Each starts a daemon on the same data
 dir and configuration and asks it (`session/export`, `session/import`), as an editor
 would: a session running in another agentd, a damaged file, an unknown id get the
-answers an editor gets."""
+answers an editor gets, as one line on stderr."""
 
 from __future__ import annotations
 
@@ -13,65 +13,51 @@ from argparse import Namespace
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentd import file_modes
-from agentd.daemon_client import RpcClient, RpcFailure, daemon_command
+from agentd.chat.daemon import ChatError, Daemon, RpcFailure
 
-# The daemon's default frame limit (agentd.config.DEFAULT_MAX_FRAME_BYTES); an import
-# over it is sent to a daemon started with a limit that fits (JSON escaping of the file
-# as a string can double it).
+# The daemon's default frame limit (agentd.config.DEFAULT_MAX_FRAME_BYTES): an import
+# over it goes to a daemon started with a limit that fits (the file's JSON escaping as
+# a string can double it).
 DEFAULT_FRAME = 32 * 1024 * 1024
 
 
 async def _with_daemon(
-    args: Namespace, work: Callable[[RpcClient], Awaitable[int]], *extra: str
+    args: Namespace, work: Callable[[Daemon], Awaitable[int]], *extra: str
 ) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        *daemon_command(args, *extra),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        umask=file_modes.user_umask(),
-    )
-
-    async def no_requests(method: str, params: dict[str, Any]) -> Any:
-        return None
-
-    client = RpcClient(proc, lambda method, params: None, no_requests)
+    daemon: Daemon | None = None
     try:
-        await client.call(
-            "initialize",
-            {
-                "processId": os.getpid(),
-                "clientInfo": {"name": f"agentd {args.command}"},
-                "workspaceRoot": os.getcwd(),
-            },
-        )
-        client.notify("initialized")
-        return await work(client)
+        daemon = await Daemon.start(args, dict(os.environ), *extra)
+        try:
+            await daemon.call(
+                "initialize",
+                {
+                    "processId": os.getpid(),
+                    "clientInfo": {"name": f"agentd {args.command}"},
+                    "workspaceRoot": os.getcwd(),
+                },
+            )
+        except ChatError:
+            raise ChatError(await daemon.exit_reason(starting=True)) from None
+        daemon.notify("initialized")
+        return await work(daemon)
     except RpcFailure as exc:
         sys.stderr.write(f"agentd {args.command}: {exc} ({exc.code})\n")
         return 1
-    except ConnectionError as exc:
+    except ChatError as exc:
         sys.stderr.write(f"agentd {args.command}: {exc}\n")
-        return 1
+        return exc.code
     finally:
-        try:
-            async with asyncio.timeout(10):
-                await client.call("shutdown")
-                client.notify("exit")
-                await proc.wait()
-        except (TimeoutError, ConnectionError, RpcFailure):
-            proc.kill()
-            await proc.wait()
+        if daemon is not None:
+            await daemon.stop()
 
 
 def run_export(args: Namespace) -> int:
-    async def work(client: RpcClient) -> int:
-        result = await client.call(
+    async def work(daemon: Daemon) -> int:
+        result = await daemon.call(
             "session/export", {"sessionId": args.session_id, "format": args.format}
         )
-        sys.stdout.write(result["content"])
-        if not result["content"].endswith("\n"):
-            sys.stdout.write("\n")
+        content = result["content"]
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
         sys.stdout.flush()
         return 0
 
@@ -93,16 +79,14 @@ def run_import(args: Namespace) -> int:
     except UnicodeDecodeError as exc:
         sys.stderr.write(f"agentd import: {args.file}: not UTF-8 text ({exc.reason})\n")
         return 1
-    extra: list[str] = []
-    if len(raw) * 2 + 65536 > DEFAULT_FRAME:
-        extra = ["--max-frame-bytes", str(len(raw) * 2 + 65536)]
-
     params: dict[str, Any] = {"content": content}
     if args.workspace:
         params["workspaceRoot"] = os.path.abspath(args.workspace)
+    frame = len(raw) * 2 + 65536
+    extra = ["--max-frame-bytes", str(frame)] if frame > DEFAULT_FRAME else []
 
-    async def work(client: RpcClient) -> int:
-        session = (await client.call("session/import", params))["session"]
+    async def work(daemon: Daemon) -> int:
+        session = (await daemon.call("session/import", params))["session"]
         sys.stdout.write(f"{session['id']}  {session['title']}\n")
         return 0
 

@@ -33,6 +33,8 @@ async def write_title(
     session_id: str,
     run_model: ModelConfig,
     user: t.Message,
+    *,
+    run_failed: bool = False,
 ) -> None:
     """Title a session after its first run (the title model's usage is logged)."""
     model: ModelConfig | None
@@ -41,6 +43,10 @@ async def write_title(
         provider = models.client(model)
     except Exception as exc:  # no title model: the first words
         logger.info("no title model (%s): using the first words", exc)
+        model, provider = None, None
+    if run_failed and model is not None and model.provider == run_model.provider:
+        # The provider has just failed the run, and the editor has shown that error:
+        # asking it again would only repeat the failure, retries included, after it.
         model, provider = None, None
     title, usage = await generate_title(provider, model, user)
     if model is not None and usage is not None:

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STEPS = 25
+# Text and reasoning parts a step opens before it stops opening new ones on every switch
+# of kind (a model alternating reasoning and text token by token).
+MAX_TEXT_PARTS_PER_STEP = 64
 DEFAULT_SYSTEM_PROMPT = (
     "You are a coding assistant working inside the user's editor. Be concise. Use the "
     "tools you are given to read and change the user's workspace when that helps; paths "
@@ -130,9 +133,12 @@ class Turn:
         )
         self.cost = Decimal(0)
         self._open_text: t.TextPart | t.ReasoningPart | None = None
-        # Deltas of the open part not yet joined into its `text`: appending to a str
-        # attribute copies the whole text per delta (quadratic in a long answer).
-        self._open_chunks: list[str] = []
+        # Deltas of open parts not yet joined into their `text`, by part: appending to a
+        # str attribute copies the whole text per delta (quadratic in a long answer).
+        self._open_chunks: dict[str, tuple[t.TextPart | t.ReasoningPart, list[str]]] = {}
+        # Text and reasoning parts left open while the other kind streams (past the cap).
+        self._parked: dict[type, t.TextPart | t.ReasoningPart] = {}
+        self._text_parts_in_step = 0
 
     # --- parts -------------------------------------------------------------------------
 
@@ -149,18 +155,38 @@ class Turn:
     def _stream_text(self, kind: type[t.TextPart] | type[t.ReasoningPart], text: str) -> None:
         part = self._open_text
         if part is None or type(part) is not kind:
-            self.close_text()
-            part = kind(id=ids.new_id("prt"), text="", time=t.PartTime(start=ids.now_ms()))
-            self._open_text = part
-            # Logged empty now; its text is checkpointed as deltas and written whole at its end.
-            self.add_part(part)
-        self._open_chunks.append(text)
+            if self._text_parts_in_step < MAX_TEXT_PARTS_PER_STEP:
+                self.close_text()
+                part = self._new_text_part(kind)
+            else:
+                # A model that keeps switching between reasoning and text: from here on
+                # the step keeps one open part of each kind and switches between them,
+                # so parts (and what they cost) grow with the text, not with the tokens.
+                if part is not None:
+                    self._parked[type(part)] = part
+                part = self._parked.pop(kind, None) or self._new_text_part(kind)
+                self._open_text = part
+        chunks = self._open_chunks.get(part.id)
+        if chunks is None:
+            self._open_chunks[part.id] = (part, [text])
+        else:
+            chunks[1].append(text)
         self.stream.delta(self.message.id, part.id, text)
 
+    def _new_text_part(
+        self, kind: type[t.TextPart] | type[t.ReasoningPart]
+    ) -> t.TextPart | t.ReasoningPart:
+        part = kind(id=ids.new_id("prt"), text="", time=t.PartTime(start=ids.now_ms()))
+        self._open_text = part
+        self._text_parts_in_step += 1
+        # Logged empty now; its text is checkpointed as deltas and written whole at its end.
+        self.add_part(part)
+        return part
+
     def _join_open_text(self) -> None:
-        if self._open_text is not None and self._open_chunks:
-            self._open_text.text = "".join([self._open_text.text, *self._open_chunks])
-            self._open_chunks = []
+        for part, chunks in self._open_chunks.values():
+            part.text = "".join([part.text, *chunks])
+        self._open_chunks = {}
 
     def snapshot(self) -> t.Message:
         """The message as it stands, open text included (for readers during the run)."""
@@ -170,9 +196,11 @@ class Turn:
     def close_text(self) -> None:
         self._join_open_text()
         part, self._open_text = self._open_text, None
-        if part is not None:
-            part.time.end = ids.now_ms()
-            self.update_part(part)
+        parked, self._parked = self._parked, {}
+        for open_part in (*parked.values(), part):
+            if open_part is not None:
+                open_part.time.end = ids.now_ms()
+                self.update_part(open_part)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -241,6 +269,7 @@ class Turn:
         """One model call and its tool calls. Returns the tool parts when the model asked
         for tools (the loop goes on), None when it stopped."""
         self.add_part(t.StepStartPart(id=ids.new_id("prt")))
+        self._text_parts_in_step = 0
         step_usage = t.Usage()
         reason = "stop"
         calls: dict[int, dict[str, Any]] = {}

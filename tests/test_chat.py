@@ -12,7 +12,7 @@ import time
 
 import pytest
 from helpers import chat, new_session, replay, run_notes, text_of
-from rpc_client import RpcError, daemon_env
+from rpc_client import RpcError, daemon_env, frame
 
 
 def test_streamed_text_usage_and_notification_order(spawn, model):
@@ -521,6 +521,49 @@ def test_cancel_request_aborts_the_run(spawn, model):
     d.notify("$/cancelRequest", {"id": chat_id})
     d.notify("$/cancelRequest", {"id": "unknown"})
     assert d.call("session/abort", {"sessionId": sid}) == {"aborted": False}
+
+
+def test_cancel_request_of_a_waiting_chat_drops_it_and_nothing_else(spawn, model):
+    """`$/cancelRequest` for a chat queued behind a running one, and for one cancelled in
+    the write that sent it: each answers -32800 and is never stored; the running run
+    goes on to its end, and the session takes new chats afterwards."""
+    d = spawn(model.base_url)
+    sid = new_session(d, title="t")
+    model.enqueue({"text": " ".join(["slow"] * 40), "delayMs": 20}, {"text": "after"})
+    first = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "one"}]}
+    )
+    _wait_delta(d, sid)
+    queued = d.request_async(
+        "session/chat",
+        {"sessionId": sid, "parts": [{"type": "text", "text": "queued"}], "onBusy": "queue"},
+    )
+    # The catalog answers in order: once this is answered, the chat has read its session
+    # and waits in the queue.
+    d.call("session/get", {"sessionId": sid})
+    d.notify("$/cancelRequest", {"id": queued})
+    assert d.response(queued)["error"]["code"] == -32800
+    chat_msg = {
+        "jsonrpc": "2.0",
+        "id": "at-once",
+        "method": "session/chat",
+        "params": {
+            "sessionId": sid,
+            "parts": [{"type": "text", "text": "gone"}],
+            "onBusy": "queue",
+        },
+    }
+    cancel = {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": "at-once"}}
+    d.send_raw(frame(chat_msg) + frame(cancel))
+    assert d.response("at-once")["error"]["code"] == -32800
+    assert d.result(first, timeout=30)["message"]["finishReason"] == "stop"
+    assert text_of(chat(d, sid, "next")["message"]) == "after"
+    users = [
+        text_of(m)
+        for m in d.call("session/messages", {"sessionId": sid})["messages"]
+        if m["role"] == "user"
+    ]
+    assert users == ["one", "next"]
 
 
 @pytest.mark.parametrize(

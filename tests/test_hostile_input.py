@@ -494,6 +494,38 @@ def test_invalid_file_parts_are_refused_before_anything_is_stored(
     assert len(d.call("session/messages", {"sessionId": sid})["messages"]) == 2
 
 
+def test_attachments_are_bounded_per_message_and_per_request(spawn, model, ws: Path) -> None:
+    """One message attaching a file 1,000 times made a 202 MB request and 908 MiB of
+    memory (an outside attacker): a message attaches at most 32 distinct files, and
+    what a session's attachments add to one request is bounded, newest first."""
+    for i in range(40):
+        (ws / f"f{i}.txt").write_text(f"{i:02d}" * 50_000)  # 100 KB each
+    d = spawn(model.base_url, workspace=ws)
+    sid = new_session(d)
+    files = [{"type": "file", "path": f"f{i}.txt"} for i in range(40)]
+    for parts, message in [
+        (files[:33], "at most 32 files"),
+        ([files[0], files[0]], "params.parts[2].path: is attached already, as parts[1]"),
+        ([files[0], {"type": "file", "path": "./f0.txt"}], "is attached already"),
+        ([files[3], {"type": "file", "path": "d/../f3.txt"}], "is attached already"),
+        ([files[0]] * 1000, "at most 32 files"),
+    ]:
+        with pytest.raises(RpcError) as err:
+            chat(d, sid, text("look"), *parts)
+        assert err.value.code == -32602 and message in err.value.message, err.value.message
+    assert d.call("session/messages", {"sessionId": sid})["messages"] == []
+    # Three messages of 20 distinct 100 KB files each: 6 MB if every run sent them all.
+    for start in (0, 20, 0):
+        model.enqueue({"text": "ok"})
+        chat(d, sid, text("look"), *files[start : start + 20])
+    sent = model.requests()[-1]["body"]["messages"]
+    size = sum(len(m.get("content") or "") for m in sent)
+    assert 2_000_000 <= size < 2_300_000, size
+    last = sent[-1]["content"]
+    assert all(f"[file f{i}.txt]" in last for i in range(20)), "the newest are sent whole"
+    assert "not attached again" in sent[1]["content"]
+
+
 def test_file_parts_that_cannot_be_attached_become_notes_without_blocking(
     spawn, model, ws: Path, outside: Path
 ) -> None:

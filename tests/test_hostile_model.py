@@ -116,6 +116,60 @@ def test_a_long_stream_of_tiny_deltas_arrives_and_is_stored_whole(spawn, model):
     assert text_of(stored) == text
 
 
+def replay_parts(notes: list[dict]) -> dict[str, str]:
+    """Each text or reasoning part's text as an editor assembles it from notifications."""
+    text: dict[str, str] = {}
+    for n in notes:
+        p = n["params"]
+        if n["method"] == "part/updated" and p["part"]["type"] in ("text", "reasoning"):
+            text[p["part"]["id"]] = p["part"]["text"]
+        elif n["method"] == "part/delta":
+            text[p["partId"]] = text.get(p["partId"], "") + p["delta"]
+    return text
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        ["reasoning_content", "content"],  # strict alternation, token by token
+        ["reasoning_content", "reasoning_content", "content"],
+        ["content", "reasoning", "content", "content"],  # the other reasoning field
+    ],
+)
+def test_a_model_switching_between_reasoning_and_text_cannot_multiply_parts(
+    spawn, model, pattern
+):
+    """A part per switch made memory and the log grow with tokens (200,000 one-character
+    chunks: 200,002 parts, 726 MiB); past a cap the step keeps one open part of each kind."""
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    count = 6_000
+    fields = [pattern[i % len(pattern)] for i in range(count)]
+    events = [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({field: str(i % 10)}) for i, field in enumerate(fields)]
+    events.append(chunk({}, "stop"))
+    model.enqueue({"events": events})
+    message = chat(d, sid, "go")["message"]
+    texts = [p for p in message["parts"] if p["type"] in ("text", "reasoning")]
+    assert len(texts) <= 66, len(texts)
+    want_text = "".join(str(i % 10) for i, f in enumerate(fields) if f == "content")
+    want_reasoning = "".join(
+        str(i % 10) for i, f in enumerate(fields) if f in ("reasoning_content", "reasoning")
+    )
+    assert text_of(message) == want_text
+    reasoning = "".join(p["text"] for p in message["parts"] if p["type"] == "reasoning")
+    assert reasoning == want_reasoning
+    # What the editor assembled from the notifications is the same text, part by part.
+    streamed = replay_parts(d.notifications())
+    assert {p["id"]: p["text"] for p in texts} == {p["id"]: streamed[p["id"]] for p in texts}
+    # Every part was closed, and the stored message is the same.
+    assert all(p["time"].get("end") for p in texts)
+    d.stop()
+    d2 = spawn(model.base_url)
+    stored = d2.call("session/messages", {"sessionId": sid})["messages"][-1]
+    assert stored["parts"] == message["parts"]
+
+
 def rss_mib(pid: int) -> float:
     import psutil
 

@@ -510,7 +510,8 @@ def test_new_user_asks_agentd_chat_the_time_in_tokyo(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout
-    assert 'allow time: get_current_time {"timezone": "Asia/Tokyo"}?' in lines
+    # (The question is on stderr, as `rm -i` asks: seen when the answer goes to a file.)
+    assert 'allow time: get_current_time {"timezone": "Asia/Tokyo"}?' in out.stderr
     assert "[tool time: get_current_time" in lines and "running..." in lines
     assert '"timezone": "Asia/Tokyo"' in lines and "+09:00" in lines
     assert "Tool time_get_current_time returned:" in lines

@@ -311,6 +311,41 @@ def test_agentd_process_environment_and_config_are_invisible(start, area):
     assert "MY_LLM_CREDENTIAL" not in full["own environment"]
 
 
+# Credentials in agentd's environment, named or shaped in ways a name filter of three
+# suffixes missed (found by an outside attacker): none reaches a command, confined or not.
+CREDENTIALS = {
+    "GITHUB_PAT": "ghp_PATSECRET123456",  # also used as ${GITHUB_PAT} in an MCP header
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-0a1b2c3d",
+    "API_KEY": "bare-api-key-556677",
+    "DATABASE_URL": "postgres://u:dbpass123456@h/db",
+    "MY_CREDENTIALS": "creds-998877",
+    "npm_config__authToken": "npm-auth-445566",
+    "SSH_AUTH_SOCK": "/tmp/ssh-agent-sock-XYZ",
+    "GPG_PASSPHRASE": "gpg-pass-112233",
+    "SOME_PRIVATE_THING": "private-value-778899",
+    "RENAMED": "ghp_PATSECRET123456",  # a known secret under an innocent name
+}
+# Ordinary variables a build needs still pass.
+ORDINARY = {"GOPATH": "/go-path-x", "JAVA_HOME": "/java-home-x", "MY_SETTING": "plain-value"}
+
+
+@pytest.mark.parametrize("mode", ["workspace-write", "full-access"])
+def test_credentials_in_agentd_environment_never_reach_a_command(start, mode):
+    box = start(
+        "allow_bash = true\n"
+        '[mcp_servers.gh]\nurl = "http://127.0.0.1:9/mcp"\n'
+        'headers = { Authorization = "Bearer ${GITHUB_PAT}" }\n',
+        **CREDENTIALS,
+        **ORDINARY,
+    )
+    (output,) = box.outputs(box.session(mode), "env")
+    for name, value in CREDENTIALS.items():
+        assert value not in output, (name, output)
+        assert f"{name}=" not in output, (name, output)
+    for name, value in ORDINARY.items():
+        assert f"{name}={value}" in output, (name, output)
+
+
 def test_other_sessions_catalog_and_tool_contexts_are_invisible(start, area, model):
     box = start()
     other = box.session()

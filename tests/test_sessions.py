@@ -254,8 +254,27 @@ def test_two_daemons_share_one_data_dir(spawn, model):
         b.call("session/chat", {"sessionId": x, "parts": [{"type": "text", "text": "me too"}]})
     assert err.value.code == 1002
     assert b.call("session/get", {"sessionId": x})["session"]["status"] == "busy"
+    # Nothing else that writes the history overlaps it either (a summary written into
+    # the middle of the other daemon's answer, found by an outside attacker).
+    for method, params in (
+        ("session/summarize", {"sessionId": x}),
+        (
+            "session/chat",
+            {"sessionId": x, "parts": [{"type": "text", "text": "x"}], "onBusy": "preempt"},
+        ),
+        (
+            "session/chat",
+            {"sessionId": x, "parts": [{"type": "text", "text": "x"}], "onBusy": "queue"},
+        ),
+        ("session/delete", {"sessionId": x}),
+    ):
+        with pytest.raises(RpcError) as err:
+            b.call(method, params)
+        assert err.value.code == 1002, method
     a.call("session/abort", {"sessionId": x})
     a.result(chat)
+    messages = b.call("session/messages", {"sessionId": x})["messages"]
+    assert not any(m.get("summary") for m in messages), messages
 
 
 def test_torn_last_log_line_is_skipped(spawn, model, tmp_path):

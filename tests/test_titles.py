@@ -1,8 +1,12 @@
 """A title the user gives always wins over a generated one: whenever the rename lands
 (before, during or after the title request), in this daemon or another, and after a
-restart."""
+restart. A run that failed is titled with its first words, without asking the provider
+that failed again."""
 
 from __future__ import annotations
+
+import json
+import socket
 
 import pytest
 from helpers import chat
@@ -90,3 +94,70 @@ def test_a_generated_title_written_after_a_rename_loses_in_the_fold(tmp_path, mo
         assert d2.call("session/get", {"sessionId": sid})["session"]["title"] == "Mine"
     finally:
         d2.stop()
+
+
+def _titles_asked(model) -> int:  # type: ignore[no-untyped-def]
+    return sum("short title" in json.dumps(r["body"]["messages"][0]) for r in model.requests())
+
+
+def _title(d, sid: str) -> str:  # type: ignore[no-untyped-def]
+    return d.call("session/get", {"sessionId": sid})["session"]["title"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"error": {"status": 500}, "repeat": 20},
+        {"error": {"status": 401}, "repeat": 20},
+        {"error": {"status": 429, "headers": {"retry-after": "0"}}, "repeat": 20},
+        {"text": "cut short by the server", "chunkSize": 4, "dropAfterChunks": 2, "repeat": 20},
+    ],
+)
+def test_after_a_model_error_the_title_is_the_first_words_at_once(spawn, model, failure):
+    """The run's error was shown: the provider that failed is not asked again for a title
+    (that was a second round of retries after the error, delaying the daemon's stop)."""
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue(failure)
+    msg = chat(d, sid, "why is the sky blue on a clear day")["message"]
+    assert msg["finishReason"] == "error"
+    asked = len(model.requests())
+    d.wait_for(lambda: _title(d, sid) == "why is the sky blue on a clear")
+    d.stop()  # waits for a title still being written
+    assert len(model.requests()) == asked and _titles_asked(model) == 0
+
+
+def _two_models(tmp_path, run_url: str, title_url: str) -> str:  # type: ignore[no-untyped-def]
+    path = tmp_path / "models.toml"
+    path.write_text(
+        'default_model = "main"\ntitle_model = "titler"\n'
+        f'[providers.run]\nbase_url = "{run_url}"\napi_key = "k"\n'
+        f'[providers.titles]\nbase_url = "{title_url}"\napi_key = "k"\n'
+        '[models.main]\nprovider = "run"\nname = "scripted"\n'
+        f'[models.titler]\nprovider = "{"run" if run_url == title_url else "titles"}"\n'
+        'name = "scripted"\n'
+    )
+    return str(path)
+
+
+def test_a_title_model_of_another_provider_is_still_asked_after_an_error(spawn, model, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens once closed
+    d = spawn(AGENTD_CONFIG=_two_models(tmp_path, closed, model.base_url))
+    sid = d.call("session/create", {})["session"]["id"]
+    msg = chat(d, sid, "plan the garden for spring")["message"]
+    assert msg["error"]["name"] == "ProviderUnavailable"
+    d.wait_for(lambda: _title(d, sid) == "plan the garden for spring")
+    assert _titles_asked(model) == 1
+
+
+def test_a_title_model_of_the_failed_provider_is_not_asked(spawn, model, tmp_path):
+    d = spawn(AGENTD_CONFIG=_two_models(tmp_path, model.base_url, model.base_url))
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue({"error": {"status": 503}, "repeat": 20})
+    assert chat(d, sid, "plan the garden")["message"]["finishReason"] == "error"
+    asked = len(model.requests())
+    d.wait_for(lambda: _title(d, sid) == "plan the garden")
+    d.stop()
+    assert len(model.requests()) == asked and _titles_asked(model) == 0

@@ -1,5 +1,5 @@
 """The JSON-RPC layer over real pipes: lifecycle, framing, error codes, malformed input.
-Each test here covers a way stock pygls misbehaves (see agentd/server.py)."""
+Each test here covers a way stock pygls misbehaves (see agentd/jsonrpc.py)."""
 
 from __future__ import annotations
 
@@ -250,7 +250,9 @@ def test_stdout_carries_only_frames_and_logs_go_to_stderr(spawn):
     d.call("session/create", {"title": "t"})
     d.close_stdin()
     d.wait_exit()
-    # The reader thread parsed every byte of stdout as frames (it would have raised).
+    # The reader thread parsed every byte of stdout as frames (it would have raised). It
+    # reaches the end of stdout on its own time after the process has exited: join it.
+    d._reader.join(10)
     assert d.closed
     d._err.join(10)  # stderr is read by a thread of its own: let it reach the end
     assert any("agentd" in line for line in d.stderr_lines)
@@ -434,3 +436,71 @@ def test_content_length_text_inside_a_body_is_only_text(spawn):
     d.send_raw(data[at:])
     assert d.result("t")["session"]["title"] == title
     assert not [m for m in d.messages if "error" in m]
+
+
+def test_requests_cancelled_in_the_write_that_sent_them_are_answered_once(spawn):
+    """Each request followed by its `$/cancelRequest` in one write, so the cancel is read
+    before the request's handler has run, for three times as many requests as agentd
+    handles at once: each is answered exactly once (a result or -32800), none keeps its
+    slot, and the daemon keeps serving."""
+    d = spawn()
+    count = 3 * 32
+    methods = ["session/list", "models/list", "session/get"]
+    d.send_raw(
+        b"".join(
+            frame(
+                {
+                    "jsonrpc": "2.0",
+                    "id": f"c{i}",
+                    "method": methods[i % 3],
+                    "params": {"sessionId": "ses_nope"} if i % 3 == 2 else {},
+                }
+            )
+            + frame({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": f"c{i}"}})
+            for i in range(count)
+        )
+    )
+
+    def answers() -> list[dict]:
+        return [m for m in d.messages if str(m.get("id", "")).startswith("c")]
+
+    d.wait_for(lambda: len({m["id"] for m in answers()}) == count, timeout=60)
+    assert d.call("session/list", {})["sessions"] == []
+    assert sorted(m["id"] for m in answers()) == sorted(f"c{i}" for i in range(count))
+    for m in answers():
+        code = m.get("error", {}).get("code")
+        assert "result" in m or code in (-32800, 1001), m
+
+
+def test_cancel_request_ids_that_only_look_like_a_running_one_cancel_nothing(spawn, model):
+    """A chat with id 0 runs while `$/cancelRequest` names false, 0.0, "0", [0], {"id": 0},
+    nothing, or carries params that are not an object: none of them is that id, so the
+    chat ends normally, and none gets an answer."""
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue({"text": "slow answer", "delayMs": 100, "chunkSize": 2})
+    d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}]}, msg_id=0
+    )
+    d.wait_for(lambda: d.notifications("part/delta"))
+    before = len([m for m in d.messages if "id" in m])
+    for params in [
+        {"id": False},
+        {"id": 0.0},
+        {"id": -0.0},
+        {"id": "0"},
+        {"id": [0]},
+        {"id": {"id": 0}},
+        {"id": None},
+        {},
+        [{"id": 0}],
+        "0",
+        None,
+    ]:
+        d.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": params})
+    d.send({"jsonrpc": "2.0", "method": "$/cancelRequest"})
+    result = d.result(0, timeout=30)
+    assert result["message"]["finishReason"] == "stop"
+    assert "".join(p.get("text", "") for p in result["message"]["parts"]) == "slow answer"
+    answered = [m for m in d.messages if "id" in m][before:]
+    assert [m["id"] for m in answered] == [0], answered

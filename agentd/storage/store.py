@@ -200,6 +200,24 @@ class Store:
             return False
         return not await asyncio.to_thread(lock_is_free, self.session_dir(session_id))
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session's run lock for work that must not overlap a run in any
+        daemon (a summary on request); SessionBusy when it is held."""
+        lock = RunLock(self.session_dir(session_id))
+        if not await asyncio.to_thread(lock.try_acquire):
+            row = await self.catalog.get(session_id)
+            raise SessionBusy(
+                "session is running in another agentd",
+                data={"sessionId": session_id, "runId": row.run_id if row else None},
+            )
+        self._running.add(session_id)
+        try:
+            yield
+        finally:
+            lock.release()
+            self._running.discard(session_id)
+
     # --- a run's lifetime --------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -212,16 +230,8 @@ class Store:
         path: the log is flushed, the catalog told the run ended (even when the log
         could not take it), the tool-context file and the lock released; a storage
         failure is then raised."""
-        lock = RunLock(self.session_dir(session_id))
-        if not await asyncio.to_thread(lock.try_acquire):
-            row = await self.catalog.get(session_id)
-            raise SessionBusy(
-                "session is running in another agentd",
-                data={"sessionId": session_id, "runId": row.run_id if row else None},
-            )
-        self._running.add(session_id)
-        log = self.log_for(session_id)
-        try:
+        async with self.exclusive(session_id):
+            log = self.log_for(session_id)
             state = await log.read()
             if state.session is None:
                 raise await self.forget_broken(session_id, "its log has no session header")
@@ -238,9 +248,6 @@ class Store:
                 yield RunStorage(log=log, header=state.session, first_run=not state.messages)
             finally:
                 await self._end_run(session_id, run_id, log)
-        finally:
-            lock.release()
-            self._running.discard(session_id)
 
     async def _end_run(self, session_id: str, run_id: str, log: SessionLog) -> None:
         failure: StorageError | None = None

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd import file_modes
-from agentd.redaction import is_secret_name
+from agentd.redaction import holds_secret, is_secret_name
 from agentd.sandbox import Confinement, Launch
 from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
 from agentd.tools.truncation import (
@@ -59,15 +60,38 @@ def command_title(command: str) -> str:
     return " ".join(command.split())[:60]
 
 
+# Names that say a variable holds a credential or a way to one: codex's default excludes
+# (*KEY*, *SECRET*, *TOKEN*) and more. Withholding a harmless variable (KEYTIMEOUT) costs
+# little; passing a credential to a command the model wrote costs a lot.
+_CREDENTIAL_NAME = re.compile(
+    r"KEY|SECRET|TOKEN|PASSW|PASSPHRASE|CREDENTIAL|AUTH|COOKIE|PRIVATE|(?:^|_)PATS?(?:_|$)",
+    re.IGNORECASE,
+)
+# A URL with a password in it (postgres://user:pass@host/db).
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s@:]*:[^/\s@]+@")
+
+
+def withheld(name: str, value: str) -> bool:
+    """A variable of agentd's environment that commands it starts for the model never
+    see: named like a credential, holding a URL with a password, or holding a value
+    agentd knows as a secret (a provider key, a `${VAR}` used in an MCP header)."""
+    return (
+        is_secret_name(name)
+        or _CREDENTIAL_NAME.search(name) is not None
+        or _URL_CREDENTIALS.search(value) is not None
+        or holds_secret(value)
+    )
+
+
 def process_environment(
     extra: Mapping[str, str], drop: frozenset[str] = frozenset()
 ) -> dict[str, str]:
-    """os.environ without credentials (by name, and the variables named in `drop`),
+    """os.environ without credentials (`withheld`, and the variables named in `drop`),
     plus `extra`."""
     env = {
         name: value
         for name, value in os.environ.items()
-        if not is_secret_name(name) and name not in drop
+        if name not in drop and not withheld(name, value)
     }
     env.update(extra)
     return env

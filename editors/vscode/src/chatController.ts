@@ -3,11 +3,12 @@ import * as vscode from 'vscode';
 import { AgentdError, isCancelled, type AgentdClient } from './client/agentdClient';
 import type { ChatViewProvider } from './chatViewProvider';
 import { mcpToolPatterns } from './client/mcp';
+import { restrictedBuiltinTools, restrictedClientTools } from './client/restrictedMode';
 import { resolvePath } from './editorTools';
+import type { CurrentChatStore } from './currentChat';
 import { ErrorCodes, type Session } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
 
-const CURRENT_SESSION_KEY = 'agentd.currentSessionId';
 const PAGE_SIZE = 30;
 
 export class ChatController implements vscode.Disposable {
@@ -18,12 +19,14 @@ export class ChatController implements vscode.Disposable {
   constructor(
     private readonly client: AgentdClient,
     private readonly view: ChatViewProvider,
-    private readonly state: vscode.Memento,
+    private readonly current: CurrentChatStore,
     private readonly getModel: () => string,
     private readonly log: vscode.LogOutputChannel,
     private readonly getTools: () => string[] | undefined = () => undefined,
+    /** False in Restricted Mode (an untrusted folder): chat and read-only tools only. */
+    private readonly isTrusted: () => boolean = () => true,
   ) {
-    this.currentSessionId = state.get<string>(CURRENT_SESSION_KEY);
+    this.currentSessionId = current.get();
     this.disposables.push(
       view.onMessage((m) => void this.onViewMessage(m).catch((e) => this.reportError(e))),
       client.onNotification((n) => {
@@ -52,7 +55,7 @@ export class ChatController implements vscode.Disposable {
 
   private setCurrent(id: string | undefined): void {
     this.currentSessionId = id;
-    void this.state.update(CURRENT_SESSION_KEY, id);
+    this.current.set(id);
     this.updateBusyContext();
   }
 
@@ -65,6 +68,7 @@ export class ChatController implements vscode.Disposable {
     switch (m.type) {
       case 'ready':
         this.view.post({ type: 'daemon', state: this.client.state });
+        this.view.post({ type: 'trust', trusted: this.isTrusted() });
         // Start the daemon as soon as the view shows, so the first answer does not wait for it.
         this.client.start().catch((e) => this.log.error(`agentd did not start: ${describeError(e)}`));
         if (m.sessionId && !this.currentSessionId) this.setCurrent(m.sessionId);
@@ -97,6 +101,9 @@ export class ChatController implements vscode.Disposable {
         break;
       case 'insert':
         await insertAtCursor(m.text);
+        break;
+      case 'manageTrust':
+        await vscode.commands.executeCommand('workbench.trust.manage');
         break;
       case 'openFile':
         try {
@@ -160,13 +167,17 @@ export class ChatController implements vscode.Disposable {
         this.view.post({ type: 'sessionStarted', session });
       }
       const model = this.getModel();
-      const tools = await this.toolsFor(sessionId);
+      // Restricted Mode: the read-only built-ins, no MCP patterns, the read-only editor tools.
+      const trusted = this.isTrusted();
+      const tools = trusted ? await this.toolsFor(sessionId) : restrictedBuiltinTools(this.getTools());
+      const clientTools = trusted ? undefined : restrictedClientTools(this.client.clientToolDefinitions);
       const result = await this.client.chat({
         sessionId,
         parts: [{ type: 'text', text }],
         onBusy: 'queue',
         ...(model ? { model } : {}),
         ...(tools ? { tools } : {}),
+        ...(clientTools ? { clientTools } : {}),
       });
       this.view.post({ type: 'chatResult', sessionId, message: result.message });
     } catch (e) {

@@ -157,6 +157,9 @@ export function createEditorTools(context: vscode.ExtensionContext): ClientToolH
   const applyEdit: ClientToolHandler = {
     definition: def('apply_edit'),
     async execute(input, _request, token: CancellationToken) {
+      // Restricted Mode never declares this tool; a run queued before the folder lost trust
+      // (or a daemon calling it anyway) is refused here too.
+      if (!vscode.workspace.isTrusted) return fail('apply_edit is not available in Restricted Mode (the folder is not trusted)');
       let spec;
       try {
         spec = parseApplyEditInput(input);

@@ -4,15 +4,21 @@ import { AgentdClient, AgentdError, isCancelled, type StateChange } from './clie
 import { daemonEnvironment, needsRestart, normalizeSettings, type DaemonSettings } from './client/daemonEnv';
 import { ChatController, describeError } from './chatController';
 import { ChatViewProvider } from './chatViewProvider';
+import { CurrentChatStore } from './currentChat';
 import { createEditorTools, displayPath } from './editorTools';
 import { describeMcpStatus, McpStatusTracker, mcpServerItems, mcpToolItems, type McpServerItem, type McpToolItem } from './client/mcp';
-import { askPermission } from './permission';
+import { createPermissionHandler } from './permission';
+import { selectionLineRange } from './client/editLogic';
 import { ErrorCodes, type McpServerInfo, type McpStatusServer } from './protocol';
-import { formatRelativeTime } from './webview/format';
 
 function readSettings(): DaemonSettings {
   const c = vscode.workspace.getConfiguration('agentd');
   return normalizeSettings({ path: c.get('path'), model: c.get('model'), env: c.get('env'), dataDir: c.get('dataDir') });
+}
+
+/** The settings for the log: the environment's names only (its values may be secrets). */
+function describeSettings(s: DaemonSettings): string {
+  return `path ${s.path}, model ${s.model || '(default)'}, dataDir ${s.dataDir || '(default)'}, env ${Object.keys(s.env).join(', ') || '(none)'}`;
 }
 
 /** `agentd.tools`: the built-in tools to offer; undefined leaves the daemon's default. */
@@ -26,9 +32,13 @@ export function activate(context: vscode.ExtensionContext): void {
   context.subscriptions.push(log);
 
   let settings = readSettings();
+  log.info(`settings: ${describeSettings(settings)}${vscode.workspace.isTrusted ? '' : ' (Restricted Mode: user settings only)'}`);
   const workspaceRoot = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
   const version = (context.extension.packageJSON as { version?: string }).version;
   const tools = createEditorTools(context);
+  const currentChat = new CurrentChatStore(context.workspaceState, context.storageUri, log);
+  const isTrusted = () => vscode.workspace.isTrusted;
+  const onPermissionRequest = createPermissionHandler(isTrusted);
 
   const makeClient = (s: DaemonSettings) =>
     new AgentdClient({
@@ -38,7 +48,7 @@ export function activate(context: vscode.ExtensionContext): void {
       workspaceRoot,
       clientInfo: { name: 'vscode-agentd', version },
       clientTools: tools,
-      onPermissionRequest: askPermission,
+      onPermissionRequest,
     });
 
   let client = makeClient(settings);
@@ -59,7 +69,7 @@ export function activate(context: vscode.ExtensionContext): void {
   let controller: ChatController;
   let clientSubscriptions: vscode.Disposable[] = [];
   const wire = () => {
-    controller = new ChatController(client, view, context.workspaceState, () => settings.model, log, readTools);
+    controller = new ChatController(client, view, currentChat, () => settings.model, log, readTools, isTrusted);
     const mcp = new McpStatusTracker();
     clientSubscriptions = [
       controller,
@@ -130,22 +140,33 @@ export function activate(context: vscode.ExtensionContext): void {
       log.error(`agentd did not start: ${describeError(e)}`);
     });
 
+  /** Re-reads the settings; a change of path, model, env or dataDir restarts the daemon. */
+  const applySettings = async () => {
+    const next = readSettings();
+    const restart = needsRestart(settings, next);
+    settings = next;
+    if (!restart) return;
+    log.info(`settings changed (${describeSettings(settings)}): restarting agentd`);
+    const wasRunning = client.state !== 'stopped';
+    clientSubscriptions.forEach((d) => d.dispose());
+    client = makeClient(settings);
+    wire();
+    if (wasRunning) {
+      await start();
+      void vscode.window.showInformationMessage('agentd restarted with the new settings.');
+    }
+  };
+
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration(async (e) => {
-      if (!e.affectsConfiguration('agentd')) return;
-      const next = readSettings();
-      const restart = needsRestart(settings, next);
-      settings = next;
-      if (!restart) return;
-      log.info('settings changed: restarting agentd');
-      const wasRunning = client.state !== 'stopped';
-      clientSubscriptions.forEach((d) => d.dispose());
-      client = makeClient(settings);
-      wire();
-      if (wasRunning) {
-        await start();
-        void vscode.window.showInformationMessage('agentd restarted with the new settings.');
-      }
+      if (e.affectsConfiguration('agentd')) await applySettings();
+    }),
+
+    // Trusting the folder lifts Restricted Mode at once: the view drops its notice, the next
+    // message offers every tool, and settings the folder sets (ignored until now) apply.
+    vscode.workspace.onDidGrantWorkspaceTrust(async () => {
+      view.post({ type: 'trust', trusted: true });
+      await applySettings();
     }),
 
     vscode.commands.registerCommand('agentd.openChat', async () => {
@@ -163,8 +184,10 @@ export function activate(context: vscode.ExtensionContext): void {
       await controller.abort();
     }),
 
+    // The view title bar's history button (and the palette): the session list in the view.
     vscode.commands.registerCommand('agentd.sessions', async () => {
-      await pickSession();
+      await view.reveal();
+      view.post({ type: 'showSessions' });
     }),
 
     vscode.commands.registerCommand('agentd.sendSelection', async () => {
@@ -175,8 +198,10 @@ export function activate(context: vscode.ExtensionContext): void {
       }
       const doc = editor.document;
       const sel = editor.selection;
-      const code = doc.getText(sel);
-      const where = `${displayPath(doc.uri)}:${sel.start.line + 1}-${sel.end.line + 1}`;
+      const lines = selectionLineRange(sel.start, sel.end);
+      // Up to the end of the last line that has something selected (not the next line's start).
+      const code = doc.getText(new vscode.Range(sel.start, sel.end.character === 0 && sel.end.line > sel.start.line ? doc.lineAt(lines.last - 1).range.end : sel.end));
+      const where = `${displayPath(doc.uri)}:${lines.first}-${lines.last}`;
       const question = await vscode.window.showInputBox({
         title: 'Send selection to agentd',
         prompt: `Ask about ${where} (Enter sends; leave empty to send the code alone)`,
@@ -262,74 +287,6 @@ export function activate(context: vscode.ExtensionContext): void {
     qp.onDidAccept(() => qp.hide());
     qp.onDidHide(() => qp.dispose());
     qp.show();
-  }
-
-  async function pickSession(): Promise<void> {
-    type Item = vscode.QuickPickItem & { sessionId?: string; title?: string; more?: boolean };
-    const qp = vscode.window.createQuickPick<Item>();
-    qp.placeholder = 'Search agentd sessions by title';
-    qp.matchOnDescription = false;
-    const renameButton = { iconPath: new vscode.ThemeIcon('edit'), tooltip: 'Rename' };
-    const deleteButton = { iconPath: new vscode.ThemeIcon('trash'), tooltip: 'Delete' };
-    let items: Item[] = [];
-    let cursor: string | undefined;
-    let seq = 0;
-    const load = async (query: string, append: boolean) => {
-      const my = ++seq;
-      qp.busy = true;
-      try {
-        const res = await client.listSessions({ limit: 30, rootsOnly: true, ...(query ? { query } : {}), ...(append && cursor ? { cursor } : {}) });
-        if (my !== seq) return;
-        const page: Item[] = res.sessions.map((s) => ({
-          label: s.title || 'Untitled',
-          description: formatRelativeTime(s.time.updated) + (s.status !== 'idle' ? ' · running' : ''),
-          detail: s.id === controller.sessionId ? 'current chat' : undefined,
-          sessionId: s.id,
-          title: s.title,
-          alwaysShow: true,
-          buttons: [renameButton, deleteButton],
-        }));
-        items = append ? [...items.filter((i) => !i.more), ...page] : page;
-        cursor = res.nextCursor ?? undefined;
-        qp.items = cursor ? [...items, { label: '$(ellipsis) Load more…', more: true, alwaysShow: true }] : items;
-      } catch (e) {
-        qp.items = [{ label: `$(error) ${describeError(e)}`, alwaysShow: true }];
-      } finally {
-        if (my === seq) qp.busy = false;
-      }
-    };
-    let timer: NodeJS.Timeout | undefined;
-    qp.onDidChangeValue((v) => {
-      clearTimeout(timer);
-      timer = setTimeout(() => void load(v.trim(), false), 200);
-    });
-    qp.onDidAccept(async () => {
-      const item = qp.selectedItems[0];
-      if (!item) return;
-      if (item.more) {
-        await load(qp.value.trim(), true);
-        return;
-      }
-      if (item.sessionId) {
-        qp.hide();
-        await view.reveal();
-        await controller.showSession(item.sessionId);
-      }
-    });
-    qp.onDidTriggerItemButton(async ({ item, button }) => {
-      if (!item.sessionId) return;
-      if (button === renameButton) {
-        const title = await vscode.window.showInputBox({ title: 'Rename chat', value: item.title ?? '' });
-        if (title?.trim()) await client.renameSession(item.sessionId, title.trim());
-      } else if (button === deleteButton) {
-        await controller.deleteSession(item.sessionId, item.title);
-      }
-      await load(qp.value.trim(), false);
-      qp.show();
-    });
-    qp.onDidHide(() => qp.dispose());
-    qp.show();
-    await load('', false);
   }
 
   status.text = '$(comment-discussion) agentd';

@@ -71,10 +71,34 @@ function M.spawn_env()
   return env
 end
 
+-- The clone of the agentd repository this plugin was loaded from (plugin managers clone
+-- the whole repository; the plugin is its editors/nvim), or nil.
+local function repository_root()
+  local source = debug.getinfo(1, "S").source
+  if source:sub(1, 1) ~= "@" then
+    return nil
+  end
+  -- <root>/editors/nvim/lua/agentd/client.lua
+  local root = vim.fn.fnamemodify(source:sub(2), ":p:h:h:h:h:h")
+  if vim.fn.filereadable(root .. "/pyproject.toml") == 1 then
+    return root
+  end
+  return nil
+end
+
+-- agentd is not on PyPI yet, and `agentd` there is another project: it is installed from
+-- a clone of its repository.
 local function not_found_message(exe)
+  local root = repository_root()
+  local install = "Install it from a clone of the agentd repository: `pip install .` in the clone"
+  if root then
+    install = ("Install it from this plugin's clone of the agentd repository: `cd %s && pip install .`"):format(
+      vim.fn.shellescape(root)
+    )
+  end
   return table.concat({
     ("agentd not found: `%s` is not an executable on $PATH."):format(exe),
-    "Install it with `pip install agentd` (or `pipx install agentd`),",
+    install .. " (it is not on PyPI: `agentd` there is another project),",
     'or point the plugin at it: require("agentd").setup({ cmd = { "/path/to/agentd" } })',
   }, "\n")
 end

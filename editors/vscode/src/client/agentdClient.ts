@@ -562,7 +562,7 @@ export class AgentdClient implements Disposable {
 
 function describeSpawnError(command: string, err: NodeJS.ErrnoException): string {
   if (err.code === 'ENOENT') {
-    return `agentd executable not found: '${command}'. Install agentd (pip install agentd) or set "agentd.path".`;
+    return `agentd executable not found: '${command}'. Install agentd from its clone (cd agentd && pip install .) or set "agentd.path".`;
   }
   if (err.code === 'EACCES') return `agentd executable is not executable: '${command}'.`;
   return `Could not start agentd ('${command}'): ${err.message}`;

@@ -152,3 +152,17 @@ export function describeChange(before: string, after: string): string {
   const added = Math.max(0, endB - start + 1);
   return `${removed} line(s) replaced by ${added} line(s) starting at line ${start + 1}`;
 }
+
+/**
+ * The 1-based, inclusive lines a selection covers, as people read them. A selection that ends
+ * at column 0 of a later line (select all, or whole lines picked with Shift+Down) does not
+ * include that line: nothing of it is selected.
+ */
+export function selectionLineRange(
+  start: { line: number; character: number },
+  end: { line: number; character: number },
+): { first: number; last: number } {
+  const [a, b] = start.line < end.line || (start.line === end.line && start.character <= end.character) ? [start, end] : [end, start];
+  const last = b.line > a.line && b.character === 0 ? b.line - 1 : b.line;
+  return { first: a.line + 1, last: last + 1 };
+}

@@ -20,8 +20,11 @@ export type HostToView =
   | { type: 'sessions'; sessions: Session[]; nextCursor?: string; query: string; append: boolean }
   | { type: 'sessionDeleted'; sessionId: string }
   | { type: 'daemon'; state: DaemonState; message?: string }
+  /** Workspace trust: untrusted is Restricted Mode (chat and read-only tools only). */
+  | { type: 'trust'; trusted: boolean }
   /** The user is sending through the host (e.g. agentd.sendSelection): show it as pending. */
   | { type: 'sending'; sessionId?: string; text: string }
+  /** Shows or hides the session list (`visible` undefined toggles it): the view title bar's button. */
   | { type: 'showSessions'; visible?: boolean }
   | { type: 'focusInput'; text?: string };
 
@@ -36,7 +39,9 @@ export type ViewToHost =
   | { type: 'deleteSession'; sessionId: string; title?: string }
   | { type: 'copy'; text: string }
   | { type: 'insert'; text: string }
-  | { type: 'openFile'; path: string };
+  | { type: 'openFile'; path: string }
+  /** The Restricted Mode notice's link: VS Code's workspace trust editor. */
+  | { type: 'manageTrust' };
 
 /** What the webview keeps with `vscode.setState` so a reload lands on the same chat. */
 export interface ViewPersistedState {

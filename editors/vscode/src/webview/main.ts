@@ -6,7 +6,8 @@ import type { CommandSandbox, Message, Part, Session, ToolPart } from '../protoc
 import { ChatState, type Change } from '../shared/chatState';
 import { sandboxLabel, sandboxSentence } from '../shared/sandbox';
 import type { HostToView, ViewPersistedState, ViewToHost } from '../shared/webviewProtocol';
-import { finishReasonLabel, formatCost, formatDuration, formatRelativeTime, formatTokens } from './format';
+import { describeUsage } from '../shared/usage';
+import { finishReasonLabel, formatDuration, formatRelativeTime } from './format';
 import { renderMarkdownToHtml } from './markdown';
 
 interface VsCodeApi {
@@ -26,10 +27,6 @@ const svg = (body: string) =>
 const ICON = {
   send: svg('<path d="M1.7 1.3 15 8 1.7 14.7l1.6-5.9L10 8 3.3 7.2 1.7 1.3z"/>'),
   stop: svg('<rect x="3" y="3" width="10" height="10" rx="1.5"/>'),
-  add: svg('<path d="M8.5 2h-1v5.5H2v1h5.5V14h1V8.5H14v-1H8.5z"/>'),
-  history: svg(
-    '<path d="M8 1.5a6.5 6.5 0 1 1-6.3 8h1.03A5.5 5.5 0 1 0 3.7 4.6H6v1H2V1.6h1v2.3A6.5 6.5 0 0 1 8 1.5z"/><path d="M7.5 4h1v3.8l2.6 1.5-.5.9-3.1-1.8z"/>',
-  ),
   edit: svg('<path d="M13.2 1.8a1.6 1.6 0 0 1 2.3 2.3L5.7 13.9 2 15l1.1-3.7zM3.9 12.1l-.5 1.5 1.5-.5 8-8-1-1z"/>'),
   trash: svg('<path d="M6 1h4l.5 1H14v1H2V2h3.5zM3 4h10l-.8 10.2a1 1 0 0 1-1 .8H4.8a1 1 0 0 1-1-.8zm3 2v7h1V6zm3 0v7h1V6z"/>'),
   copy: svg('<path d="M4 4V1.5h10.5V12H12V4.5zm-2.5 1.5H11V15H1.5zm1 1v7.5H10V6.5z"/>'),
@@ -71,12 +68,18 @@ function iconButton(icon: string, label: string, onclick: (e: Event) => void, cl
 // --- page skeleton -------------------------------------------------------------------------------
 const app = document.getElementById('app')!;
 const titleEl = h('div', { class: 'title', id: 'chat-title' }, 'New chat');
-const sessionsButton = iconButton(ICON.history, 'Sessions', () => toggleSessions(), 'sessions-toggle');
-sessionsButton.id = 'sessions-toggle';
-const newChatButton = iconButton(ICON.add, 'New chat', () => post({ type: 'newChat' }));
-newChatButton.id = 'new-chat';
-const header = h('header', { class: 'toolbar' }, titleEl, sessionsButton, newChatButton);
+// New Chat and Show Sessions are VS Code's own buttons in the view's title bar (package.json,
+// view/title); the page's header only names the chat.
+const header = h('header', { class: 'toolbar' }, titleEl);
 const banner = h('div', { class: 'banner', id: 'daemon-banner', role: 'status', hidden: true });
+const trustLink = h('button', { class: 'link-button', type: 'button', onclick: () => post({ type: 'manageTrust' }) }, 'Trust this folder…');
+const restrictedNotice = h(
+  'div',
+  { class: 'notice restricted', id: 'restricted-notice', role: 'note', hidden: true },
+  h('strong', {}, 'Restricted Mode'),
+  ': agentd chats and reads this folder but changes nothing — no file edits, no commands, no MCP servers. ',
+  trustLink,
+);
 
 const searchInput = h('input', {
   id: 'session-search',
@@ -105,20 +108,24 @@ const emptyEl = h(
 );
 messagesEl.append(emptyEl);
 
-const statusLine = h('div', { class: 'turn-status', id: 'turn-status', hidden: true });
+const statusText = h('span', { class: 'status-text' });
+const stopButton = h('button', { id: 'stop', class: 'stop-button', type: 'button', title: 'Stop (Escape)', hidden: true, onclick: () => abort() });
+stopButton.innerHTML = ICON.stop + '<span>Stop</span>';
+// Stop sits on the status line above the input, not beside it: the input keeps its width (and
+// its placeholder its one line) while a turn runs.
+const statusLine = h('div', { class: 'turn-status', id: 'turn-status', hidden: true }, statusText, stopButton);
 const input = h('textarea', {
   id: 'input',
   rows: '1',
-  placeholder: 'Ask agentd… (Enter to send, Shift+Enter for a new line)',
-  'aria-label': 'Message',
+  placeholder: 'Ask agentd…',
+  title: 'Enter to send, Shift+Enter for a new line',
+  'aria-label': 'Message (Enter to send, Shift+Enter for a new line)',
 });
 const sendButton = iconButton(ICON.send, 'Send (Enter)', () => send(), 'send');
 sendButton.id = 'send';
-const stopButton = h('button', { id: 'stop', class: 'stop-button', type: 'button', title: 'Stop (Escape)', hidden: true, onclick: () => abort() });
-stopButton.innerHTML = ICON.stop + '<span>Stop</span>';
-const composer = h('footer', { class: 'composer' }, statusLine, h('div', { class: 'input-row' }, input, sendButton, stopButton));
+const composer = h('footer', { class: 'composer' }, statusLine, h('div', { class: 'input-row' }, input, sendButton));
 
-app.append(header, banner, sessionsPanel, messagesEl, composer);
+app.append(header, banner, restrictedNotice, sessionsPanel, messagesEl, composer);
 
 // --- state -------------------------------------------------------------------------------------
 let chat = new ChatState(persisted.sessionId);
@@ -129,6 +136,16 @@ let sessions: Session[] = [];
 let sessionsCursor: string | undefined;
 let sessionsQuery = '';
 let renamingId: string | undefined;
+/**
+ * The newest `session/updated` of each session. A list answers a request made earlier and can
+ * reach the page after an update that happened since (the host posts notifications as they
+ * arrive, answers when their promise settles): the newer of the two is shown.
+ */
+const updatedSessions = new Map<string, Session>();
+const fresher = (s: Session): Session => {
+  const u = updatedSessions.get(s.id);
+  return u && (u.time?.updated ?? 0) >= (s.time?.updated ?? 0) ? u : s;
+};
 
 interface MessageView {
   root: HTMLElement;
@@ -181,22 +198,20 @@ function updateEmpty(): void {
 function updateBusy(): void {
   const running = busy || pendingSends.length > 0;
   stopButton.hidden = !running;
-  sendButton.hidden = running && input.value.trim() === '';
   document.body.classList.toggle('busy', running);
+  statusText.textContent = '';
   if (statusInfo.status === 'retry') {
     const when = statusInfo.nextRetryAt ? ` in ${Math.max(0, Math.round((statusInfo.nextRetryAt - Date.now()) / 1000))} s` : '';
-    statusLine.textContent = '';
-    statusLine.append(
+    statusText.append(
       h('span', { class: 'status-retry' }, `Retrying${statusInfo.attempt ? ` (attempt ${statusInfo.attempt})` : ''}${when}${statusInfo.message ? `: ${statusInfo.message}` : ''}`),
     );
     statusLine.hidden = false;
   } else if (running) {
-    statusLine.innerHTML = ICON.spinner;
-    statusLine.append(h('span', {}, busy ? 'Working…' : 'Sending…'));
+    statusText.innerHTML = ICON.spinner;
+    statusText.append(h('span', {}, busy ? 'Working…' : 'Sending…'));
     statusLine.hidden = false;
   } else {
     statusLine.hidden = true;
-    statusLine.textContent = '';
   }
 }
 
@@ -250,38 +265,18 @@ function renderMessageInfo(messageId: string): void {
 
   // Usage and cost once the turn is complete.
   if (role === 'assistant' && info.time?.completed) {
-    const bits: string[] = [];
-    const u = info.usage;
-    if (u) {
-      bits.push(`${formatTokens(u.inputTokens)} in`);
-      bits.push(`${formatTokens(u.outputTokens)} out`);
-      if (u.reasoningTokens) bits.push(`${formatTokens(u.reasoningTokens)} reasoning`);
-      if (u.cacheReadTokens) bits.push(`${formatTokens(u.cacheReadTokens)} cached`);
-    }
-    if (info.cost !== undefined && info.cost !== null) bits.push(formatCost(info.cost));
+    const usage = describeUsage(info, m.parts);
+    const bits: string[] = [usage.text];
     if (info.time.created && info.time.completed) bits.push(formatDuration(info.time.completed - info.time.created));
     if (info.model) bits.push(info.model);
     const reason = info.finishReason ? finishReasonLabel[info.finishReason] ?? info.finishReason : '';
     v.meta.textContent = '';
     if (reason) v.meta.append(h('span', { class: `finish finish-${info.finishReason}` }, reason));
-    v.meta.append(h('span', { class: 'usage', title: usageTitle(info) }, bits.join(' · ')));
+    v.meta.append(h('span', { class: `usage${usage.unknownSteps ? ' usage-unknown' : ''}`, title: usage.title }, bits.filter(Boolean).join(' · ')));
     v.meta.hidden = false;
   } else {
     v.meta.hidden = true;
   }
-}
-
-function usageTitle(info: Message): string {
-  const u = info.usage;
-  if (!u) return '';
-  return [
-    `Input tokens: ${u.inputTokens}`,
-    `Output tokens: ${u.outputTokens}`,
-    `Reasoning tokens: ${u.reasoningTokens}`,
-    `Cache read: ${u.cacheReadTokens}`,
-    `Cache write: ${u.cacheWriteTokens}`,
-    `Cost: $${info.cost ?? 0}`,
-  ].join('\n');
 }
 
 function renderPart(messageId: string, partId: string): void {
@@ -529,7 +524,9 @@ function applyChanges(changes: Change[]): void {
         updateHeader();
         break;
       case 'error':
-        showError(`${c.error.name}: ${c.error.message}`);
+        // A failed run's `session/error` repeats its message's error (sent just before it),
+        // which the message already shows.
+        if (!chat.messages.some((m) => c.runId && m.info.runId === c.runId && m.info.error)) showError(`${c.error.name}: ${c.error.message}`);
         break;
     }
   }
@@ -634,8 +631,6 @@ input.addEventListener('input', () => {
 // --- sessions panel ----------------------------------------------------------------------------
 function toggleSessions(visible = sessionsPanel.hidden): void {
   sessionsPanel.hidden = !visible;
-  sessionsButton.classList.toggle('active', visible);
-  sessionsButton.setAttribute('aria-expanded', String(visible));
   if (visible) {
     requestSessions(searchInput.value.trim());
     searchInput.focus();
@@ -660,6 +655,9 @@ moreButton.addEventListener('click', () => {
 });
 
 function renderSessions(): void {
+  // A title being typed is kept: a list that arrives meanwhile (a search, a title update, a
+  // refresh) is shown when the rename ends.
+  if (renamingId !== undefined && sessionList.querySelector('.rename-input')) return;
   sessionList.textContent = '';
   for (const s of sessions) sessionList.append(sessionItem(s));
   sessionsEmpty.hidden = sessions.length > 0;
@@ -672,18 +670,23 @@ function sessionItem(s: Session): HTMLElement {
   const li = h('li', { class: 'session-item', 'data-session-id': s.id });
   if (renamingId === s.id) {
     const field = h('input', { class: 'rename-input', type: 'text', value: s.title ?? '', 'aria-label': 'Session title' });
+    let ended = false; // Enter, Escape or leaving the field: whichever comes first decides
     const commit = () => {
+      if (ended) return;
+      ended = true;
       const title = field.value.trim();
       renamingId = undefined;
       if (title && title !== s.title) {
         post({ type: 'renameSession', sessionId: s.id, title });
-        s.title = title;
+        // The list may have been replaced while the title was typed: rename its copy.
+        for (const x of sessions) if (x.id === s.id) x.title = title;
       }
       renderSessions();
     };
     field.addEventListener('keydown', (e) => {
       if (e.key === 'Enter') commit();
-      if (e.key === 'Escape') {
+      if (e.key === 'Escape' && !ended) {
+        ended = true;
         renamingId = undefined;
         renderSessions();
       }
@@ -720,6 +723,7 @@ function markActiveSession(): void {
 }
 
 function onSessionUpdated(s: Session): void {
+  updatedSessions.set(s.id, s);
   const i = sessions.findIndex((x) => x.id === s.id);
   if (i >= 0) {
     sessions.splice(i, 1);
@@ -787,18 +791,28 @@ window.addEventListener('message', (event: MessageEvent) => {
         updateBusy();
       }
       break;
-    case 'sessions':
-      sessions = msg.append ? [...sessions, ...msg.sessions.filter((s) => !sessions.some((x) => x.id === s.id))] : msg.sessions;
+    case 'sessions': {
+      // A session retitled since is left out when its new title no longer matches the search.
+      const q = msg.query.toLowerCase();
+      const listed = msg.sessions.flatMap((s) => {
+        const f = fresher(s);
+        return f === s || !q || (f.title ?? '').toLowerCase().includes(q) ? [f] : [];
+      });
+      sessions = msg.append ? [...sessions, ...listed.filter((s) => !sessions.some((x) => x.id === s.id))] : listed;
       sessionsCursor = msg.nextCursor;
       sessionsQuery = msg.query;
       renderSessions();
       break;
+    }
     case 'sessionDeleted':
       sessions = sessions.filter((s) => s.id !== msg.sessionId);
       renderSessions();
       break;
     case 'daemon':
       showDaemon(msg.state, msg.message);
+      break;
+    case 'trust':
+      restrictedNotice.hidden = msg.trusted;
       break;
     case 'sending':
       pendingSends.push(msg.text);

@@ -179,17 +179,18 @@ describe('MCP servers (stand-in vscode, real agentd, real MCP servers)', () => {
 
   test('MCP tools are offered next to agentd.tools; trust "ask" asks with the daemon\'s title', async () => {
     const before = posted.length;
-    stub.answers.push({ match: /^ask: echo /, answer: 'Allow once' });
-    const shown = stub.messages.length;
+    stub.answers.push({ quickPick: true, match: /^agentd: allow ask: echo /, answer: 'Allow once' });
+    const picks = stub.quickPicks.length;
     toHost({ type: 'send', text: '/tool ask_echo {"text": "hello from vscode"}' });
     const result = await waitFor(() => posted.slice(before).find((m) => m.type === 'chatResult' || m.type === 'error'), { what: 'the answer', timeoutMs: 30_000 });
     assert.equal(result.type, 'chatResult', JSON.stringify(result));
 
-    const modal = stub.messages.slice(shown).find((m) => m.options?.modal);
-    assert.ok(modal, 'a permission dialog was shown');
-    assert.equal(modal.text, 'ask: echo {"text": "hello from vscode"}');
-    assert.equal(modal.options.detail, 'Tool: ask_echo\n\n{\n  "text": "hello from vscode"\n}');
-    assert.deepEqual(modal.items, ['Allow once', 'Allow always', 'Reject']);
+    const ask = stub.quickPicks.slice(picks).find((q) => /^agentd: allow/.test(q.title));
+    assert.ok(ask, 'the permission was asked');
+    assert.equal(ask.title, 'agentd: allow ask: echo {"text": "hello from vscode"}?');
+    assert.deepEqual(ask.items.map((i) => i.label), ['$(circle-slash) Reject', '$(check) Allow once', '$(check-all) Allow always']);
+    assert.equal(ask.items[1].detail, '{"text":"hello from vscode"}');
+    assert.match(ask.items[2].detail, /any input/, "an MCP tool's Allow always covers any input");
 
     const part = result.message.parts.find((p) => p.type === 'tool');
     assert.equal(part.tool, 'ask_echo');
@@ -211,7 +212,7 @@ describe('MCP servers (stand-in vscode, real agentd, real MCP servers)', () => {
     assert.ok(!names.includes('ask_whoami'), 'a tool outside the allow-list is not offered');
 
     // Reject: the call is refused, the model reads why.
-    stub.answers.push({ match: /^ask: echo /, answer: 'Reject' });
+    stub.answers.push({ quickPick: true, match: /^agentd: allow ask: echo /, answer: 'Reject' });
     const from = posted.length;
     toHost({ type: 'send', text: '/tool ask_echo {"text": "no"}', sessionId: result.sessionId });
     const rejected = await waitFor(() => posted.slice(from).find((m) => m.type === 'chatResult' || m.type === 'error'), { what: 'the second answer', timeoutMs: 30_000 });

@@ -133,8 +133,15 @@ class TextDocument {
 // --- what the tests script and observe -------------------------------------------------------
 const stub = {
   config: {},
-  /** Queued answers for dialogs: each entry { match: RegExp, answer: string|undefined }. */
+  /**
+   * Queued answers for dialogs: each entry { match: RegExp, answer: string|undefined }. With
+   * `quickPick: true` it answers a quick pick whose title matches: the item whose label contains
+   * `answer` is accepted, or (answer undefined) the pick is closed as Escape does.
+   */
   answers: [],
+  /** vscode.workspace.isTrusted; `trustEmitter` fires onDidGrantWorkspaceTrust. */
+  trusted: true,
+  trustEmitter: new EventEmitter(),
   messages: [], // every notification/dialog shown: { level, text, items, options }
   commandsRun: [],
   clipboard: '',
@@ -197,6 +204,13 @@ const window = {
       onDidHide: emitters.hide.event,
       show() {
         qp.visible = true;
+        const i = stub.answers.findIndex((a) => a.quickPick && a.match.test(qp.title ?? ''));
+        if (i < 0) return;
+        const { answer } = stub.answers.splice(i, 1)[0];
+        setTimeout(() => {
+          if (answer === undefined) qp.hide();
+          else qp.__accept(qp.items.find((item) => item.label.includes(answer)));
+        });
       },
       hide() {
         qp.visible = false;
@@ -245,6 +259,10 @@ const window = {
 };
 
 const workspace = {
+  get isTrusted() {
+    return stub.trusted;
+  },
+  onDidGrantWorkspaceTrust: stub.trustEmitter.event,
   getConfiguration: (section) => ({ get: (key, d) => (stub.config[key] !== undefined ? stub.config[key] : d) }),
   onDidChangeConfiguration: stub.configEmitter.event,
   get workspaceFolders() {

@@ -2,6 +2,7 @@
 // arithmetic, and the notification reducer against the recorded fixture.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -243,5 +244,124 @@ describe('sandbox wording', () => {
       lib.sandboxSentence({ mode: 'workspace-write', network: false, blocked: 'writing files (read-only mode)', rerunOf: 'read-only' }),
       'The read-only sandbox blocked writing files (read-only mode). Rerun it in the workspace-write sandbox?',
     );
+  });
+});
+
+describe('permission choices', () => {
+  const outcomes = (r) => lib.permissionChoices(r).map((c) => c.outcome);
+  test('Reject first (the default), then Allow once, Allow always', () => {
+    assert.deepEqual(outcomes({ tool: 'write_file', input: { path: 'a.txt', content: 'x' } }), ['reject_once', 'allow_once', 'allow_always']);
+    const [, once, always] = lib.permissionChoices({ tool: 'write_file', input: { path: 'a.txt', content: 'one\ntwo' } });
+    assert.equal(once.detail, 'a.txt: one ⏎ two');
+    assert.match(always.detail, /this same write_file input/);
+    assert.match(lib.permissionChoices({ tool: 'ask_echo', input: {}, mcpServer: 'ask' })[2].detail, /any input/);
+  });
+  test("a command says how it would run; one that would run unconfined offers no Allow always (agentd would ask again)", () => {
+    const sandboxed = lib.permissionChoices({ tool: 'bash', input: { command: 'make' }, sandbox: { mode: 'workspace-write', network: false } });
+    assert.equal(sandboxed[1].detail, lib.sandboxSentence({ mode: 'workspace-write', network: false }));
+    assert.equal(sandboxed.length, 3);
+    const rerun = { mode: 'full-access', network: true, blocked: 'network access', rerunOf: 'workspace-write' };
+    assert.deepEqual(outcomes({ tool: 'bash', input: { command: 'curl x' }, sandbox: rerun }), ['reject_once', 'allow_once', 'allow_always']);
+    const unconfined = { mode: 'full-access', network: true, fallback: 'bubblewrap is not installed' };
+    const asked = lib.permissionChoices({ tool: 'bash', input: { command: 'rm -rf build' }, sandbox: unconfined });
+    assert.deepEqual(asked.map((c) => c.outcome), ['reject_once', 'allow_once']);
+    assert.match(asked[1].detail, /unconfined/);
+  });
+  test('the one-line summary: newlines shown, long input cut, odd input still said', () => {
+    assert.equal(lib.permissionSummary('bash', { command: 'a\n  b' }), '$ a ⏎ b');
+    const long = lib.permissionSummary('bash', { command: 'x'.repeat(500) });
+    assert.equal(long.length, 160);
+    assert.ok(long.endsWith('…'));
+    assert.equal(lib.permissionSummary('bash', { command: 42 }), '{"command":42}');
+    assert.equal(lib.permissionSummary('write_file', null), 'null');
+    assert.equal(lib.permissionSummary('edit_file', { path: 'p', newString: '' }), 'p');
+  });
+});
+
+describe('usage under an answer', () => {
+  const step = (reason, usage, cost = 0) => ({ id: `prt_${reason}`, type: 'step-finish', reason, cost, usage: { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, ...usage } });
+  const zero = { inputTokens: 0, outputTokens: 0, reasoningTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0 };
+
+  test('a completed answer shows its tokens and cost', () => {
+    const u = lib.describeUsage({ usage: { ...zero, inputTokens: 1200, outputTokens: 80 }, cost: 0.0004, finishReason: 'stop' }, [step('stop', { inputTokens: 1200, outputTokens: 80 }, 0.0004)]);
+    assert.equal(u.text, '1.2k in · 80 out · $0.0004');
+    assert.equal(u.unknownSteps, 0);
+  });
+
+  test('a stopped answer whose only step the model never reported is "usage unknown", not zeros', () => {
+    for (const finishReason of ['aborted', 'error', 'interrupted']) {
+      for (const parts of [[step(finishReason === 'aborted' ? 'aborted' : 'error', {})], []]) {
+        const u = lib.describeUsage({ usage: zero, cost: 0, finishReason }, parts);
+        assert.equal(u.text, 'usage unknown', `${finishReason} with ${parts.length} step(s)`);
+        assert.doesNotMatch(u.text, /\$0\.00|(^|\D)0 in/);
+        assert.match(u.title, /unknown/);
+      }
+    }
+    // A message with no usage at all (an older daemon, or a partial message) is no different.
+    assert.equal(lib.describeUsage({ finishReason: 'aborted' }, []).text, 'usage unknown');
+  });
+
+  test('a stopped answer after completed steps shows what they used and says the rest is unknown', () => {
+    const parts = [step('tool-calls', { inputTokens: 900, outputTokens: 20 }, 0.001), step('aborted', {})];
+    const u = lib.describeUsage({ usage: { ...zero, inputTokens: 900, outputTokens: 20 }, cost: 0.001, finishReason: 'aborted' }, parts);
+    assert.equal(u.text, '900 in · 20 out · $0.001 + stopped step: usage unknown');
+    assert.equal(u.unknownSteps, 1);
+    assert.match(u.title, /Input tokens: 900/);
+    assert.match(u.title, /completed steps only/);
+    const two = lib.describeUsage({ usage: { ...zero, inputTokens: 900 }, cost: 0, finishReason: 'error' }, [...parts, step('error', {})]);
+    assert.match(two.text, /\+ 2 steps: usage unknown$/);
+  });
+
+  test('a completed step the provider did not report (no usage in the stream) is unknown too', () => {
+    const u = lib.describeUsage({ usage: zero, cost: 0, finishReason: 'stop' }, [step('stop', {})]);
+    assert.equal(u.text, 'usage unknown');
+  });
+});
+
+describe('Send Selection: the lines a selection covers', () => {
+  const r = (a, b, c, d) => lib.selectionLineRange({ line: a, character: b }, { line: c, character: d });
+  test('a selection ending at column 0 of a later line does not include that line', () => {
+    assert.deepEqual(r(0, 0, 2, 0), { first: 1, last: 2 }, 'select all in a 2-line file with a final newline');
+    assert.deepEqual(r(0, 0, 1, 0), { first: 1, last: 1 }, 'one whole line picked with Shift+Down');
+    assert.deepEqual(r(4, 3, 9, 0), { first: 5, last: 9 });
+  });
+  test('otherwise the last line is the one the selection ends on', () => {
+    assert.deepEqual(r(0, 0, 1, 14), { first: 1, last: 2 });
+    assert.deepEqual(r(3, 2, 3, 7), { first: 4, last: 4 }, 'within one line');
+    assert.deepEqual(r(3, 0, 3, 0), { first: 4, last: 4 }, 'empty, at column 0');
+    assert.deepEqual(r(2, 5, 0, 0), { first: 1, last: 3 }, 'reversed (anchor after active)');
+  });
+});
+
+describe('Restricted Mode', () => {
+  const defs = lib.EDITOR_TOOL_DEFINITIONS;
+  test('only the read-only built-ins are offered, whatever agentd.tools says', () => {
+    assert.deepEqual(lib.restrictedBuiltinTools(undefined), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash']), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['bash', 'b*', 'time_*', 'write_file', 'edit_*', 'evil_*']), []);
+    assert.deepEqual(lib.restrictedBuiltinTools(['grep', 'bash']), ['grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools([]), []);
+  });
+  test("wildcards in the user's agentd.tools name the read-only tools they match, as agentd matches them", () => {
+    assert.deepEqual(lib.restrictedBuiltinTools(['*']), ['read_file', 'list_dir', 'glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['*_*']), ['read_file', 'list_dir']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['g*', 'bash']), ['glob', 'grep']);
+    assert.deepEqual(lib.restrictedBuiltinTools(['[!g]*']), ['read_file', 'list_dir']);
+    // The same answers as Python's fnmatchcase, which agentd uses, on awkward patterns.
+    const patterns = ['*', '?', 'g?ep', 'gr[a-f]p', 'gr[!a-f]p', '[]]*', '[!]]*', '[', 'read[', '*.*', 'a*b*c', '[^r]*', '\\*', '(r)*', 're+d_file', '[g-r]*', 'GREP', '**', 'grep*', '*file', 'r??d_f*e', '[\\]]'];
+    const names = ['grep', 'glob', 'read_file', 'list_dir', ']x', '^x', 'read[', 'a.b', 'axbyc', '\\x', '(r)x', 'reed_file', 'Grep', '', 'r\nfile', 'x.y'];
+    const py = execFileSync(
+      process.env.AGENTD_PYTHON || 'python3',
+      ['-c', 'import json,sys,fnmatch; p,n=json.load(sys.stdin); print(json.dumps([[fnmatch.fnmatchcase(x,q) for x in n] for q in p]))'],
+      { input: JSON.stringify([patterns, names]), encoding: 'utf8' },
+    );
+    const expected = JSON.parse(py);
+    for (const [i, p] of patterns.entries()) {
+      for (const [j, n] of names.entries()) assert.equal(lib.wildcardMatches(p, n), expected[i][j], `${JSON.stringify(p)} vs ${JSON.stringify(n)}`);
+    }
+  });
+  test('apply_edit is not declared; the read-only editor tools are', () => {
+    assert.deepEqual(lib.restrictedClientTools(defs).map((t) => t.name), ['editor_selection', 'open_editors', 'read_document']);
+    assert.deepEqual(lib.restrictedClientTools([{ name: 'apply_edit' }, { name: 'evil', description: '' }]), []);
   });
 });

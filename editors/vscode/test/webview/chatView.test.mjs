@@ -248,7 +248,11 @@ describe('chat view', () => {
     await replay(view, events, { from: firstDelta + 2 });
     const assistant = page.locator('article.message.assistant').last();
     assert.match(await assistant.innerText(), /w1 w2/);
-    assert.match(await assistant.locator('.message-meta').innerText(), /Stopped/);
+    const meta = await assistant.locator('.message-meta').innerText();
+    assert.match(meta, /Stopped/);
+    // The model never reported usage for the stopped step: unknown, not "0 in · 0 out · $0.00".
+    assert.match(meta, /usage unknown/);
+    assert.doesNotMatch(meta, /(^|\D)0 in|\$0\.00/);
     assert.equal(await page.locator('#stop').isVisible(), false);
     await view.context.close();
   });
@@ -263,6 +267,8 @@ describe('chat view', () => {
     const e = t.result.message.error;
     assert.ok(e, 'recorded turn has an error');
     assert.match(await err.innerText(), new RegExp(e.name));
+    // The run's session/error says the same: shown once, in the message.
+    assert.equal(await page.locator('.error-block').count(), 0);
     // A failed request (JSON-RPC error) from the host.
     await view.deliver({ type: 'error', sessionId: session.id, message: 'no model configured (error 1003)' });
     assert.match(await page.locator('.error-block').last().innerText(), /no model configured/);
@@ -312,11 +318,33 @@ describe('chat view', () => {
     await view.context.close();
   });
 
+  test('a list that answers an earlier request does not undo a title that arrived since', async () => {
+    const view = await freshView();
+    const { page } = view;
+    const at = (id, title, updated) => ({ ...session, id, title, time: { created: 1, updated } });
+    await view.deliver({ type: 'showSessions', visible: true });
+    const updated = (s) => view.deliver({ type: 'notification', notification: { method: 'session/updated', params: { session: s } } });
+    // The host posts the title as it arrives, and the list it asked for before, after it.
+    await updated(at('ses_a', 'a second chat', 2_000));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'New session', 1_000), at('ses_b', 'hello agent', 500)], query: '', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['a second chat', 'hello agent']);
+    // An update older than the list changes nothing; a list newer than an update wins.
+    await updated(at('ses_b', 'old title', 400));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'renamed elsewhere', 3_000), at('ses_b', 'hello agent', 500)], query: '', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['renamed elsewhere', 'hello agent']);
+    // Searching: a session retitled since, no longer matching, is left out; others are as listed.
+    await updated(at('ses_a', 'unrelated', 4_000));
+    await view.deliver({ type: 'sessions', sessions: [at('ses_a', 'hello again', 3_500), at('ses_b', 'hello agent', 500)], query: 'hello', append: false });
+    assert.deepEqual(await page.locator('.session-title').allInnerTexts(), ['hello agent']);
+    await view.context.close();
+  });
+
   test('session list: search, paging, open, rename, delete', async () => {
     const view = await freshView();
     const { page } = view;
     const mk = (i) => ({ ...session, id: `ses_test_${i}`, title: `Chat number ${i}`, time: { created: Date.now() - i * 60_000, updated: Date.now() - i * 60_000 } });
-    await page.locator('#sessions-toggle').click();
+    // The view title bar's Show Sessions button (agentd.sessions) asks the page to show the list.
+    await view.deliver({ type: 'showSessions' });
     let posted = await view.posted();
     assert.deepEqual(posted.filter((m) => m.type === 'listSessions').at(-1), { type: 'listSessions', query: '' });
     await view.deliver({ type: 'sessions', sessions: [1, 2, 3].map(mk), nextCursor: 'cur-1', query: '', append: false });
@@ -337,10 +365,27 @@ describe('chat view', () => {
     await item.hover();
     await item.locator('.session-rename').click();
     await page.locator('.rename-input').fill('Renamed chat');
+    // Lists that arrive while the title is typed (the debounced search's, a title update) do
+    // not take the field away or its text.
+    await view.deliver({ type: 'sessions', sessions: [mk(4), mk(5)], query: 'number 4', append: false });
+    await view.deliver({ type: 'notification', notification: { method: 'session/updated', params: { session: { ...mk(4), title: 'Chat number 4 (titled)' } } } });
+    assert.equal(await page.locator('.rename-input').inputValue(), 'Renamed chat');
+    assert.equal(await page.locator('.rename-input').evaluate((el) => el === document.activeElement), true, 'still typing');
     await page.locator('.rename-input').press('Enter');
     posted = await view.posted();
     assert.deepEqual(posted.filter((m) => m.type === 'renameSession'), [{ type: 'renameSession', sessionId: 'ses_test_4', title: 'Renamed chat' }]);
     assert.equal(await page.locator('.session-title').first().innerText(), 'Renamed chat');
+    assert.equal(await page.locator('.session-item').count(), 2, 'the list that came meanwhile is shown now');
+    // Escape ends a rename without renaming, even after the text changed.
+    await page.locator('.session-item').first().hover();
+    await page.locator('.session-item').first().locator('.session-rename').click();
+    await page.locator('.rename-input').fill('Not this');
+    await page.locator('.rename-input').press('Escape');
+    assert.equal(await page.locator('.rename-input').count(), 0);
+    posted = await view.posted();
+    assert.equal(posted.filter((m) => m.type === 'renameSession').length, 1);
+    assert.equal(await page.locator('.session-title').first().innerText(), 'Renamed chat');
+    await view.deliver({ type: 'sessions', sessions: [{ ...mk(4), title: 'Renamed chat' }], query: 'number 4', append: false });
 
     await page.locator('.session-item').first().hover();
     await page.locator('.session-item .session-delete').first().click();
@@ -375,6 +420,32 @@ describe('chat view', () => {
     assert.match(await page.locator('#daemon-banner').innerText(), /restarting in 1 s/);
     await view.deliver({ type: 'daemon', state: 'running' });
     assert.equal(await page.locator('#daemon-banner').isVisible(), false);
+    await view.context.close();
+  });
+
+  test('Restricted Mode: a notice says what agentd may not do, until the folder is trusted', async () => {
+    const view = await freshView();
+    const { page } = view;
+    assert.equal(await page.locator('#restricted-notice').isVisible(), false, 'trusted until told otherwise');
+    await view.deliver({ type: 'trust', trusted: false });
+    const notice = await page.locator('#restricted-notice').innerText();
+    assert.match(notice, /Restricted Mode/);
+    assert.match(notice, /no file edits, no commands, no MCP servers/);
+    await page.locator('#restricted-notice button', { hasText: 'Trust this folder' }).click();
+    assert.ok((await view.posted()).some((m) => m.type === 'manageTrust'), 'the link opens the trust editor');
+    await view.deliver({ type: 'trust', trusted: true });
+    assert.equal(await page.locator('#restricted-notice').isVisible(), false);
+    await view.context.close();
+  });
+
+  test('the page has no buttons of its own for New Chat or Sessions (the view title bar has them)', async () => {
+    const view = await freshView();
+    const { page } = view;
+    assert.equal(await page.locator('header button').count(), 0);
+    await view.deliver({ type: 'showSessions' });
+    assert.equal(await page.locator('#sessions-panel').isVisible(), true);
+    await view.deliver({ type: 'showSessions' });
+    assert.equal(await page.locator('#sessions-panel').isVisible(), false, 'the title bar button toggles the list');
     await view.context.close();
   });
 });
