@@ -93,24 +93,20 @@ def _add_common_options(parser: argparse.ArgumentParser, *, after_command: bool)
         default=default(0),
         help="more logging (-v info, -vv debug); logs go to stderr",
     )
-    parser.add_argument(
-        "--log-file",
-        metavar="FILE",
-        default=default(None),
-        help="write logs to this file instead of stderr",
-    )
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        default=default(None),
-        help="where sessions are stored (default: $AGENTD_DATA_DIR or the user data directory)",
-    )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        default=default(None),
-        help="configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
-    )
+    for flag, metavar, help_text in (
+        ("--log-file", "FILE", "write logs to this file instead of stderr"),
+        (
+            "--data-dir",
+            "DIR",
+            "where sessions are stored (default: $AGENTD_DATA_DIR or the user data directory)",
+        ),
+        (
+            "--config",
+            "FILE",
+            "configuration file (default: $AGENTD_CONFIG or <user config dir>/agentd/config.toml)",
+        ),
+    ):
+        parser.add_argument(flag, metavar=metavar, default=default(None), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ async def compact(
     comes back as the message's `error`, nothing recorded."""
     state = await log.read()
     assert state.session is not None
-    msgs = list(state.messages.values())
+    msgs = [m for m in state.messages.values() if m.meta["id"] not in state.reverted]
     keep = msgs[-KEEP_TAIL_MESSAGES:] if len(msgs) > KEEP_TAIL_MESSAGES else []
     chat = [c for m in msgs[: len(msgs) - len(keep)] for c in chat_of(m)]
     chat = _fit(chat, model)

@@ -63,10 +63,10 @@ class ProviderConfig:
     name: str = "default"
     base_url: str | None = None
     api_key: str | None = attrs.field(default=None, repr=False)
-    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
     max_attempts: int = 4
     first_token_timeout_s: float = 300.0
     stall_timeout_s: float = 120.0
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
     connect_timeout_s: float = 10.0
     # Backoff: full jitter, base * 2**(attempt-1) capped, unless the server says
     # when (retry-after / retry-after-ms). A server asking for longer than
@@ -145,6 +145,19 @@ class SandboxConfig:
 
 
 @attrs.frozen
+class SnapshotsConfig:
+    """The `[snapshots]` table: the workspace snapshots `session/revert` restores files
+    from (agentd.snapshots). The limits bound one snapshot, the first one included (it
+    takes in the whole workspace): more files or bytes new or changed since the last
+    snapshot than this, and the step is not snapshotted, so a revert across it fails
+    saying why."""
+
+    enabled: bool = True
+    max_files: int = 100_000
+    max_bytes: int = 1 << 30
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.Factory(_default_data_dir)
     state_dir: Path = attrs.Factory(_default_state_dir)
@@ -166,6 +179,7 @@ class Config:
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     mcp_servers: tuple[McpServerSpec, ...] = ()
     sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
+    snapshots: SnapshotsConfig = attrs.Factory(SnapshotsConfig)
     # The configuration file agentd read (or would read): hidden from sandboxed commands.
     config_path: Path | None = None
     problems: tuple[str, ...] = ()
@@ -341,6 +355,7 @@ TOP_LEVEL = Section(
         Option("models", TABLE, "`[models.<id>]` tables", field="", default_doc="none"),
         Option("mcp_servers", TABLE, "`[mcp_servers.<name>]` tables", field="", default_doc="none"),
         Option("sandbox", TABLE, "the `[sandbox]` table", field="", default_doc="see below"),
+        Option("snapshots", TABLE, "the `[snapshots]` table", field="", default_doc="see below"),
         Option(
             "mcpServers",
             TABLE,
@@ -496,7 +511,30 @@ SANDBOX = Section(
     ),
 )
 
-SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX)
+SNAPSHOTS = Section(
+    "[snapshots]",
+    SnapshotsConfig,
+    (
+        Option(
+            "enabled",
+            BOOLEAN,
+            "snapshot the workspace before steps that may change files (what "
+            "`session/revert` restores)",
+        ),
+        Option(
+            "max_files",
+            POSITIVE_INT,
+            "most files new or changed since the last snapshot that one snapshot takes in",
+        ),
+        Option(
+            "max_bytes",
+            POSITIVE_INT,
+            "most bytes of files new or changed since the last snapshot that one snapshot takes in",
+        ),
+    ),
+)
+
+SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX, SNAPSHOTS)
 
 
 # --- reading tables through them -------------------------------------------------------
@@ -676,20 +714,23 @@ def load_config(
         providers=providers,
         models=models,
         mcp_servers=_mcp_servers(raw, env, problems),
-        sandbox=_sandbox(raw, problems),
+        sandbox=_section_table(raw, SANDBOX, "sandbox", problems),
+        snapshots=_section_table(raw, SNAPSHOTS, "snapshots", problems),
         config_path=path.expanduser().absolute(),
         problems=tuple(problems),
         **top,
     )
 
 
-def _sandbox(raw: Mapping[str, Any], problems: list[str]) -> SandboxConfig:
-    table = raw.get("sandbox")
+def _section_table(raw: Mapping[str, Any], section: Section, key: str, problems: list[str]) -> Any:
+    """A `[key]` table read through its option table (defaults when absent, or when
+    the top level already reported it as the wrong type)."""
+    table = raw.get(key)
     if not isinstance(table, dict):
-        return SandboxConfig()  # absent, or reported as the wrong type at the top level
-    values, bad = read_table(SANDBOX, table, "sandbox")
-    report(SANDBOX, bad, problems)
-    return SandboxConfig(**values)
+        return section.cls()
+    values, bad = read_table(section, table, key)
+    report(section, bad, problems)
+    return section.cls(**values)
 
 
 def _providers(

@@ -8,13 +8,21 @@ from typing import Any, Protocol
 
 import attrs
 
+from agentd.protocol import types as t
+
 
 class EditorLink(Protocol):
-    """How the session layer talks to the editor (implemented by the server)."""
+    """How the session layer talks to the editor (implemented by the server).
 
-    def notify(self, method: str, params: dict[str, Any]) -> None: ...
+    Params are the protocol's attrs values, of the type the method table gives each
+    method; the implementation turns them into JSON as it writes them
+    (`agentd.protocol.converter.params_to_wire`), at once, so a value may change after
+    it was sent. A request's answer is the editor's JSON `result`, which the caller
+    structures (`structure_result`); an error answer raises."""
 
-    def request(self, method: str, params: dict[str, Any]) -> Awaitable[Any]: ...
+    def notify(self, method: str, params: t.NotificationParams) -> None: ...
+
+    def request(self, method: str, params: t.RequestParams) -> Awaitable[Any]: ...
 
     def congested(self) -> bool: ...
 

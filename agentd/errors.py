@@ -90,6 +90,14 @@ class EditorError(Exception):
         self.data = data
 
 
+class SnapshotUnavailable(AgentdError):
+    """`session/revert` cannot restore the files: the workspace could not be snapshotted
+    (not a directory, too large, no git, snapshots off) or a snapshot is gone. Nothing
+    was changed; `data.reason` names the cause."""
+
+    code = -32603
+
+
 class ProviderError(Exception):
     """A model provider failure, named the way the contract names it.
 

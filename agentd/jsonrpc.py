@@ -70,7 +70,8 @@ from agentd.errors import (
 )
 from agentd.framing import Frame, FrameParser, FramingError, encode
 from agentd.protocol import METHODS, describe_error, secret_values, unstructure
-from agentd.protocol.converter import structure_params
+from agentd.protocol import types as t
+from agentd.protocol.converter import params_to_wire, structure_params
 from agentd.protocol.encoding import encoding_problems
 from agentd.stdio import PipeWriter, StdinReader
 
@@ -189,10 +190,10 @@ class Connection:
 
     # --- output: what the session layer's EditorLink uses ------------------------------
 
-    def notify(self, method: str, params: dict[str, Any]) -> None:
-        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+    def notify(self, method: str, params: t.NotificationParams) -> None:
+        self._send({"jsonrpc": "2.0", "method": method, "params": params_to_wire(method, params)})
 
-    def request(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
+    def request(self, method: str, params: t.RequestParams) -> asyncio.Future[Any]:
         """Send a request to the editor; the future resolves with its answer (or raises
         EditorError). Cancelling it tells the editor with `$/cancelRequest`."""
         msg_id = f"agentd-{uuid.uuid4().hex[:16]}"
@@ -201,10 +202,11 @@ class Connection:
 
         def on_done(f: asyncio.Future[Any]) -> None:
             if f.cancelled() and self._outgoing.pop(msg_id, None) is not None:
-                self.notify(CANCEL_REQUEST, {"id": msg_id})
+                self._send({"jsonrpc": "2.0", "method": CANCEL_REQUEST, "params": {"id": msg_id}})
 
         future.add_done_callback(on_done)
-        self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        wire = params_to_wire(method, params)
+        self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": wire})
         return future
 
     def congested(self) -> bool:

@@ -41,7 +41,6 @@ from agentd.config import McpServerSpec
 from agentd.mcp_names import BUILTIN_TOOL_NAMES, ToolName, assign_names, qualified_name
 from agentd.mcp_stdio import OversizedLine, StdioServerProcess
 from agentd.protocol import types as t
-from agentd.protocol.converter import unstructure
 from agentd.toolctx import ENV_DIR
 
 logger = logging.getLogger(__name__)
@@ -883,7 +882,7 @@ class McpServers:
     def __init__(
         self,
         specs: Iterable[McpServerSpec],
-        notify: Callable[[str, dict[str, Any]], None],
+        notify: Callable[[str, t.McpStatusParams], None],
         tool_context_dir: Path,
     ) -> None:
         self._config = {spec.name: spec for spec in specs}
@@ -1055,7 +1054,7 @@ class McpServers:
             tool_count=len(conn.tools) if ready else None,
             collisions=collisions or None,
         )
-        self._notify("mcp/status", unstructure(t.McpStatusParams(server=status)))
+        self._notify("mcp/status", t.McpStatusParams(server=status))
 
     def release_memory_soon(self) -> None:
         """A large message arrived: in RELEASE_DELAY_S, when it has been handled, give

@@ -1,6 +1,7 @@
 """What the model is sent for a run: the system prompt, then the session's history
 from its latest summary on (the summary, the tail kept verbatim, what came after), in
-the Chat Completions format, with attached files read again."""
+the Chat Completions format, with attached files read again. Reverted messages are left
+out (`session/revert`)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ async def history(state: LogState, root: Path, exclude: str | None = None) -> li
         msgs = [state.messages[state.compact_from]]
         msgs += [state.messages[i] for i in state.compact_keep if i in state.messages]
         msgs += [state.messages[i] for i in after]
+    if state.reverted:
+        # A revert's messages stay in the log, out of what the model sees.
+        msgs = [m for m in msgs if m.meta["id"] not in state.reverted]
     # Runs at every chat over the whole history (20,000 messages in a long session):
     # kept to a cached list's extend per message. Messages with attached files are
     # converted again each time: their files are read again (in a thread).

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from agentd.editor import EditorLink
 from agentd.protocol import types as t
@@ -42,7 +41,7 @@ class RunStream:
 
     # --- editor ------------------------------------------------------------------------
 
-    def notify(self, method: str, params: dict[str, Any]) -> None:
+    def notify(self, method: str, params: t.NotificationParams) -> None:
         self.flush_deltas()
         self.link.notify(method, params)
 
@@ -81,14 +80,9 @@ class RunStream:
         for (message_id, part_id), chunks in pending.items():
             self.link.notify(
                 "part/delta",
-                {
-                    "sessionId": self.session_id,
-                    "runId": self.run_id,
-                    "messageId": message_id,
-                    "partId": part_id,
-                    "field": "text",
-                    "delta": "".join(chunks),
-                },
+                t.PartDeltaParams(
+                    self.session_id, self.run_id, message_id, part_id, "".join(chunks)
+                ),
             )
 
     # --- parts and messages ------------------------------------------------------------
@@ -96,39 +90,42 @@ class RunStream:
     def part(self, message_id: str, part: t.Part, *, persist: bool = True) -> None:
         """A part appeared or changed state: tell the editor; log it whole when `persist`
         (at boundaries: creation with content, state changes, end)."""
-        data = unstructure(part)
         self.notify(
-            "part/updated",
-            {
-                "sessionId": self.session_id,
-                "runId": self.run_id,
-                "messageId": message_id,
-                "part": data,
-            },
+            "part/updated", t.PartUpdatedParams(self.session_id, self.run_id, message_id, part)
         )
         if persist:
             # The snapshot contains all text so far: unsaved deltas are now redundant.
             self._unsaved.pop((message_id, part.id), None)
-            self.log.append({"k": "part", "m": message_id, "part": data})
+            self.log.append({"k": "part", "m": message_id, "part": unstructure(part)})
 
     def message(self, message: t.Message, *, persist: bool = True) -> None:
-        data = unstructure(message)
-        data.pop("parts", None)
         self.notify(
-            "message/updated",
-            {
-                "sessionId": self.session_id,
-                "runId": self.run_id,
-                "message": data,
-            },
+            "message/updated", t.MessageUpdatedParams(self.session_id, self.run_id, message=message)
         )
         if persist:
+            data = unstructure(message)
+            data.pop("parts", None)
             self.log.append({"k": "message", "message": data, "at": message.time.created})
 
-    def status(self, status: str, **extra: Any) -> None:
-        params = {"sessionId": self.session_id, "status": status, "runId": self.run_id}
-        params.update({k: v for k, v in extra.items() if v is not None})
-        self.notify("session/status", params)
+    def status(
+        self,
+        status: t.SessionStatus,
+        *,
+        attempt: int | None = None,
+        next_retry_at: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.notify(
+            "session/status",
+            t.SessionStatusParams(
+                self.session_id, status, self.run_id, attempt, next_retry_at, message
+            ),
+        )
+
+    def error(self, error: t.ErrorInfo) -> None:
+        self.notify(
+            "session/error", t.SessionErrorParams(self.session_id, self.run_id, error=error)
+        )
 
     # --- disk --------------------------------------------------------------------------
 

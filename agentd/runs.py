@@ -1,9 +1,10 @@
-"""RunManager: admission of runs (reject, preempt, queue), abort, and the setup of each
-run's turn; every run it started is aborted and persisted at shutdown.
+"""RunManager: admission of runs (reject, preempt, queue), abort, holds (a revert or
+unrevert holds the session as a run would: a chat meanwhile is busy or waits its turn);
+every run it started is aborted and persisted at shutdown.
 
 A run is one `session/chat`. Its storage lifetime (lock, records, catalog row,
-tool-context file) is `Store.running`; what the model is sent is `model_context`;
-summaries are `compaction`; titles `titles`.
+tool-context file) is `Store.running`; what it does once admitted is `run_execution`
+(with `model_context`, `compaction`, `titles`, `snapshots`).
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
-from agentd import compaction, ids, instructions, model_context
+from agentd import ids, revert
 from agentd.background import BackgroundTasks
-from agentd.chat_input import check_file_parts, user_message, workspace_path
-from agentd.config import ModelConfig
+from agentd.chat_input import check_file_parts, workspace_path
 from agentd.errors import (
     InvalidParams,
     RequestCancelled,
@@ -26,41 +25,18 @@ from agentd.errors import (
     StorageError,
 )
 from agentd.model_clients import ModelClients
-from agentd.model_events import RetryNotice
 from agentd.protocol import types as t
+from agentd.run_execution import Run, RunExecution
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
-from agentd.storage.store import RunStorage
-from agentd.titles import write_title
-from agentd.turn import (
-    DEFAULT_SYSTEM_PROMPT,
-    Turn,
-    TurnInput,
-)
+from agentd.storage.log import SessionLog
 
 if TYPE_CHECKING:
-    from agentd.tool_calls import Permissions
+    pass
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND_GRACE_S = 5.0
-
-
-@attrs.define(eq=False)
-class Run:
-    run_id: str
-    session_id: str
-    params: t.SessionChatParams
-    model: ModelConfig
-    # Resolved when it is this run's turn (queue / preempt).
-    ready: asyncio.Future[None]
-    task: asyncio.Task[t.Message] | None = None
-    turn: Turn | None = None
-    status: str = "busy"
-    abort_requested: bool = False
-    # Never started (the session was aborted while it waited): nothing of it is stored.
-    dropped: bool = False
-    user_message: t.Message | None = None
 
 
 class RunManager:
@@ -69,17 +45,21 @@ class RunManager:
         self.store = sessions.store
         self.config = sessions.config
         self._active: dict[str, Run] = {}
+        # Sessions held by a revert or unrevert (no run may start), with its task.
+        self._holds: dict[str, asyncio.Task[Any]] = {}
         self._queues: dict[str, collections.deque[Run]] = {}
         self._background = BackgroundTasks()
-        self._permissions: dict[str, Permissions] = {}
         self.models = ModelClients(sessions.config)
+        self._execution = RunExecution(sessions, self.models, self._background)
         self._closing = False
 
     # --- what the session layer asks (`session.RunsView`) ------------------------------
 
     def status_of(self, session_id: str) -> str | None:
         run = self._active.get(session_id)
-        return run.status if run is not None else None
+        if run is None:
+            return "busy" if session_id in self._holds else None
+        return run.status
 
     def live_messages(self, session_id: str) -> dict[str, t.Message]:
         run = self._active.get(session_id)
@@ -123,11 +103,11 @@ class RunManager:
         queue = self._queues.setdefault(sid, collections.deque())
         # Decide and claim with no await in between: two chats arriving together must
         # not both see the session idle. (Another daemon's run is caught by the lock.)
-        if active is None and not queue:
+        if active is None and not queue and sid not in self._holds:
             self._active[sid] = run
             run.ready.set_result(None)
         elif mode == "reject":
-            busy_run = active.run_id if active is not None else queue[0].run_id
+            busy_run = active.run_id if active is not None else queue[0].run_id if queue else None
             raise SessionBusy("session is busy", data={"sessionId": sid, "runId": busy_run})
         elif mode == "preempt":
             queue.appendleft(run)
@@ -197,7 +177,7 @@ class RunManager:
             async with self.store.running(sid, run.run_id, run.params.trace_id) as storage:
                 stream = RunStream(self.sessions.link, storage.log, sid, run.run_id)
                 try:
-                    message = await self._run_turn(run, storage, stream)
+                    message = await self._execution.run(run, storage, stream)
                 finally:
                     stream.drain()
                 storage.log.append(
@@ -206,16 +186,7 @@ class RunManager:
                 # Persisted before the title starts: the title begins while the run is
                 # still winding down (an editor that quits on idle still gets it).
                 await storage.log.flush()
-                header = storage.header
-                user = run.user_message
-                if storage.first_run and header.get("parentId") is None and user is not None:
-                    if not header.get("titleSet"):
-                        failed = message.error is not None
-                        self._background.spawn(
-                            write_title(
-                                self.sessions, self.models, sid, run.model, user, run_failed=failed
-                            )
-                        )
+                self._execution.after(run, storage, message)
                 return message
         finally:
             self._active.pop(sid, None)
@@ -227,119 +198,6 @@ class RunManager:
                     pass
             self._start_next(sid)
 
-    async def _run_turn(self, run: Run, storage: RunStorage, stream: RunStream) -> t.Message:
-        sessions = self.sessions
-        sid = run.session_id
-        header = storage.header
-        scope_key = header["sessionScopeKey"]
-        sessions.cache_run(
-            run.run_id,
-            {
-                "sessionId": sid,
-                "clientSessionId": header["clientSessionId"],
-                "sessionScopeKey": scope_key,
-            },
-        )
-        stream.status("busy")
-        await sessions.emit_session_by_id(sid)
-
-        # The tool machinery loads on the first chat, not at startup (initialize latency).
-        from agentd.tool_calls import Permissions, ToolRunner, command_policy, tool_env
-
-        env = tool_env(
-            header.get("workspaceRoot") or sessions.editor.workspace_root,
-            self.store.session_dir(sid),
-            scope_key,
-            self.store.toolctx.directory,
-            search_timeout_s=self.config.search_timeout_s,
-            config=self.config,
-        )
-        commands = command_policy(
-            self.config,
-            await sessions.sandbox_status(),
-            sessions.sandbox_mode(sid, header),
-            env,
-            self.store.toolctx.run_paths(scope_key, run.run_id),
-        )
-        user = user_message(run.params, run.run_id)
-        run.user_message = user
-        stream.message(user)
-        for part in user.parts:
-            stream.part(user.id, part)
-        log = storage.log
-        if self.config.compaction and compaction.needs_compaction(await log.read(), run.model):
-            await self._compact(sid, run.model, auto=True, stream=stream)
-        # Read again at every run (an edit applies from the next one), off the loop.
-        found = await asyncio.to_thread(instructions.gather, env.workspace_root, self.config)
-        system = "\n\n".join(
-            [
-                self.config.system_prompt or DEFAULT_SYSTEM_PROMPT,
-                *([found.text] if found.text else []),
-                *(run.params.system or []),
-            ]
-        )
-        messages = await model_context.model_messages(system, await log.read(), env.workspace_root)
-        runner = ToolRunner(
-            config=self.config,
-            link=sessions.link,
-            editor=sessions.editor,
-            session_id=sid,
-            run_id=run.run_id,
-            scope_key=scope_key,
-            tools=run.params.tools,
-            client_tools=run.params.client_tools or [],
-            mcp=sessions.mcp,
-            env=env,
-            permissions=self._permissions.setdefault(sid, Permissions()),
-            commands=commands,
-        )
-        inp = TurnInput(
-            session_id=sid,
-            run_id=run.run_id,
-            params=run.params,
-            model=run.model,
-            history=messages,
-            user_message=user,
-            instructions=found.files or None,
-        )
-
-        async def on_overflow() -> list[dict[str, Any]] | None:
-            if not self.config.compaction:
-                return None
-            summary = await self._compact(sid, run.model, auto=True, stream=stream)
-            if summary.error is not None:
-                return None
-            return await model_context.model_messages(
-                system, await log.read(), env.workspace_root, exclude=turn.message.id
-            )
-
-        turn = Turn(
-            inp,
-            stream,
-            self.models.client(run.model),
-            runner,
-            self.config,
-            on_retry=lambda notice: self._on_retry(run, stream, notice),
-            on_resume=lambda: self._on_resume(run, stream),
-            on_overflow=on_overflow,
-        )
-        run.turn = turn
-        # Aborted during setup: the message ends at once, without calling the model.
-        return await turn.run(aborted=run.abort_requested)
-
-    def _on_retry(self, run: Run, stream: RunStream, notice: RetryNotice) -> None:
-        run.status = "retry"
-        stream.status(
-            "retry",
-            attempt=notice.attempt,
-            nextRetryAt=notice.next_retry_at_ms,
-            message=notice.error.message,
-        )
-
-    def _on_resume(self, run: Run, stream: RunStream) -> None:
-        run.status = "busy"
-        stream.status("busy")
-
     # --- session/abort -----------------------------------------------------------------
 
     async def abort(self, p: t.SessionIdParams) -> t.SessionAbortResult:
@@ -348,9 +206,13 @@ class RunManager:
         return t.SessionAbortResult(aborted=run_id is not None, run_id=run_id)
 
     async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None:
-        """Abort the active run (and drop queued ones); returns once it is persisted."""
+        """Abort the active run (and drop queued ones); returns once it is persisted. A
+        revert under way is not interrupted: this waits for it."""
         if drop_queue:
             self._drop_queue(session_id)
+        hold = self._holds.get(session_id)
+        if hold is not None:
+            await asyncio.wait({hold})
         run = self._active.get(session_id)
         if run is None:
             return None
@@ -361,10 +223,66 @@ class RunManager:
         await asyncio.wait({run.task})
         return run.run_id
 
+    # --- session/revert, session/unrevert ----------------------------------------------
+
+    async def revert(self, p: t.SessionRevertParams) -> t.SessionRevertResult:
+        return await self._holding(
+            p.session_id, lambda log, root: revert.revert(log, root, self.config, p)
+        )
+
+    async def unrevert(self, p: t.SessionUnrevertParams) -> t.SessionRevertResult:
+        return await self._holding(
+            p.session_id, lambda log, root: revert.unrevert(log, root, self.config, p)
+        )
+
+    async def _holding(
+        self,
+        sid: str,
+        job: Callable[[SessionLog, str | None], Awaitable[t.SessionRevertResult]],
+    ) -> t.SessionRevertResult:
+        """Run `job` holding the session: busy (1002) when a run is active or waiting, or
+        another revert is under way; the session lock keeps other daemons' runs out."""
+        row = await self.sessions.get_row(sid)
+        active = self._active.get(sid)
+        queue = self._queues.get(sid)
+        if active is not None or queue or sid in self._holds:
+            busy = active.run_id if active is not None else queue[0].run_id if queue else None
+            raise SessionBusy("session is busy", data={"sessionId": sid, "runId": busy})
+        if self._closing:
+            raise RequestCancelled("agentd is shutting down")
+        root = row.workspace_root or self.sessions.editor.workspace_root
+
+        async def held() -> t.SessionRevertResult:
+            async with self.store.holding(sid) as log:
+                return await job(log, root)
+
+        # Its own task: an abort or a delete of the session waits for it, and a
+        # cancelled request does not stop it half way through the files.
+        task = asyncio.create_task(held(), name=f"revert {sid}")
+        self._holds[sid] = task
+        try:
+            result = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._release_hold(sid, task)
+            else:
+                task.add_done_callback(lambda _: self._release_hold(sid, task))
+        if not result.dry_run:
+            await self.sessions.refresh_totals(sid)
+        return result
+
+    def _release_hold(self, sid: str, task: asyncio.Task[Any]) -> None:
+        if self._holds.get(sid) is task:
+            del self._holds[sid]
+        if sid not in self._active:
+            self._start_next(sid)
+
     # --- titles, summaries -------------------------------------------------------------
 
     async def summarize(self, p: t.SessionSummarizeParams) -> t.MessageResult:
         row = await self.sessions.get_row(p.session_id)
+        if p.session_id in self._holds:
+            raise SessionBusy("session is busy", data={"sessionId": p.session_id, "runId": None})
         if self._active.get(p.session_id) is not None:
             raise SessionBusy(
                 "session is busy",
@@ -373,17 +291,10 @@ class RunManager:
         model = self.models.resolve(p.model, row.model)
         # The lock, as a run holds it: a run in another daemon makes this 1002 too.
         async with self.store.exclusive(p.session_id):
-            message = await self._compact(p.session_id, model, auto=False)
+            message = await self._execution.compact(p.session_id, model, auto=False)
         if message.error is None:
             await self.sessions.refresh_totals(p.session_id)
         return t.MessageResult(message=message)
-
-    async def _compact(
-        self, sid: str, model: ModelConfig, *, auto: bool, stream: RunStream | None = None
-    ) -> t.Message:
-        return await compaction.compact(
-            self.store.log_for(sid), self.models.client(model), model, auto=auto, stream=stream
-        )
 
     # --- recovery and shutdown ---------------------------------------------------------
 
@@ -398,7 +309,7 @@ class RunManager:
         runs = list(self._active.values())
         for run in runs:
             self._abort_run(run)
-        tasks = {r.task for r in runs if r.task is not None}
+        tasks = {r.task for r in runs if r.task is not None} | set(self._holds.values())
         if tasks:
             await asyncio.wait(tasks)
         # A title being written when the editor quits is worth a short wait: otherwise

@@ -65,6 +65,8 @@ class AgentdServer:
             "session/fork": sessions.fork,
             "session/export": sessions.export,
             "session/import": sessions.import_,
+            "session/revert": runs.revert,
+            "session/unrevert": runs.unrevert,
             "run/resolve": sessions.resolve_run,
             "toolContext/get": sessions.tool_context,
             "models/list": lambda _: sessions.models(),

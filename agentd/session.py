@@ -174,7 +174,7 @@ class SessionManager:
         return session_from_row(row, self.runs.status_of(row.id))
 
     def emit_session(self, session: t.Session) -> None:
-        self.link.notify("session/updated", {"session": unstructure(session)})
+        self.link.notify("session/updated", t.SessionUpdatedParams(session))
 
     async def emit_session_by_id(self, session_id: str) -> t.Session | None:
         return self._emit_row(await self.store.catalog.get(session_id))
@@ -333,10 +333,11 @@ class SessionManager:
         state = await self.read_state(p.session_id)
         if state.session is None:
             raise await self.store.forget_broken(p.session_id, "its log has no session header")
-        all_ids = list(state.messages)
+        # Reverted messages stay in the log; shown only when asked for.
+        all_ids = list(state.messages) if p.include_reverted else state.visible()
         end = len(all_ids)
         if p.before is not None:
-            if p.before not in state.messages:
+            if p.before not in all_ids:
                 raise InvalidParams(
                     f"params.before: no message {p.before} in this session",
                     data={"field": "before"},
@@ -345,6 +346,10 @@ class SessionManager:
         start = max(0, end - limit)
         wire = await self.store.log_for(p.session_id).read_messages(all_ids[start:end])
         page = [structure(m, t.Message) for m in wire]
+        if p.include_reverted and state.reverted:
+            for message in page:
+                if message.id in state.reverted:
+                    message.reverted = True
         live = self.runs.live_messages(p.session_id)
         if live:
             page = [live.get(m.id, m) for m in page]
@@ -408,6 +413,11 @@ class SessionManager:
             if up_to not in state.messages:
                 raise InvalidParams(
                     f"params.messageId: no message {up_to} in this session",
+                    data={"field": "messageId"},
+                )
+            if up_to in state.reverted:
+                raise InvalidParams(
+                    f"params.messageId: message {up_to} was reverted (session/revert)",
                     data={"field": "messageId"},
                 )
             if up_to not in message_ids:

@@ -6,7 +6,8 @@ one that is not finished or belongs to a run still going (in this daemon or anot
 so a fork or an export of a busy session never holds half an answer. The copy gets new
 ids for every message, part and run (a tool call's `callId` stays: it pairs a call with
 its result within the copy); references between messages (`parentId`, the compaction in
-effect) follow the new ids.
+effect) follow the new ids. Messages hidden by session/revert are not copied; nor is the
+workspace's snapshot history (a fork or an import starts with nothing to revert).
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ Compaction = tuple[str, list[str]]
 
 
 def persisted_ids(state: LogState) -> list[str]:
-    """The ids of the messages a fork or an export copies, oldest first."""
+    """The ids of the messages a fork or an export copies, oldest first: those not
+    reverted (as session/messages shows them), up to a run still going."""
     out: list[str] = []
-    for message_id, msg in state.messages.items():
+    for message_id in state.visible():
+        msg = state.messages[message_id]
         if not msg.complete or msg.meta.get("runId") in state.open_runs:
             break
         out.append(message_id)
@@ -37,7 +40,7 @@ def compaction_at(state: LogState, message_ids: list[str]) -> Compaction | None:
     """The compaction in effect at the end of `message_ids` (the latest summary among
     them), as recorded in the log."""
     for message_id in reversed(message_ids):
-        keep = state.compactions.get(message_id)
+        keep = state.compaction_kept(message_id)
         if keep is not None:
             return message_id, keep
     return None
@@ -72,6 +75,8 @@ def copy_history(
         meta = {k: v for k, v in wire.items() if k != "parts"}
         meta["id"] = new_message[old_id] = next(message_ids)
         meta["sessionId"] = session_id
+        # Whether a message is hidden is the log's revert records' to say, not a field.
+        meta.pop("reverted", None)
         parent = meta.pop("parentId", None)
         if parent in new_message:
             meta["parentId"] = new_message[parent]

@@ -35,7 +35,7 @@ from agentd.config import Config, SandboxConfig
 from agentd.editor import EditorInfo, EditorLink
 from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
-from agentd.protocol.converter import unstructure
+from agentd.protocol.converter import InvalidResult, structure_result
 from agentd.protocol.encoding import encoding_problems, repair_text
 from agentd.sandbox import Confinement, SandboxStatus
 from agentd.tools import (
@@ -187,6 +187,13 @@ class ToolRunner:
             if tool.qualified_name not in taken
             and (self.patterns is None or _matches(tool.qualified_name, self.patterns))
         }
+
+    def may_change_files(self, name: str) -> bool:
+        """A built-in tool of this run that writes files or runs commands."""
+        if name not in self.builtin:
+            return False
+        spec = BUILTIN_TOOLS[name]
+        return spec.writes or spec.runs_commands
 
     def openai_specs(self) -> list[dict[str, Any]]:
         specs = []
@@ -343,33 +350,41 @@ class ToolRunner:
                 f"{name} needs the user's permission to run{unconfined}, and this editor "
                 "cannot ask for it (no permissionRequests capability); it is refused"
             )
-        outcome = await self._request_permission(
-            part, tool_input, title, {"sandbox": unstructure(info)}
-        )
+        outcome = await self._request_permission(part, tool_input, title, sandbox=info)
         if remember and outcome in ("allow_always", "reject_always"):
             self.permissions.remember(memo, tool_input, outcome == "allow_always")
         return _refusal(name, outcome)
 
     async def _request_permission(
-        self, part: t.ToolPart, tool_input: Any, title: str, extra: dict[str, Any]
-    ) -> Any:
+        self,
+        part: t.ToolPart,
+        tool_input: Any,
+        title: str,
+        *,
+        sandbox: t.CommandSandbox | None = None,
+        mcp_tool: McpTool | None = None,
+    ) -> t.PermissionOutcome | _Failed:
         """The editor's outcome, or a `_Failed` saying why there is none."""
+        params = t.PermissionRequestParams(
+            session_id=self.session_id,
+            run_id=self.run_id,
+            call_id=part.call_id,
+            tool=part.tool,
+            input=tool_input,
+            title=title,
+            mcp_server=mcp_tool.connection.spec.name if mcp_tool else None,
+            mcp_tool=mcp_tool.name if mcp_tool else None,
+            sandbox=sandbox,
+        )
         try:
-            answer = await self.link.request(
-                "permission/request",
-                {
-                    "sessionId": self.session_id,
-                    "runId": self.run_id,
-                    "callId": part.call_id,
-                    "tool": part.tool,
-                    "input": tool_input,
-                    "title": title,
-                    **extra,
-                },
-            )
+            answer = await self.link.request("permission/request", params)
         except Exception as exc:
             return _Failed(f"permission request failed: {exc}")
-        return answer.get("outcome") if isinstance(answer, dict) else None
+        try:
+            return structure_result(answer, t.PermissionRequestResult).outcome
+        except InvalidResult:
+            shown = answer.get("outcome") if isinstance(answer, dict) else None
+            return _Failed(f"permission request got an invalid answer: {shown!r}")
 
     async def _command(
         self, site: ToolCallSite, part: t.ToolPart, tool_input: Any, title: str, plan: CommandPlan
@@ -429,9 +444,7 @@ class ToolRunner:
                 f"{name} needs the user's permission, and this editor cannot ask for it "
                 "(no permissionRequests capability); it is refused"
             )
-        outcome = await self._request_permission(
-            part, tool_input, title, _mcp_metadata(mcp_tool) if mcp_tool else {}
-        )
+        outcome = await self._request_permission(part, tool_input, title, mcp_tool=mcp_tool)
         if outcome == "allow_always":
             self.permissions.remember(name, memo, True)
         elif outcome == "reject_always":
@@ -441,18 +454,18 @@ class ToolRunner:
     async def _client_tool(
         self, site: ToolCallSite, part: t.ToolPart, tool_input: Any
     ) -> tuple[str, str | None, dict[str, Any] | None, bool]:
-        params = {
-            "sessionId": self.session_id,
-            "runId": self.run_id,
-            "messageId": site.message_id,
-            "callId": part.call_id,
-            "name": part.tool,
-            "input": tool_input,
-            "sessionScopeKey": self.scope_key,
-        }
+        params = t.ToolExecuteParams(
+            session_id=self.session_id,
+            run_id=self.run_id,
+            message_id=site.message_id,
+            call_id=part.call_id,
+            name=part.tool,
+            input=tool_input,
+            session_scope_key=self.scope_key,
+        )
         try:
             async with asyncio.timeout(CLIENT_TOOL_TIMEOUT_S):
-                result = await self.link.request("tool/execute", params)
+                answer = await self.link.request("tool/execute", params)
         except TimeoutError:
             return (
                 f"the editor did not answer within {CLIENT_TOOL_TIMEOUT_S:.0f} s",
@@ -462,17 +475,19 @@ class ToolRunner:
             )
         except Exception as exc:
             return f"the editor failed to run {part.tool}: {exc}", None, None, True
-        if not isinstance(result, dict) or not isinstance(result.get("output"), str):
-            return "the editor answered tool/execute without an output string", None, None, True
+        try:
+            result = structure_result(answer, t.ToolExecuteResult)
+        except InvalidResult as exc:
+            return _invalid_tool_result(exc), None, None, True
         # Truncation may write the full text to a spill file: off the event loop.
         output = await asyncio.to_thread(
-            truncate_output, repair_text(result["output"]), self.env, call_id=part.call_id
+            truncate_output, repair_text(result.output), self.env, call_id=part.call_id
         )
-        metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else None
+        metadata = result.metadata
         if metadata is not None and encoding_problems(metadata):
             metadata = None  # it could be neither stored nor sent on
-        title = result.get("title") if isinstance(result.get("title"), str) else None
-        return output, title and repair_text(title), metadata, result.get("isError") is True
+        title = result.title and repair_text(result.title)
+        return output, title, metadata, result.is_error is True
 
     async def _mcp_tool(
         self, site: ToolCallSite, tool: McpTool, part: t.ToolPart, tool_input: Any
@@ -543,15 +558,21 @@ class _Failed:
     why: str
 
 
-def _refusal(name: str, outcome: Any) -> str | None:
+def _refusal(name: str, outcome: t.PermissionOutcome | _Failed) -> str | None:
     """None when the editor's outcome allows the call, else why not."""
     if isinstance(outcome, _Failed):
         return outcome.why
     if outcome in ("allow_once", "allow_always"):
         return None
-    if outcome in ("reject_once", "reject_always"):
-        return f"the user refused {name}"
-    return f"permission request got an invalid answer: {outcome!r}"
+    return f"the user refused {name}"
+
+
+def _invalid_tool_result(exc: InvalidResult) -> str:
+    """What the model reads when the editor's tool/execute answer is malformed."""
+    fields = {problem.partition(":")[0] for problem in exc.problems}
+    if fields & {"result", "result.output"}:
+        return "the editor answered tool/execute without an output string"
+    return f"the editor answered tool/execute with an invalid result: {exc}"
 
 
 def _mcp_metadata(tool: McpTool) -> dict[str, str]:

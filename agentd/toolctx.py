@@ -47,6 +47,8 @@ from typing import Any, NamedTuple
 
 from agentd.ids import is_valid_id
 from agentd.keys import is_scope_key
+from agentd.protocol.converter import unstructure
+from agentd.protocol.types import ToolContext
 
 logger = logging.getLogger(__name__)
 
@@ -480,25 +482,26 @@ class ToolContextStore:
 
     # --- a run's context -------------------------------------------------------------
 
-    async def write(self, context: dict[str, Any]) -> None:
+    async def write(self, context: ToolContext) -> None:
         """Publish a run's context; it stays until `release(runId)`. A failure is logged
         and the run goes on without a context."""
-        run_id = context["runId"]
+        run_id = context.run_id
         task = asyncio.ensure_future(asyncio.to_thread(self._publish, context))
         self._publishing[run_id] = task
         # Cancelled while the thread runs: the thread finishes, and release waits for it.
         await asyncio.shield(task)
 
-    def _publish(self, context: dict[str, Any]) -> None:
+    def _publish(self, context: ToolContext) -> None:
         dir_fd = self._dir_fd
-        key = context.get("sessionScopeKey")
-        run_id = context.get("runId")
-        if dir_fd is None or not isinstance(key, str) or not isinstance(run_id, str):
+        key = context.session_scope_key
+        run_id = context.run_id
+        if dir_fd is None:
             return
         if not is_scope_key(key) or not is_valid_id(run_id, "run"):
             logger.warning("tool context not written: invalid key or run id")
             return
-        data = (json.dumps(context, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        record = json.dumps(unstructure(context), indent=2, sort_keys=True)
+        data = (record + "\n").encode("utf-8")
         name = _record_name(key, run_id)
         try:
             with _dir_locked(dir_fd, self._mutex):

@@ -17,20 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentd import ids
+from agentd import ids, model_events
 from agentd.config import Config, ModelConfig
 from agentd.errors import ProviderError
 from agentd.history import step_messages, to_chat_messages
-from agentd.model_events import (
-    ReasoningDelta,
-    RetryNotice,
-    StepFinished,
-    TextDelta,
-    TokenUsage,
-    ToolCall,
-    ToolCallArguments,
-    ToolCallStarted,
-)
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.run_stream import RunStream
@@ -38,6 +28,7 @@ from agentd.storage.recovery import close_part
 
 if TYPE_CHECKING:
     from agentd.provider import ChatProvider
+    from agentd.snapshots import StepSnapshots
     from agentd.tool_calls import ToolRunner
 
 logger = logging.getLogger(__name__)
@@ -87,7 +78,7 @@ def step_cost(model: ModelConfig, usage: t.Usage) -> Decimal:
     return total / Decimal(1_000_000)
 
 
-def usage_from_provider(u: TokenUsage | None) -> t.Usage:
+def usage_from_provider(u: model_events.TokenUsage | None) -> t.Usage:
     if u is None:
         return t.Usage()
     return t.Usage(*attrs.astuple(u))  # the same five counts, in the same order
@@ -104,9 +95,10 @@ class Turn:
         tools: ToolRunner,
         config: Config,
         *,
-        on_retry: Callable[[RetryNotice], None],
+        on_retry: Callable[[model_events.RetryNotice], None],
         on_resume: Callable[[], None],
         on_overflow: Callable[[], Awaitable[list[dict[str, Any]] | None]],
+        snapshots: StepSnapshots | None = None,
     ) -> None:
         self.inp = inp
         self.stream = stream
@@ -117,6 +109,9 @@ class Turn:
         self._on_resume = on_resume
         # Compacts the session and returns the history to retry with (None: cannot).
         self._on_overflow = on_overflow
+        # Snapshots of the workspace around steps whose tools may change files (what
+        # session/revert restores from); None when the run offers no such tool.
+        self._snapshots = snapshots
         self._retrying = False
         now = ids.now_ms()
         self.message = t.Message(
@@ -251,24 +246,18 @@ class Turn:
         self.message.cost = float(self.cost)
         self.stream.message(self.message)
         if self.message.error is not None:
-            self.stream.notify(
-                "session/error",
-                {
-                    "sessionId": self.message.session_id,
-                    "runId": self.inp.run_id,
-                    "error": unstructure(self.message.error),
-                },
-            )
+            self.stream.error(self.message.error)
         return self.message
 
-    def _retry(self, notice: RetryNotice) -> None:
+    def _retry(self, notice: model_events.RetryNotice) -> None:
         self._retrying = True
         self._on_retry(notice)
 
     async def step(self, messages: list[dict[str, Any]]) -> list[t.ToolPart] | None:
         """One model call and its tool calls. Returns the tool parts when the model asked
         for tools (the loop goes on), None when it stopped."""
-        self.add_part(t.StepStartPart(id=ids.new_id("prt")))
+        step_id = ids.new_id("prt")
+        self.add_part(t.StepStartPart(id=step_id))
         self._text_parts_in_step = 0
         step_usage = t.Usage()
         reason = "stop"
@@ -287,11 +276,11 @@ class Turn:
                         self._retrying = False
                         self._on_resume()
                     match ev:
-                        case TextDelta(text=text):
+                        case model_events.TextDelta(text=text):
                             self._stream_text(t.TextPart, text)
-                        case ReasoningDelta(text=text):
+                        case model_events.ReasoningDelta(text=text):
                             self._stream_text(t.ReasoningPart, text)
-                        case ToolCallStarted(index=index, call_id=call_id, name=name):
+                        case model_events.ToolCallStarted(index=index, call_id=call_id, name=name):
                             self.close_text()
                             part = t.ToolPart(
                                 id=ids.new_id("prt"),
@@ -301,10 +290,10 @@ class Turn:
                             )
                             calls[index] = {"part": part, "args": []}
                             self.add_part(part)
-                        case ToolCallArguments(index=index, delta=delta):
+                        case model_events.ToolCallArguments(index=index, delta=delta):
                             if index in calls:
                                 calls[index]["args"].append(delta)
-                        case StepFinished():
+                        case model_events.StepFinished():
                             step_usage = usage_from_provider(ev.usage)
                             reason = FINISH_REASONS.get(
                                 ev.finish_reason, ev.finish_reason or "stop"
@@ -329,13 +318,25 @@ class Turn:
         # Each call runs in call order; then the step goes into the history as the
         # model will see it in every later request.
         ordered = [call for _, call in sorted(calls.items())]
-        for call in ordered:
-            await self.tools.run(
-                call["part"],
-                "".join(call["args"]),
-                message_id=self.message.id,
-                publish=self._publish_tool,
-            )
+        snapshots = self._snapshots
+        if snapshots is not None and not any(
+            self.tools.may_change_files(call["part"].tool) for call in ordered
+        ):
+            snapshots = None
+        if snapshots is not None:
+            await snapshots.before(step_id, self.message.id)
+        try:
+            for call in ordered:
+                await self.tools.run(
+                    call["part"],
+                    "".join(call["args"]),
+                    message_id=self.message.id,
+                    publish=self._publish_tool,
+                )
+        finally:
+            if snapshots is not None:
+                # Aborted too: what the tools did until then is theirs, not the user's.
+                await asyncio.shield(snapshots.after(step_id))
         messages += step_messages(
             "".join(p.text for p in self._step_text()),
             [unstructure(call["part"]) for call in ordered],
@@ -343,7 +344,7 @@ class Turn:
         return tool_parts
 
     def _reconcile_calls(
-        self, calls: dict[int, dict[str, Any]], assembled: tuple[ToolCall, ...]
+        self, calls: dict[int, dict[str, Any]], assembled: tuple[model_events.ToolCall, ...]
     ) -> None:
         """Use the provider's assembled calls as the authority for ids, names and args."""
         for index, call in enumerate(assembled or ()):

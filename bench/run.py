@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -603,6 +604,128 @@ def bench_sandbox(runs: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU milliseconds of a process and its waited-for children (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _disk_bytes(root: Path) -> int:
+    """Bytes the files under `root` take on disk (allocated blocks)."""
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*"))
+
+
+def _snapshot_workspace(root: Path) -> list[Path]:
+    """10,000 files of about 5 KB (50 MB) in 100 directories, each file different."""
+    files = []
+    for d in range(100):
+        sub = root / f"pkg{d:02d}"
+        sub.mkdir(parents=True)
+        for f in range(100):
+            n = d * 100 + f
+            path = sub / f"m{f:02d}.py"
+            path.write_bytes(
+                b"".join(b"    value_%d = compute(alpha, beta, %d)\n" % (i, n) for i in range(120))
+            )
+            files.append(path)
+    return files
+
+
+def bench_snapshots(srv: ScriptedModelServer, runs: int) -> None:
+    """Workspace snapshots (what session/revert restores from), in the 10,000-file
+    workspace: one `take` as a step makes it before and after its tools run, with
+    nothing changed and with 10 files changed; the disk they use over 100 steps that
+    each change one 10 KB file; and `session/revert` through the daemon of a run whose
+    model changed 100 files (and the unrevert), median of `runs` rounds."""
+    import random
+
+    from agentd.config import SnapshotsConfig
+    from agentd.snapshots import WorkspaceStore
+
+    tmp = fresh_dir()
+    ws = tmp / "ws"
+    files = _snapshot_workspace(ws)
+    store = WorkspaceStore(tmp / "data", ws, SnapshotsConfig())
+    start = time.perf_counter()
+    store.take()
+    report("snapshot_first_10000_files", (time.perf_counter() - start) * 1000, "ms", "50 MB")
+    first = _disk_bytes(store.dir)
+    report("snapshot_first_disk", first / 2**20, "MiB")
+
+    cpu: list[float] = []
+
+    def timed() -> float:
+        # CPU time too (agentd's and git's): on a loaded machine the wall time is
+        # mostly waiting for a CPU.
+        own, children = time.process_time(), resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        store.take()
+        wall = (time.perf_counter() - start) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        git = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+        cpu.append((time.process_time() - own + git) * 1000)
+        return wall
+
+    same = [timed() for _ in range(runs)]
+    load = os.getloadavg()[0]
+    note = f"{runs} snapshots, load average {load:.1f} on {os.cpu_count()} CPUs"
+    report("snapshot_nothing_changed_median", statistics.median(same), "ms", note)
+    report("snapshot_nothing_changed_p90", pct(same, 90), "ms", "target median <= 50 ms")
+    report("snapshot_nothing_changed_cpu_median", statistics.median(cpu), "ms", "CPU time")
+    rng = random.Random(7)
+    changed = []
+    cpu.clear()
+    for round_no in range(runs):
+        for path in rng.sample(files, 10):
+            path.write_bytes(path.read_bytes()[:-20] + b"# round %06d\n" % round_no)
+        changed.append(timed())
+    report("snapshot_10_changed_median", statistics.median(changed), "ms", "target <= 80 ms")
+    report("snapshot_10_changed_p90", pct(changed, 90), "ms")
+    report("snapshot_10_changed_cpu_median", statistics.median(cpu), "ms", "CPU time")
+    # 100 steps, each changing one 10 KB file between its two snapshots.
+    target = ws / "pkg50" / "big.txt"
+    base = _disk_bytes(store.dir)
+    for step in range(100):
+        store.take()
+        target.write_bytes(rng.randbytes(5 * 1024).hex().encode())  # 10 KB of text
+        store.take()
+        del step
+    grown = _disk_bytes(store.dir) - base
+    report("snapshot_disk_100_steps", grown / 2**20, "MiB", "one 10 KB file each; target <= 5")
+    shutil.rmtree(tmp / "data", ignore_errors=True)
+
+    # session/revert through the daemon: a run whose bash changed 100 files.
+    (tmp / "config.toml").write_text("allow_bash = true\n")
+    d = Daemon(daemon_env(tmp, srv.base_url, AGENTD_CONFIG=str(tmp / "config.toml")))
+    d.initialize(workspaceRoot=str(ws))
+    sid = d.call("session/create", {"title": "bench"})["session"]["id"]
+    srv.enqueue({"text": "ok"})
+    params = {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}], "tools": ["bash"]}
+    kept = d.call("session/chat", params, timeout=60)["message"]["id"]
+    command = "for d in pkg0*; do for f in $d/m0*.py; do echo changed >> $f; done; done"
+    srv.enqueue({"toolCalls": [{"name": "bash", "arguments": {"command": command}}]}, {"text": "x"})
+    d.call("session/chat", params, timeout=120)
+    reverts, unreverts, revert_cpu = [], [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        own = _process_cpu(d.proc.pid)
+        result = d.call("session/revert", {"sessionId": sid, "messageId": kept}, timeout=60)
+        reverts.append((time.perf_counter() - start) * 1000)
+        revert_cpu.append(_process_cpu(d.proc.pid) - own)
+        assert len(result["files"]) == 100 and not result["conflicts"], result
+        start = time.perf_counter()
+        d.call("session/unrevert", {"sessionId": sid}, timeout=60)
+        unreverts.append((time.perf_counter() - start) * 1000)
+    report("revert_100_files_median", statistics.median(reverts), "ms", "target <= 300 ms")
+    report("revert_100_files_p90", pct(reverts, 90), "ms", "10,000-file workspace")
+    report("unrevert_100_files_median", statistics.median(unreverts), "ms")
+    report("revert_100_files_cpu_median", statistics.median(revert_cpu), "ms", "agentd + git")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller counts")
@@ -644,6 +767,8 @@ def main() -> int:
             bench_mcp(srv, 50 if quick else 200)
         if want("rss"):
             bench_rss_growth(srv, 100 if quick else 1000)
+        if want("snapshots"):
+            bench_snapshots(srv, 10 if quick else 30)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(RESULTS, indent=2))

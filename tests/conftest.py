@@ -15,6 +15,8 @@ from rpc_client import Daemon, daemon_env
 # Daemons forked from one that imported agentd once (tests/zygote.py); "exec" starts a
 # real `python -m agentd` each time.
 rpc_client.SPAWN = os.environ.get("AGENTD_TEST_SPAWN", "fork")
+# Every message agentd sends is checked against protocol/agentd.schema.json.
+rpc_client.VALIDATE = True
 
 
 @pytest.fixture

@@ -26,6 +26,10 @@ AGENTD = [sys.executable, "-m", "agentd"]
 # the benchmarks use, since they time startup). The test suite sets this from
 # $AGENTD_TEST_SPAWN (conftest.py).
 SPAWN = "exec"
+# Check every message received against protocol/agentd.schema.json (tests/wire_check.py).
+# The test suite turns it on (conftest.py); the benchmarks leave it off, as it costs the
+# client time per message.
+VALIDATE = False
 
 
 class _Zygote:
@@ -151,6 +155,10 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
 
+def _hashable(msg_id: Any) -> Any:
+    return msg_id if isinstance(msg_id, str | int | float | bool | None) else json.dumps(msg_id)
+
+
 def _fd_array(*fds: int) -> Any:
     import array
 
@@ -179,6 +187,7 @@ class Daemon:
         preexec_fn: Callable[[], None] | None = None,
         wrapper: list[str] | None = None,
         spawn: str | None = None,
+        validate: bool | None = None,
     ) -> None:
         """`wrapper` is a command that runs agentd (`[*wrapper, python, -m, agentd]`).
         `spawn` "exec" forces a real `python -m agentd` process (what the kernel shows
@@ -205,6 +214,15 @@ class Daemon:
         self.handlers: dict[str, Callable[[dict[str, Any]], Any]] = {}
         self.stderr_lines: list[str] = []
         self.closed = False
+        self._check: Callable[[Any, list[str] | None], str | None] | None = None
+        if VALIDATE if validate is None else validate:
+            from wire_check import check_message
+
+            self._check = check_message
+        # The methods of the requests sent through `send`, by id (a test may reuse one).
+        self._sent: dict[Any, list[str]] = {}
+        # Messages from agentd that break the schema (see wire_check.py).
+        self.wire_errors: list[str] = []
         # Cleared by stop_reading: the reader thread takes no new frame from stdout.
         self._reading = threading.Event()
         self._reading.set()
@@ -229,6 +247,9 @@ class Daemon:
             pass
 
     def send(self, obj: Any) -> None:
+        if isinstance(obj, dict) and isinstance(obj.get("method"), str) and "id" in obj:
+            with self._cond:
+                self._sent.setdefault(_hashable(obj["id"]), []).append(obj["method"])
         self.send_raw(frame(obj))
 
     def _read_stderr(self) -> None:
@@ -255,11 +276,34 @@ class Daemon:
                 length = int(headers["content-length"])
                 body = out.read(length)
                 msg = json.loads(body)
+                if self._check is not None:
+                    self._validate(msg)
                 self._on_message(msg)
         finally:
             with self._cond:
                 self.closed = True
                 self._cond.notify_all()
+
+    def _validate(self, msg: Any) -> None:
+        assert self._check is not None
+        sent = None
+        if isinstance(msg, dict) and "method" not in msg and "id" in msg:
+            with self._cond:
+                sent = self._sent.get(_hashable(msg["id"]))
+        problem = self._check(msg, sent)
+        if problem is not None:
+            with self._cond:
+                self.wire_errors.append(problem)
+                self._cond.notify_all()
+
+    def assert_wire_valid(self) -> None:
+        """Fail when agentd sent a message its schema does not describe."""
+        with self._cond:
+            errors = list(self.wire_errors)
+        if errors:
+            shown = "\n".join(errors[:5])
+            more = f"\n(and {len(errors) - 5} more)" if len(errors) > 5 else ""
+            raise AssertionError(f"agentd sent messages that break its schema:\n{shown}{more}")
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         if "method" in msg and "id" in msg:
@@ -307,6 +351,8 @@ class Daemon:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
+                if self.wire_errors:
+                    self.assert_wire_valid()
                 value = predicate()
                 if value:
                     return value
@@ -387,12 +433,18 @@ class Daemon:
             except Exception:
                 self.proc.kill()
                 self.proc.wait(5)
+        # The readers reach the end of stdout and stderr on their own time after the
+        # process exited: what a test reads after stop() (stderr_lines) is all there was.
+        for reader in (self._reader, self._err):
+            if reader.is_alive() and reader is not threading.current_thread():
+                reader.join(10)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 if stream:
                     stream.close()
             except OSError:
                 pass
+        self.assert_wire_valid()
 
 
 def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str, str]:

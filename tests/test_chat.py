@@ -320,6 +320,143 @@ def test_client_tool_error_is_a_tool_result(spawn, model):
     assert msg["finishReason"] == "stop"
 
 
+# Answers to tool/execute that are not `{output: string, title?, metadata?, isError?}`,
+# and what the model reads for each.
+NO_OUTPUT = "the editor answered tool/execute without an output string"
+MALFORMED_TOOL_ANSWERS = [
+    (None, NO_OUTPUT),
+    ([], NO_OUTPUT),
+    ("the output", NO_OUTPUT),
+    (42, NO_OUTPUT),
+    ({}, NO_OUTPUT),
+    ({"output": None}, NO_OUTPUT),
+    ({"output": 5}, NO_OUTPUT),
+    ({"output": ["a", "b"]}, NO_OUTPUT),
+    ({"output": {"text": "x"}}, NO_OUTPUT),
+    ({"title": "t", "isError": True}, NO_OUTPUT),
+    (
+        {"output": "x", "title": 5},
+        "the editor answered tool/execute with an invalid result: "
+        "result.title: expected string, got int",
+    ),
+    (
+        {"output": "x", "isError": "yes"},
+        "the editor answered tool/execute with an invalid result: "
+        "result.isError: expected boolean, got str",
+    ),
+    (
+        {"output": "x", "metadata": [1]},
+        "the editor answered tool/execute with an invalid result: "
+        "result.metadata: expected object, got list",
+    ),
+    (
+        {"output": "x", "metadata": "m", "isError": 0},
+        "the editor answered tool/execute with an invalid result: "
+        "result.metadata: expected object, got str; result.isError: expected boolean, got int",
+    ),
+]
+
+
+def test_malformed_editor_tool_answers_are_tool_errors(spawn, model):
+    """Whatever shape the editor's answer has, the call ends as a tool error the model
+    reads (never a protocol error, never a crash), and the run goes on."""
+    d = spawn(model.base_url)
+    sid = new_session(d, title="t")
+    d.handlers["tool/execute"] = lambda params: MALFORMED_TOOL_ANSWERS[params["input"]["case"]][0]
+    cases = range(len(MALFORMED_TOOL_ANSWERS))
+    model.enqueue(
+        {"toolCalls": [{"name": "editor_thing", "arguments": {"case": i}} for i in cases]},
+        {"text": "noted"},
+    )
+    msg = chat(
+        d,
+        sid,
+        "go",
+        clientTools=[{"name": "editor_thing", "description": "d", "parameters": {}}],
+    )["message"]
+    tools = [p for p in msg["parts"] if p["type"] == "tool"]
+    assert [p["state"]["status"] for p in tools] == ["error"] * len(tools)
+    assert [p["state"]["error"] for p in tools] == [why for _, why in MALFORMED_TOOL_ANSWERS]
+    results = [m for m in model.requests()[-1]["body"]["messages"] if m["role"] == "tool"]
+    assert [r["content"] for r in results] == [f"Error: {why}" for _, why in MALFORMED_TOOL_ANSWERS]
+    assert text_of(msg) == "noted" and msg["finishReason"] == "stop"
+
+
+def test_editor_tool_answers_with_every_optional_field(spawn, model):
+    """Unknown fields in the editor's answer are ignored; null means absent."""
+    d = spawn(model.base_url)
+    sid = new_session(d, title="t")
+    answers = [
+        {"output": "plain", "futureField": {"x": 1}},
+        {"output": "full", "title": "T", "metadata": {"k": [1]}, "isError": False},
+        {"output": "failed", "isError": True},
+        {"output": "nulls", "title": None, "metadata": None, "isError": None},
+    ]
+    d.handlers["tool/execute"] = lambda params: answers[params["input"]["case"]]
+    model.enqueue(
+        {"toolCalls": [{"name": "editor_thing", "arguments": {"case": i}} for i in range(4)]},
+        {"text": "ok"},
+    )
+    msg = chat(
+        d, sid, "go", clientTools=[{"name": "editor_thing", "description": "d", "parameters": {}}]
+    )["message"]
+    states = [p["state"] for p in msg["parts"] if p["type"] == "tool"]
+    assert [s["status"] for s in states] == ["completed", "completed", "error", "completed"]
+    assert states[0]["output"] == "plain" and "metadata" not in states[0]
+    assert states[1]["title"] == "T" and states[1]["metadata"] == {"k": [1]}
+    assert states[2]["error"] == "failed"
+    assert states[3]["output"] == "nulls" and "metadata" not in states[3]
+
+
+# Answers to permission/request that are not `{outcome: one of the four}`.
+MALFORMED_PERMISSION_ANSWERS = [
+    (None, "None"),
+    ("allow_once", "None"),
+    (["allow_once"], "None"),
+    ({}, "None"),
+    ({"outcome": None}, "None"),
+    ({"outcome": "maybe"}, "'maybe'"),
+    ({"outcome": "ALLOW_ONCE"}, "'ALLOW_ONCE'"),
+    ({"outcome": 1}, "1"),
+    ({"outcome": True}, "True"),
+    ({"outcome": ["allow_once"]}, "['allow_once']"),
+]
+
+
+def test_malformed_permission_answers_refuse_the_tool(spawn, model, tmp_path):
+    """An answer that is not one of the four outcomes never lets the tool run; the model
+    reads what the editor answered."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    d = spawn(model.base_url, initialize=False)
+    d.initialize(workspaceRoot=str(ws), capabilities={"permissionRequests": True})
+
+    def answer(params):  # type: ignore[no-untyped-def]
+        if params["input"]["path"] == "ok.txt":
+            return {"outcome": "allow_once", "futureField": 1}
+        return MALFORMED_PERMISSION_ANSWERS[int(params["input"]["path"].split(".")[0])][0]
+
+    d.handlers["permission/request"] = answer
+    sid = new_session(d, title="t")
+    paths = [f"{i}.txt" for i in range(len(MALFORMED_PERMISSION_ANSWERS))] + ["ok.txt"]
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "write_file", "arguments": {"path": p, "content": "x"}} for p in paths
+            ]
+        },
+        {"text": "done"},
+    )
+    msg = chat(d, sid, "write", tools=["write_file"])["message"]
+    tools = [p for p in msg["parts"] if p["type"] == "tool"]
+    assert [p["state"]["status"] for p in tools] == ["error"] * (len(paths) - 1) + ["completed"]
+    assert [p["state"]["error"] for p in tools[:-1]] == [
+        f"permission request got an invalid answer: {shown}"
+        for _, shown in MALFORMED_PERMISSION_ANSWERS
+    ]
+    assert sorted(os.listdir(ws)) == ["ok.txt"]
+
+
 def test_max_steps_ends_with_tool_calls(spawn, model, tmp_path):
     d = spawn(model.base_url)
     sid = new_session(d, title="t")

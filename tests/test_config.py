@@ -42,6 +42,8 @@ BASE = {
     "provider": {"[providers.p]": PROVIDER_P},
     "model": {"[providers.p]": PROVIDER_P, "[models.m]": {"provider": '"p"'}},
     "server": {"[mcp_servers.s]": {"command": '"srv"'}},
+    "sandbox": {"[sandbox]": {}},
+    "snapshots": {"[snapshots]": {}},
 }
 
 
@@ -69,6 +71,8 @@ def cases():  # type: ignore[no-untyped-def]
         (cfg.PROVIDER, "provider"),
         (cfg.MODEL, "model"),
         (cfg.MCP_SERVER, "server"),
+        (cfg.SANDBOX, "sandbox"),
+        (cfg.SNAPSHOTS, "snapshots"),
     ):
         for option in section.options:
             for label, text in WRONG_VALUES.items():
@@ -79,7 +83,7 @@ def cases():  # type: ignore[no-untyped-def]
                     entry,
                     option,
                     text,
-                    id=f"{section.entry or 'top'}.{option.key}={label}",
+                    id=f"{entry or 'top'}.{option.key}={label}",
                 )
 
 
@@ -96,6 +100,8 @@ def value_of(config: cfg.Config, entry: str | None, attribute: str):  # type: ig
         "provider": config.providers.get("p"),
         "model": config.models.get("m"),
         "server": next(iter(config.mcp_servers), None),
+        "sandbox": config.sandbox,
+        "snapshots": config.snapshots,
     }[entry]
     assert holder is not None, f"the {entry} was dropped"
     return getattr(holder, attribute)
@@ -108,6 +114,8 @@ def default_of(section: cfg.Section, entry: str | None, attribute: str):  # type
         "provider": lambda: cfg.ProviderConfig(name="p", base_url="http://127.0.0.1:9/v1"),
         "model": lambda: cfg.ModelConfig(id="m", provider="p"),
         "server": lambda: cfg.McpServerSpec(name="s", command="srv"),
+        "sandbox": cfg.SandboxConfig,
+        "snapshots": cfg.SnapshotsConfig,
     }[entry]
     return getattr(make(), attribute)
 
@@ -120,7 +128,14 @@ def test_every_option_of_the_wrong_type_keeps_its_default_and_is_reported(
         config = load(tmp_path, f"{option.key} = {text}\n")
     else:
         config = load(tmp_path, entry_file(entry, option.key, text))
-    where = {None: "", "provider": "providers.p.", "model": "models.m.", "server": "mcp_servers.s."}
+    where = {
+        None: "",
+        "provider": "providers.p.",
+        "model": "models.m.",
+        "server": "mcp_servers.s.",
+        "sandbox": "sandbox.",
+        "snapshots": "snapshots.",
+    }
     # One problem, naming the option by its full path, what it wanted and what it got.
     [problem] = config.problems
     got = cfg.describe_value(toml_value(text), secret=option.secret)

@@ -29,13 +29,16 @@ def mode(path: Path) -> int:
 
 
 def private_modes(*roots: Path) -> dict[str, str]:
-    """Every path under `roots` that is not 0700 (directories) or 0600 (files)."""
+    """Every path under `roots` that is not 0700 (directories) or 0600 (files); the
+    objects of a workspace's snapshot store, which git makes read-only, may be 0400."""
     wrong = {}
     for root in roots:
         for path in [root, *root.rglob("*")]:
             st = os.lstat(path)
-            want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
-            if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) != want:
+            want = {0o700} if stat.S_ISDIR(st.st_mode) else {0o600}
+            if "snapshots" in path.parts and "objects" in path.parts:
+                want.add(0o400)
+            if stat.S_ISLNK(st.st_mode) or stat.S_IMODE(st.st_mode) not in want:
                 wrong[str(path)] = stat.filemode(st.st_mode)
     return wrong
 

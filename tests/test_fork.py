@@ -263,3 +263,37 @@ def test_forked_from_survives_a_restart_and_a_catalog_rebuild(tmp_path, model):
         assert without_ids(messages(d, fork["id"])) == without_ids(messages(d, sid))
     finally:
         d.stop()
+
+
+def test_fork_and_export_leave_out_what_a_revert_hid(spawn, model):
+    """The history as session/messages shows it: messages a revert hid are not copied,
+    and cannot be forked at; the fork's model sees what the original's sees."""
+    d = spawn(model.base_url)
+    sid = new_session(d, title="reverted")
+    for word in ("apples", "pears", "plums"):
+        model.enqueue({"text": f"noted {word}"})
+        chat(d, sid, f"remember {word}")
+    shown = messages(d, sid)
+    d.call("session/revert", {"sessionId": sid, "messageId": shown[1]["id"]})
+    fork = d.call("session/fork", {"sessionId": sid})["session"]
+    assert fork["forkedFrom"]["messageId"] == shown[1]["id"]
+    assert [text_of(m) for m in messages(d, fork["id"])] == ["remember apples", "noted apples"]
+    for hidden in shown[2:]:
+        with pytest.raises(RpcError) as err:
+            d.call("session/fork", {"sessionId": sid, "messageId": hidden["id"]})
+        assert err.value.code == -32602 and "reverted" in err.value.message
+    document = json.loads(d.call("session/export", {"sessionId": sid})["content"])
+    assert [text_of(m) for m in document["messages"]] == ["remember apples", "noted apples"]
+    assert all("reverted" not in m for m in document["messages"])
+    # A message marked reverted in a document is imported as shown: hiding is the
+    # log's revert records' to say, not a field.
+    document["messages"][1]["reverted"] = True
+    imported = d.call("session/import", {"content": json.dumps(document)})["session"]["id"]
+    assert [m.get("reverted") for m in messages(d, imported)] == [None, None]
+    model.reset()
+    model.enqueue({"text": "x"}, {"text": "x"}, {"text": "x"})
+    for target in (sid, fork["id"], imported):
+        chat(d, target, "what do you remember?")
+    sent = [r["body"]["messages"][1:] for r in model.requests()]
+    assert sent[0] == sent[1] == sent[2]
+    assert "pears" not in json.dumps(sent[0])

@@ -100,6 +100,56 @@ def test_invalid_params_name_the_field(spawn):
     assert d.call("session/list", {"futureField": {"x": 1}})["sessions"] == []
 
 
+def test_containers_of_the_wrong_type_are_invalid_params(spawn, model):
+    """A list is a JSON array and an object a JSON object: a string is not a list of its
+    characters, an object not the list of its keys. Refused whole, naming the field, and
+    nothing is stored."""
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    text = [{"type": "text", "text": "hi"}]
+    cases = [
+        ("session/chat", {"sessionId": sid, "parts": text, "tools": "read_file"}, "tools"),
+        ("session/chat", {"sessionId": sid, "parts": text, "tools": {"read_file": 1}}, "tools"),
+        ("session/chat", {"sessionId": sid, "parts": text, "system": "be brief"}, "system"),
+        ("session/chat", {"sessionId": sid, "parts": "hi"}, "parts"),
+        ("session/chat", {"sessionId": sid, "parts": {"type": "text", "text": "hi"}}, "parts"),
+        (
+            "session/chat",
+            {
+                "sessionId": sid,
+                "parts": text,
+                "clientTools": [{"name": "t", "description": "d", "parameters": []}],
+            },
+            "clientTools[0].parameters",
+        ),
+        (
+            "session/chat",
+            {"sessionId": sid, "parts": text, "clientTools": {"name": "t"}},
+            "clientTools",
+        ),
+        ("session/create", {"mcpServers": {"name": "x", "command": "true"}}, "mcpServers"),
+        (
+            "session/create",
+            {"mcpServers": [{"name": "x", "command": "true", "args": "-v"}]},
+            "mcpServers[0].args",
+        ),
+        (
+            "session/create",
+            {"mcpServers": [{"name": "x", "command": "true", "env": ["A=1"]}]},
+            "mcpServers[0].env",
+        ),
+        ("session/create", {"mcpServers": ["x"]}, "mcpServers[0]"),
+    ]
+    for method, params, field in cases:
+        with pytest.raises(RpcError) as err:
+            d.call(method, params)
+        assert err.value.code == -32602, (params, err.value.message)
+        assert f"params.{field}: expected " in err.value.message, (params, err.value.message)
+    assert d.call("session/messages", {"sessionId": sid})["messages"] == []
+    assert [s["id"] for s in d.call("session/list", {})["sessions"]] == [sid]
+    assert not model.requests()
+
+
 def test_unknown_method_is_32601(spawn):
     d = spawn()
     with pytest.raises(RpcError) as err:
@@ -250,10 +300,10 @@ def test_stdout_carries_only_frames_and_logs_go_to_stderr(spawn):
     d.call("session/create", {"title": "t"})
     d.close_stdin()
     d.wait_exit()
-    # The reader thread parsed every byte of stdout as frames (it would have raised). It
-    # reaches the end of stdout on its own time after the process has exited: join it.
+    # The reader thread parsed every byte of stdout as frames (it would have raised).
+    # The process's exit does not wait for the reader to take the last frames: join it.
     d._reader.join(10)
-    assert d.closed
+    assert d.closed and not d._reader.is_alive()
     d._err.join(10)  # stderr is read by a thread of its own: let it reach the end
     assert any("agentd" in line for line in d.stderr_lines)
 

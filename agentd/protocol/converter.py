@@ -13,15 +13,18 @@ import math
 import re
 import typing
 from collections.abc import Callable, Iterable
-from typing import Any, get_args
+from typing import Any, TypeVar, cast, get_args
 
 import attrs
 import cattrs
-from cattrs.cols import list_structure_factory
+from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from agentd.protocol import types as t
 from agentd.protocol.encoding import encoding_problems
+from agentd.protocol.methods import METHODS
+
+T = TypeVar("T")
 
 _CAMEL_RE = re.compile(r"_([a-z])")
 
@@ -47,6 +50,15 @@ def _float_hook(value: Any, _: type) -> float:
     if not math.isfinite(number):  # Python's json parser reads NaN and Infinity
         raise ValueError("expected a finite number")
     return number
+
+
+def _only(kind: type, name: str, inner: Callable[[Any, Any], Any]) -> Any:
+    def hook(value: Any, tp: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return inner(value, tp)
+
+    return hook
 
 
 def _tagged(union: Any, tag: str) -> Any:
@@ -78,7 +90,15 @@ def _make_converter() -> cattrs.Converter:
     def structure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
         # cattrs types per-attribute overrides as **kwargs beside its bool flags.
-        return make_dict_structure_fn(cls, conv, **renames)  # type: ignore[arg-type]
+        return _only(dict, "object", make_dict_structure_fn(cls, conv, **renames))  # type: ignore[arg-type]
+
+    # cattrs builds a list from any iterable (a string becomes its characters, an object
+    # its keys) and fails on a non-object with a Python error: both are checked first.
+    def list_factory(tp: Any) -> Any:
+        return _only(list, "array", list_structure_factory(tp, conv))
+
+    def mapping_factory(tp: Any) -> Any:
+        return _only(dict, "object", mapping_structure_factory(tp, conv))
 
     def unstructure_factory(cls: type) -> Any:
         renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
@@ -94,19 +114,8 @@ def _make_converter() -> cattrs.Converter:
         return unstructure
 
     conv.register_structure_hook_factory(attrs.has, structure_factory)
-
-    def list_factory(tp: Any) -> Any:
-        # cattrs makes a list of any iterable: a table ({}) or a string would pass.
-        base = list_structure_factory(tp, conv)
-
-        def hook(value: Any, cls: Any) -> Any:
-            if not isinstance(value, list):
-                raise TypeError(f"expected array, got {type(value).__name__}")
-            return base(value, cls)
-
-        return hook
-
     conv.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is list, list_factory)
+    conv.register_structure_hook_factory(lambda tp: typing.get_origin(tp) is dict, mapping_factory)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     return conv
 
@@ -116,6 +125,22 @@ for _union, _tag in ((t.Part, "type"), (t.ToolState, "status"), (t.InputPart, "t
     converter.register_structure_hook(_union, _tagged(_union, _tag))
     # Unstructure by the runtime class, not the declared union.
     converter.register_unstructure_hook(_union, lambda obj: converter.unstructure(obj, type(obj)))
+converter.register_unstructure_hook(t.PartDeltaParams, t.PartDeltaParams.to_wire)
+
+
+def _message_updated_hook() -> Callable[[t.MessageUpdatedParams], dict[str, Any]]:
+    generic = converter.get_unstructure_hook(t.MessageUpdatedParams)
+
+    def unstructure(params: t.MessageUpdatedParams) -> dict[str, Any]:
+        data = generic(params)
+        # The message's parts travel as part/updated, never inside message/updated.
+        data["message"].pop("parts", None)
+        return data
+
+    return unstructure
+
+
+converter.register_unstructure_hook(t.MessageUpdatedParams, _message_updated_hook())
 
 
 def structure(data: Any, cls: type[Any]) -> Any:
@@ -141,6 +166,33 @@ def structure_params(data: Any, cls: type[Any]) -> Any:
 
 def unstructure(obj: Any) -> Any:
     return converter.unstructure(obj)
+
+
+def params_to_wire(method: str, params: t.NotificationParams | t.RequestParams) -> Any:
+    """The JSON value of the params of `method`, a notification or request agentd sends
+    to the editor: `params` must be of the type the method table gives it."""
+    expected = METHODS[method].params
+    if type(params) is not expected:
+        raise TypeError(f"{method} takes {expected!r}, not {type(params).__name__}")
+    return converter.unstructure(params)
+
+
+class InvalidResult(ValueError):
+    """The editor's answer to one of agentd's requests is not of the result type;
+    `problems` name each offending field (`result.output: required field missing`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def structure_result(data: Any, cls: type[T]) -> T:
+    """The editor's answer to one of agentd's requests, structured strictly (as params
+    from the editor are); raises InvalidResult."""
+    try:
+        return cast(T, converter.structure(data, cls))
+    except Exception as exc:
+        raise InvalidResult(describe_error(exc, path="result")) from exc
 
 
 @functools.cache
@@ -211,13 +263,13 @@ def _format_exception(exc: BaseException, expected: type | None) -> str:
     return f"invalid value ({type(exc).__name__})"
 
 
-def describe_error(exc: BaseException) -> list[str]:
+def describe_error(exc: BaseException, path: str = "params") -> list[str]:
     """Messages naming each offending field by its wire name, e.g.
     `params.sessionId: expected string, got int`."""
     if isinstance(exc, Unencodable):
         return exc.problems
     try:
-        lines = cattrs.transform_error(exc, path="params", format_exception=_format_exception)
+        lines = cattrs.transform_error(exc, path=path, format_exception=_format_exception)
     except Exception:
         lines = [str(exc)]
     out = []
@@ -228,12 +280,15 @@ def describe_error(exc: BaseException) -> list[str]:
 
 
 __all__ = [
+    "InvalidResult",
     "Unencodable",
     "converter",
     "describe_error",
+    "params_to_wire",
     "secret_values",
     "structure",
     "structure_params",
+    "structure_result",
     "to_camel",
     "unstructure",
 ]

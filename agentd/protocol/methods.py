@@ -52,6 +52,14 @@ METHODS: dict[str, Method] = {
         Method("session/fork", "editor", "request", t.SessionForkParams, t.SessionResult),
         Method("session/export", "editor", "request", t.SessionExportParams, t.SessionExportResult),
         Method("session/import", "editor", "request", t.SessionImportParams, t.SessionResult),
+        Method("session/revert", "editor", "request", t.SessionRevertParams, t.SessionRevertResult),
+        Method(
+            "session/unrevert",
+            "editor",
+            "request",
+            t.SessionUnrevertParams,
+            t.SessionRevertResult,
+        ),
         Method(
             "run/resolve",
             "editor",

@@ -258,6 +258,8 @@ class Message:
     # On a run's assistant message: the instruction files its system prompt held, the
     # most general first (absent: none).
     instructions: list[InstructionFile] | None = None
+    # Hidden by session/revert (only shown with session/messages' includeReverted).
+    reverted: bool | None = None
 
 
 @attrs.define
@@ -482,12 +484,57 @@ class SessionMessagesParams:
     session_id: str
     limit: int | None = None
     before: str | None = None
+    # Reverted messages too, marked `reverted: true`.
+    include_reverted: bool | None = None
 
 
 @attrs.define
 class SessionMessagesResult:
     messages: list[Message]
     next_before: str | None = None
+
+
+@attrs.define
+class SessionRevertParams:
+    session_id: str
+    # Everything after this message is undone; the message itself stays.
+    message_id: str
+    # Restore files the user changed since agentd's snapshot too.
+    force: bool | None = None
+    # Say what would be restored and what conflicts, changing nothing.
+    dry_run: bool | None = None
+
+
+@attrs.define
+class SessionUnrevertParams:
+    session_id: str
+    force: bool | None = None
+    dry_run: bool | None = None
+
+
+@attrs.define
+class RevertedFile:
+    # Relative to the workspace root, "/"-separated.
+    path: str
+    # "restore": written back as it was; "delete": removed (it did not exist then).
+    action: Literal["restore", "delete"]
+
+
+@attrs.define
+class RevertConflict:
+    path: str
+    reason: str
+
+
+@attrs.define
+class SessionRevertResult:
+    # The messages reverted (session/unrevert: shown again), in order.
+    messages: list[str]
+    files: list[RevertedFile]
+    # Files left as they are: changed by someone else since agentd's snapshot (unless
+    # `force`), or blocked (a directory in the way).
+    conflicts: list[RevertConflict]
+    dry_run: bool | None = None
 
 
 @attrs.define
@@ -682,8 +729,10 @@ class MessageUpdatedParams:
     """`message` travels without its parts (they travel as part/updated)."""
 
     session_id: str
-    message: Message
     run_id: str | None = None
+    # After run_id (keyword-only, as it has no default): fields go on the wire in this
+    # order, the order agentd has always sent.
+    message: Message = attrs.field(kw_only=True)
 
 
 @attrs.define
@@ -696,6 +745,12 @@ class PartUpdatedParams:
 
 @attrs.define
 class PartDeltaParams:
+    """Append `delta` to the part's `field` (its text)."""
+
+    # Sent per batch of tokens: the one type whose wire form is written by hand
+    # (`to_wire`, which the converter uses), as cattrs's generated unstructuring costs
+    # about ten times this dict literal on the hottest path (bench: token latency, long
+    # streams). Keep it in step with the fields; tests/test_protocol_types.py checks.
     session_id: str
     run_id: str
     message_id: str
@@ -703,12 +758,22 @@ class PartDeltaParams:
     delta: str
     field: Literal["text"] = "text"
 
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "runId": self.run_id,
+            "messageId": self.message_id,
+            "partId": self.part_id,
+            "field": self.field,
+            "delta": self.delta,
+        }
+
 
 @attrs.define
 class SessionErrorParams:
     session_id: str
-    error: ErrorInfo
     run_id: str | None = None
+    error: ErrorInfo = attrs.field(kw_only=True)  # after run_id on the wire, as always
 
 
 @attrs.define
@@ -769,3 +834,16 @@ class PermissionRequestParams:
 @attrs.define
 class PermissionRequestResult:
     outcome: PermissionOutcome
+
+
+# What agentd sends to the editor (the method table pairs each with its method).
+NotificationParams = (
+    SessionUpdatedParams
+    | SessionStatusParams
+    | MessageUpdatedParams
+    | PartUpdatedParams
+    | PartDeltaParams
+    | SessionErrorParams
+    | McpStatusParams
+)
+RequestParams = ToolExecuteParams | PermissionRequestParams

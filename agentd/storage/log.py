@@ -12,6 +12,10 @@ Records (one JSON object per line, key `k` says which):
   usage    usage and cost of a model call outside messages (titles, summaries)
   compact  history sent to the model is this summary message, the `keep` tail, then
            what follows (compaction)
+  snapshot the workspace snapshot before a step that may change files (`before`, or
+           `error` when it could not be taken), then after it (`after`), by `step`
+  revert   messages marked reverted and the files restored (`session/revert`)
+  unrevert the latest revert undone (`session/unrevert`)
 
 Appends are single `write()` calls of whole lines on an O_APPEND descriptor, so two
 processes appending to one log never interleave within a line. Writes run on one
@@ -26,6 +30,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 LOCK_NAME = "run.lock"
+# How long a run lock found held is tried again (see RunLock.try_acquire).
+LOCK_SETTLE_S = 0.5
 MAX_TOTAL = 2**63 - 1
 
 # One thread writes every log: FIFO keeps each log's records in order, and the event
@@ -143,9 +150,6 @@ class LogState:
     open_runs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     compact_from: str | None = None
     compact_keep: list[str] = attrs.Factory(list)
-    # Every compaction recorded: summary message id -> the ids kept verbatim before it
-    # (a fork or an export ending before the latest summary uses the one in effect there).
-    compactions: dict[str, list[str]] = attrs.Factory(dict)
     last_at: int = 0
     # The usage of the latest step (its step-finish part), unless a summary came after
     # it: what decides whether the next run compacts first.
@@ -156,6 +160,18 @@ class LogState:
     cost: Decimal = Decimal(0)
     # Settled messages that received records since (rare): read again from the log.
     touched: set[str] = attrs.Factory(set)
+    # What happened to the workspace, in log order (see agentd.revert): steps' snapshots
+    # ({"kind": "step", before, after, error...}), reverts and unreverts.
+    workspace: list[dict[str, Any]] = attrs.Factory(list)
+    # Messages a revert hid: kept, but out of what the model sees and session/messages.
+    reverted: set[str] = attrs.Factory(set)
+    # Reverts session/unrevert can still undo (latest last): those since the last new
+    # message.
+    pending_reverts: list[dict[str, Any]] = attrs.Factory(list)
+    _steps: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    # Every compaction (summary id, kept ids), in order; the latest whose summary is not
+    # reverted applies.
+    _compactions: list[tuple[str, list[str]]] = attrs.Factory(list)
     # Message ids in log order, and those out of the recent window not yet settled.
     _order: list[str] = attrs.Factory(list)
     _outside: set[str] = attrs.Factory(set)
@@ -182,6 +198,8 @@ class LogState:
             meta = rec["message"]
             existing = self.messages.get(meta["id"])
             if existing is None:
+                # A new message: the reverts before it are for good.
+                self.pending_reverts.clear()
                 self._count(meta, +1)
                 self.messages[meta["id"]] = MessageState(meta=meta, start=start, end=end)
                 self._order.append(meta["id"])
@@ -218,12 +236,69 @@ class LogState:
         elif kind == "usage":
             self._add(rec["usage"], rec.get("cost", 0), +1)
         elif kind == "compact":
-            self.compact_from = rec["from"]
-            self.compact_keep = list(rec.get("keep") or ())
-            self.compactions[rec["from"]] = self.compact_keep
+            self._compactions.append((rec["from"], list(rec.get("keep") or ())))
+            self._apply_compaction()
+        elif kind == "snapshot":
+            self._snapshot(rec)
+        elif kind == "revert":
+            self.reverted.update(rec["messages"])
+            self.pending_reverts.append(rec)
+            if rec.get("before"):  # it changed files
+                self.workspace.append({**rec, "kind": "revert"})
+            self._apply_compaction()
+            # The last step's usage no longer says how big the history is.
+            self.last_step_usage = None
+        elif kind == "unrevert":
+            if self.pending_reverts:
+                self.pending_reverts.pop()
+            self.reverted.difference_update(rec["messages"])
+            if rec.get("before"):
+                self.workspace.append({**rec, "kind": "unrevert"})
+            self._apply_compaction()
+            self.last_step_usage = None
         at = rec.get("at")
         if isinstance(at, int) and at > self.last_at:
             self.last_at = at
+
+    def _snapshot(self, rec: dict[str, Any]) -> None:
+        step = rec["step"]
+        event = self._steps.get(step)
+        if event is None:
+            event = {
+                "kind": "step",
+                "step": step,
+                "m": rec.get("m"),
+                "ws": rec.get("ws"),
+                "before": rec.get("before"),
+                "after": None,
+                "error": rec.get("error"),
+            }
+            self._steps[step] = event
+            self.workspace.append(event)
+        elif "after" in rec:
+            event["after"] = rec["after"]
+
+    def _apply_compaction(self) -> None:
+        for summary, keep in reversed(self._compactions):
+            if summary not in self.reverted:
+                self.compact_from, self.compact_keep = summary, keep
+                return
+        self.compact_from, self.compact_keep = None, []
+
+    def compaction_kept(self, summary_id: str) -> list[str] | None:
+        """The ids a compaction whose summary is `summary_id` kept verbatim; None when
+        that message is no summary (a fork or an export ending before the latest summary
+        uses the one in effect there)."""
+        for summary, keep in reversed(self._compactions):
+            if summary == summary_id:
+                return keep
+        return None
+
+    def visible(self) -> list[str]:
+        """Message ids in order, reverted ones left out."""
+        if not self.reverted:
+            return list(self.messages)
+        return [i for i in self.messages if i not in self.reverted]
 
     def _count(self, meta: dict[str, Any], sign: int) -> None:
         usage = meta.get("usage")
@@ -475,16 +550,28 @@ class RunLock:
         self.path = directory / LOCK_NAME
         self._fd: int | None = None
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, settle_s: float = LOCK_SETTLE_S) -> bool:
+        """Take the lock if no other process holds it; blocks up to `settle_s`.
+
+        A flock belongs to the open file, and a process agentd starts (a command, git
+        taking a snapshot) holds a copy of every descriptor from its fork until its exec,
+        the lock's too: one run's lock can outlive the run by as long as the child
+        waits to be scheduled (tens of milliseconds on a loaded machine), so a lock
+        found held is tried again for a moment before the session counts as busy."""
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
+        deadline = time.monotonic() + settle_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.01)
         self._fd = fd
         return True
 
@@ -494,12 +581,12 @@ class RunLock:
             os.close(fd)  # closing the descriptor releases the flock
 
 
-def lock_is_free(directory: Path) -> bool:
-    """True when no process holds the session's run lock."""
+def lock_is_free(directory: Path, settle_s: float = 0.0) -> bool:
+    """True when no process holds the session's run lock (tried for `settle_s`)."""
     lock = RunLock(directory)
     if not lock.path.exists():
         return True
-    if lock.try_acquire():
+    if lock.try_acquire(settle_s):
         lock.release()
         return True
     return False

@@ -26,8 +26,16 @@ import attrs
 from agentd import file_modes, ids
 from agentd.config import Config
 from agentd.errors import SessionBusy, SessionNotFound, StorageError
+from agentd.protocol import types as t
 from agentd.storage.catalog import Catalog, SessionRow
-from agentd.storage.log import LOG_NAME, RunLock, SessionLog, encode, lock_is_free
+from agentd.storage.log import (
+    LOCK_SETTLE_S,
+    LOG_NAME,
+    RunLock,
+    SessionLog,
+    encode,
+    lock_is_free,
+)
 from agentd.storage.recovery import interrupted_records
 from agentd.storage.reindex import reindex_sync
 from agentd.toolctx import ToolContextStore
@@ -198,7 +206,9 @@ class Store:
         """Another process holds the session's run lock."""
         if session_id in self._running:
             return False
-        return not await asyncio.to_thread(lock_is_free, self.session_dir(session_id))
+        return not await asyncio.to_thread(
+            lock_is_free, self.session_dir(session_id), LOCK_SETTLE_S
+        )
 
     @contextlib.asynccontextmanager
     async def exclusive(self, session_id: str) -> AsyncIterator[None]:
@@ -249,6 +259,21 @@ class Store:
             finally:
                 await self._end_run(session_id, run_id, log)
 
+    @contextlib.asynccontextmanager
+    async def holding(self, session_id: str) -> AsyncIterator[SessionLog]:
+        """Hold the session without a run (a revert): its lock, so that no run starts,
+        here or in another daemon, until the way out. Runs a dead daemon left open are
+        closed first (as `interrupted`), as a run's start would."""
+        async with self.exclusive(session_id):
+            log = self.log_for(session_id)
+            state = await log.read()
+            if state.session is None:
+                raise await self.forget_broken(session_id, "its log has no session header")
+            if state.open_runs:
+                await self._close_open_runs(session_id, state.session["sessionScopeKey"], log)
+            yield log
+            await log.flush()
+
     async def _end_run(self, session_id: str, run_id: str, log: SessionLog) -> None:
         failure: StorageError | None = None
         try:
@@ -283,19 +308,23 @@ class Store:
         if not await asyncio.to_thread(lock.try_acquire):
             return
         try:
-            log = self.log_for(session_id)
-            state = await log.read()
-            now = ids.now_ms()
-            records = interrupted_records(state, now)
-            if records:
-                log.append(*records)
-                await log.flush()
-            state = await log.read()
-            await self.catalog.end_run("", session_id, now, state.catalog_totals())
-            if scope_key:
-                await self.toolctx.discard_stale(scope_key)
+            await self._close_open_runs(session_id, scope_key, self.log_for(session_id))
         finally:
             lock.release()
+
+    async def _close_open_runs(self, session_id: str, scope_key: str, log: SessionLog) -> None:
+        """Holding the lock: runs left open in the log end `interrupted`, the catalog row
+        goes idle, a stale tool-context file goes."""
+        state = await log.read()
+        now = ids.now_ms()
+        records = interrupted_records(state, now)
+        if records:
+            log.append(*records)
+            await log.flush()
+        state = await log.read()
+        await self.catalog.end_run("", session_id, now, state.catalog_totals())
+        if scope_key:
+            await self.toolctx.discard_stale(scope_key)
 
 
 def _write_new_log(directory: Path, records: list[dict[str, Any]]) -> None:
@@ -321,20 +350,18 @@ def _write_new_log(directory: Path, records: list[dict[str, Any]]) -> None:
 
 def _tool_context(
     header: dict[str, Any], run_id: str, trace_id: str | None, now: int
-) -> dict[str, Any]:
+) -> t.ToolContext:
     """The tool-context file's content: who and what the run works for (never secrets)."""
-    return {
-        "sessionScopeKey": header["sessionScopeKey"],
-        "sessionId": header["id"],
-        "clientSessionId": header["clientSessionId"],
-        "runId": run_id,
-        "actorKey": header["actorKey"],
-        "projectKey": header["projectKey"],
-        "projectId": header.get("projectId"),
-        "traceId": trace_id or header.get("traceId") or "",
-        "learningMode": "interactive",
-        "allowLearningWrite": True,
-        "workspaceRoot": header.get("workspaceRoot"),
-        "pid": os.getpid(),
-        "updatedAt": now,
-    }
+    return t.ToolContext(
+        session_scope_key=header["sessionScopeKey"],
+        session_id=header["id"],
+        client_session_id=header["clientSessionId"],
+        run_id=run_id,
+        actor_key=header["actorKey"],
+        project_key=header["projectKey"],
+        project_id=header.get("projectId"),
+        trace_id=trace_id or header.get("traceId") or "",
+        workspace_root=header.get("workspaceRoot"),
+        pid=os.getpid(),
+        updated_at=now,
+    )

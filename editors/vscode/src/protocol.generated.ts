@@ -189,6 +189,7 @@ export interface Message {
   error?: ErrorInfo;
   summary?: boolean;
   instructions?: InstructionFile[];
+  reverted?: boolean;
 }
 
 export interface MessageResult {
@@ -203,8 +204,8 @@ export interface MessageTime {
 /** `message` travels without its parts (they travel as part/updated). */
 export interface MessageUpdatedParams {
   sessionId: string;
-  message: Message;
   runId?: string;
+  message: Message;
 }
 
 export interface ModelInfo {
@@ -219,6 +220,7 @@ export interface ModelsListResult {
   models: ModelInfo[];
 }
 
+/** Append `delta` to the part's `field` (its text). */
 export interface PartDeltaParams {
   sessionId: string;
   runId: string;
@@ -261,6 +263,16 @@ export interface ReasoningPart {
   text: string;
   time: PartTime;
   type: "reasoning";
+}
+
+export interface RevertConflict {
+  path: string;
+  reason: string;
+}
+
+export interface RevertedFile {
+  path: string;
+  action: "restore" | "delete";
 }
 
 export interface RunResolveParams {
@@ -359,8 +371,8 @@ export interface SessionDeleteResult {
 
 export interface SessionErrorParams {
   sessionId: string;
-  error: ErrorInfo;
   runId?: string;
+  error: ErrorInfo;
 }
 
 /** A session as `session/export` writes it in JSON and `session/import` reads it: versioned by `agentdExport`, messages whole (parts included) and oldest first. */
@@ -413,6 +425,7 @@ export interface SessionMessagesParams {
   sessionId: string;
   limit?: number;
   before?: string;
+  includeReverted?: boolean;
 }
 
 export interface SessionMessagesResult {
@@ -422,6 +435,20 @@ export interface SessionMessagesResult {
 
 export interface SessionResult {
   session: Session;
+}
+
+export interface SessionRevertParams {
+  sessionId: string;
+  messageId: string;
+  force?: boolean;
+  dryRun?: boolean;
+}
+
+export interface SessionRevertResult {
+  messages: string[];
+  files: RevertedFile[];
+  conflicts: RevertConflict[];
+  dryRun?: boolean;
 }
 
 export interface SessionStatusParams {
@@ -441,6 +468,12 @@ export interface SessionSummarizeParams {
 export interface SessionTime {
   created: number;
   updated: number;
+}
+
+export interface SessionUnrevertParams {
+  sessionId: string;
+  force?: boolean;
+  dryRun?: boolean;
 }
 
 export interface SessionUpdateParams {
@@ -714,6 +747,12 @@ export interface AgentdMethods {
     params: SessionMessagesParams;
     result: SessionMessagesResult;
   };
+  "session/revert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionRevertParams;
+    result: SessionRevertResult;
+  };
   "session/status": {
     kind: "notification";
     sender: "agentd";
@@ -725,6 +764,12 @@ export interface AgentdMethods {
     sender: "editor";
     params: SessionSummarizeParams;
     result: MessageResult;
+  };
+  "session/unrevert": {
+    kind: "request";
+    sender: "editor";
+    params: SessionUnrevertParams;
+    result: SessionRevertResult;
   };
   "session/update": {
     kind: "request";
