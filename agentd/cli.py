@@ -157,6 +157,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_options(chat, after_command=True)
     reindex = sub.add_parser("reindex", help="rebuild the session catalog from the session logs")
     _add_common_options(reindex, after_command=True)
+    export = sub.add_parser(
+        "export",
+        help="print a session: versioned JSON (for agentd import) or a Markdown transcript",
+    )
+    export.add_argument("session_id", metavar="SESSION_ID")
+    export.add_argument("--format", choices=("json", "markdown"), default="json")
+    _add_common_options(export, after_command=True)
+    imp = sub.add_parser(
+        "import",
+        help="recreate a session from a JSON export (agentd export) as a new session; "
+        "prints its id",
+    )
+    imp.add_argument("file", metavar="FILE", help="the export (- reads standard input)")
+    imp.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="the new session's workspace (default: the exported one if it is a directory "
+        "here, else the current directory)",
+    )
+    _add_common_options(imp, after_command=True)
     tc = sub.add_parser("tool-context", help="print the tool context of an active run")
     tc.add_argument("key", nargs="?", help="sessionScopeKey (default: $AGENTD_SESSION_SCOPE_KEY)")
     _add_common_options(tc, after_command=True)
@@ -219,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         from agentd.chat.client import run_chat
 
         return run_chat(args)
+    if command == "export":
+        from agentd.session_commands import run_export
+
+        return run_export(args)
+    if command == "import":
+        from agentd.session_commands import run_import
+
+        return run_import(args)
     if command == "reindex":
         from agentd.storage.catalog import Catalog
         from agentd.storage.reindex import reindex_sync

@@ -172,6 +172,9 @@ class Config:
     allow_write_tools: bool = False
     allow_bash: bool = False
     system_prompt: str | None = None
+    # Instruction files or globs sent with every run beside the AGENTS.md files
+    # (agentd.instructions): `~` is expanded, relative ones are under the workspace root.
+    instructions: tuple[str, ...] = ()
     # The time budget of one glob or grep call (seconds).
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     mcp_servers: tuple[McpServerSpec, ...] = ()
@@ -318,6 +321,13 @@ TOP_LEVEL = Section(
             "title_model", NAME, "the model that writes session titles", default_doc="the run's"
         ),
         Option("system_prompt", STRING, "replaces agentd's system prompt"),
+        Option(
+            "instructions",
+            STRINGS,
+            "more instruction files or globs for the system prompt, beside the AGENTS.md "
+            "files (relative to the workspace root; `~` is expanded)",
+            convert=tuple,
+        ),
         Option(
             "compaction", BOOLEAN, "compact a session automatically when it outgrows the context"
         ),

@@ -16,12 +16,18 @@ import secrets
 
 _SAFE = re.compile(r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,63}$")
 SCOPE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_HASHED = re.compile(r"^_[0-9a-f]{16}$")
 
 
 def safe_component(value: str) -> str:
     if _SAFE.match(value):
         return value
     return "_" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def is_component(value: str) -> bool:
+    """A component agentd makes: a safe value as it is, or the hash of another."""
+    return bool(_SAFE.match(value) or _HASHED.match(value))
 
 
 def actor_key(user_id: str | None) -> str:

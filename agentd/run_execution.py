@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from agentd import compaction, model_context, revert
+from agentd import compaction, instructions, model_context, revert
 from agentd.background import BackgroundTasks
 from agentd.chat_input import user_message
 from agentd.config import ModelConfig
@@ -100,8 +100,14 @@ class RunExecution:
         log = storage.log
         if self.config.compaction and compaction.needs_compaction(await log.read(), run.model):
             await self.compact(sid, run.model, auto=True, stream=stream)
+        # Read again at every run (an edit applies from the next one), off the loop.
+        found = await asyncio.to_thread(instructions.gather, env.workspace_root, self.config)
         system = "\n\n".join(
-            [self.config.system_prompt or DEFAULT_SYSTEM_PROMPT, *(run.params.system or [])]
+            [
+                self.config.system_prompt or DEFAULT_SYSTEM_PROMPT,
+                *([found.text] if found.text else []),
+                *(run.params.system or []),
+            ]
         )
         messages = await model_context.model_messages(system, await log.read(), env.workspace_root)
         runner = ToolRunner(
@@ -133,6 +139,7 @@ class RunExecution:
             model=run.model,
             history=messages,
             user_message=user,
+            instructions=found.files or None,
         )
 
         async def on_overflow() -> list[dict[str, Any]] | None:

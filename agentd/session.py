@@ -7,12 +7,14 @@ JSON-RPC.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
+import os
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
-from agentd import ids, keys
+from agentd import ids, keys, session_copy, session_export
 from agentd.config import Config, McpServerSpec, mcp_server_spec
 from agentd.editor import EditorInfo, EditorLink
 from agentd.errors import (
@@ -25,7 +27,7 @@ from agentd.mcp_servers import McpServers
 from agentd.protocol import types as t
 from agentd.protocol.converter import structure, unstructure
 from agentd.sandbox import SandboxProbe, SandboxStatus
-from agentd.storage.catalog import DEFAULT_TITLE, SessionRow
+from agentd.storage.catalog import DEFAULT_TITLE, SessionRow, forked_from_columns
 from agentd.storage.log import LogState
 from agentd.storage.store import Store
 
@@ -36,6 +38,9 @@ RUN_CACHE = 10_000
 MESSAGES_DEFAULT = 100
 # session/create's tries when the clientSessionId it lost to is deleted before it is read.
 CREATE_ATTEMPTS = 5
+
+# Wire messages with their parts (inside SessionManager, `list` is a method's name).
+WireMessages = list[dict[str, Any]]
 
 
 class RunsView(Protocol):
@@ -85,6 +90,11 @@ def session_from_row(row: SessionRow, status: str | None = None) -> t.Session:
         project_id=row.project_id,
         workspace_root=row.workspace_root,
         model=row.model,
+        forked_from=(
+            t.ForkedFrom(session_id=row.forked_from_session, message_id=row.forked_from_message)
+            if row.forked_from_session
+            else None
+        ),
     )
 
 
@@ -385,6 +395,169 @@ class SessionManager:
                 session_id, {"title": state.title or title, "updated": now}
             )
         )
+
+    # --- fork, export, import ----------------------------------------------------------
+
+    async def _persisted(
+        self, session_id: str, up_to: str | None = None
+    ) -> tuple[LogState, WireMessages, session_copy.Compaction | None]:
+        """The session's persisted history (see `session_copy`), up to and including
+        message `up_to`: its folded log, its messages whole, the compaction in effect."""
+        await self.get_row(session_id)  # 1001 when unknown
+        log = self.store.log_for(session_id)
+        state = await log.read()
+        if state.session is None:
+            raise await self.store.forget_broken(session_id, "its log has no session header")
+        message_ids = session_copy.persisted_ids(state)
+        if up_to is not None:
+            if up_to not in state.messages:
+                raise InvalidParams(
+                    f"params.messageId: no message {up_to} in this session",
+                    data={"field": "messageId"},
+                )
+            if up_to in state.reverted:
+                raise InvalidParams(
+                    f"params.messageId: message {up_to} was reverted (session/revert)",
+                    data={"field": "messageId"},
+                )
+            if up_to not in message_ids:
+                raise InvalidParams(
+                    f"params.messageId: message {up_to} belongs to a run still going; "
+                    "fork at an earlier message, or once the run has ended",
+                    data={"field": "messageId"},
+                )
+            message_ids = message_ids[: message_ids.index(up_to) + 1]
+        messages = await log.read_messages(message_ids)
+        return state, messages, session_copy.compaction_at(state, message_ids)
+
+    async def fork(self, p: t.SessionForkParams) -> t.SessionResult:
+        state, messages, compaction = await self._persisted(p.session_id, p.message_id)
+        assert state.session is not None
+        source = state.session
+        last = messages[-1]["id"] if messages else None
+        title = " ".join(f"{state.title or DEFAULT_TITLE} (fork)".split())[:200]
+        header = self._new_header(
+            source,
+            title=title,
+            workspace_root=source.get("workspaceRoot"),
+            model=source.get("model"),
+            created=ids.now_ms(),
+            forked_from={"sessionId": p.session_id, "messageId": last},
+        )
+        sandbox = self._sandbox_modes.get(p.session_id) or source.get("sandbox")
+        if sandbox is not None:
+            header["sandbox"] = sandbox
+        return t.SessionResult(session=await self._add_whole(header, messages, compaction))
+
+    async def export(self, p: t.SessionExportParams) -> t.SessionExportResult:
+        state, messages, compaction = await self._persisted(p.session_id)
+        assert state.session is not None
+        row = await self.get_row(p.session_id)
+        session = session_export.exported_session(
+            state.session, state.title or row.title, row.updated
+        )
+        if p.format == "markdown":
+            content = await asyncio.to_thread(session_export.to_markdown, session, messages)
+        else:
+            content = await asyncio.to_thread(session_export.to_json, session, messages, compaction)
+        return t.SessionExportResult(content=content)
+
+    async def import_(self, p: t.SessionImportParams) -> t.SessionResult:
+        document = await asyncio.to_thread(session_export.parse, p.content)
+        exported = document.session
+        workspace_root = p.workspace_root
+        if workspace_root is None:
+            here = exported.workspace_root
+            is_dir = here is not None and await asyncio.to_thread(os.path.isdir, here)
+            workspace_root = here if is_dir else self.editor.workspace_root
+        # A model not configured here would make every chat 1003: the default serves.
+        model = exported.model if self.config.resolve_model(exported.model) else None
+        header = self._new_header(
+            {
+                "actorKey": exported.actor_key,
+                "projectKey": exported.project_key,
+                "projectId": exported.project_id,
+            },
+            title=" ".join(exported.title.split())[:200] or DEFAULT_TITLE,
+            workspace_root=workspace_root,
+            model=model,
+            # When the conversation began; it is listed by the time it was imported.
+            created=exported.time.created,
+        )
+        messages = [unstructure(m) for m in document.messages]
+        compaction = (
+            (document.compaction.summary_id, document.compaction.keep)
+            if document.compaction is not None
+            else None
+        )
+        return t.SessionResult(session=await self._add_whole(header, messages, compaction))
+
+    def _new_header(
+        self,
+        like: dict[str, Any],
+        *,
+        title: str,
+        workspace_root: str | None,
+        model: str | None,
+        created: int,
+        forked_from: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new session's log header, for the actor and project of `like`."""
+        client_id = keys.new_client_session_id()
+        header = {
+            "id": ids.new_id("ses"),
+            "clientSessionId": client_id,
+            "parentId": like.get("parentId"),
+            "title": title,
+            "titleSet": True,
+            "projectId": like.get("projectId"),
+            "projectKey": like["projectKey"],
+            "actorKey": like["actorKey"],
+            "sessionScopeKey": keys.session_scope_key(
+                like["actorKey"], like["projectKey"], client_id
+            ),
+            "workspaceRoot": workspace_root,
+            "model": model,
+            "traceId": keys.new_trace_id(),
+            "created": created,
+        }
+        if forked_from is not None:
+            header["forkedFrom"] = forked_from
+        return header
+
+    async def _add_whole(
+        self,
+        header: dict[str, Any],
+        messages: WireMessages,
+        compaction: session_copy.Compaction | None,
+    ) -> t.Session:
+        """A new session holding a copy of `messages`, made whole at once."""
+        session_id = header["id"]
+        copy = await asyncio.to_thread(session_copy.copy_history, messages, session_id, compaction)
+        now = ids.now_ms()
+        row = {
+            "id": session_id,
+            "client_session_id": header["clientSessionId"],
+            "actor_key": header["actorKey"],
+            "project_key": header["projectKey"],
+            "project_id": header["projectId"],
+            "parent_id": header["parentId"],
+            "title": header["title"],
+            "workspace_root": header["workspaceRoot"],
+            "model": header["model"],
+            "scope_key": header["sessionScopeKey"],
+            "created": header["created"],
+            "updated": now,
+            **copy.totals,
+            **forked_from_columns(header),
+        }
+        records = [{"k": "session", "session": header, "at": now}, *copy.records]
+        if not await self.store.add_whole(session_id, records, row, copy.runs):
+            # A new random clientSessionId already taken: one chance in 2^48.
+            raise SessionBusy("a new session's clientSessionId was taken; try again")
+        session = self._session(await self.get_row(session_id))
+        self.emit_session(session)
+        return session
 
     # --- delete ------------------------------------------------------------------------
 

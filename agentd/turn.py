@@ -60,6 +60,8 @@ class TurnInput:
     model: ModelConfig
     history: list[dict[str, Any]]  # OpenAI chat messages for everything before this run
     user_message: t.Message
+    # The instruction files the system prompt holds (recorded on the assistant message).
+    instructions: list[t.InstructionFile] | None = None
 
 
 def step_cost(model: ModelConfig, usage: t.Usage) -> Decimal:
@@ -122,6 +124,7 @@ class Turn:
             model=inp.model.id,
             usage=t.Usage(),
             cost=0.0,
+            instructions=inp.instructions,
         )
         self.cost = Decimal(0)
         self._open_text: t.TextPart | t.ReasoningPart | None = None

@@ -353,6 +353,62 @@ def bench_big_session(srv: ScriptedModelServer, messages: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_fork_and_export(srv: ScriptedModelServer, messages: int, runs: int) -> None:
+    """session/fork of a `messages`-message session (tool call and answer per turn), round
+    trip over the pipe; and its JSON export and import."""
+    tmp = fresh_dir()
+    (tmp / "a.txt").write_text("alpha\n" * 20)
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+    sid = d.call("session/create", {"title": "long"})["session"]["id"]
+    srv.enqueue(
+        {"toolCalls": [{"name": "read_file", "arguments": {"path": "a.txt"}}]},
+        {"text": "it says alpha " * 20},
+    )
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "read a.txt"}]})
+    d.stop()
+    grow_session(tmp, sid, messages // 2 - 1)
+    d = Daemon(daemon_env(tmp, srv.base_url))
+    d.initialize(workspaceRoot=str(tmp))
+    d.call("session/messages", {"sessionId": sid, "limit": 1})  # the log read once
+
+    import psutil
+
+    proc = psutil.Process(d.proc.pid)
+    times, cpu = [], []
+    for _ in range(runs):
+        before = sum(proc.cpu_times()[:2])
+        start = time.perf_counter()
+        d.call("session/fork", {"sessionId": sid}, timeout=60)
+        times.append((time.perf_counter() - start) * 1000)
+        cpu.append((sum(proc.cpu_times()[:2]) - before) * 1000)
+    log_kib = (tmp / "data" / "sessions" / sid / "log.jsonl").stat().st_size // 1024
+    report(
+        f"fork_{messages}_message_session_median",
+        statistics.median(times),
+        "ms",
+        f"p90 {pct(times, 90):.1f} ms, {runs} forks, log {log_kib} KiB; target <= 100 ms",
+    )
+    report(f"agentd_cpu_per_fork_{messages}_messages_median", statistics.median(cpu), "ms")
+    exports, imports = [], []
+    for _ in range(max(3, runs // 4)):
+        start = time.perf_counter()
+        content = d.call("session/export", {"sessionId": sid}, timeout=60)["content"]
+        exports.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        d.call("session/import", {"content": content}, timeout=60)
+        imports.append((time.perf_counter() - start) * 1000)
+    report(
+        f"export_json_{messages}_message_session_median",
+        statistics.median(exports),
+        "ms",
+        f"{len(content) // 1024} KiB",
+    )
+    report(f"import_{messages}_message_session_median", statistics.median(imports), "ms")
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def bench_concurrent_streams(srv: ScriptedModelServer, streams: int) -> None:
     d, tmp = _chat_daemon(srv)
     sids = [d.call("session/create", {"title": f"t{i}"})["session"]["id"] for i in range(streams)]
@@ -701,6 +757,8 @@ def main() -> int:
             bench_big_session(srv, 20_000)
         if want("long-stream"):
             bench_long_stream(srv, (100_000, 200_000) if quick else (100_000, 200_000, 400_000))
+        if want("fork"):
+            bench_fork_and_export(srv, 1000, 10 if quick else 40)
         if want("concurrent"):
             bench_concurrent_streams(srv, 20 if quick else 100)
         if want("abort"):

@@ -193,6 +193,7 @@ def test_a_valid_file_has_no_problems_and_takes_effect(tmp_path):
 default_model = "m"
 title_model = "m"
 system_prompt = "be brief"
+instructions = ["~/notes.md", "docs/*.md"]
 compaction = false
 allow_write_tools = true
 allow_bash = true
@@ -233,6 +234,7 @@ trust = "allow"
     assert config.problems == ()
     assert (config.allow_bash, config.allow_write_tools, config.compaction) == (True, True, False)
     assert config.max_frame_bytes == 4096 and config.system_prompt == "be brief"
+    assert config.instructions == ("~/notes.md", "docs/*.md")
     assert config.data_dir == Path("~/agentd-data").expanduser()
     p = config.providers["p"]
     assert (p.api_key, p.max_attempts, p.first_token_timeout_s, p.stall_timeout_s) == (

@@ -1,5 +1,6 @@
-"""The daemon `agentd chat` spawns, and JSON-RPC over its stdio: frames are read with
-agentd's own parser (`agentd.framing`), the one the server reads its input with."""
+"""The daemon `agentd chat` (and `agentd export`, `agentd import`) spawns, and JSON-RPC
+over its stdio: frames are read with agentd's own parser (`agentd.framing`), the one the
+server reads its input with."""
 
 from __future__ import annotations
 
@@ -81,8 +82,9 @@ class Daemon:
         self._reader = asyncio.create_task(self._read_stdout())
 
     @classmethod
-    async def start(cls, args: Namespace, env: dict[str, str]) -> Daemon:
-        argv = list(DAEMON_COMMAND)
+    async def start(cls, args: Namespace, env: dict[str, str], *extra: str) -> Daemon:
+        """`extra`: more options for the daemon (`--max-frame-bytes`)."""
+        argv = [*DAEMON_COMMAND, *extra]
         if args.verbose:
             argv.append("-" + "v" * args.verbose)
         for option, value in (

@@ -49,6 +49,9 @@ METHODS: dict[str, Method] = {
         Method("session/update", "editor", "request", t.SessionUpdateParams, t.SessionResult),
         Method("session/delete", "editor", "request", t.SessionIdParams, t.SessionDeleteResult),
         Method("session/summarize", "editor", "request", t.SessionSummarizeParams, t.MessageResult),
+        Method("session/fork", "editor", "request", t.SessionForkParams, t.SessionResult),
+        Method("session/export", "editor", "request", t.SessionExportParams, t.SessionExportResult),
+        Method("session/import", "editor", "request", t.SessionImportParams, t.SessionResult),
         Method("session/revert", "editor", "request", t.SessionRevertParams, t.SessionRevertResult),
         Method(
             "session/unrevert",

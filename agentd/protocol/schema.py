@@ -13,8 +13,14 @@ from typing import Any
 
 import attrs
 
+from agentd.protocol import types as t
 from agentd.protocol.converter import to_camel
 from agentd.protocol.methods import METHODS
+
+# Documents agentd writes and reads outside a method's params and result: the JSON
+# export (`session/export` with format "json" answers it as text in `content`;
+# `session/import` reads it back).
+DOCUMENTS: dict[str, type] = {"sessionExport": t.SessionExport}
 
 _PRIMITIVES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -84,12 +90,14 @@ def build_schema() -> dict[str, Any]:
                 result = {"anyOf": [result, {"type": "null"}]}
             entry["result"] = result
         methods[m.name] = entry
+    documents = {name: builder.ref(cls) for name, cls in DOCUMENTS.items()}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "agentd.schema.json",
         "title": "agentd wire protocol, version 1",
         "description": "Generated from agentd/protocol by `python -m agentd.protocol.schema`. Do not edit.",
         "methods": methods,
+        "documents": documents,
         "$defs": dict(sorted(builder.defs.items())),
     }
 

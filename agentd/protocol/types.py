@@ -56,6 +56,15 @@ class SessionTime:
 
 
 @attrs.define
+class ForkedFrom:
+    """Where a session was forked from: the original session and the last message
+    copied (absent when the original had no message to copy)."""
+
+    session_id: str
+    message_id: str | None = None
+
+
+@attrs.define
 class Session:
     id: str
     client_session_id: str
@@ -71,6 +80,8 @@ class Session:
     project_id: str | None = None
     workspace_root: str | None = None
     model: str | None = None
+    # Set on a session made by session/fork.
+    forked_from: ForkedFrom | None = None
 
 
 @attrs.define
@@ -213,6 +224,17 @@ Part = (
 
 
 @attrs.define
+class InstructionFile:
+    """An instruction file a run sent the model (an AGENTS.md, the user's, or one named
+    by `instructions` in the configuration): its path, its size in bytes, and how many
+    of those bytes the model got (fewer when the size limits cut it)."""
+
+    path: str
+    size: int
+    sent: int
+
+
+@attrs.define
 class MessageTime:
     created: int
     completed: int | None = None
@@ -233,6 +255,9 @@ class Message:
     cost: float | None = None
     error: ErrorInfo | None = None
     summary: bool | None = None
+    # On a run's assistant message: the instruction files its system prompt held, the
+    # most general first (absent: none).
+    instructions: list[InstructionFile] | None = None
     # Hidden by session/revert (only shown with session/messages' includeReverted).
     reverted: bool | None = None
 
@@ -534,6 +559,77 @@ class SessionSummarizeParams:
 @attrs.define
 class MessageResult:
     message: Message
+
+
+@attrs.define
+class SessionForkParams:
+    session_id: str
+    # The last message copied (default: the last one persisted).
+    message_id: str | None = None
+
+
+ExportFormat = Literal["json", "markdown"]
+
+
+@attrs.define
+class SessionExportParams:
+    session_id: str
+    format: ExportFormat = "json"
+
+
+@attrs.define
+class SessionExportResult:
+    content: str
+
+
+@attrs.define
+class SessionImportParams:
+    # The text of a JSON export (`SessionExport`).
+    content: str
+    # The imported session's workspace (default: the exported one if it is a directory
+    # here, else the one given to initialize).
+    workspace_root: str | None = None
+
+
+# --- the export format (session/export "json", read back by session/import) ------------
+
+EXPORT_VERSION = 1
+
+
+@attrs.define
+class ExportedSession:
+    """The session an export holds: what a new session is made from on import."""
+
+    id: str
+    title: str
+    project_key: str
+    actor_key: str
+    time: SessionTime
+    project_id: str | None = None
+    workspace_root: str | None = None
+    model: str | None = None
+    forked_from: ForkedFrom | None = None
+
+
+@attrs.define
+class ExportedCompaction:
+    """The compaction in effect for the exported history: the model is sent the summary
+    message (`summaryId`), then the messages kept verbatim (`keep`), then what follows."""
+
+    summary_id: str
+    keep: list[str] = attrs.Factory(list)
+
+
+@attrs.define
+class SessionExport:
+    """A session as `session/export` writes it in JSON and `session/import` reads it:
+    versioned by `agentdExport`, messages whole (parts included) and oldest first."""
+
+    agentd_export: Literal[1]
+    exported_at: int
+    session: ExportedSession
+    messages: list[Message]
+    compaction: ExportedCompaction | None = None
 
 
 @attrs.define

@@ -59,6 +59,9 @@ class SessionRow:
     cache_read_tokens: int
     cache_write_tokens: int
     cost: str  # a Decimal's text: sums stay exact
+    # session/fork's origin (a session's `forkedFrom`); None for other sessions.
+    forked_from_session: str | None = None
+    forked_from_message: str | None = None
 
     @property
     def token_counts(self) -> tuple[int, int, int, int, int]:
@@ -82,6 +85,15 @@ class RunOwner:
     session_id: str
     client_session_id: str
     scope_key: str
+
+
+def forked_from_columns(header: dict[str, Any]) -> dict[str, Any]:
+    """A session log header's `forkedFrom` as the catalog's columns."""
+    forked = header.get("forkedFrom") or {}
+    return {
+        "forked_from_session": forked.get("sessionId"),
+        "forked_from_message": forked.get("messageId"),
+    }
 
 
 def _session_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> SessionRow:
@@ -112,7 +124,9 @@ CREATE TABLE IF NOT EXISTS sessions (
   reasoning_tokens INTEGER NOT NULL DEFAULT 0,
   cache_read_tokens INTEGER NOT NULL DEFAULT 0,
   cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-  cost TEXT NOT NULL DEFAULT '0'
+  cost TEXT NOT NULL DEFAULT '0',
+  forked_from_session TEXT,
+  forked_from_message TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS sessions_client
   ON sessions (actor_key, project_key, client_session_id);
@@ -135,6 +149,20 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '{SCHEMA_VERSION}');
 
 class CatalogCorrupt(Exception):
     pass
+
+
+# Columns added since schema 1 was first written: added in place to an older catalog
+# (empty there, which is right: no session had them), and ignored by an older agentd
+# sharing the data dir, so the schema version stays.
+_ADDED_COLUMNS = {"forked_from_session": "TEXT", "forked_from_message": "TEXT"}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    have = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another daemon added it
+                db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
 
 class Catalog:
@@ -180,6 +208,7 @@ class Catalog:
         # WAL + NORMAL: commits survive a process crash; the catalog is derived anyway.
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        _add_columns(db)
         return db
 
     def _discard(self) -> None:
@@ -224,6 +253,11 @@ class Catalog:
 
     async def insert(self, row: dict[str, Any]) -> bool:
         return await self.call(self.tables.insert_session, row)
+
+    async def insert_whole(
+        self, row: dict[str, Any], runs: list[tuple[str, str, int, int | None]]
+    ) -> bool:
+        return await self.call(self.tables.insert_whole, row, runs)
 
     async def get(self, session_id: str) -> SessionRow | None:
         return await self.call(self.tables.get_session, session_id)
@@ -336,11 +370,17 @@ class CatalogTables:
         try:
             self.db.execute(
                 "INSERT INTO sessions (id, client_session_id, actor_key, project_key, project_id,"
-                " parent_id, title, title_fold, workspace_root, model, scope_key, created, updated)"
+                " parent_id, title, title_fold, workspace_root, model, scope_key, created, updated,"
+                " forked_from_session, forked_from_message)"
                 " VALUES (:id, :client_session_id, :actor_key, :project_key, :project_id,"
                 " :parent_id, :title, :title_fold, :workspace_root, :model, :scope_key, :created,"
-                " :updated)",
-                {**row, "title_fold": row["title"].casefold()},
+                " :updated, :forked_from_session, :forked_from_message)",
+                {
+                    "forked_from_session": None,
+                    "forked_from_message": None,
+                    **row,
+                    "title_fold": row["title"].casefold(),
+                },
             )
             return True
         except sqlite3.IntegrityError:
@@ -348,6 +388,23 @@ class CatalogTables:
 
     def upsert_session(self, row: dict[str, Any]) -> None:
         """Reindex: write a session row whole."""
+        self._write_whole("INSERT OR REPLACE", row)
+
+    def insert_whole(
+        self, row: dict[str, Any], runs: Iterable[tuple[str, str, int, int | None]]
+    ) -> bool:
+        """A session made whole at once (fork, import): its row, totals included, and its
+        runs, in one transaction. False when (actor, project, clientSessionId) exists."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                self._write_whole("INSERT", row)
+                self.insert_runs(runs)
+            return True
+        except sqlite3.IntegrityError:
+            return False
+
+    def _write_whole(self, verb: str, row: dict[str, Any]) -> None:
         values = {
             "status": "idle",
             "run_id": None,
@@ -358,13 +415,14 @@ class CatalogTables:
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
             "cost": "0",
+            "forked_from_session": None,
+            "forked_from_message": None,
             **row,
             "title_fold": row["title"].casefold(),
         }
         cols = [a.name for a in attrs.fields(SessionRow)] + ["title_fold"]
         self.db.execute(
-            f"INSERT OR REPLACE INTO sessions ({', '.join(cols)}) VALUES "
-            f"({', '.join(':' + c for c in cols)})",
+            f"{verb} INTO sessions ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
             values,
         )
 

@@ -285,6 +285,15 @@ class LogState:
                 return
         self.compact_from, self.compact_keep = None, []
 
+    def compaction_kept(self, summary_id: str) -> list[str] | None:
+        """The ids a compaction whose summary is `summary_id` kept verbatim; None when
+        that message is no summary (a fork or an export ending before the latest summary
+        uses the one in effect there)."""
+        for summary, keep in reversed(self._compactions):
+            if summary == summary_id:
+                return keep
+        return None
+
     def visible(self) -> list[str]:
         """Message ids in order, reverted ones left out."""
         if not self.reverted:

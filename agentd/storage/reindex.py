@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from agentd import ids
-from agentd.storage.catalog import DEFAULT_TITLE, CatalogTables
+from agentd.storage.catalog import DEFAULT_TITLE, CatalogTables, forked_from_columns
 from agentd.storage.log import LOG_NAME, LogState, read_log_file
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ def _index(catalog: CatalogTables, state: LogState) -> None:
             "status": "busy" if state.open_runs else "idle",
             "run_id": next(iter(state.open_runs), None),
             **state.catalog_totals(),
+            **forked_from_columns(header),
         }
     )
     run_rows = {}

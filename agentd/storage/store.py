@@ -28,7 +28,14 @@ from agentd.config import Config
 from agentd.errors import SessionBusy, SessionNotFound, StorageError
 from agentd.protocol import types as t
 from agentd.storage.catalog import Catalog, SessionRow
-from agentd.storage.log import LOCK_SETTLE_S, LOG_NAME, RunLock, SessionLog, lock_is_free
+from agentd.storage.log import (
+    LOCK_SETTLE_S,
+    LOG_NAME,
+    RunLock,
+    SessionLog,
+    encode,
+    lock_is_free,
+)
 from agentd.storage.recovery import interrupted_records
 from agentd.storage.reindex import reindex_sync
 from agentd.toolctx import ToolContextStore
@@ -131,6 +138,30 @@ class Store:
             await log.flush()
             log.close()
         await asyncio.to_thread(shutil.rmtree, self.session_dir(session_id), True)
+
+    async def add_whole(
+        self,
+        session_id: str,
+        records: list[dict[str, Any]],
+        row: dict[str, Any],
+        runs: list[tuple[str, str, int, int | None]],
+    ) -> bool:
+        """Create a session whole at once (fork, import): its log is written under a
+        temporary name and renamed into place, then its catalog row goes in. Until the
+        rename there is no log (a crash leaves a folder nothing reads: reindex and every
+        lookup need `log.jsonl`); until the row, no daemon lists it. A failure on the
+        way removes the folder: there is never half a session. False when the catalog
+        already holds its clientSessionId (nothing is left either)."""
+        directory = self.session_dir(session_id)
+        try:
+            await asyncio.to_thread(_write_new_log, directory, records)
+            if await self.catalog.insert_whole(row, runs):
+                return True
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+            raise
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        return False
 
     # --- catalog rows ------------------------------------------------------------------
 
@@ -294,6 +325,27 @@ class Store:
         await self.catalog.end_run("", session_id, now, state.catalog_totals())
         if scope_key:
             await self.toolctx.discard_stale(scope_key)
+
+
+def _write_new_log(directory: Path, records: list[dict[str, Any]]) -> None:
+    """A new session's whole log, appearing at once under its name."""
+    data = encode(records)
+    partial = directory / (LOG_NAME + ".partial")
+    try:
+        directory.mkdir(mode=0o700)  # a new id: the folder must not exist yet
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(partial, directory / LOG_NAME)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the session log ({exc.strerror}): {partial}",
+            data={"errno": exc.errno, "path": str(partial)},
+        ) from exc
 
 
 def _tool_context(

@@ -41,6 +41,25 @@ export interface ErrorInfo {
   data?: unknown;
 }
 
+/** The compaction in effect for the exported history: the model is sent the summary message (`summaryId`), then the messages kept verbatim (`keep`), then what follows. */
+export interface ExportedCompaction {
+  summaryId: string;
+  keep?: string[];
+}
+
+/** The session an export holds: what a new session is made from on import. */
+export interface ExportedSession {
+  id: string;
+  title: string;
+  projectKey: string;
+  actorKey: string;
+  time: SessionTime;
+  projectId?: string;
+  workspaceRoot?: string;
+  model?: string;
+  forkedFrom?: ForkedFrom;
+}
+
 export interface FileInputPart {
   path: string;
   mime?: string;
@@ -52,6 +71,12 @@ export interface FilePart {
   path: string;
   mime: string;
   type: "file";
+}
+
+/** Where a session was forked from: the original session and the last message copied (absent when the original had no message to copy). */
+export interface ForkedFrom {
+  sessionId: string;
+  messageId?: string;
 }
 
 /** agentd's own fields plus the LSP ones an editor's LSP client sends. LSP clients put their (LSP-shaped) capabilities in `capabilities`; agentd reads `clientTools` / `permissionRequests` from there or from `initializationOptions`. */
@@ -78,6 +103,13 @@ export interface InitializeResult {
   toolContextDir: string;
   sandbox: SandboxInfo;
   toolContextError?: string;
+}
+
+/** An instruction file a run sent the model (an AGENTS.md, the user's, or one named by `instructions` in the configuration): its path, its size in bytes, and how many of those bytes the model got (fewer when the size limits cut it). */
+export interface InstructionFile {
+  path: string;
+  size: number;
+  sent: number;
 }
 
 export interface McpListParams {
@@ -156,6 +188,7 @@ export interface Message {
   cost?: number;
   error?: ErrorInfo;
   summary?: boolean;
+  instructions?: InstructionFile[];
   reverted?: boolean;
 }
 
@@ -288,6 +321,7 @@ export interface Session {
   projectId?: string;
   workspaceRoot?: string;
   model?: string;
+  forkedFrom?: ForkedFrom;
 }
 
 export interface SessionAbortResult {
@@ -341,8 +375,36 @@ export interface SessionErrorParams {
   error: ErrorInfo;
 }
 
+/** A session as `session/export` writes it in JSON and `session/import` reads it: versioned by `agentdExport`, messages whole (parts included) and oldest first. */
+export interface SessionExport {
+  agentdExport: 1;
+  exportedAt: number;
+  session: ExportedSession;
+  messages: Message[];
+  compaction?: ExportedCompaction;
+}
+
+export interface SessionExportParams {
+  sessionId: string;
+  format: "json" | "markdown";
+}
+
+export interface SessionExportResult {
+  content: string;
+}
+
+export interface SessionForkParams {
+  sessionId: string;
+  messageId?: string;
+}
+
 export interface SessionIdParams {
   sessionId: string;
+}
+
+export interface SessionImportParams {
+  content: string;
+  workspaceRoot?: string;
 }
 
 export interface SessionListParams {
@@ -649,10 +711,28 @@ export interface AgentdMethods {
     params: SessionErrorParams;
     result: void;
   };
+  "session/export": {
+    kind: "request";
+    sender: "editor";
+    params: SessionExportParams;
+    result: SessionExportResult;
+  };
+  "session/fork": {
+    kind: "request";
+    sender: "editor";
+    params: SessionForkParams;
+    result: SessionResult;
+  };
   "session/get": {
     kind: "request";
     sender: "editor";
     params: SessionIdParams;
+    result: SessionResult;
+  };
+  "session/import": {
+    kind: "request";
+    sender: "editor";
+    params: SessionImportParams;
     result: SessionResult;
   };
   "session/list": {
