@@ -168,3 +168,10 @@ def _tighten_open_dir(fd: int, st: os.stat_result, shown: str) -> str | None:
         )
     os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
     return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd` (os.write may take fewer than given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

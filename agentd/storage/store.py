@@ -335,9 +335,7 @@ def _write_new_log(directory: Path, records: list[dict[str, Any]]) -> None:
         directory.mkdir(mode=0o700)  # a new id: the folder must not exist yet
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            file_modes.write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(partial, directory / LOG_NAME)

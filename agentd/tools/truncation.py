@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 
+from agentd import file_modes
 from agentd.tools.spec import ToolEnv
 
 DEFAULT_MAX_BYTES = 50_000
@@ -70,9 +71,7 @@ def truncate_output(
     try:
         fd, path = open_spill_file(env, call_id)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            file_modes.write_all(fd, data)
         finally:
             os.close(fd)
         where = f"full output saved to {path}"
