@@ -62,3 +62,11 @@ def model(model_server):  # type: ignore[no-untyped-def]
 
 # The name the provider and scripted-model tests use for it.
 srv = model
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    """An empty workspace directory."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    return root

@@ -90,13 +90,6 @@ def running_tool(d: Any, name: str) -> Any:
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     d = tmp_path / "outside"
     d.mkdir()

@@ -30,13 +30,6 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A directory next to the workspace with a file the tools must never touch."""
     d = tmp_path / "outside"
