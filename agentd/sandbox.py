@@ -288,6 +288,11 @@ class Bubblewrap:
         if not c.network:
             args.append("--unshare-net")
         args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # Python and agentd installed under /tmp (a throwaway venv, a checkout installed
+        # editable) stay usable, read-only: a command may run `python -m agentd...` to
+        # read its tool context. Before the covers below, which still apply inside.
+        for path in _installation_under_tmp():
+            args += ["--ro-bind", path, path]
         if not c.network and os.path.isdir("/run"):
             args += ["--tmpfs", "/run"]
         workspace = os.path.realpath(c.workspace)
@@ -311,6 +316,16 @@ class Bubblewrap:
             args += ["--remount-ro", path]
         args += ["--chdir", workspace]
         return args
+
+
+def _installation_under_tmp() -> list[str]:
+    """The interpreter's prefixes and the directory agentd is imported from, where they
+    lie under /tmp (everything else is visible through the read-only root already)."""
+    import agentd
+
+    paths = (sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(agentd.__file__)))
+    found = dict.fromkeys(os.path.realpath(p) for p in paths)
+    return [p for p in found if _inside(p, "/tmp") and os.path.isdir(p)]
 
 
 # The sandbox's PID 1: a shell that runs the command as its child (in the foreground: a

@@ -4,8 +4,14 @@ Each workspace gets a git object store of agentd's own, under the data dir
 (`snapshots/<hash of the workspace's real path>`), used with the workspace as its work
 tree: `git --git-dir=<store> --work-tree=<workspace>`. A snapshot is a git tree: the
 store's own index is brought up to date with the workspace (`ls-files` names what is
-new, changed or gone; `add -A` takes in only those) and written out (`write-tree`).
-Nothing else is kept: no commits, no refs; the log records which tree was taken when.
+new, changed or gone; agentd reads only those and writes their blobs and index entries)
+and written out (`write-tree`). Nothing else is kept: no commits, no refs; the log
+records which tree was taken when.
+
+- git never reads a file's bytes into the store: it would follow a directory that
+  another process swapped for a symbolic link between its look and its read, and take
+  a file outside the workspace in. agentd opens each path one component at a time with
+  O_NOFOLLOW, as its tools do, and leaves out files with other hard links, as they do.
 
 - The user's `.git` is never read or written: git never takes in a `.git` entry, and
   every command names agentd's store explicitly. Nested repositories (a directory with
@@ -38,6 +44,7 @@ import stat
 import subprocess
 import tempfile
 import threading
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +67,7 @@ NULL_SHA = "0" * 40
 _creating = threading.Lock()
 ABSENT = "000000"
 SYMLINK = "120000"
+REGULAR = "100644"
 EXECUTABLE = "100755"
 GITLINK = "160000"
 
@@ -317,16 +325,7 @@ class WorkspaceStore:
         # Stale from here until the new tree is written (a crash in between must not
         # leave a cache naming a tree the index no longer is).
         cache.unlink(missing_ok=True)
-        if changed:
-            listed = b"".join(os.fsencode(p) + b"\0" for p in changed)
-            # --ignore-errors: a file agentd cannot read (nor could its tools change)
-            # is left out, with status 1, and the rest is taken in.
-            add = ("add", "-A", "--ignore-errors", "--pathspec-from-file=-")
-            try:
-                self._run(*add, "--pathspec-file-nul", stdin=listed, tolerate=1)
-            except SnapshotError:
-                # A listed file went away before `add` read it: take the whole tree in.
-                self._run("add", "-A", "--ignore-errors", ".", tolerate=1)
+        self._take_in(changed)
         tree = self._run("write-tree").decode().strip()
         cache.write_text(tree + "\n")
         return tree
@@ -339,21 +338,64 @@ class WorkspaceStore:
             return self.take_while_locked()
         cache = self.dir / _TREE_CACHE
         cache.unlink(missing_ok=True)
-        listed = b"".join(os.fsencode(p) + b"\0" for p in paths)
-        add = ("add", "-A", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul")
-        try:
-            self._run(*add, stdin=listed, tolerate=1)
-        except SnapshotError:
-            return self.take_while_locked()
+        self._take_in(dict.fromkeys(paths, True))
         tree = self._run("write-tree").decode().strip()
         cache.write_text(tree + "\n")
         return tree
 
-    def _changed_paths(self) -> list[str]:
-        """What `add` has to take in: files new, changed or gone since the index was last
-        written, nested repositories left out. Stops reading at the file limit."""
+    def _take_in(self, paths: dict[str, bool]) -> None:
+        """Bring the index's entries for `paths` up to date with the workspace.
+
+        git names the paths (`ls-files`, which applies the ignore rules and the index's
+        stat cache) but never reads them: a name it gives may have been seen through a
+        directory that another process swapped for a symbolic link a moment before, so
+        every path is opened here from the workspace root one component at a time with
+        O_NOFOLLOW, and its bytes are read from that descriptor into the object store.
+        A path that cannot be reached that way (through a link, gone, a directory now)
+        leaves the snapshot; a file with other hard links is left out, as the tools
+        leave it (its bytes may be a file outside the workspace); one agentd cannot read
+        keeps its last entry."""
+        entries: list[bytes] = []
+        root = os.open(self.workspace, _DIR_FLAGS)
+        try:
+            objects = _ObjectWriter(self.dir / "objects")
+            for path, indexed in paths.items():
+                try:
+                    found = _open_entry(root, path)
+                except _Unreadable:
+                    continue
+                sha: str | None
+                if found is None:  # gone, or reached only through a link: out
+                    if indexed:
+                        entries.append(b"0 " + NULL_SHA.encode() + b"\t" + os.fsencode(path))
+                    continue
+                if found.mode == SYMLINK:  # a symbolic link: its target is its content
+                    sha = objects.write(found.target)
+                else:
+                    try:
+                        sha = objects.blob(found.fd, found.size)
+                    finally:
+                        os.close(found.fd)
+                if sha is not None:  # else it changed while being read: the next one's
+                    entries.append(f"{found.mode} {sha}\t".encode() + os.fsencode(path))
+        finally:
+            os.close(root)
+        if entries:
+            self._run(
+                *("update-index", "-z", "--add", "--remove", "--replace", "--index-info"),
+                stdin=b"".join(e + b"\0" for e in entries),
+            )
+            # The entries just written have no stat data: git compares each file with its
+            # blob once (reading it, never storing it) and records its stat when they
+            # match; else the next `ls-files --modified` would read them all again.
+            self._run("update-index", "-q", "--refresh", tolerate=1)
+
+    def _changed_paths(self) -> dict[str, bool]:
+        """What to take in: files new, changed or gone since the index was last written,
+        nested repositories left out, each with whether the index has it. Stops reading
+        at the file limit."""
         assert self._git is not None
-        args = ("ls-files", "-z", "--modified", "--others", "--deleted", "--exclude-standard")
+        args = ("ls-files", "-z", "-t", "--modified", "--others", "--deleted", "--exclude-standard")
         # stderr to a file: a pipe read only after stdout could fill and stall git.
         errors = tempfile.TemporaryFile()
         proc = subprocess.Popen(
@@ -364,16 +406,18 @@ class WorkspaceStore:
             cwd=self.workspace,
         )
         assert proc.stdout is not None
-        paths: dict[str, None] = {}
+        paths: dict[str, bool] = {}
         rest = b""
         too_many = False
         try:
             while chunk := proc.stdout.read(1 << 16):
                 *names, rest = (rest + chunk).split(b"\0")
-                for name in names:
+                for entry in names:
+                    # "<tag> <path>": "? " for a path the index does not have.
+                    tag, name = entry[:2], entry[2:]
                     # "sub/": a nested repository, git's to skip, not ours to add.
                     if name and not name.endswith(b"/"):
-                        paths[os.fsdecode(name)] = None
+                        paths[os.fsdecode(name)] = tag != b"? "
                 if len(paths) > self.limits.max_files:
                     too_many = True
                     break
@@ -395,9 +439,10 @@ class WorkspaceStore:
             raise SnapshotError(
                 "git-failed", f"git ls-files failed: {why[-1] if why else f'status {code}'}"
             )
-        return list(paths)
+        return paths
 
-    def _check_size(self, paths: list[str]) -> None:
+    def _check_size(self, paths: Iterable[str]) -> None:
+        # Sizes only (a path seen through a swapped link adds a number, never bytes).
         total = 0
         for path in paths:
             try:
@@ -609,6 +654,141 @@ class _BlobReader:
 
 
 # --- file operations that never follow a symbolic link -------------------------------------
+
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CHUNK = 1 << 20
+
+
+class _Unreadable(Exception):
+    pass
+
+
+@attrs.frozen
+class _Entry:
+    """A path to take in: a regular file (`fd` open on it, `size` bytes) or a symbolic
+    link (`target`)."""
+
+    mode: str
+    fd: int = -1
+    size: int = 0
+    target: bytes = b""
+
+
+def _open_entry(root: int, path: str) -> _Entry | None:
+    """What `path` is, reached from `root` without following a link; None when there is
+    nothing to take in there (gone, a directory, a link on the way, another kind of file,
+    a file with other hard links). Raises _Unreadable when it cannot be read."""
+    try:
+        parent, name = _open_parent(root, path, create=False)
+    except _Blocked:
+        return None
+    except OSError:
+        raise _Unreadable from None
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                return _Entry(SYMLINK, target=os.fsencode(os.readlink(name, dir_fd=parent)))
+            except OSError:
+                return None  # replaced since the stat
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link since the stat
+                return None
+            raise _Unreadable from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+            os.close(fd)
+            return None
+        return _Entry(EXECUTABLE if st.st_mode & stat.S_IXUSR else REGULAR, fd, st.st_size)
+    finally:
+        os.close(parent)
+
+
+class _ObjectWriter:
+    """Writes git objects (zlib-compressed `blob <size>\\0<bytes>`, named by their SHA-1)
+    into a store's `objects` directory: what `git hash-object -w` does, from a descriptor
+    agentd opened rather than a path git would open again."""
+
+    def __init__(self, objects: Path) -> None:
+        self.objects = objects
+
+    def write(self, content: bytes) -> str:
+        """Store `content` (a small one: a link's target, a small file) as a blob; its id."""
+        header = b"blob %d\0" % len(content)
+        sha = hashlib.sha1(header + content, usedforsecurity=False).hexdigest()
+        if os.path.exists(self.objects / sha[:2] / sha[2:]):
+            return sha
+        temp, out = self._temp(sha[:2])
+        try:
+            try:
+                file_modes.write_all(out, zlib.compress(header + content, 1))
+            finally:
+                os.close(out)
+            self._keep(temp, sha)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        return sha
+
+    def blob(self, fd: int, size: int) -> str | None:
+        """Store the `size` bytes `fd` holds as a blob; its id, or None when `fd` holds
+        more or fewer (it was being written to). Streamed: a big file is never in memory."""
+        if size <= _CHUNK:
+            data = os.read(fd, size + 1)  # one more: a file that grew is not taken
+            return self.write(data) if len(data) == size else None
+        header = b"blob %d\0" % size
+        digest = hashlib.sha1(header, usedforsecurity=False)
+        packer = zlib.compressobj(1)
+        temp, out = self._temp("")
+        try:
+            try:
+                file_modes.write_all(out, packer.compress(header))
+                left = size
+                while left:
+                    data = os.read(fd, min(left, _CHUNK))
+                    if not data:
+                        return None
+                    left -= len(data)
+                    digest.update(data)
+                    file_modes.write_all(out, packer.compress(data))
+                if os.read(fd, 1):
+                    return None
+                file_modes.write_all(out, packer.flush())
+            finally:
+                os.close(out)
+            sha = digest.hexdigest()
+            self._keep(temp, sha)
+            return sha
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+
+    def _temp(self, folder: str) -> tuple[Path, int]:
+        """A new file to write an object into, in `folder` (the one it will be renamed
+        into, when known). Mode 0600, not git's 0444: creating read-only files cost ten
+        times as much here."""
+        where = self.objects / folder
+        where.mkdir(mode=0o700, exist_ok=True)
+        temp = where / f"tmp_obj_{secrets.token_hex(8)}"
+        return temp, os.open(temp, _NEW_FILE_FLAGS, 0o600)
+
+    def _keep(self, temp: Path, sha: str) -> None:
+        """The object at its name (a copy already there is the same bytes: kept)."""
+        folder = self.objects / sha[:2]
+        if os.path.exists(folder / sha[2:]):
+            os.unlink(temp)
+            return
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.rename(temp, folder / sha[2:])
 
 
 class _Blocked(Exception):

@@ -136,9 +136,7 @@ def replay_parts(notes: list[dict]) -> dict[str, str]:
         ["content", "reasoning", "content", "content"],  # the other reasoning field
     ],
 )
-def test_a_model_switching_between_reasoning_and_text_cannot_multiply_parts(
-    spawn, model, pattern
-):
+def test_a_model_switching_between_reasoning_and_text_cannot_multiply_parts(spawn, model, pattern):
     """A part per switch made memory and the log grow with tokens (200,000 one-character
     chunks: 200,002 parts, 726 MiB); past a cap the step keeps one open part of each kind."""
     d = spawn(model.base_url)

@@ -496,7 +496,8 @@ def test_a_tools_list_changed_storm_is_coalesced(spawn, model, tmp_path):
     )
     chat(d, sid, "grow")
     d.wait_for(
-        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == CTX_TOOLS + 300, timeout=20
+        lambda: d.call("mcp/list", {})["servers"][0]["tools"].__len__() == CTX_TOOLS + 300,
+        timeout=20,
     )
     grown = d.notifications("mcp/status")[before:]
     assert 1 <= len(grown) <= 20, len(grown)

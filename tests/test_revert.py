@@ -15,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -606,6 +607,45 @@ def test_links_the_model_made_out_of_the_workspace_are_never_followed(start, are
     outside_before = tree(outside)
     box.revert(sid, box.messages(sid)[-3]["id"], force=True)
     assert tree(outside) == outside_before
+
+
+def store_objects(area: Path) -> list[bytes]:
+    """Every object in agentd's snapshot stores, as git reads it (uncompressed)."""
+    return [
+        zlib.decompress(path.read_bytes())
+        for path in (area / "data" / "snapshots").glob("*/objects/??/*")
+    ]
+
+
+def test_a_hard_link_to_a_file_outside_is_never_snapshotted_nor_brought_back(start, area):
+    """A name in the workspace that is a hard link to a file outside (made by another
+    process: the tools refuse such files) is left out of every snapshot: a revert of the
+    step that removed it does not bring the outside bytes back as a file of the
+    workspace, and the store never holds them. Each way: the link there before the
+    first snapshot, made between two runs, and a directory swapped for a link to an
+    outside directory."""
+    box = start()
+    ws, outside = box.ws, area / "outside"
+    (outside / "secret.txt").write_text("OUTSIDE-BYTES\n")
+    (outside / "dir").mkdir()
+    (outside / "dir" / "deep.txt").write_text("OUTSIDE-BYTES deep\n")
+    os.link(outside / "secret.txt", ws / "early.txt")
+    (ws / "sub").mkdir()
+    (ws / "sub" / "x.txt").write_text("inside x\n")
+    sid = box.session()
+    kept = box.say(sid)
+    os.link(outside / "secret.txt", ws / "between.txt")
+    shutil.rmtree(ws / "sub")
+    (ws / "sub").symlink_to(outside / "dir")
+    box.step(sid, bash("rm early.txt between.txt sub && mkdir sub && echo new > sub/x.txt"))
+    result = box.revert(sid, kept["id"])
+    assert result["conflicts"] == []
+    assert not (ws / "early.txt").exists() and not (ws / "between.txt").exists()
+    # The step's own change is undone; what it removed comes back as the link it was.
+    assert os.readlink(ws / "sub") == str(outside / "dir")
+    assert tree(outside)["secret.txt"] == ("file", 0o644, b"OUTSIDE-BYTES\n")
+    objects = store_objects(area)
+    assert objects and not any(b"OUTSIDE-BYTES" in o for o in objects)
 
 
 def test_two_sessions_on_one_workspace_revert_only_their_own_changes(start, area):

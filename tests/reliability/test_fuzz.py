@@ -62,6 +62,7 @@ json_values = st.recursive(
     max_leaves=20,
 )
 
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
