@@ -156,6 +156,10 @@ class _Redactor:
             fields["data"] = {k: self(v) if isinstance(v, str) else v for k, v in data.items()}
         return ProviderError(name, self(message), **fields)
 
+    def interrupted(self, message: str) -> ProviderError:
+        """The stream broke or could not be read: worth a retry."""
+        return self.error("StreamInterrupted", message, retryable=True)
+
     def from_status(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         fields = _error_fields(body)
         message = fields.get("message")
@@ -554,10 +558,8 @@ class _StepAssembler:
 
     def finish(self) -> StepFinished:
         if self.finish_reason is None:
-            raise self._redact.error(
-                "StreamInterrupted",
-                "The model's answer ended before it was complete (no finish_reason).",
-                retryable=True,
+            raise self._redact.interrupted(
+                "The model's answer ended before it was complete (no finish_reason)."
             )
         tool_calls = tuple(
             ToolCall(call.call_id or "", call.name or "", "".join(call.arguments))
@@ -820,10 +822,8 @@ class ChatProvider:
                         retryable=True,
                     ) from None
                 except Exception as err:
-                    raise redact.error(
-                        "StreamInterrupted",
-                        f"Unreadable answer from the model provider: {err}",
-                        retryable=True,
+                    raise redact.interrupted(
+                        f"Unreadable answer from the model provider: {err}"
                     ) from None
                 for event in assembler.feed(payload):
                     yield event
@@ -868,10 +868,8 @@ class ChatProvider:
                         chunk = load_json(payload)
                     except ValueError:
                         shown = payload[:200].decode("utf-8", "replace")
-                        raise redact.error(
-                            "StreamInterrupted",
-                            f"The model provider sent a malformed stream event: {shown!r}",
-                            retryable=True,
+                        raise redact.interrupted(
+                            f"The model provider sent a malformed stream event: {shown!r}"
                         ) from None
                     for event in assembler.feed(chunk):
                         yield event
@@ -916,10 +914,8 @@ class ChatProvider:
                 "ProviderTimeout", "Reading from the model provider timed out.", retryable=True
             )
         detail = str(err) or type(err).__name__
-        return self._redact.error(
-            "StreamInterrupted",
-            f"The connection to the model provider broke mid-answer: {detail}",
-            retryable=True,
+        return self._redact.interrupted(
+            f"The connection to the model provider broke mid-answer: {detail}"
         )
 
     def _from_sdk_error(self, err: openai.APIError) -> ProviderError:
