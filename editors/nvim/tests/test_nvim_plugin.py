@@ -1030,7 +1030,7 @@ def test_revert_lists_the_files_restores_them_and_hides_later_messages(start, wo
     assert [m["role"] for m in n.lua("return T.stored_messages()")] == ["user", "assistant"]
     assert n.lua("return T.done_count()") == 1
     notes = n.lua("return T.notes_text()")
-    assert "reverted 4 messages; restored sample.txt; deleted made/new.txt" in notes, notes
+    assert "reverted 4 messages; deleted made/new.txt; restored sample.txt" in notes, notes
     # The preview is gone with the question.
     assert n.lua("return #vim.tbl_filter(function(w) return vim.api.nvim_win_get_config(w).relative ~= '' end, vim.api.nvim_list_wins())") == 0
     # The chat goes on after the kept messages.
@@ -1041,13 +1041,13 @@ def test_revert_lists_the_files_restores_them_and_hides_later_messages(start, wo
 
 def test_revert_conflicts_cancel_keep_or_overwrite(start, workdir):
     n = start(tools=["write_file"])
-    send_from_input(n, "before the edit")
+    send_from_input(n, "before the change")
     n.wait("T.idle_after(1)")
     write_file_turn(n, "sample.txt", "changed by the model\n", 2)
     # Someone else changes the file after the model did.
     (workdir / "sample.txt").write_text("changed by the user\n")
 
-    n.lua("T.cursor_to('^You said: before the edit$')")
+    n.lua("T.cursor_to('^You said: before the change$')")
     n.lua("table.insert(T.answers, 'Cancel')")
     n.cmd("AgentdRevert")
     n.wait("#T.selects >= 2", what="asked")
@@ -1064,7 +1064,7 @@ def test_revert_conflicts_cancel_keep_or_overwrite(start, workdir):
     assert len(n.lua("return T.stored_messages()")) == 4
 
     # Without force the user's file is left as it is (and said so); the messages go.
-    n.lua("T.cursor_to('^You said: before the edit$')")
+    n.lua("T.cursor_to('^You said: before the change$')")
     n.lua("table.insert(T.answers, 'leave the changed')")
     n.cmd("AgentdRevert")
     n.wait("T.find_line('write_file') == nil", what="reverted")
@@ -1075,7 +1075,7 @@ def test_revert_conflicts_cancel_keep_or_overwrite(start, workdir):
     n.lua("table.insert(T.answers, 'Unrevert')")
     n.cmd("AgentdUnrevert")
     n.wait("T.find_line('write_file') ~= nil", what="unreverted")
-    n.lua("T.cursor_to('^You said: before the edit$')")
+    n.lua("T.cursor_to('^You said: before the change$')")
     n.lua("table.insert(T.answers, 'overwrite')")
     n.cmd("AgentdRevert")
     n.wait("T.find_line('write_file') == nil", what="reverted with force")
@@ -1084,7 +1084,7 @@ def test_revert_conflicts_cancel_keep_or_overwrite(start, workdir):
 
 def test_unrevert_brings_back_messages_and_files(start, workdir):
     n = start(tools=["write_file"])
-    send_from_input(n, "before the edit")
+    send_from_input(n, "before the change")
     n.wait("T.idle_after(1)")
     write_file_turn(n, "sample.txt", "changed by the model\n", 2)
     # Nothing reverted yet: the daemon says so, and the user reads it.
@@ -1092,7 +1092,7 @@ def test_unrevert_brings_back_messages_and_files(start, workdir):
     n.wait("T.notes_text():find('unrevert failed', 1, true) ~= nil", what="unrevert error")
     assert "there is nothing to unrevert" in n.lua("return T.notes_text()"), n.debug()
 
-    n.lua("T.cursor_to('^You said: before the edit$')")
+    n.lua("T.cursor_to('^You said: before the change$')")
     n.lua("table.insert(T.answers, 'Revert')")
     n.cmd("AgentdRevert")
     n.wait("T.find_line('write_file') == nil", what="reverted")
@@ -1111,9 +1111,10 @@ def test_unrevert_brings_back_messages_and_files(start, workdir):
     # A busy session cannot be reverted: said plainly, nothing changes.
     n.cmd("AgentdChat /stream 400 40")
     n.wait("T.find_line('^w1 w2 w3') ~= nil", what="streaming")
-    n.lua("T.cursor_to('^You said: before the edit$')")
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("T.notes = {}")
     n.cmd("AgentdRevert")
-    n.wait("T.notes_text():find('revert failed', 1, true) ~= nil", what="busy error")
+    n.wait("T.notes_text():find('agentd: revert failed', 1, true) ~= nil", what="busy error")
     assert "the session is busy" in n.lua("return T.notes_text()"), n.debug()
     n.cmd("AgentdAbort")
     n.wait("require('agentd').status() == 'idle'")
@@ -1157,9 +1158,9 @@ def test_instruction_files_are_named_under_each_answer(start, workdir, tmp_path)
     send_from_input(n, "with instructions")
     n.wait("T.idle_after(1)")
     line = "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B), AGENTS.md (1.2 kB)"
-    assert n.lua(f"return T.has_line({lua_str(line)})"), n.debug()
+    assert n.lua("return T.has_line(...)", line), n.debug()
     # Right under the answer's header, as the daemon recorded it.
-    i = n.lua(f"return T.find_line({lua_str('^  § instructions')})")
+    i = n.lua("return T.find_line(...)", "^  § instructions")
     assert n.lines()[i - 2].startswith("▍ Assistant"), n.lines()
     msg = n.lua("return T.stored_messages()")[1]
     assert [f["size"] for f in msg["instructions"]] == [300, 1200]
@@ -1167,12 +1168,13 @@ def test_instruction_files_are_named_under_each_answer(start, workdir, tmp_path)
     (workdir / "AGENTS.md").unlink()
     send_from_input(n, "without the project's")
     n.wait("T.idle_after(2)")
-    sid = n.lua("return require('agentd.chat').current_id()")
+    live = n.lines()
     n.cmd("AgentdNew")
-    n.lua("require('agentd.chat').load(require('agentd.sessions').known[...])", sid)
-    n.wait("T.done_count() == 2")
+    n.lua("table.insert(T.answers, 'with instructions')")
+    n.cmd("AgentdSessions")
+    n.wait("T.done_count() == 2 and T.has_line('You said: without the project\\'s')", what="history shown")
     lines = [x for x in n.lines() if x.startswith("  § instructions")]
-    assert lines == [line, "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B)"], n.lines()
+    assert lines == [line, "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B)"], (live, n.lines())
 
 
 # ---------------------------------------------------------------------------
