@@ -17,6 +17,7 @@ syntax match agentdToolRunning /\[running\%( [^]]*\)\=\]$/ contained
 syntax match agentdToolDone    /\[done\]$/ contained
 syntax match agentdToolFailed  /\[failed: .*\]$/ contained
 syntax match agentdFooter     /^  └ .*$/
+syntax match agentdInstructions /^  § instructions: .*$/
 syntax match agentdError      /^✗ .*$/
 syntax match agentdNotice     /^  (.*)$/
 syntax match agentdNotice     /^  ─ .* ─$/
@@ -30,6 +31,7 @@ highlight default link agentdToolRunning WarningMsg
 highlight default link agentdToolDone String
 highlight default link agentdToolFailed ErrorMsg
 highlight default link agentdFooter Comment
+highlight default link agentdInstructions Comment
 highlight default link agentdError ErrorMsg
 highlight default link agentdNotice Comment
 

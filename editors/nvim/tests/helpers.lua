@@ -30,7 +30,14 @@ vim.ui.select = function(items, opts, on_choice)
   for i, it in ipairs(items) do
     shown[i] = fmt(it)
   end
-  table.insert(T.selects, { prompt = opts.prompt or "", items = shown })
+  -- What floating windows showed while the question was asked (a preview beside it).
+  local floats = {}
+  for _, win in ipairs(vim.api.nvim_list_wins()) do
+    if vim.api.nvim_win_get_config(win).relative ~= "" then
+      floats[#floats + 1] = vim.api.nvim_buf_get_lines(vim.api.nvim_win_get_buf(win), 0, -1, false)
+    end
+  end
+  table.insert(T.selects, { prompt = opts.prompt or "", items = shown, floats = floats })
   local ans = table.remove(T.answers, 1)
   local choice, idx = nil, nil
   if ans then
@@ -134,9 +141,9 @@ function T.track()
   })
 end
 
--- The daemon's own record of the current session.
-function T.stored_messages()
-  local id = T.chat().current_id()
+-- The daemon's own record of the current session (or of session `id`).
+function T.stored_messages(id)
+  id = id or T.chat().current_id()
   local err, res = require("agentd.client").request_sync("session/messages", { sessionId = id }, 10000)
   if err then
     error(vim.inspect(err))
@@ -159,6 +166,26 @@ function T.stored_text(role, nth)
         end
         return texts, m
       end
+    end
+  end
+  return nil
+end
+
+-- Put the cursor of the chat window on the first line matching `pat` and make it the
+-- current window.
+function T.cursor_to(pat)
+  local i = T.find_line(pat)
+  assert(i, "no line matches " .. pat)
+  local win = require("agentd.panel").chat_win
+  vim.api.nvim_set_current_win(win)
+  vim.api.nvim_win_set_cursor(win, { i, 0 })
+end
+
+-- The lines of the first listed buffer whose name starts with `prefix`, with its filetype.
+function T.buffer_named(prefix)
+  for _, b in ipairs(vim.api.nvim_list_bufs()) do
+    if vim.api.nvim_buf_get_name(b):sub(1, #prefix) == prefix then
+      return { lines = vim.api.nvim_buf_get_lines(b, 0, -1, false), filetype = vim.bo[b].filetype, name = vim.api.nvim_buf_get_name(b) }
     end
   end
   return nil

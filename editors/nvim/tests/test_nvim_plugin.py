@@ -952,6 +952,232 @@ def test_mcp_tool_with_trust_ask_asks_the_user(start, env, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Fork, revert, unrevert, export, instruction files (the message under the cursor)
+
+ORIGINAL = "line one\nline two alpha\nline three beta\nline four\n"
+
+
+def write_file_turn(n: Nvim, path: str, content: str, done: int) -> None:
+    """A model turn that writes `path` with agentd's write_file, allowed once."""
+    n.lua("table.insert(T.answers, 'Allow once')")
+    args = json.dumps({"path": path, "content": content})
+    n.cmd(f"AgentdChat /tool write_file {args}")
+    n.wait(f"T.idle_after({done})", what=f"write_file {path}")
+
+
+def test_fork_from_the_message_under_the_cursor_opens_the_fork(start):
+    n = start()
+    send_from_input(n, "first question")
+    n.wait("T.idle_after(1)")
+    send_from_input(n, "second question")
+    n.wait("T.idle_after(2)")
+    original = n.lua("return require('agentd.chat').current_id()")
+    # gF in the chat window, on the first answer: the fork holds it and what came before.
+    n.lua("T.cursor_to('^You said: first question$')")
+    n.input("gF")
+    n.wait(
+        f"require('agentd.chat').current_id() ~= {lua_str(original)} and T.has_line('You said: first question')",
+        what="the fork shown",
+    )
+    assert not n.lua("return T.has_line('second question')"), n.debug()
+    forked = n.lua("return require('agentd.chat').session")
+    assert forked["title"].endswith(" (fork)"), forked
+    assert forked["forkedFrom"]["sessionId"] == original, forked
+    assert [m["role"] for m in n.lua("return T.stored_messages()")] == ["user", "assistant"]
+    # The original is untouched.
+    assert len(n.lua("return T.stored_messages(...)", original)) == 4
+    # The fork goes on from there.
+    send_from_input(n, "in the fork")
+    n.wait("T.has_line('You said: in the fork')")
+    assert len(n.lua("return T.stored_messages()")) == 4
+    assert "forked into" in n.lua("return T.notes_text()")
+
+    # A message of a run still going cannot be forked from: the daemon says why, plainly.
+    n.cmd("AgentdChat /stream 400 40")
+    n.wait("T.find_line('^w1 w2 w3') ~= nil", what="streaming")
+    n.lua("T.cursor_to('^w1 w2 w3')")
+    n.cmd("AgentdFork")
+    n.wait("T.notes_text():find('fork failed', 1, true) ~= nil", what="fork error")
+    assert "belongs to a run still going" in n.lua("return T.notes_text()"), n.debug()
+    n.cmd("AgentdAbort")
+    n.wait("require('agentd').status() == 'idle'")
+
+
+def test_revert_lists_the_files_restores_them_and_hides_later_messages(start, workdir):
+    n = start(tools=["write_file"])
+    send_from_input(n, "before the edits")
+    n.wait("T.idle_after(1)")
+    write_file_turn(n, "sample.txt", "changed by the model\n", 2)
+    write_file_turn(n, "made/new.txt", "a new file\n", 3)
+    assert (workdir / "sample.txt").read_text() == "changed by the model\n"
+    assert (workdir / "made" / "new.txt").exists()
+    assert n.lua("return T.find_line('^  ⚙ write_file: sample.txt %[done%]$') ~= nil"), n.debug()
+
+    n.lua("T.cursor_to('^You said: before the edits$')")
+    n.lua("table.insert(T.answers, 'Revert')")
+    n.input("gR")
+    n.wait("T.find_line('write_file') == nil and T.has_line('You said: before the edits')", what="reverted")
+    # The confirmation named each file and what happens to it, beside the question.
+    ask = n.lua("return T.selects[#T.selects]")
+    assert ask["prompt"] == "Revert 4 messages and 2 files?", ask
+    assert ask["items"] == ["Revert", "Cancel"], ask
+    preview = ask["floats"][0]
+    assert preview[0].startswith("Revert to Assistant · ") and "You said: before the edits" in preview[0], preview
+    assert "  restore  sample.txt" in preview and "  delete   made/new.txt" in preview, preview
+    # The workspace is as it was, and only the kept messages show (the daemon's word).
+    assert (workdir / "sample.txt").read_text() == ORIGINAL
+    assert not (workdir / "made" / "new.txt").exists()
+    assert [m["role"] for m in n.lua("return T.stored_messages()")] == ["user", "assistant"]
+    assert n.lua("return T.done_count()") == 1
+    notes = n.lua("return T.notes_text()")
+    assert "reverted 4 messages; deleted made/new.txt; restored sample.txt" in notes, notes
+    # The preview is gone with the question.
+    assert n.lua("return #vim.tbl_filter(function(w) return vim.api.nvim_win_get_config(w).relative ~= '' end, vim.api.nvim_list_wins())") == 0
+    # The chat goes on after the kept messages.
+    send_from_input(n, "after the revert")
+    n.wait("T.has_line('You said: after the revert')")
+    assert [m["role"] for m in n.lua("return T.stored_messages()")] == ["user", "assistant"] * 2
+
+
+def test_revert_conflicts_cancel_keep_or_overwrite(start, workdir):
+    n = start(tools=["write_file"])
+    send_from_input(n, "before the change")
+    n.wait("T.idle_after(1)")
+    write_file_turn(n, "sample.txt", "changed by the model\n", 2)
+    # Someone else changes the file after the model did.
+    (workdir / "sample.txt").write_text("changed by the user\n")
+
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("table.insert(T.answers, 'Cancel')")
+    n.cmd("AgentdRevert")
+    n.wait("#T.selects >= 2", what="asked")
+    ask = n.lua("return T.selects[#T.selects]")
+    assert ask["items"] == [
+        "Revert (leave the changed file as it is)",
+        "Revert and overwrite the changed file",
+        "Cancel",
+    ], ask
+    assert any(line.startswith("  conflict sample.txt: ") for line in ask["floats"][0]), ask
+    # Cancel: nothing changed, and no request went out for it.
+    n.wait("#vim.tbl_filter(function(w) return vim.api.nvim_win_get_config(w).relative ~= '' end, vim.api.nvim_list_wins()) == 0")
+    assert (workdir / "sample.txt").read_text() == "changed by the user\n"
+    assert len(n.lua("return T.stored_messages()")) == 4
+
+    # Without force the user's file is left as it is (and said so); the messages go.
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("table.insert(T.answers, 'leave the changed')")
+    n.cmd("AgentdRevert")
+    n.wait("T.find_line('write_file') == nil", what="reverted")
+    assert (workdir / "sample.txt").read_text() == "changed by the user\n"
+    assert "left sample.txt as it is" in n.lua("return T.notes_text()")
+
+    # Unrevert, then revert again with force: the user's change is overwritten.
+    n.lua("table.insert(T.answers, 'Unrevert')")
+    n.cmd("AgentdUnrevert")
+    n.wait("T.find_line('write_file') ~= nil", what="unreverted")
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("table.insert(T.answers, 'overwrite')")
+    n.cmd("AgentdRevert")
+    n.wait("T.find_line('write_file') == nil", what="reverted with force")
+    n.wait(f"io.open({lua_str(str(workdir / 'sample.txt'))}):read('*a') == {lua_str(ORIGINAL)}", what="file restored")
+
+
+def test_unrevert_brings_back_messages_and_files(start, workdir):
+    n = start(tools=["write_file"])
+    send_from_input(n, "before the change")
+    n.wait("T.idle_after(1)")
+    write_file_turn(n, "sample.txt", "changed by the model\n", 2)
+    # Nothing reverted yet: the daemon says so, and the user reads it.
+    n.cmd("AgentdUnrevert")
+    n.wait("T.notes_text():find('unrevert failed', 1, true) ~= nil", what="unrevert error")
+    assert "there is nothing to unrevert" in n.lua("return T.notes_text()"), n.debug()
+
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("table.insert(T.answers, 'Revert')")
+    n.cmd("AgentdRevert")
+    n.wait("T.find_line('write_file') == nil", what="reverted")
+    assert (workdir / "sample.txt").read_text() == ORIGINAL
+
+    n.lua("table.insert(T.answers, 'Unrevert')")
+    n.input("gU")
+    n.wait("T.find_line('^  ⚙ write_file: sample.txt %[done%]$') ~= nil", what="unreverted")
+    ask = n.lua("return T.selects[#T.selects]")
+    assert ask["prompt"] == "Unrevert 2 messages and 1 file?", ask
+    assert "  restore  sample.txt" in ask["floats"][0], ask
+    assert (workdir / "sample.txt").read_text() == "changed by the model\n"
+    assert n.lua("return T.done_count()") == 2
+    assert len(n.lua("return T.stored_messages()")) == 4
+
+    # A busy session cannot be reverted: said plainly, nothing changes.
+    n.cmd("AgentdChat /stream 400 40")
+    n.wait("T.find_line('^w1 w2 w3') ~= nil", what="streaming")
+    n.lua("T.cursor_to('^You said: before the change$')")
+    n.lua("T.notes = {}")
+    n.cmd("AgentdRevert")
+    n.wait("T.notes_text():find('agentd: revert failed', 1, true) ~= nil", what="busy error")
+    assert "the session is busy" in n.lua("return T.notes_text()"), n.debug()
+    n.cmd("AgentdAbort")
+    n.wait("require('agentd').status() == 'idle'")
+    assert (workdir / "sample.txt").read_text() == "changed by the model\n"
+
+
+def test_export_opens_markdown_and_json_buffers(start):
+    n = start()
+    # Nothing to export yet: said, no buffer.
+    n.cmd("AgentdExport")
+    assert "nothing to export" in n.lua("return T.notes_text()")
+    send_from_input(n, "export me please")
+    n.wait("T.idle_after(1)")
+    sid = n.lua("return require('agentd.chat').current_id()")
+    n.lua("vim.api.nvim_set_current_win(require('agentd.panel').chat_win)")
+    n.input("gX")
+    n.wait(f"T.buffer_named('agentd://export/{sid}.md') ~= nil", what="markdown export")
+    md = n.lua(f"return T.buffer_named('agentd://export/{sid}.md')")
+    assert md["filetype"] == "markdown"
+    assert "## User" in md["lines"] and "## Assistant" in md["lines"], md
+    assert "export me please" in md["lines"] and "You said: export me please" in md["lines"], md
+    # It is the current window, outside the panel.
+    assert n.lua("return vim.api.nvim_buf_get_name(0)").endswith(".md")
+    n.cmd("AgentdExport json")
+    n.wait(f"T.buffer_named('agentd://export/{sid}.json') ~= nil", what="json export")
+    js = n.lua(f"return T.buffer_named('agentd://export/{sid}.json')")
+    assert js["filetype"] == "json"
+    doc = json.loads("\n".join(js["lines"]))
+    assert doc["agentdExport"] == 1 and doc["session"]["id"] == sid
+    assert [m["role"] for m in doc["messages"]] == ["user", "assistant"]
+    n.cmd("AgentdExport yaml")
+    assert 'the format is "markdown" or "json"' in n.lua("return T.notes_text()")
+
+
+def test_instruction_files_are_named_under_each_answer(start, workdir, tmp_path):
+    (workdir / "AGENTS.md").write_text("Be brief.\n" * 120)  # 1,200 bytes
+    user = tmp_path / "xdg-config" / "agentd"
+    user.mkdir(parents=True)
+    (user / "AGENTS.md").write_text("x" * 299 + "\n")  # 300 bytes
+    n = start()
+    send_from_input(n, "with instructions")
+    n.wait("T.idle_after(1)")
+    line = "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B), AGENTS.md (1.2 kB)"
+    assert n.lua("return T.has_line(...)", line), n.debug()
+    # Right under the answer's header, as the daemon recorded it.
+    i = n.lua("return T.find_line(...)", "^  § instructions")
+    assert n.lines()[i - 2].startswith("▍ Assistant"), n.lines()
+    msg = n.lua("return T.stored_messages()")[1]
+    assert [f["size"] for f in msg["instructions"]] == [300, 1200]
+    # A file removed applies from the next run; reopening the session shows each as it was.
+    (workdir / "AGENTS.md").unlink()
+    send_from_input(n, "without the project's")
+    n.wait("T.idle_after(2)")
+    live = n.lines()
+    n.cmd("AgentdNew")
+    n.lua("table.insert(T.answers, 'with instructions')")
+    n.cmd("AgentdSessions")
+    n.wait("T.done_count() == 2 and T.has_line('You said: without the project\\'s')", what="history shown")
+    lines = [x for x in n.lines() if x.startswith("  § instructions")]
+    assert lines == [line, "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B)"], (live, n.lines())
+
+
+# ---------------------------------------------------------------------------
 # The chat state without a UI
 
 

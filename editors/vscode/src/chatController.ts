@@ -8,6 +8,8 @@ import { resolvePath } from './editorTools';
 import type { CurrentChatStore } from './currentChat';
 import { ErrorCodes, type Session } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
+import { SessionHistory } from './sessionHistory';
+import { homedir } from 'node:os';
 
 const PAGE_SIZE = 30;
 
@@ -15,6 +17,8 @@ export class ChatController implements vscode.Disposable {
   private currentSessionId: string | undefined;
   private readonly busySessions = new Set<string>();
   private readonly disposables: vscode.Disposable[] = [];
+  /** Fork, revert, unrevert, export of the chats. */
+  readonly history: SessionHistory;
 
   constructor(
     private readonly client: AgentdClient,
@@ -27,6 +31,7 @@ export class ChatController implements vscode.Disposable {
     private readonly isTrusted: () => boolean = () => true,
   ) {
     this.currentSessionId = current.get();
+    this.history = new SessionHistory(client, (id) => this.showSession(id), log);
     this.disposables.push(
       view.onMessage((m) => void this.onViewMessage(m).catch((e) => this.reportError(e))),
       client.onNotification((n) => {
@@ -69,6 +74,7 @@ export class ChatController implements vscode.Disposable {
       case 'ready':
         this.view.post({ type: 'daemon', state: this.client.state });
         this.view.post({ type: 'trust', trusted: this.isTrusted() });
+        this.view.post({ type: 'home', path: homedir() });
         // Start the daemon as soon as the view shows, so the first answer does not wait for it.
         this.client.start().catch((e) => this.log.error(`agentd did not start: ${describeError(e)}`));
         if (m.sessionId && !this.currentSessionId) this.setCurrent(m.sessionId);
@@ -101,6 +107,12 @@ export class ChatController implements vscode.Disposable {
         break;
       case 'insert':
         await insertAtCursor(m.text);
+        break;
+      case 'fork':
+        await this.history.fork(m.sessionId, m.messageId);
+        break;
+      case 'revert':
+        await this.history.revert(m.sessionId, m.messageId);
         break;
       case 'manageTrust':
         await vscode.commands.executeCommand('workbench.trust.manage');

@@ -9,7 +9,7 @@ import { createEditorTools, displayPath } from './editorTools';
 import { describeMcpStatus, McpStatusTracker, mcpServerItems, mcpToolItems, type McpServerItem, type McpToolItem } from './client/mcp';
 import { createPermissionHandler } from './permission';
 import { selectionLineRange } from './client/editLogic';
-import { ErrorCodes, type McpServerInfo, type McpStatusServer } from './protocol';
+import { ErrorCodes, type McpServerInfo, type McpStatusServer, type TextPart } from './protocol';
 
 function readSettings(): DaemonSettings {
   const c = vscode.workspace.getConfiguration('agentd');
@@ -214,6 +214,48 @@ export function activate(context: vscode.ExtensionContext): void {
       await controller.send(text);
     }),
 
+    // Fork, revert, unrevert, export: of the current chat. The message actions in the view pass
+    // the message; from the palette it is picked from the chat's messages.
+    vscode.commands.registerCommand('agentd.forkChat', async (messageId?: string) => {
+      const sessionId = currentChatOrSay('fork');
+      if (!sessionId) return;
+      const picked = typeof messageId === 'string' ? messageId : await pickMessage(sessionId, 'agentd: fork the chat after which message?', true);
+      if (picked === undefined) return;
+      await view.reveal(true);
+      await controller.history.fork(sessionId, picked || undefined);
+    }),
+
+    vscode.commands.registerCommand('agentd.revertToMessage', async (messageId?: string) => {
+      const sessionId = currentChatOrSay('revert');
+      if (!sessionId) return;
+      const picked = typeof messageId === 'string' ? messageId : await pickMessage(sessionId, 'agentd: revert the chat to which message? (what came after it is undone)', false);
+      if (!picked) return;
+      await controller.history.revert(sessionId, picked);
+    }),
+
+    vscode.commands.registerCommand('agentd.unrevert', async () => {
+      const sessionId = currentChatOrSay('unrevert');
+      if (sessionId) await controller.history.unrevert(sessionId);
+    }),
+
+    vscode.commands.registerCommand('agentd.exportChat', async (format?: string) => {
+      const sessionId = currentChatOrSay('export');
+      if (!sessionId) return;
+      let chosen = format;
+      if (chosen !== 'markdown' && chosen !== 'json') {
+        const pick = await vscode.window.showQuickPick(
+          [
+            { label: 'Markdown', description: 'a transcript to read', format: 'markdown' as const },
+            { label: 'JSON', description: 'the versioned export that agentd import reads back', format: 'json' as const },
+          ],
+          { title: 'agentd: export the chat as' },
+        );
+        if (!pick) return;
+        chosen = pick.format;
+      }
+      await controller.history.export(sessionId, chosen as 'markdown' | 'json');
+    }),
+
     vscode.commands.registerCommand('agentd.restart', async () => {
       try {
         await client.restart();
@@ -229,6 +271,44 @@ export function activate(context: vscode.ExtensionContext): void {
       await showMcpServers();
     }),
   );
+
+  /** The current chat's id, or undefined after saying there is none. */
+  function currentChatOrSay(what: string): string | undefined {
+    const id = controller.sessionId;
+    if (!id) void vscode.window.showInformationMessage(`agentd: no chat to ${what} yet: send a message first.`);
+    return id;
+  }
+
+  /**
+   * One of the chat's messages, newest first ('' for "the whole chat" when `whole`); undefined
+   * when the pick is closed.
+   */
+  async function pickMessage(sessionId: string, title: string, whole: boolean): Promise<string | undefined> {
+    let messages;
+    try {
+      messages = (await client.messages({ sessionId, limit: 200 })).messages;
+    } catch (e) {
+      void vscode.window.showErrorMessage(`agentd: could not read the chat: ${describeError(e)}`);
+      return undefined;
+    }
+    type Item = vscode.QuickPickItem & { messageId: string };
+    const items: Item[] = messages
+      .slice()
+      .reverse()
+      .map((m) => {
+        const part = (m.parts ?? []).find((p): p is TextPart => p.type === 'text' && !!p.text.trim());
+        const text = part?.text ?? '';
+        const first = text.trim().split('\n')[0] ?? '';
+        return {
+          label: `${m.role === 'user' ? 'You' : 'agentd'}: ${first.length > 80 ? first.slice(0, 79) + '…' : first}`,
+          description: new Date(m.time.created).toLocaleTimeString(),
+          messageId: m.id,
+        };
+      });
+    if (whole) items.unshift({ label: 'The whole chat', messageId: '' });
+    const pick = await vscode.window.showQuickPick(items, { title, matchOnDescription: true });
+    return pick?.messageId;
+  }
 
   /** `mcp/list` with `connect: true` (the current chat's own servers too), then a quick pick. */
   async function showMcpServers(): Promise<void> {

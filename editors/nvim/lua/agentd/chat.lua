@@ -27,6 +27,7 @@ local M = setmetatable({ state = state }, {
 })
 
 local creating = nil -- callbacks waiting for session/create
+local loading = 0 -- bumps with each load: the answers of an earlier one are dropped
 local inflight = {} -- sessionId -> number of our session/chat requests not answered yet
 
 ---------------------------------------------------------------------------
@@ -195,6 +196,7 @@ function M.send(text, context)
       util.notify("agentd: queued; it runs when the current answer ends.", vim.log.levels.INFO)
     end
     inflight[sid] = (inflight[sid] or 0) + 1
+    local sent_during = loading
     client.request("session/chat", params, function(e, res)
       inflight[sid] = math.max(0, (inflight[sid] or 1) - 1)
       if e then
@@ -203,9 +205,11 @@ function M.send(text, context)
         end
         return
       end
-      if res and res.message and sid == M.current_id() then
-        -- Reconcile with the authoritative answer (a no-op when every
-        -- notification arrived).
+      -- Reconcile with the authoritative answer (a no-op when every notification
+      -- arrived). Not when the session was opened again since and its history does not
+      -- hold the message (yet): drawn now, it would come before the history.
+      local known = res and res.message and state.messages[res.message.id] ~= nil
+      if res and res.message and sid == M.current_id() and (known or sent_during == loading) then
         chat_buffer.draw(state, state:apply_full(res.message))
       end
     end)
@@ -229,8 +233,6 @@ function M.abort(cb)
     end
   end)
 end
-
-local loading = 0 -- bumps with each load: the answers of an earlier one are dropped
 
 --- Make `session` current and show its history.
 function M.load(session, cb)

@@ -191,7 +191,61 @@ local function tool_line(part)
   return line .. " [" .. status .. "]"
 end
 
-local function header_lines(msg, first)
+-- A file size as people read it: "300 B", "1.2 kB", "3.4 MB".
+function M.size_text(n)
+  n = tonumber(n) or 0
+  if n < 1000 then
+    return ("%d B"):format(n)
+  elseif n < 1e6 then
+    return ("%.1f kB"):format(n / 1e3)
+  end
+  return ("%.1f MB"):format(n / 1e6)
+end
+
+-- An instruction file's path as short as it stays clear: relative to the session's
+-- workspace when inside it, else with ~ for the home directory.
+local function instruction_path(path, root)
+  path = tostring(path)
+  if type(root) == "string" and root ~= "" then
+    local prefix = root:sub(-1) == "/" and root or (root .. "/")
+    if path:sub(1, #prefix) == prefix then
+      return path:sub(#prefix + 1)
+    end
+  end
+  local home = vim.env.HOME
+  if type(home) == "string" and home ~= "" and home ~= "/" then
+    local prefix = home:sub(-1) == "/" and home or (home .. "/")
+    if path:sub(1, #prefix) == prefix then
+      return "~/" .. path:sub(#prefix + 1)
+    end
+  end
+  return path
+end
+
+--- The one line naming the instruction files a run sent the model (the message's
+--- `instructions`), or nil: "  § instructions: AGENTS.md (1.2 kB), ~/.config/agentd/AGENTS.md (300 B)".
+function M.instructions_line(msg, root)
+  local list = msg.instructions
+  if type(list) ~= "table" or #list == 0 then
+    return nil
+  end
+  local names = {}
+  for _, f in ipairs(list) do
+    if type(f) == "table" and f.path then
+      local size = M.size_text(f.size)
+      if tonumber(f.sent) and tonumber(f.size) and f.sent < f.size then
+        size = size .. ", " .. M.size_text(f.sent) .. " sent"
+      end
+      names[#names + 1] = ("%s (%s)"):format(instruction_path(f.path, root), size)
+    end
+  end
+  if #names == 0 then
+    return nil
+  end
+  return "  § instructions: " .. table.concat(names, ", ")
+end
+
+local function header_lines(msg, first, root)
   local title
   if msg.role == "user" then
     title = "▍ You"
@@ -205,10 +259,28 @@ local function header_lines(msg, first)
   if type(t) == "number" then
     title = title .. " · " .. os.date("%H:%M", math.floor(t / 1000))
   end
-  if first then
-    return { title }
+  local lines = first and { title } or { "", title }
+  local instructions = M.instructions_line(msg, root)
+  if instructions then
+    lines[#lines + 1] = instructions
   end
-  return { "", title }
+  return lines
+end
+
+--- The id of the message whose lines hold row `row` (1-based) of the chat buffer: the
+--- last message whose header starts at or above it. nil above the first message.
+function M.message_at(row)
+  if not M.view or not M.view:valid() then
+    return nil
+  end
+  local best, best_row = nil, -1
+  for id, s in pairs(shown) do
+    local r = M.view:row(s.header)
+    if r < row and r > best_row then
+      best, best_row = id, r
+    end
+  end
+  return best
 end
 
 local function usage_line(msg)
@@ -318,6 +390,10 @@ end
 ---------------------------------------------------------------------------
 -- Drawing the state's changes
 
+local function workspace_of(state)
+  return state.session and state.session.workspaceRoot or nil
+end
+
 -- The message's header, made at the end of the buffer when it is new: messages show
 -- in arrival order.
 local function ensure_message(state, id)
@@ -328,7 +404,7 @@ local function ensure_message(state, id)
   drop_placeholder()
   local first = #M.view.regions == 0
   s = { first = first }
-  s.header = M.view:insert(nil, header_lines(state.messages[id].info, first), { kind = "header" })
+  s.header = M.view:insert(nil, header_lines(state.messages[id].info, first, workspace_of(state)), { kind = "header" })
   shown[id] = s
   return s
 end
@@ -337,7 +413,7 @@ local function draw_message(state, id, replaying)
   local info = state.messages[id].info
   local s = ensure_message(state, id)
   -- The model or time may come with a later update (a no-op when unchanged).
-  M.view:replace(s.header, header_lines(info, s.first))
+  M.view:replace(s.header, header_lines(info, s.first, workspace_of(state)))
   if not chat_state.is_done(info) then
     return
   end

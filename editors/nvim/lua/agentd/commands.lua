@@ -29,6 +29,28 @@ function M.register()
     require("agentd").delete(o.bang)
   end, { bang = true, desc = "agentd: delete the current session" })
 
+  cmd("AgentdFork", function()
+    require("agentd").fork()
+  end, { desc = "agentd: fork the session at the message under the cursor (elsewhere: all of it)" })
+
+  cmd("AgentdRevert", function()
+    require("agentd").revert()
+  end, { desc = "agentd: revert to the message under the cursor (preview, then confirm)" })
+
+  cmd("AgentdUnrevert", function()
+    require("agentd").unrevert()
+  end, { desc = "agentd: undo the latest revert (preview, then confirm)" })
+
+  cmd("AgentdExport", function(o)
+    require("agentd").export(o.args)
+  end, {
+    nargs = "?",
+    complete = function()
+      return { "markdown", "json" }
+    end,
+    desc = "agentd: export the session into a new buffer (markdown or json)",
+  })
+
   cmd("AgentdMcp", function()
     require("agentd").mcp()
   end, { desc = "agentd: MCP servers and their tools" })

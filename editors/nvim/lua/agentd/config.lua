@@ -70,6 +70,11 @@ M.defaults = {
     close = "q",           -- close the panel
     sessions = "gs",       -- :AgentdSessions
     new = "gn",            -- :AgentdNew
+    -- Chat window only: the message under the cursor.
+    fork = "gF",           -- :AgentdFork
+    revert = "gR",         -- :AgentdRevert
+    unrevert = "gU",       -- :AgentdUnrevert
+    export = "gX",         -- :AgentdExport (markdown)
     -- Global keys (nil or false: not mapped).
     global = {
       chat = nil,     -- e.g. "<leader>ac": :AgentdChat (visual: with the selection)

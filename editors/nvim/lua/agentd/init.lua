@@ -189,6 +189,31 @@ function M.delete(force)
   sessions.delete(force)
 end
 
+--- Fork the session at the message under the cursor in the chat panel (elsewhere: the
+--- whole session) and open the fork. cb(err) once it is shown.
+function M.fork(cb)
+  M._install()
+  require("agentd.history").fork(cb)
+end
+
+--- Revert the session to the message under the cursor, after a preview and a yes.
+function M.revert(cb)
+  M._install()
+  require("agentd.history").revert(cb)
+end
+
+--- Undo the latest revert, after a preview and a yes.
+function M.unrevert(cb)
+  M._install()
+  require("agentd.history").unrevert(cb)
+end
+
+--- The session as Markdown (or JSON: format "json") in a new scratch buffer.
+function M.export(format, cb)
+  M._install()
+  require("agentd.history").export(format, cb)
+end
+
 --- :AgentdMcp: connect the MCP servers and show them with their tools.
 function M.mcp()
   M._install()

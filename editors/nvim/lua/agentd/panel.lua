@@ -245,6 +245,20 @@ local function set_chat_keymaps(buf)
   end
   vim.b[buf].agentd_mapped = true
   map_panel_keys(buf)
+  local keys = config.get().keymaps
+  local history = require("agentd.history")
+  map(buf, "n", keys.fork, function()
+    history.fork()
+  end, "agentd: fork at this message")
+  map(buf, "n", keys.revert, function()
+    history.revert()
+  end, "agentd: revert to this message")
+  map(buf, "n", keys.unrevert, function()
+    history.unrevert()
+  end, "agentd: undo the latest revert")
+  map(buf, "n", keys.export, function()
+    history.export("markdown")
+  end, "agentd: export as Markdown")
   for _, k in ipairs({ "i", "a", "o", "I", "A", "O" }) do
     map(buf, "n", k, function()
       M.focus_input(true)

@@ -26,7 +26,9 @@ export type HostToView =
   | { type: 'sending'; sessionId?: string; text: string }
   /** Shows or hides the session list (`visible` undefined toggles it): the view title bar's button. */
   | { type: 'showSessions'; visible?: boolean }
-  | { type: 'focusInput'; text?: string };
+  | { type: 'focusInput'; text?: string }
+  /** The user's home directory, to show paths under it with `~` (instruction files). */
+  | { type: 'home'; path: string };
 
 export type ViewToHost =
   | { type: 'ready'; sessionId?: string }
@@ -40,6 +42,9 @@ export type ViewToHost =
   | { type: 'copy'; text: string }
   | { type: 'insert'; text: string }
   | { type: 'openFile'; path: string }
+  /** A message's actions: fork the chat after it, revert the chat to it. */
+  | { type: 'fork'; sessionId: string; messageId: string }
+  | { type: 'revert'; sessionId: string; messageId: string }
   /** The Restricted Mode notice's link: VS Code's workspace trust editor. */
   | { type: 'manageTrust' };
 

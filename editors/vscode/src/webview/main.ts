@@ -38,6 +38,8 @@ const ICON = {
   spinner: '<span class="spinner" aria-hidden="true"></span>',
   file: svg('<path d="M3 1h6.7L13 4.3V15H3zm1 1v12h8V5H9V2zm6 .7V4h1.3z"/>'),
   close: svg('<path d="M8 7.3 12.6 2.7l.7.7L8.7 8l4.6 4.6-.7.7L8 8.7l-4.6 4.6-.7-.7L7.3 8 2.7 3.4l.7-.7z"/>'),
+  fork: svg('<path d="M5 1.5a2 2 0 0 1 .5 3.9v.9c0 .9.7 1.6 1.6 1.6h1.8c1.4 0 2.6.8 3.1 2v.2a2 2 0 1 1-1 0 2.4 2.4 0 0 0-2.1-1.2H7.1c-.6 0-1.2-.2-1.6-.5v2.2a2 2 0 1 1-1 0V5.4A2 2 0 0 1 5 1.5zm0 1a1 1 0 1 0 0 2 1 1 0 0 0 0-2zm0 9a1 1 0 1 0 0 2 1 1 0 0 0 0-2zm6.5 0a1 1 0 1 0 0 2 1 1 0 0 0 0-2z"/>'),
+  revert: svg('<path d="M3 2v4.5h4.5v-1H4.6A5 5 0 1 1 3.5 10l-.9.4A6 6 0 1 0 4 4.6V2z"/>'),
   search: svg('<path d="M10.5 1a4.5 4.5 0 1 1-2.9 8l-5 5-.7-.7 5-5A4.5 4.5 0 0 1 10.5 1zm0 1a3.5 3.5 0 1 0 0 7 3.5 3.5 0 0 0 0-7z"/>'),
 };
 
@@ -136,6 +138,7 @@ let sessions: Session[] = [];
 let sessionsCursor: string | undefined;
 let sessionsQuery = '';
 let renamingId: string | undefined;
+let home: string | undefined; // the user's home directory (from the host), for ~ in paths
 /**
  * The newest `session/updated` of each session. A list answers a request made earlier and can
  * reach the page after an update that happened since (the host posts notifications as they
@@ -149,6 +152,7 @@ const fresher = (s: Session): Session => {
 
 interface MessageView {
   root: HTMLElement;
+  instructions: HTMLElement;
   parts: HTMLElement;
   error: HTMLElement;
   meta: HTMLElement;
@@ -221,8 +225,28 @@ function ensureMessageView(messageId: string): MessageView {
   const parts = h('div', { class: 'parts' });
   const error = h('div', { class: 'message-error', role: 'alert', hidden: true });
   const meta = h('div', { class: 'message-meta', hidden: true });
-  const root = h('article', { class: 'message', 'data-message-id': messageId }, h('div', { class: 'role' }), parts, error, meta);
-  v = { root, parts, error, meta };
+  const instructions = h('details', { class: 'instructions', hidden: true });
+  // Fork after this message, or revert the chat to it (the host asks first).
+  const actions = h(
+    'span',
+    { class: 'message-actions' },
+    iconButton(ICON.fork, 'Fork the chat after this message', () => {
+      if (chat.sessionId) post({ type: 'fork', sessionId: chat.sessionId, messageId });
+    }, 'message-fork'),
+    iconButton(ICON.revert, 'Revert the chat to this message (undo what came after it)', () => {
+      if (chat.sessionId) post({ type: 'revert', sessionId: chat.sessionId, messageId });
+    }, 'message-revert'),
+  );
+  const root = h(
+    'article',
+    { class: 'message', 'data-message-id': messageId },
+    h('div', { class: 'message-head' }, h('div', { class: 'role' }), actions),
+    instructions,
+    parts,
+    error,
+    meta,
+  );
+  v = { root, instructions, parts, error, meta };
   messageViews.set(messageId, v);
   // Keep DOM order equal to the state's order (ids sort by creation time).
   const order = chat.messages.map((m) => m.info.id);
@@ -250,6 +274,7 @@ function renderMessageInfo(messageId: string): void {
   const roleEl = v.root.querySelector('.role') as HTMLElement;
   roleEl.textContent = role === 'user' ? 'You' : 'agentd';
   if (info.summary) roleEl.textContent += ' · summary';
+  renderInstructions(v.instructions, info);
 
   // Plain errors: the name and what happened.
   if (info.error) {
@@ -277,6 +302,43 @@ function renderMessageInfo(messageId: string): void {
   } else {
     v.meta.hidden = true;
   }
+}
+
+/** "300 B", "1.2 kB", "3.4 MB". */
+function sizeText(n: number): string {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+/** An instruction file's path: relative to the chat's workspace when inside it, else with ~. */
+function shortPath(p: string): string {
+  const root = chat.session?.workspaceRoot;
+  if (root && p.startsWith(root.replace(/\/$/, '') + '/')) return p.slice(root.replace(/\/$/, '').length + 1);
+  if (home && p.startsWith(home.replace(/\/$/, '') + '/')) return '~' + p.slice(home.replace(/\/$/, '').length);
+  return p;
+}
+
+/** The instruction files the run sent the model: one collapsed line, each file openable. */
+function renderInstructions(el: HTMLElement, info: Message): void {
+  const files = info.role === 'assistant' ? info.instructions ?? [] : [];
+  el.hidden = files.length === 0;
+  if (!files.length) return;
+  const label = (f: { path: string; size: number; sent: number }) =>
+    `${shortPath(f.path)} (${sizeText(f.size)}${f.sent < f.size ? `, ${sizeText(f.sent)} sent` : ''})`;
+  const open = el.hasAttribute('open');
+  el.textContent = '';
+  el.append(
+    h('summary', { class: 'instructions-summary', title: 'The instruction files this answer was given' }, `Instructions: ${files.map(label).join(', ')}`),
+    h(
+      'ul',
+      { class: 'instructions-files' },
+      ...files.map((f) =>
+        h('li', {}, h('a', { href: '#', class: 'instructions-file', title: f.path, onclick: (e) => { e.preventDefault(); post({ type: 'openFile', path: f.path }); } }, label(f))),
+      ),
+    ),
+  );
+  if (open) el.setAttribute('open', '');
 }
 
 function renderPart(messageId: string, partId: string): void {
@@ -821,6 +883,10 @@ window.addEventListener('message', (event: MessageEvent) => {
       break;
     case 'showSessions':
       toggleSessions(msg.visible ?? sessionsPanel.hidden);
+      break;
+    case 'home':
+      home = msg.path;
+      for (const m of chat.messages) renderMessageInfo(m.info.id);
       break;
     case 'focusInput':
       if (msg.text !== undefined) {

@@ -303,6 +303,167 @@ describe('extension end to end (stand-in vscode, real agentd, real page)', () =>
     assert.equal(await page.locator('#chat-title').innerText(), 'New chat');
   });
 
+  // --- fork, revert, unrevert, export, instruction files -------------------------------------
+  const articles = () => page.evaluate(() => document.querySelectorAll('#messages article.message:not(.pending)').length);
+  const allow = () => stub.answers.push({ quickPick: true, match: /^agentd: allow/, answer: 'Allow once' });
+  const ws = (p) => join(dirs.workspace, p);
+  async function freshChat() {
+    await vscode.commands.executeCommand('agentd.newChat');
+    await page.locator('#empty-state').waitFor();
+  }
+  /** Fork or revert from the message's own buttons, as a person does (they show on hover). */
+  async function messageAction(message, action) {
+    await message.hover();
+    await message.locator(`.message-${action}`).click();
+  }
+
+  test('fork from a message: the fork opens in the view with the history up to that message', async () => {
+    await freshChat();
+    await sendAndWait('the fork point');
+    await sendAndWait('after the fork point');
+    const original = await page.evaluate(() => window.__agentdView.sessionId);
+    await messageAction(page.locator('article.message.assistant').first(), 'fork');
+    await page.waitForFunction((id) => window.__agentdView.sessionId !== id && document.getElementById('chat-title').textContent === 'the fork point (fork)', original);
+    await page.waitForFunction(() => document.querySelectorAll('#messages article.message').length === 2);
+    const text = await page.locator('#messages').innerText();
+    assert.match(text, /You said: the fork point/);
+    assert.doesNotMatch(text, /after the fork point/);
+    assert.ok(stub.messages.some((m) => m.level === 'info' && m.text === 'agentd: forked into “the fork point (fork)”.'));
+    // The fork goes on from there.
+    await sendAndWait('in the fork');
+    assert.equal(await articles(), 4);
+
+    // A message of a run still going cannot be forked from: the daemon's reason is shown.
+    await send('/stream 400 30');
+    await page.waitForFunction(() => /w3/.test(document.querySelector('article.message.assistant:last-of-type')?.innerText ?? ''));
+    const shown = stub.messages.length;
+    await messageAction(assistant(), 'fork');
+    await waitFor(() => stub.messages.slice(shown).some((m) => m.level === 'error' && /^agentd: fork failed: .*belongs to a run still going/.test(m.text)), { what: 'fork error shown' });
+    await page.locator('#stop').click();
+    await page.waitForFunction(() => document.getElementById('stop').hidden);
+  });
+
+  test('revert to a message: the modal names each file; the files come back and later messages go', async () => {
+    writeFileSync(ws('rev.txt'), 'original\n');
+    await freshChat();
+    await sendAndWait('before the change');
+    allow();
+    await sendAndWait('/tool write_file {"path": "rev.txt", "content": "changed by the model\\n"}');
+    allow();
+    await sendAndWait('/tool write_file {"path": "made/new.txt", "content": "a new file\\n"}');
+    assert.equal(readFileSync(ws('rev.txt'), 'utf8'), 'changed by the model\n');
+    assert.equal(await articles(), 6);
+    const shown = stub.messages.length;
+    stub.answers.push({ match: /^Revert the chat to this message\?/, answer: 'Revert' });
+    await messageAction(page.locator('article.message.assistant').first(), 'revert');
+    await page.waitForFunction(() => document.querySelectorAll('#messages article.message').length === 2);
+    const modal = stub.messages.slice(shown).find((m) => /^Revert the chat to this message\?/.test(m.text));
+    assert.ok(modal, 'asked first');
+    assert.equal(modal.level, 'warning');
+    assert.equal(modal.options.modal, true);
+    assert.deepEqual(modal.items, ['Revert']);
+    assert.equal(modal.options.detail, '4 messages are affected.\ndelete: made/new.txt\nrestore: rev.txt');
+    // The workspace is as it was before the first change; only the kept messages show.
+    assert.equal(readFileSync(ws('rev.txt'), 'utf8'), 'original\n');
+    assert.throws(() => readFileSync(ws('made/new.txt')));
+    assert.doesNotMatch(await page.locator('#messages').innerText(), /write_file/);
+    assert.ok(stub.messages.slice(shown).some((m) => m.text === 'agentd: reverted 4 messages; deleted made/new.txt; restored rev.txt.'));
+    // The chat goes on after the kept message.
+    await sendAndWait('after the revert');
+    assert.equal(await articles(), 4);
+  });
+
+  test('revert with a conflict: Cancel changes nothing, Overwrite restores; unrevert puts it back; errors are said', async () => {
+    writeFileSync(ws('conf.txt'), 'original\n');
+    await freshChat();
+    await sendAndWait('before the change');
+    allow();
+    await sendAndWait('/tool write_file {"path": "conf.txt", "content": "changed by the model\\n"}');
+    writeFileSync(ws('conf.txt'), 'changed by the user\n'); // someone else edits it afterwards
+    const sessionId = await page.evaluate(() => window.__agentdView.sessionId);
+    const firstId = await page.locator('article.message.assistant').first().getAttribute('data-message-id');
+
+    let shown = stub.messages.length;
+    stub.answers.push({ match: /^Revert the chat to this message\?/, answer: undefined }); // the modal's Cancel
+    await vscode.commands.executeCommand('agentd.revertToMessage', firstId);
+    const modal = stub.messages.slice(shown).find((m) => /^Revert the chat/.test(m.text));
+    assert.deepEqual(modal.items, ['Revert, Keep Changed Files', 'Revert and Overwrite']);
+    assert.match(modal.options.detail, /^conflict: conf\.txt — .+$/m);
+    assert.equal(readFileSync(ws('conf.txt'), 'utf8'), 'changed by the user\n');
+    assert.equal(await articles(), 4);
+
+    stub.answers.push({ match: /^Revert the chat to this message\?/, answer: 'Revert and Overwrite' });
+    await vscode.commands.executeCommand('agentd.revertToMessage', firstId);
+    assert.equal(readFileSync(ws('conf.txt'), 'utf8'), 'original\n');
+    await page.waitForFunction(() => document.querySelectorAll('#messages article.message').length === 2);
+
+    // Unrevert: the messages come back, and the file as the revert found it.
+    shown = stub.messages.length;
+    stub.answers.push({ match: /^Undo the latest revert\?/, answer: 'Unrevert' });
+    await vscode.commands.executeCommand('agentd.unrevert');
+    await page.waitForFunction(() => document.querySelectorAll('#messages article.message').length === 4);
+    const undo = stub.messages.slice(shown).find((m) => /^Undo the latest revert\?/.test(m.text));
+    assert.equal(undo.options.detail, '2 messages are affected.\nrestore: conf.txt');
+    assert.equal(readFileSync(ws('conf.txt'), 'utf8'), 'changed by the user\n');
+    assert.equal(await page.evaluate(() => window.__agentdView.sessionId), sessionId);
+
+    // Nothing left to unrevert; a busy chat cannot be reverted: each said in plain words.
+    shown = stub.messages.length;
+    await vscode.commands.executeCommand('agentd.unrevert');
+    assert.ok(stub.messages.slice(shown).some((m) => m.level === 'error' && /^agentd: unrevert failed: there is nothing to unrevert/.test(m.text)), JSON.stringify(stub.messages.slice(shown)));
+    await send('/stream 400 30');
+    await page.waitForFunction(() => /w3/.test(document.querySelector('article.message.assistant:last-of-type')?.innerText ?? ''));
+    shown = stub.messages.length;
+    await vscode.commands.executeCommand('agentd.revertToMessage', firstId);
+    assert.ok(stub.messages.slice(shown).some((m) => m.level === 'error' && /^agentd: revert failed: the chat is busy/.test(m.text)), JSON.stringify(stub.messages.slice(shown)));
+    assert.equal(readFileSync(ws('conf.txt'), 'utf8'), 'changed by the user\n');
+    await page.locator('#stop').click();
+    await page.waitForFunction(() => document.getElementById('stop').hidden);
+  });
+
+  test('export: Markdown and JSON open in new untitled editors', async () => {
+    const sessionId = await page.evaluate(() => window.__agentdView.sessionId);
+    let docs = stub.documents.length;
+    await vscode.commands.executeCommand('agentd.exportChat', 'markdown');
+    const md = stub.documents[docs];
+    assert.equal(md.uri.scheme, 'untitled');
+    assert.equal(md.languageId, 'markdown');
+    assert.match(md.text, /^## User$/m);
+    assert.match(md.text, /^## Assistant$/m);
+    assert.match(md.text, /You said: before the change/);
+    assert.equal(stub.shownDocuments.at(-1), md);
+    docs = stub.documents.length;
+    await vscode.commands.executeCommand('agentd.exportChat', 'json');
+    const doc = stub.documents[docs];
+    assert.equal(doc.languageId, 'json');
+    const exported = JSON.parse(doc.text);
+    assert.equal(exported.agentdExport, 1);
+    assert.equal(exported.session.id, sessionId);
+    assert.equal(exported.messages[0].role, 'user');
+  });
+
+  test('the instruction files an answer was given are listed under it, and open', async () => {
+    writeFileSync(ws('AGENTS.md'), 'Be brief.\n'.repeat(120));
+    try {
+      await freshChat();
+      await sendAndWait('with instructions');
+      const list = assistant().locator('.instructions');
+      assert.equal(await list.locator('summary').innerText(), 'Instructions: AGENTS.md (1.2 kB)');
+      await list.locator('summary').click();
+      const opened = stub.shownDocuments.length;
+      await list.locator('.instructions-file').first().click();
+      await waitFor(() => stub.shownDocuments.length > opened, { what: 'AGENTS.md opened' });
+      assert.equal(stub.shownDocuments.at(-1).fsPath, ws('AGENTS.md'));
+      // A user message has none; an answer without instruction files shows none.
+      assert.equal(await page.locator('article.message.user .instructions:not([hidden])').count(), 0);
+    } finally {
+      (await import('node:fs')).unlinkSync(ws('AGENTS.md'));
+    }
+    await sendAndWait('without them');
+    assert.equal(await assistant().locator('.instructions').isHidden(), true);
+  });
+
+
   test('a crashed daemon is restarted with a visible notice and the chat goes on', async () => {
     await send('before the crash');
     await page.waitForFunction(() => /You said: before the crash/.test(document.body.innerText));

@@ -155,6 +155,8 @@ const stub = {
   workspaceFolder: undefined,
   contexts: {},
   quickPicks: [],
+  /** Every showTextDocument's argument (a document or a Uri), in order. */
+  shownDocuments: [],
   /** Every withProgress: { options, done } (done once the task settled). */
   progress: [],
 };
@@ -245,7 +247,10 @@ const window = {
     },
     close: async () => true,
   },
-  showTextDocument: async (doc) => ({ document: doc }),
+  showTextDocument: async (doc) => {
+    stub.shownDocuments.push(doc);
+    return { document: doc };
+  },
   withProgress: async (options, task) => {
     const entry = { options, done: false };
     stub.progress.push(entry);
@@ -273,7 +278,7 @@ const workspace = {
   },
   openTextDocument: async (arg) => {
     if (arg && arg.content !== undefined) {
-      const d = new TextDocument(new Uri('untitled', `Untitled-${stub.documents.length + 1}`), arg.content);
+      const d = new TextDocument(new Uri('untitled', `Untitled-${stub.documents.length + 1}`), arg.content, arg.language);
       stub.documents.push(d);
       return d;
     }

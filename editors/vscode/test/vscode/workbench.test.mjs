@@ -421,6 +421,31 @@ describe('agentd in a real VS Code (code-server, packaged extension, real agentd
     await screenshot(page, 'stopped-light');
   });
 
+  test("revert from a message's button: VS Code's modal names the file; Revert restores it and hides what came after", T, async () => {
+    const file = join(ws, 'rev.txt');
+    writeFileSync(file, 'original\n');
+    await page.locator('.part.sidebar .composite.title .action-label[aria-label^="New Chat"]').click();
+    await chat.locator('#empty-state').waitFor();
+    await sendAndWait('before the change');
+    await send('/tool write_file {"path": "rev.txt", "content": "changed by the model\\n"}');
+    await quickPickState();
+    await quickRows().filter({ hasText: 'Allow once' }).click();
+    await waitUntil(async () => (await lastCard().getAttribute('data-status')) === 'completed', 20_000, 'the write');
+    await assistant().locator('.message-meta').waitFor();
+    assert.equal(readFileSync(file, 'utf8'), 'changed by the model\n');
+    const first = chat.locator('article.message.assistant').first();
+    await first.hover();
+    await first.locator('.message-revert').click();
+    await dialog(page).waitFor();
+    const text = await dialog(page).innerText();
+    assert.match(text, /Revert the chat to this message\?/);
+    assert.match(text, /2 messages are affected\.\s+restore: rev\.txt/);
+    await dialog(page).locator('.monaco-button', { hasText: /^Revert$/ }).click();
+    await waitUntil(async () => (await chat.locator('#messages article.message').count()) === 2, 15_000, 'the later messages gone');
+    assert.equal(readFileSync(file, 'utf8'), 'original\n');
+    assert.doesNotMatch(await chat.locator('#messages').innerText(), /write_file/);
+  });
+
   test('no error in the webview console or the extension host log', T, async () => {
     // The chat page's frames, and the extension's own files (a page error's stack names them).
     const fromView = /\/webview\/browser\/pre\/|agentd\.agentd-vscode/;
