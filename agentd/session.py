@@ -241,7 +241,8 @@ class SessionManager:
         client_id = p.client_session_id or keys.new_client_session_id()
         now = ids.now_ms()
         session_id = ids.new_id("ses")
-        workspace_root = p.workspace_root or self.editor.workspace_root
+        # The root it will run in, stored so that listing by root is stable.
+        workspace_root = p.workspace_root or self.editor.workspace_root or os.getcwd()
         header = {
             "id": session_id,
             "clientSessionId": client_id,
@@ -315,6 +316,7 @@ class SessionManager:
             roots_only=bool(p.roots_only),
             project_id=p.project_id,
             query=p.query,
+            workspace_root=p.workspace_root,
         )
         more = len(rows) > limit
         rows = rows[:limit]

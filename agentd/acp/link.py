@@ -1,0 +1,204 @@
+"""The session layer's EditorLink in Agent Client Protocol mode: what a run tells the
+editor natively (part/updated, part/delta, session/updated...) becomes `session/update`
+notifications, and agentd's requests to the editor become ACP's (acp-v1.md §6, §7).
+
+It keeps, per run, what the ACP stream needs and the native one does not say again:
+each message's role (a user message is not echoed back), each part's kind (a delta
+names only its part), how much of each text part was sent (ACP text is append-only: a
+part/updated carrying text already sent adds nothing), and which tool calls were
+announced (`tool_call` once, then `tool_call_update`s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from agentd.acp import updates as u
+from agentd.jsonrpc import Connection
+from agentd.protocol import types as t
+from agentd.protocol.converter import unstructure
+
+# Permission options, each named after its kind, so the answer maps straight back.
+PERMISSION_OPTIONS = [
+    {"optionId": "allow_once", "name": "Allow", "kind": "allow_once"},
+    {"optionId": "allow_always", "name": "Always allow", "kind": "allow_always"},
+    {"optionId": "reject_once", "name": "Reject", "kind": "reject_once"},
+    {"optionId": "reject_always", "name": "Always reject", "kind": "reject_always"},
+]
+_OUTCOMES = {o["optionId"] for o in PERMISSION_OPTIONS}
+
+
+@attrs.define
+class _SessionStream:
+    """What the ACP stream of one session remembers (see the module's docstring)."""
+
+    root: str
+    roles: dict[str, str] = attrs.Factory(dict)
+    kinds: dict[str, str] = attrs.Factory(dict)
+    sent: dict[str, int] = attrs.Factory(dict)
+    announced: set[str] = attrs.Factory(set)
+
+
+class AcpLink:
+    """EditorLink over an ACP connection (see the module's docstring)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        # Sessions made live on this connection (new, load, resume), with their root.
+        self.live: dict[str, _SessionStream] = {}
+        # Whether the client opted in to agentd's extension notifications.
+        self.ext_notifications = False
+        # The model's context window, for usage_update (None: not known, none sent).
+        self.context_window: Callable[[str], int | None] = lambda _: None
+        self.session_of: Callable[[str], t.Session | None] = lambda _: None
+
+    def open(self, session_id: str, root: str) -> None:
+        self.live.setdefault(session_id, _SessionStream(root))
+
+    def close(self, session_id: str) -> None:
+        self.live.pop(session_id, None)
+
+    def update(self, session_id: str, update: dict[str, Any]) -> None:
+        self.connection.notify_wire("session/update", {"sessionId": session_id, "update": update})
+
+    # --- EditorLink ----------------------------------------------------------------------
+
+    def notify(self, method: str, params: t.NotificationParams) -> None:
+        if isinstance(params, t.PartDeltaParams):
+            self._delta(params)
+        elif isinstance(params, t.PartUpdatedParams):
+            self._part(params)
+        elif isinstance(params, t.MessageUpdatedParams):
+            stream = self.live.get(params.session_id)
+            if stream is not None:
+                stream.roles[params.message.id] = params.message.role
+        elif isinstance(params, t.SessionUpdatedParams):
+            if params.session.id in self.live:
+                self.update(params.session.id, u.info_update(params.session))
+        elif isinstance(params, t.SessionStatusParams):
+            if params.status == "retry" and self.ext_notifications:
+                self.connection.notify_wire("_agentd/session/status", unstructure(params))
+        elif isinstance(params, t.SessionErrorParams):
+            # During a run the prompt's own error answer says it.
+            if params.run_id is None and self.ext_notifications:
+                self.connection.notify_wire("_agentd/session/error", unstructure(params))
+
+    def request(self, method: str, params: t.RequestParams) -> asyncio.Future[Any]:
+        if isinstance(params, t.PermissionRequestParams):
+            return self._permission(params)
+        return self.connection.request_wire("_agentd/" + method, unstructure(params))
+
+    def congested(self) -> bool:
+        return self.connection.congested()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        self.connection.when_drained(callback)
+
+    # --- parts ---------------------------------------------------------------------------
+
+    def _stream(self, session_id: str, message_id: str) -> _SessionStream | None:
+        stream = self.live.get(session_id)
+        if stream is None or stream.roles.get(message_id, "assistant") == "user":
+            return None
+        return stream
+
+    def _delta(self, p: t.PartDeltaParams) -> None:
+        stream = self._stream(p.session_id, p.message_id)
+        kind = stream.kinds.get(p.part_id) if stream is not None else None
+        if stream is None or kind is None:
+            return
+        stream.sent[p.part_id] = stream.sent.get(p.part_id, 0) + len(p.delta)
+        self.update(p.session_id, u.chunk(kind, p.delta, p.message_id))
+
+    def _part(self, p: t.PartUpdatedParams) -> None:
+        stream = self._stream(p.session_id, p.message_id)
+        if stream is None:
+            return
+        part = p.part
+        if isinstance(part, t.TextPart | t.ReasoningPart):
+            kind = "agent_message_chunk" if part.type == "text" else "agent_thought_chunk"
+            stream.kinds[part.id] = kind
+            sent = stream.sent.get(part.id, 0)
+            # Append-only: what the part holds beyond what was sent (a retry's shorter
+            # text adds nothing and retracts nothing).
+            if len(part.text) > sent and not getattr(part, "synthetic", None):
+                stream.sent[part.id] = len(part.text)
+                self.update(p.session_id, u.chunk(kind, part.text[sent:], p.message_id))
+        elif isinstance(part, t.ToolPart):
+            self._tool(p, stream, part)
+        elif isinstance(part, t.StepFinishPart):
+            session = self.session_of(p.session_id)
+            model = session.model if session is not None else None
+            update = u.usage_update(part, session, self.context_window(model or ""), p.run_id)
+            if update is not None:
+                self.update(p.session_id, update)
+        elif isinstance(part, t.FilePart):
+            self.update(p.session_id, u.file_chunk("agent_message_chunk", part.path, p.message_id))
+
+    def _tool(self, p: t.PartUpdatedParams, stream: _SessionStream, part: t.ToolPart) -> None:
+        fields = u.tool_fields(part, stream.root)
+        if part.call_id not in stream.announced:
+            stream.announced.add(part.call_id)
+            call = u.tool_call(
+                part.tool,
+                part.call_id,
+                part.state.input,
+                stream.root,
+                runId=p.run_id,
+                partId=part.id,
+                tool=part.tool,
+            )
+            self.update(p.session_id, {"sessionUpdate": "tool_call", **call})
+            if fields["status"] == "pending":
+                return
+        update = {"sessionUpdate": "tool_call_update", "toolCallId": part.call_id, **fields}
+        self.update(p.session_id, update)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def _permission(self, p: t.PermissionRequestParams) -> asyncio.Future[Any]:
+        """session/request_permission; the answer comes back as native
+        `{outcome: <kind>}` (a cancelled one as reject_once)."""
+        stream = self.live.get(p.session_id)
+        root = stream.root if stream is not None else ""
+        call = u.tool_call(p.tool, p.call_id, p.input, root)
+        call["title"] = p.title
+        wire = {"sessionId": p.session_id, "toolCall": call, "options": PERMISSION_OPTIONS}
+        asked = self.connection.request_wire("session/request_permission", wire)
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if answer.done():
+                return
+            if f.cancelled():
+                answer.cancel()
+            elif f.exception() is not None:
+                answer.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                answer.set_result(_native_outcome(f.result()))
+
+        def cancelled(f: asyncio.Future[Any]) -> None:
+            if f.cancelled():
+                asked.cancel()  # tells the client with $/cancel_request
+
+        asked.add_done_callback(done)
+        answer.add_done_callback(cancelled)
+        return answer
+
+
+def _native_outcome(result: Any) -> Any:
+    """An ACP RequestPermissionResponse as permission/request's result; anything else
+    is passed on as it came, for the caller to refuse as an invalid answer."""
+    outcome = result.get("outcome") if isinstance(result, dict) else None
+    if not isinstance(outcome, dict):
+        return result
+    if outcome.get("outcome") == "cancelled":
+        return {"outcome": "reject_once"}
+    chosen = outcome.get("optionId")
+    if outcome.get("outcome") == "selected" and chosen in _OUTCOMES:
+        return {"outcome": chosen}
+    return {"outcome": chosen if isinstance(chosen, str) else outcome}

@@ -1,0 +1,491 @@
+"""`agentd acp` end to end: the official ACP Python SDK spawns the real daemon in ACP mode
+(NDJSON on stdio), the daemon talks to the scripted model on loopback, and every message
+it sends is checked against the official ACP v1 schema (tests/acp_client.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from acp import RequestError
+from acp_client import acp_agent
+from rpc_client import Daemon, daemon_env
+
+
+def run(scenario: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(scenario, 90))
+
+
+@pytest.fixture
+def env(tmp_path: Path, model: Any) -> dict[str, str]:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'default_model = "scripted"\n'
+        "[providers.local]\n"
+        f'base_url = "{model.base_url}"\n'
+        'api_key_env = "OPENAI_API_KEY"\n'
+        "[models.scripted]\n"
+        'provider = "local"\n'
+        "context_window = 32000\n"
+    )
+    return daemon_env(tmp_path, model.base_url, AGENTD_CONFIG=str(config))
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "notes.txt").write_text("first line\nsecond line\n")
+    return root
+
+
+# --- the flows ------------------------------------------------------------------------------
+
+
+def test_initialize_new_prompt_streams_text_and_answers_end_turn(env, ws, model):
+    model.enqueue({"text": "Hello from the scripted model.", "chunkSize": 4, "delayMs": 5})
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            init = await agent.call("initialize", {"protocolVersion": 7, "clientCapabilities": {}})
+            assert init["protocolVersion"] == 1  # agentd's version, whatever was asked
+            caps = init["agentCapabilities"]
+            assert caps["loadSession"] is True
+            assert caps["sessionCapabilities"] == {
+                "list": {},
+                "delete": {},
+                "resume": {},
+                "close": {},
+            }
+            ours = caps["_meta"]["agentd"]
+            assert os.path.isdir(ours["toolContextDir"])
+            assert "_agentd/session/messages" in ours["extMethods"]
+            assert init["agentInfo"]["name"] == "agentd" and init["authMethods"] == []
+
+            new = await agent.call("session/new", {"cwd": str(ws), "mcpServers": []})
+            sid = new["sessionId"]
+            assert sid.startswith("ses_")
+            assert new["_meta"]["agentd"]["created"] is True
+            option = new["configOptions"][0]
+            assert (option["id"], option["currentValue"]) == ("model", "scripted")
+            answer = await agent.prompt(sid, "hi")
+            assert answer["stopReason"] == "end_turn"
+            meta = answer["_meta"]["agentd"]
+            assert meta["runId"].startswith("run_") and meta["messageId"].startswith("msg_")
+            assert meta["finishReason"] == "stop" and meta["usage"]["outputTokens"] > 0
+            assert agent.recorder.text(sid) == "Hello from the scripted model."
+            chunks = agent.recorder.of("agent_message_chunk")
+            assert len(chunks) > 1  # streamed, not sent whole at the end
+            assert {c["messageId"] for c in chunks} == {meta["messageId"]}
+            # The user's own prompt is not echoed back live.
+            assert agent.recorder.of("user_message_chunk") == []
+            # /compact is advertised after session/new.
+            commands = agent.recorder.of("available_commands_update")
+            assert commands[0]["availableCommands"][0]["name"] == "compact"
+            # The context in use, against the configured window.
+            usage = agent.recorder.of("usage_update")
+            assert usage and usage[-1]["size"] == 32000 and usage[-1]["used"] > 0
+
+    run(scenario())
+
+
+def test_a_write_asks_permission_first_and_reports_the_diff(env, ws, model):
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "write_file", "arguments": {"path": "out.txt", "content": "made\n"}}
+            ]
+        },
+        {"text": "written"},
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            answer = await agent.prompt(sid, "write it")
+            assert answer["stopReason"] == "end_turn"
+            [asked] = agent.recorder.permission_requests
+            call = asked["toolCall"]
+            assert call["kind"] == "edit" and call["rawInput"]["path"] == "out.txt"
+            assert [o["optionId"] for o in asked["options"]] == [
+                "allow_once",
+                "allow_always",
+                "reject_once",
+                "reject_always",
+            ]
+            # The client already showed the call when it was asked.
+            kinds = [
+                (m.get("method"), m.get("params", {}).get("update", {}).get("sessionUpdate"))
+                for m in agent.sent
+            ]
+            first_call = kinds.index(("session/update", "tool_call"))
+            assert first_call < kinds.index(("session/request_permission", None))
+            [done] = [
+                u for u in agent.recorder.of("tool_call_update") if u["status"] == "completed"
+            ]
+            assert done["toolCallId"] == call["toolCallId"]
+            diff = [c for c in done["content"] if c["type"] == "diff"]
+            assert diff == [
+                {"type": "diff", "path": str(ws / "out.txt"), "oldText": None, "newText": "made\n"}
+            ]
+            assert (ws / "out.txt").read_text() == "made\n"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"outcome": {"outcome": "selected", "optionId": "reject_once"}},
+        {"outcome": {"outcome": "cancelled"}},
+        {"outcome": "yes please"},  # garbage: never a write
+        {"outcome": {"outcome": "selected", "optionId": "allow_sometimes"}},
+    ],
+)
+def test_a_refused_or_garbled_permission_answer_writes_nothing(env, ws, model, answer):
+    model.enqueue(
+        {"toolCalls": [{"name": "write_file", "arguments": {"path": "out.txt", "content": "x"}}]},
+        {"text": "ok"},
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            agent.recorder.permission = lambda _: answer
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            result = await agent.prompt(sid, "write it")
+            assert result["stopReason"] == "end_turn"  # the model reads the refusal
+            updates = agent.recorder.of("tool_call_update")
+            assert updates[-1]["status"] == "failed"
+            assert not (ws / "out.txt").exists()
+
+    run(scenario())
+
+
+def test_cancel_mid_stream_answers_cancelled_and_keeps_what_streamed(env, ws, model, tmp_path):
+    model.enqueue({"text": " ".join(f"w{i}" for i in range(300)), "delayMs": 15})
+
+    async def scenario() -> tuple[str, str, list[dict[str, Any]]]:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            prompt = asyncio.ensure_future(agent.prompt(sid, "go"))
+            await agent.wait_for(lambda: len(agent.recorder.text(sid)) > 20)
+            await agent.notify("session/cancel", {"sessionId": sid})
+            answer = await prompt  # (how soon: bench/, "acp_cancel")
+            assert answer["stopReason"] == "cancelled"
+            assert answer["_meta"]["agentd"]["finishReason"] == "aborted"
+            return sid, agent.recorder.text(sid), agent.recorder.updates
+
+    sid, streamed, _ = run(scenario())
+    assert 20 < len(streamed) < len(" ".join(f"w{i}" for i in range(300)))
+
+    async def reload() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            assert (
+                await agent.call(
+                    "session/load", {"sessionId": sid, "cwd": str(ws), "mcpServers": []}
+                )
+                is not None
+            )
+            assert agent.recorder.text(sid) == streamed  # nothing lost, nothing more
+            last = agent.recorder.of("agent_message_chunk")[-1]
+            assert last["_meta"]["agentd"]["finishReason"] == "aborted"
+
+    run(reload())
+
+
+def test_load_in_a_second_process_replays_what_streamed(env, ws, model):
+    model.enqueue(
+        {"reasoning": "thinking it over", "text": "Let me read."},
+        {"toolCalls": [{"name": "read_file", "arguments": {"path": "notes.txt"}}]},
+        {"text": "It has two lines."},
+    )
+    model.enqueue({"text": "second answer"})
+
+    async def live() -> tuple[str, list[dict[str, Any]]]:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            await agent.prompt(sid, "what is in notes.txt?", maxSteps=5)
+            await agent.prompt(sid, "and then?")
+            return sid, [u["update"] for u in agent.recorder.updates]
+
+    sid, streamed = run(live())
+
+    async def load() -> list[dict[str, Any]]:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            result = await agent.call(
+                "session/load", {"sessionId": sid, "cwd": str(ws), "mcpServers": []}
+            )
+            assert result == {"configOptions": result["configOptions"]}
+            return [u["update"] for u in agent.recorder.updates]
+
+    replayed = run(load())
+
+    def summary(updates: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Text per kind and message, tool calls by id and final status, in order."""
+        out: list[tuple[str, str]] = []
+        tools: dict[str, str] = {}
+        for up in updates:
+            kind = up["sessionUpdate"]
+            if kind in ("agent_message_chunk", "agent_thought_chunk"):
+                key = f"{kind}:{up['messageId']}"
+                if out and out[-1][0] == key:
+                    out[-1] = (key, out[-1][1] + up["content"]["text"])
+                elif up["content"]["text"]:
+                    out.append((key, up["content"]["text"]))
+            elif kind in ("tool_call", "tool_call_update"):
+                if up["toolCallId"] not in tools:
+                    out.append(("tool", up["toolCallId"]))
+                tools[up["toolCallId"]] = up.get("status", tools.get(up["toolCallId"], ""))
+        return out + sorted(("status:" + k, v) for k, v in tools.items())
+
+    users = [u for u in replayed if u["sessionUpdate"] == "user_message_chunk"]
+    assert [u["content"]["text"] for u in users] == ["what is in notes.txt?", "and then?"]
+    assert summary(replayed) == summary(streamed)
+    [call] = [u for u in replayed if u["sessionUpdate"] == "tool_call"]
+    assert call["status"] == "completed" and "first line" in call["content"][0]["content"]["text"]
+    assert replayed[-1]["sessionUpdate"] == "available_commands_update"
+
+
+def test_sessions_made_natively_and_in_acp_mode_list_and_load_both_ways(env, ws, tmp_path, model):
+    native = Daemon(env)
+    try:
+        native.initialize(workspaceRoot=str(ws))
+        made = native.call("session/create", {"title": "native one"})["session"]
+        model.enqueue({"text": "native answer"})
+        native.call(
+            "session/chat", {"sessionId": made["id"], "parts": [{"type": "text", "text": "q"}]}
+        )
+    finally:
+        native.stop()
+    other = tmp_path / "other"
+    other.mkdir()
+
+    async def scenario() -> str:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            acp_sid = await agent.new_session(other)
+            listed = await agent.call("session/list", {})
+            ids = [s["sessionId"] for s in listed["sessions"]]
+            assert set(ids) == {made["id"], acp_sid}
+            by_id = {s["sessionId"]: s for s in listed["sessions"]}
+            assert (
+                by_id[made["id"]]["cwd"] == str(ws) and by_id[made["id"]]["title"] == "native one"
+            )
+            assert by_id[made["id"]]["updatedAt"].endswith("Z")
+            only = await agent.call("session/list", {"cwd": str(other)})
+            assert [s["sessionId"] for s in only["sessions"]] == [acp_sid]
+            await agent.call(
+                "session/load", {"sessionId": made["id"], "cwd": str(ws), "mcpServers": []}
+            )
+            assert agent.recorder.text(made["id"]) == "native answer"
+            return acp_sid
+
+    acp_sid = run(scenario())
+    native = Daemon(env)
+    try:
+        native.initialize(workspaceRoot=str(ws))
+        got = native.call("session/get", {"sessionId": acp_sid})["session"]
+        assert got["workspaceRoot"] == str(other)
+    finally:
+        native.stop()
+
+
+def test_resume_close_delete_and_the_model_option(env, ws, model):
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            set_to = await agent.call(
+                "session/set_config_option",
+                {"sessionId": sid, "configId": "model", "value": "scripted"},
+            )
+            assert set_to["configOptions"][0]["currentValue"] == "scripted"
+            with pytest.raises(RequestError) as bad:
+                await agent.call(
+                    "session/set_config_option",
+                    {"sessionId": sid, "configId": "model", "value": "gpt-nope"},
+                )
+            assert bad.value.code == -32602 and bad.value.data["agentdCode"] == 1003
+            resumed = await agent.call(
+                "session/resume", {"sessionId": sid, "cwd": str(ws), "mcpServers": []}
+            )
+            assert "configOptions" in resumed
+            assert await agent.call("session/close", {"sessionId": sid}) == {}
+            assert await agent.call("session/delete", {"sessionId": sid}) == {}
+            for method in ("session/load", "session/resume"):
+                with pytest.raises(RequestError) as gone:
+                    await agent.call(method, {"sessionId": sid, "cwd": str(ws), "mcpServers": []})
+                assert gone.value.code == -32002 and gone.value.data["agentdCode"] == 1001
+
+    run(scenario())
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def raw_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentd", "acp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+
+
+def exchange(proc: subprocess.Popen[bytes], *lines: bytes, answers: int) -> list[dict[str, Any]]:
+    assert proc.stdin is not None and proc.stdout is not None
+    for line in lines:
+        proc.stdin.write(line)
+    proc.stdin.flush()
+    return [json.loads(proc.stdout.readline()) for _ in range(answers)]
+
+
+def test_junk_unknown_methods_and_requests_before_initialize(env, ws):
+    proc = raw_agent(env)
+    try:
+        before = exchange(
+            proc,
+            b'{"jsonrpc":"2.0","id":1,"method":"session/new","params":{"cwd":"/tmp","mcpServers":[]}}\n',
+            answers=1,
+        )
+        assert before[0]["error"]["code"] == -32600 and before[0]["id"] == 1
+        got = exchange(
+            proc,
+            b"this is not json\n",
+            b'{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":1}}\n',
+            b'{"jsonrpc":"2.0","id":3,"method":"session/fork","params":{}}\n',
+            b'{"jsonrpc":"2.0","id":4,"method":"session/prompt","params":{"sessionId":"ses_nope","prompt":[]}}\n',
+            b'{"jsonrpc":"2.0","id":5,"method":"session/new","params":{"cwd":"relative/dir","mcpServers":[]}}\n',
+            b'{"jsonrpc":"2.0","id":6,"method":"session/new","params":{"cwd":5}}\n',
+            answers=6,
+        )
+        by_id = {m.get("id"): m for m in got}
+        assert by_id[None]["error"]["code"] == -32700
+        assert by_id[2]["result"]["protocolVersion"] == 1
+        assert by_id[3]["error"]["code"] == -32601  # unstable: not advertised, not served
+        assert by_id[4]["error"]["code"] == -32002
+        assert by_id[4]["error"]["data"] == {"sessionId": "ses_nope", "agentdCode": 1001}
+        assert by_id[5]["error"]["code"] == -32602 and "absolute" in by_id[5]["error"]["message"]
+        assert by_id[6]["error"]["code"] == -32602 and "cwd" in by_id[6]["error"]["message"]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_end_of_input_mid_run_persists_releases_and_exits_0(env, ws, model, tmp_path):
+    model.enqueue({"text": " ".join(["slow"] * 400), "delayMs": 20})
+    proc = raw_agent(env)
+    assert proc.stdin is not None and proc.stdout is not None
+    init = exchange(
+        proc,
+        b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}\n',
+        answers=1,
+    )
+    context_dir = Path(init[0]["result"]["agentCapabilities"]["_meta"]["agentd"]["toolContextDir"])
+    new = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "session/new",
+            "params": {"cwd": str(ws), "mcpServers": []},
+        }
+    )
+    sid = exchange(proc, new.encode() + b"\n", answers=1)[0]["result"]["sessionId"]
+    prompt = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "session/prompt",
+        "params": {"sessionId": sid, "prompt": [{"type": "text", "text": "go"}]},
+    }
+    proc.stdin.write(json.dumps(prompt).encode() + b"\n")
+    proc.stdin.flush()
+    streamed = ""
+    while len(streamed) < 30:
+        message = json.loads(proc.stdout.readline())
+        update = message.get("params", {}).get("update", {})
+        if update.get("sessionUpdate") == "agent_message_chunk":
+            streamed += update["content"]["text"]
+    assert list(context_dir.glob("*.json"))  # the run's tool-context file
+    closed_at = time.monotonic()
+    proc.stdin.close()
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - closed_at < 5.0
+    for line in rest.splitlines():
+        message = json.loads(line)  # nothing but protocol lines
+        if message.get("id") == 3:
+            assert message["result"]["stopReason"] == "cancelled"
+    assert not list(context_dir.glob("*.json"))
+    native = Daemon(env)
+    try:
+        native.initialize(workspaceRoot=str(ws))
+        [_, answer] = native.call("session/messages", {"sessionId": sid})["messages"]
+        text = "".join(p["text"] for p in answer["parts"] if p["type"] == "text")
+        assert answer["finishReason"] == "aborted" and text.startswith(streamed)
+    finally:
+        native.stop()
+
+
+def test_cancel_while_a_permission_request_is_unanswered(env, ws, model):
+    model.enqueue(
+        {"toolCalls": [{"name": "bash", "arguments": {"command": "echo hi"}}]},
+        {"text": "never"},
+    )
+    never: asyncio.Future[Any] | None = None
+
+    async def scenario() -> None:
+        nonlocal never
+        async with acp_agent(env) as agent:
+            never = asyncio.get_running_loop().create_future()
+            agent.recorder.permission = lambda _: never
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            prompt = asyncio.ensure_future(agent.prompt(sid, "run it"))
+            await agent.wait_for(lambda: bool(agent.recorder.permission_requests))
+            await agent.notify("session/cancel", {"sessionId": sid})
+            answer = await prompt
+            assert answer["stopReason"] == "cancelled"
+            # agentd withdrew its own request, as in the spec's cascading example.
+            cancels = [m for m in agent.sent if m.get("method") == "$/cancel_request"]
+            assert cancels and cancels[0]["params"]["requestId"]
+            failed = [u for u in agent.recorder.of("tool_call_update") if u["status"] == "failed"]
+            assert failed and failed[-1]["_meta"]["agentd"]["error"] == "aborted"
+
+    run(scenario())
+
+
+def test_access_tokens_never_reach_the_wire_or_disk(env, ws, model, tmp_path):
+    token = "tok-ACP-SECRET-1234567890"
+    model.enqueue({"text": "fine"})
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(
+                ws, accessToken=token, userId="u1", clientSessionId="thread-1"
+            )
+            await agent.prompt(sid, "hi")
+            await agent.call("session/list", {})
+            found = await agent.call(
+                "_agentd/session/resolve", {"clientSessionId": "thread-1", "userId": "u1"}
+            )
+            assert found == {"sessionId": sid}
+            assert token not in json.dumps(agent.sent)
+
+    run(scenario())
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and "node_modules" not in path.parts:
+            assert token.encode() not in path.read_bytes(), path
