@@ -51,6 +51,7 @@ def ws(tmp_path: Path) -> Path:
 
 def test_initialize_new_prompt_streams_text_and_answers_end_turn(env, ws, model):
     model.enqueue({"text": "Hello from the scripted model.", "chunkSize": 4, "delayMs": 5})
+    context_dirs: list[str] = []
 
     async def scenario() -> None:
         async with acp_agent(env) as agent:
@@ -65,7 +66,7 @@ def test_initialize_new_prompt_streams_text_and_answers_end_turn(env, ws, model)
                 "close": {},
             }
             ours = caps["_meta"]["agentd"]
-            assert os.path.isdir(ours["toolContextDir"])
+            context_dirs.append(ours["toolContextDir"])
             assert "_agentd/session/messages" in ours["extMethods"]
             assert init["agentInfo"]["name"] == "agentd" and init["authMethods"] == []
 
@@ -94,6 +95,7 @@ def test_initialize_new_prompt_streams_text_and_answers_end_turn(env, ws, model)
             assert usage and usage[-1]["size"] == 32000 and usage[-1]["used"] > 0
 
     run(scenario())
+    assert os.path.isdir(context_dirs[0])
 
 
 def test_a_write_asks_permission_first_and_reports_the_diff(env, ws, model):
