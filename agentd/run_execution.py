@@ -84,6 +84,7 @@ class RunExecution:
             self.store.toolctx.directory,
             search_timeout_s=self.config.search_timeout_s,
             config=self.config,
+            editor_files=sessions.editor.files(sid) if sessions.editor.files else None,
         )
         commands = command_policy(
             self.config,

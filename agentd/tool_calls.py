@@ -41,6 +41,7 @@ from agentd.sandbox import Confinement, SandboxStatus
 from agentd.tools import (
     BUILTIN_TOOLS,
     DEFAULT_TOOLS,
+    EditorFiles,
     ToolEnv,
     ToolOutput,
     run_builtin_tool,
@@ -633,6 +634,7 @@ def tool_env(
     *,
     search_timeout_s: float,
     config: Config | None = None,
+    editor_files: EditorFiles | None = None,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -643,6 +645,7 @@ def tool_env(
         process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
         search_timeout_s=search_timeout_s,
         drop_env=secret_variables(config) if config is not None else frozenset(),
+        editor_files=editor_files,
     )
 
 

@@ -129,6 +129,9 @@ class Recorder:
             "outcome": {"outcome": "selected", "optionId": "allow_once"}
         }
         self.ext: list[tuple[str, dict[str, Any]]] = []
+        # The editor's buffers (fs/*, when offered): path -> text; fs calls in order.
+        self.buffers: dict[str, str] = {}
+        self.fs_calls: list[tuple[str, dict[str, Any]]] = []
         self.changed = asyncio.Event()
 
     async def request_permission(
@@ -239,7 +242,7 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
             if method in PARAMS_TYPES:
                 check.check(PARAMS_TYPES[method], message["params"])
             else:
-                assert method.startswith("_agentd/"), f"agentd sent {method}"
+                assert method.startswith(("_agentd/", "fs/")), f"agentd sent {method}"
         elif "id" in message:
             method = pending.pop(message["id"], "")
             if "result" in message and method in RESULT_TYPES:
@@ -267,7 +270,23 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
             if method == "session/request_permission":
                 recorder.permission_requests.append(params)
                 answer = recorder.permission(params)
-                return await answer if asyncio.iscoroutine(answer) else answer
+                if asyncio.isfuture(answer) or asyncio.iscoroutine(answer):
+                    return await answer
+                return answer
+            if method == "fs/read_text_file":
+                recorder.fs_calls.append((method, params))
+                check.check("ReadTextFileRequest", params)
+                if params["path"] not in recorder.buffers:
+                    raise acp.RequestError(-32002, "no such buffer", {"path": params["path"]})
+                lines = recorder.buffers[params["path"]].splitlines(keepends=True)
+                start = (params.get("line") or 1) - 1
+                end = start + params["limit"] if params.get("limit") else None
+                return {"content": "".join(lines[start:end])}
+            if method == "fs/write_text_file":
+                recorder.fs_calls.append((method, params))
+                check.check("WriteTextFileRequest", params)
+                recorder.buffers[params["path"]] = params["content"]
+                return {}
             return await router(method, params, is_notification)
 
         conn._conn._handler = handler

@@ -335,6 +335,52 @@ def test_resume_close_delete_and_the_model_option(env, ws, model):
     run(scenario())
 
 
+def test_with_fs_offered_the_tools_read_and_write_the_editors_buffers(env, ws, model, tmp_path):
+    """read_file sees the buffer's unsaved text, write_file and edit_file change the
+    buffer (the disk stays as it was, the editor saves); paths are confined before the
+    editor is asked: a link out of the workspace and ../ are refused, never asked."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("OUTSIDE\n")
+    (ws / "link.txt").symlink_to(outside)
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "read_file", "arguments": {"path": "notes.txt", "offset": 2}},
+                {"name": "write_file", "arguments": {"path": "new.txt", "content": "fresh\n"}},
+                {
+                    "name": "edit_file",
+                    "arguments": {"path": "notes.txt", "oldString": "unsaved", "newString": "edited"},
+                },
+                {"name": "read_file", "arguments": {"path": "link.txt"}},
+                {"name": "read_file", "arguments": {"path": "../outside.txt"}},
+            ]
+        },
+        {"text": "done"},
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            notes = str(ws / "notes.txt")
+            agent.recorder.buffers[notes] = "first line\nunsaved second line\nthird\n"
+            await agent.initialize(fs={"readTextFile": True, "writeTextFile": True})
+            sid = await agent.new_session(ws)
+            assert (await agent.prompt(sid, "go"))["stopReason"] == "end_turn"
+            done = {u["toolCallId"]: u for u in agent.recorder.of("tool_call_update") if u["status"] in ("completed", "failed")}
+            outputs = [u["content"][0]["content"]["text"] for u in done.values()]
+            assert "    2\tunsaved second line" in outputs[0] and "first line" not in outputs[0]
+            assert agent.recorder.buffers[str(ws / "new.txt")] == "fresh\n"
+            assert agent.recorder.buffers[notes] == "first line\nedited second line\nthird\n"
+            statuses = [u["status"] for u in done.values()]
+            assert statuses == ["completed", "completed", "completed", "failed", "failed"]
+            asked = {params["path"] for _, params in agent.recorder.fs_calls}
+            assert asked == {notes, str(ws / "new.txt")}
+
+    run(scenario())
+    assert not (ws / "new.txt").exists()  # the editor's buffer, not the disk
+    assert (ws / "notes.txt").read_text() == "first line\nsecond line\n"
+    assert outside.read_text() == "OUTSIDE\n"
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

@@ -18,9 +18,11 @@ from typing import Any
 import attrs
 
 from agentd.acp import updates as u
+from agentd.errors import EditorError
 from agentd.jsonrpc import Connection
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
+from agentd.tools.spec import ToolError
 
 # Permission options, each named after its kind, so the answer maps straight back.
 PERMISSION_OPTIONS = [
@@ -38,6 +40,8 @@ class _SessionStream:
 
     root: str
     roles: dict[str, str] = attrs.Factory(dict)
+    # Messages that are summaries (/compact): their chunks say so.
+    summaries: set[str] = attrs.Factory(set)
     kinds: dict[str, str] = attrs.Factory(dict)
     sent: dict[str, int] = attrs.Factory(dict)
     announced: set[str] = attrs.Factory(set)
@@ -76,6 +80,8 @@ class AcpLink:
             stream = self.live.get(params.session_id)
             if stream is not None:
                 stream.roles[params.message.id] = params.message.role
+                if params.message.summary:
+                    stream.summaries.add(params.message.id)
         elif isinstance(params, t.SessionUpdatedParams):
             if params.session.id in self.live:
                 self.update(params.session.id, u.info_update(params.session))
@@ -112,7 +118,8 @@ class AcpLink:
         if stream is None or kind is None:
             return
         stream.sent[p.part_id] = stream.sent.get(p.part_id, 0) + len(p.delta)
-        self.update(p.session_id, u.chunk(kind, p.delta, p.message_id))
+        summary = True if p.message_id in stream.summaries else None
+        self.update(p.session_id, u.chunk(kind, p.delta, p.message_id, summary=summary))
 
     def _part(self, p: t.PartUpdatedParams) -> None:
         stream = self._stream(p.session_id, p.message_id)
@@ -127,7 +134,10 @@ class AcpLink:
             # text adds nothing and retracts nothing).
             if len(part.text) > sent and not getattr(part, "synthetic", None):
                 stream.sent[part.id] = len(part.text)
-                self.update(p.session_id, u.chunk(kind, part.text[sent:], p.message_id))
+                summary = True if p.message_id in stream.summaries else None
+                self.update(
+                    p.session_id, u.chunk(kind, part.text[sent:], p.message_id, summary=summary)
+                )
         elif isinstance(part, t.ToolPart):
             self._tool(p, stream, part)
         elif isinstance(part, t.StepFinishPart):
@@ -188,6 +198,39 @@ class AcpLink:
         asked.add_done_callback(done)
         answer.add_done_callback(cancelled)
         return answer
+
+
+class AcpFiles:
+    """A session's files as the ACP client holds them (`fs/read_text_file`,
+    `fs/write_text_file`): its buffers, unsaved edits included."""
+
+    def __init__(
+        self, connection: Connection, session_id: str, *, reads: bool, writes: bool
+    ) -> None:
+        self.connection = connection
+        self.session_id = session_id
+        self.reads = reads
+        self.writes = writes
+
+    async def read(self, path: str, line: int, limit: int) -> str:
+        params: dict[str, Any] = {"sessionId": self.session_id, "path": path, "line": line}
+        if limit:
+            params["limit"] = limit
+        result = await self._ask("fs/read_text_file", params, f"read {path}")
+        content = result.get("content") if isinstance(result, dict) else None
+        if not isinstance(content, str):
+            raise ToolError(f"The editor's answer to reading {path} holds no text content.")
+        return content
+
+    async def write(self, path: str, content: str) -> None:
+        params = {"sessionId": self.session_id, "path": path, "content": content}
+        await self._ask("fs/write_text_file", params, f"write {path}")
+
+    async def _ask(self, method: str, params: dict[str, Any], what: str) -> Any:
+        try:
+            return await self.connection.request_wire(method, params)
+        except EditorError as exc:
+            raise ToolError(f"The editor could not {what}: {exc.message}") from None
 
 
 def _native_outcome(result: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from agentd import __version__, keys
 from agentd.acp import types as a
 from agentd.acp import updates as u
-from agentd.acp.link import AcpLink
+from agentd.acp.link import AcpFiles, AcpLink
 from agentd.acp.methods import ACP, EXT_METHODS, EXT_NOTIFICATIONS
 from agentd.config import Config
 from agentd.errors import AgentdError, InvalidParams, RequestCancelled
@@ -84,6 +84,11 @@ class AcpServer(FrontEnd):
         editor.permission_requests = True
         editor.client_tools = bool(ours and ours.client_tools)
         self.link.ext_notifications = bool(ours and ours.notifications)
+        fs = caps.fs or a.FsCapabilities()
+        if fs.read_text_file or fs.write_text_file:
+            # The editor's buffers, unsaved edits included, are the files the tools see.
+            rpc, reads, writes = self.connection, fs.read_text_file, fs.write_text_file
+            editor.files = lambda sid: AcpFiles(rpc, sid, reads=reads, writes=writes)
         self.ready()
         await asyncio.to_thread(self.sessions.toolctx.prepare_dir)
         return {

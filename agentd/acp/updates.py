@@ -167,7 +167,7 @@ def chunk(kind: str, text: str, message_id: str, **agentd: Any) -> Json:
         "content": {"type": "text", "text": text},
         "messageId": message_id,
     }
-    if agentd:
+    if any(v is not None for v in agentd.values()):
         update["_meta"] = meta(**agentd)
     return update
 
@@ -254,13 +254,17 @@ def tool_fields(part: t.ToolPart, root: str) -> Json:
     """What a tool part's state says in a `tool_call_update` (or a replayed
     `tool_call`): status, final input, output or error."""
     state = part.state
-    fields: Json = {"rawInput": state.input}
+    title = getattr(state, "title", None) or tool_title(part.tool, state.input)
+    fields: Json = {
+        "title": title,
+        "rawInput": state.input,
+        # The input is complete only now (it streams in while the call is pending).
+        "locations": _locations(part.tool, state.input, root),
+    }
     if isinstance(state, t.ToolStatePending):
         fields["status"] = "pending"
     elif isinstance(state, t.ToolStateRunning):
         fields["status"] = "in_progress"
-        if state.title:
-            fields["title"] = state.title
     elif isinstance(state, t.ToolStateCompleted):
         fields["status"] = "completed"
         content = [_text(state.output)]
@@ -324,8 +328,7 @@ def _message_updates(message: t.Message, root: str) -> Iterable[Json]:
     for part in message.parts:
         if isinstance(part, t.TextPart):
             if not part.synthetic and part.text:
-                extra = {"summary": True} if message.summary else {}
-                yield chunk(text_kind, part.text, message.id, **extra)
+                yield chunk(text_kind, part.text, message.id, summary=message.summary)
         elif isinstance(part, t.ReasoningPart):
             if part.text:
                 yield chunk("agent_thought_chunk", part.text, message.id)
