@@ -269,12 +269,14 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
         async def handler(method: str, params: Any, is_notification: bool) -> Any:
             if method == "session/request_permission":
                 recorder.permission_requests.append(params)
+                recorder.changed.set()
                 answer = recorder.permission(params)
                 if asyncio.isfuture(answer) or asyncio.iscoroutine(answer):
                     return await answer
                 return answer
             if method == "fs/read_text_file":
                 recorder.fs_calls.append((method, params))
+                recorder.changed.set()
                 check.check("ReadTextFileRequest", params)
                 if params["path"] not in recorder.buffers:
                     raise acp.RequestError(-32002, "no such buffer", {"path": params["path"]})
