@@ -11,7 +11,7 @@ import attrs
 from agentd.protocol import types as t
 
 if TYPE_CHECKING:  # the tools load with the first chat, not at start-up
-    from agentd.tools.spec import EditorFiles
+    from agentd.tools.spec import EditorFiles, EditorTerminal
 
 
 class EditorLink(Protocol):
@@ -41,3 +41,5 @@ class EditorInfo:
     permission_requests: bool = False
     # The editor's files for a session (its buffers), when it offers them (ACP's fs/*).
     files: Callable[[str], EditorFiles] | None = None
+    # The editor's terminal for a session's commands, when it offers one (ACP's terminal/*).
+    terminal: Callable[[str], EditorTerminal] | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -40,6 +41,13 @@ RESULT_TYPES = {
     "session/delete": "DeleteSessionResponse",
     "session/close": "CloseSessionResponse",
     "session/set_config_option": "SetSessionConfigOptionResponse",
+}
+TERMINAL_TYPES = {
+    "create": "CreateTerminalRequest",
+    "wait_for_exit": "WaitForTerminalExitRequest",
+    "output": "TerminalOutputRequest",
+    "kill": "KillTerminalRequest",
+    "release": "ReleaseTerminalRequest",
 }
 # The spec type of the params of each method agentd sends.
 PARAMS_TYPES = {
@@ -132,6 +140,13 @@ class Recorder:
         # The editor's buffers (fs/*, when offered): path -> text; fs calls in order.
         self.buffers: dict[str, str] = {}
         self.fs_calls: list[tuple[str, dict[str, Any]]] = []
+        # The editor's terminals (terminal/*, when offered): id -> the finished process's
+        # (output, exit code); requests in order. The commands `hang` picks never end
+        # (their wait_for_exit never answers).
+        self.terminals: dict[str, tuple[str, int]] = {}
+        self.terminal_calls: list[tuple[str, dict[str, Any]]] = []
+        self.hang: Callable[[dict[str, Any]], bool] = lambda _: False
+        self.hanging: set[str] = set()
         self.changed = asyncio.Event()
 
     async def request_permission(
@@ -242,7 +257,7 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
             if method in PARAMS_TYPES:
                 check.check(PARAMS_TYPES[method], message["params"])
             else:
-                assert method.startswith(("_agentd/", "fs/")), f"agentd sent {method}"
+                assert method.startswith(("_agentd/", "fs/", "terminal/")), f"agentd sent {method}"
         elif "id" in message:
             method = pending.pop(message["id"], "")
             if "result" in message and method in RESULT_TYPES:
@@ -284,12 +299,49 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
                 start = (params.get("line") or 1) - 1
                 end = start + params["limit"] if params.get("limit") else None
                 return {"content": "".join(lines[start:end])}
+            if method.startswith("terminal/"):
+                recorder.terminal_calls.append((method, params))
+                recorder.changed.set()
+                return await terminal(method, params)
             if method == "fs/write_text_file":
                 recorder.fs_calls.append((method, params))
                 check.check("WriteTextFileRequest", params)
                 recorder.buffers[params["path"]] = params["content"]
                 return {}
             return await router(method, params, is_notification)
+
+        async def terminal(method: str, params: Any) -> Any:
+            kind = method.split("/", 1)[1]
+            check.check(TERMINAL_TYPES[kind], params)
+            if kind == "create" and recorder.hang(params):  # a command that never ends
+                terminal_id = f"term-{len(recorder.terminals)}"
+                recorder.terminals[terminal_id] = ("", 0)
+                recorder.hanging.add(terminal_id)
+                return {"terminalId": terminal_id}
+            if kind == "create":
+                env = {**os.environ, **{e["name"]: e["value"] for e in params.get("env", [])}}
+                proc = await asyncio.create_subprocess_exec(
+                    params["command"],
+                    *params.get("args", []),
+                    cwd=params.get("cwd"),
+                    env=env,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
+                out, _ = await proc.communicate()
+                terminal_id = f"term-{len(recorder.terminals)}"
+                recorder.terminals[terminal_id] = (out.decode(), proc.returncode or 0)
+                return {"terminalId": terminal_id}
+            output, code = recorder.terminals[params["terminalId"]]
+            hanging = params["terminalId"] in recorder.hanging
+            if kind == "wait_for_exit":
+                if hanging:
+                    await asyncio.Event().wait()
+                return {"exitCode": code}
+            if kind == "output":
+                status = None if hanging else {"exitCode": code}
+                return {"output": output, "truncated": False, "exitStatus": status}
+            return {}
 
         conn._conn._handler = handler
         yield run

@@ -12,7 +12,7 @@ announced (`tool_call` once, then `tool_call_update`s).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -22,7 +22,7 @@ from agentd.errors import EditorError
 from agentd.jsonrpc import Connection
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
-from agentd.tools.spec import ToolError
+from agentd.tools.spec import TerminalRun, ToolError
 
 # Permission options, each named after its kind, so the answer maps straight back.
 PERMISSION_OPTIONS = [
@@ -231,6 +231,79 @@ class AcpFiles:
             return await self.connection.request_wire(method, params)
         except EditorError as exc:
             raise ToolError(f"The editor could not {what}: {exc.message}") from None
+
+
+class AcpTerminal:
+    """A session's commands in the ACP client's terminal (`terminal/create`, then
+    `wait_for_exit`, `output`, `release`; `kill` at the timeout or an abort). The tool
+    call shows the terminal as soon as it exists, so the user watches the command live."""
+
+    # The most output the editor keeps for the model (it keeps the end).
+    OUTPUT_LIMIT = 256 * 1024
+
+    def __init__(self, link: AcpLink, session_id: str) -> None:
+        self.link = link
+        self.session_id = session_id
+
+    async def run(
+        self, command: str, cwd: str, env: Mapping[str, str], timeout_s: float, call_id: str
+    ) -> TerminalRun:
+        created = await self._ask(
+            "terminal/create",
+            command="bash",
+            args=["-c", command],
+            cwd=cwd,
+            env=[{"name": k, "value": v} for k, v in env.items()],
+            outputByteLimit=self.OUTPUT_LIMIT,
+        )
+        terminal_id = created.get("terminalId") if isinstance(created, dict) else None
+        if not isinstance(terminal_id, str):
+            raise ToolError("The editor's terminal/create answer has no terminalId.")
+        shown = [{"type": "terminal", "terminalId": terminal_id}]
+        self.link.update(
+            self.session_id,
+            {"sessionUpdate": "tool_call_update", "toolCallId": call_id, "content": shown},
+        )
+        timed_out = False
+        try:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._ask("terminal/wait_for_exit", terminalId=terminal_id)
+            except TimeoutError:
+                timed_out = True
+                await self._ask("terminal/kill", terminalId=terminal_id)
+            out = await self._ask("terminal/output", terminalId=terminal_id)
+        except asyncio.CancelledError:
+            self._later("terminal/kill", terminal_id)
+            raise
+        finally:
+            self._later("terminal/release", terminal_id)
+        got: dict[str, Any] = out if isinstance(out, dict) else {}
+        status = got.get("exitStatus")
+        status = status if isinstance(status, dict) else {}
+        code, signal, text = status.get("exitCode"), status.get("signal"), got.get("output")
+        return TerminalRun(
+            output=text if isinstance(text, str) else "",
+            exit_code=code if isinstance(code, int) else None,
+            signal=signal if isinstance(signal, str) else None,
+            truncated=got.get("truncated") is True,
+            timed_out=timed_out,
+            terminal_id=terminal_id,
+        )
+
+    async def _ask(self, method: str, **params: Any) -> Any:
+        wire = {"sessionId": self.session_id, **params}
+        try:
+            return await self.link.connection.request_wire(method, wire)
+        except EditorError as exc:
+            raise ToolError(f"The editor's terminal failed ({method}): {exc.message}") from None
+
+    def _later(self, method: str, terminal_id: str) -> None:
+        """A request whose answer nobody waits for (kill on abort, release at the end):
+        sent now, its answer or error dropped."""
+        wire = {"sessionId": self.session_id, "terminalId": terminal_id}
+        sent = self.link.connection.request_wire(method, wire)
+        sent.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _native_outcome(result: Any) -> Any:

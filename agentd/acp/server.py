@@ -16,7 +16,7 @@ from typing import Any
 from agentd import __version__, keys
 from agentd.acp import types as a
 from agentd.acp import updates as u
-from agentd.acp.link import AcpFiles, AcpLink
+from agentd.acp.link import AcpFiles, AcpLink, AcpTerminal
 from agentd.acp.methods import ACP, EXT_METHODS, EXT_NOTIFICATIONS
 from agentd.config import Config
 from agentd.errors import AgentdError, InvalidParams, RequestCancelled
@@ -89,6 +89,9 @@ class AcpServer(FrontEnd):
             # The editor's buffers, unsaved edits included, are the files the tools see.
             rpc, reads, writes = self.connection, fs.read_text_file, fs.write_text_file
             editor.files = lambda sid: AcpFiles(rpc, sid, reads=reads, writes=writes)
+        if caps.terminal:
+            # Commands show live in the editor's terminal (asked first, every time).
+            editor.terminal = lambda sid: AcpTerminal(self.link, sid)
         self.ready()
         await asyncio.to_thread(self.sessions.toolctx.prepare_dir)
         return {
@@ -147,7 +150,8 @@ class AcpServer(FrontEnd):
             for update in u.replay([message], root):
                 self.link.update(session.id, update)
         self.link.update(session.id, u.commands_update())
-        return {"configOptions": self._config_options(session)}
+        # `{}` exactly (acp-v1.md): the model option comes with new and resume.
+        return {}
 
     async def _resume(self, p: a.LoadSessionParams) -> dict[str, Any]:
         session = await self._attach(p)

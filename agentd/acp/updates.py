@@ -268,6 +268,9 @@ def tool_fields(part: t.ToolPart, root: str) -> Json:
     elif isinstance(state, t.ToolStateCompleted):
         fields["status"] = "completed"
         content = [_text(state.output)]
+        terminal = (state.metadata or {}).get("terminalId")
+        if isinstance(terminal, str):  # the command ran in the editor's terminal
+            content.insert(0, {"type": "terminal", "terminalId": terminal})
         diff = _diff(part.tool, state.input, root)
         if diff is not None:
             content.append(diff)

@@ -56,6 +56,29 @@ class EditorFiles(Protocol):
 
 
 @attrs.frozen
+class TerminalRun:
+    """A command run in the editor's terminal: what it printed (as far as the editor
+    kept it), how it ended (`exit_code` None when a signal ended it), and its id there."""
+
+    output: str
+    exit_code: int | None
+    signal: str | None
+    truncated: bool
+    timed_out: bool
+    terminal_id: str
+
+
+class EditorTerminal(Protocol):
+    """The editor's terminal (ACP's `terminal/*`), where `bash` runs when the editor
+    offers one: the user watches it live. `run` ends the command after `timeout_s`
+    (killed) and when cancelled, and always releases the terminal."""
+
+    async def run(
+        self, command: str, cwd: str, env: Mapping[str, str], timeout_s: float, call_id: str
+    ) -> TerminalRun: ...
+
+
+@attrs.frozen
 class ToolEnv:
     """Where a tool call runs.
 
@@ -65,7 +88,9 @@ class ToolEnv:
     of agentd's own environment they must not get (those holding configured secrets);
     `sandbox` confines those processes (None: they run unconfined); `search_timeout_s` is
     the time budget of one glob or grep call; `editor_files`, when the editor offers
-    them, is where read_file, write_file and edit_file read and write text.
+    them, is where read_file, write_file and edit_file read and write text;
+    `editor_terminal`, when set, is where `bash` runs (unconfined: the run's command
+    policy asks before every command).
     """
 
     workspace_root: Path
@@ -75,6 +100,7 @@ class ToolEnv:
     drop_env: frozenset[str] = frozenset()
     sandbox: Confinement | None = None
     editor_files: EditorFiles | None = None
+    editor_terminal: EditorTerminal | None = None
 
 
 class ToolError(Exception):
