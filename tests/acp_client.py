@@ -187,6 +187,7 @@ class AcpRun:
         self.recorder = recorder
         self.raw = conn._conn  # the SDK's JSON-RPC connection: send_request, send_notification
         self.sent: list[dict[str, Any]] = []  # everything agentd wrote
+        self.requests_out: list[str] = []  # the methods of the requests sent to agentd
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         return await self.raw.send_request(method, params)
@@ -246,6 +247,9 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
         if event.direction == StreamDirection.OUTGOING:
             if "method" in message and "id" in message:
                 pending[message["id"]] = message["method"]
+                assert run is not None
+                run.requests_out.append(message["method"])
+                recorder.changed.set()
             return
         assert run is not None
         run.sent.append(message)
@@ -299,6 +303,9 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
                 start = (params.get("line") or 1) - 1
                 end = start + params["limit"] if params.get("limit") else None
                 return {"content": "".join(lines[start:end])}
+            if method == "_agentd/tool/execute":
+                recorder.ext.append((method, params))
+                return {"output": f"ran {params['name']} for {params['sessionScopeKey']}"}
             if method.startswith("terminal/"):
                 recorder.terminal_calls.append((method, params))
                 recorder.changed.set()

@@ -461,6 +461,171 @@ def test_refusing_unconfined_commands_keeps_them_in_agentds_sandbox(env, ws, mod
     run(scenario())
 
 
+def test_prompts_sent_during_a_turn_queue_and_cancel_answers_them_all(env, ws, model):
+    model.enqueue({"text": "one two three", "delayMs": 5}, {"text": "second answer"})
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            order: list[str] = []
+
+            async def prompt(text: str) -> dict[str, Any]:
+                answer = await agent.prompt(sid, text)
+                order.append(text)
+                return answer
+
+            first, second = await asyncio.gather(prompt("a"), prompt("b"))
+            assert (first["stopReason"], second["stopReason"]) == ("end_turn", "end_turn")
+            assert order == ["a", "b"]
+            assert agent.recorder.text(sid) == "one two threesecond answer"
+            # reject: the second is refused while the first runs.
+            model.enqueue({"text": " ".join(["slow"] * 300), "delayMs": 10})
+            slow = asyncio.ensure_future(agent.prompt(sid, "c"))
+            await agent.wait_for(lambda: "slow" in agent.recorder.text(sid))
+            with pytest.raises(RequestError) as busy:
+                await agent.prompt(sid, "d", onBusy="reject")
+            assert busy.value.code == 1002 and busy.value.data["runId"].startswith("run_")
+            prompts = agent.requests_out.count("session/prompt")
+            queued = asyncio.ensure_future(agent.prompt(sid, "e"))
+            await agent.wait_for(lambda: agent.requests_out.count("session/prompt") > prompts)
+            await agent.notify("session/cancel", {"sessionId": sid})
+            assert (await slow)["stopReason"] == "cancelled"
+            assert (await queued)["stopReason"] == "cancelled"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [
+        ({"error": {"status": 401}}, "ProviderAuthError"),
+        (
+            {"text": "partial answer that breaks", "dropAfterChunks": 2, "chunkSize": 5},
+            "StreamInterrupted",
+        ),
+    ],
+)
+def test_a_provider_failure_is_the_prompts_error_and_what_streamed_is_kept(
+    env, ws, model, spec, name
+):
+    model.enqueue(spec)
+
+    async def scenario() -> tuple[str, str]:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            with pytest.raises(RequestError) as failed:
+                await agent.prompt(sid, "hi")
+            error = failed.value
+            assert error.code == -32603
+            assert error.data["name"] == name and error.data["runId"].startswith("run_")
+            assert error.data["messageId"].startswith("msg_")
+            return sid, agent.recorder.text(sid)
+
+    sid, streamed = run(scenario())
+
+    async def reload() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            await agent.call("session/load", {"sessionId": sid, "cwd": str(ws), "mcpServers": []})
+            assert agent.recorder.text(sid) == streamed
+            last = agent.recorder.of("agent_message_chunk")[-1]
+            assert last["_meta"]["agentd"]["finishReason"] == "error"
+            assert last["_meta"]["agentd"]["error"]["name"] == name
+
+    run(reload())
+
+
+def test_compact_files_and_refused_content(env, ws, model):
+    model.enqueue({"text": "first answer"})
+    model.enqueue({"text": "The summary of it all."})
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            linked = {
+                "sessionId": sid,
+                "prompt": [
+                    {"type": "text", "text": "look at"},
+                    {
+                        "type": "resource_link",
+                        "uri": (ws / "notes.txt").as_uri(),
+                        "name": "notes.txt",
+                    },
+                    {"type": "resource_link", "uri": "https://example.com/x", "name": "x"},
+                ],
+            }
+            assert (await agent.call("session/prompt", linked))["stopReason"] == "end_turn"
+            sent = json.dumps(model.requests()[-1]["body"]["messages"])
+            assert "first line" in sent and "https://example.com/x" in sent
+            compact = await agent.prompt(sid, "/compact")
+            assert compact["stopReason"] == "end_turn"
+            chunks = [c for c in agent.recorder.of("agent_message_chunk") if c.get("_meta")]
+            assert "".join(c["content"]["text"] for c in chunks) == "The summary of it all."
+            assert all(c["_meta"]["agentd"]["summary"] is True for c in chunks)
+            for block in (
+                {"type": "image", "data": "AAAA", "mimeType": "image/png"},
+                {"type": "audio", "data": "AAAA", "mimeType": "audio/wav"},
+                {"type": "resource", "resource": {"uri": "file:///x", "text": "x"}},
+            ):
+                with pytest.raises(RequestError) as refused:
+                    await agent.call("session/prompt", {"sessionId": sid, "prompt": [block]})
+                assert refused.value.code == -32602 and block["type"] in str(refused.value)
+            # Outside the root: refused as natively, nothing sent.
+            outside = {
+                "sessionId": sid,
+                "prompt": [{"type": "resource_link", "uri": "file:///etc/hostname", "name": "h"}],
+            }
+            with pytest.raises(RequestError) as out:
+                await agent.call("session/prompt", outside)
+            assert out.value.code == -32602
+
+    run(scenario())
+
+
+def test_client_tools_and_known_threads(env, ws, model):
+    model.enqueue(
+        {"toolCalls": [{"name": "editor_selection", "arguments": {}}]},
+        {"text": "got it"},
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.call(
+                "initialize",
+                {
+                    "protocolVersion": 1,
+                    "clientCapabilities": {"_meta": {"agentd": {"clientTools": True}}},
+                },
+            )
+            sid = await agent.new_session(ws, clientSessionId="thread-9", userId="ann")
+            tool = {
+                "name": "editor_selection",
+                "description": "the selection",
+                "parameters": {"type": "object", "properties": {}},
+            }
+            await agent.prompt(sid, "what is selected?", clientTools=[tool])
+            [(method, params)] = [e for e in agent.recorder.ext if e[0] == "_agentd/tool/execute"]
+            assert params["name"] == "editor_selection" and params["sessionId"] == sid
+            done = [
+                u for u in agent.recorder.of("tool_call_update") if u.get("status") == "completed"
+            ]
+            assert done[0]["content"][0]["content"]["text"].startswith("ran editor_selection for ")
+            again = await agent.call(
+                "session/new",
+                {
+                    "cwd": str(ws),
+                    "mcpServers": [],
+                    "_meta": {"agentd": {"clientSessionId": "thread-9", "userId": "ann"}},
+                },
+            )
+            assert again["sessionId"] == sid and again["_meta"]["agentd"]["created"] is False
+
+    run(scenario())
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
@@ -565,6 +730,45 @@ def test_end_of_input_mid_run_persists_releases_and_exits_0(env, ws, model, tmp_
         assert answer["finishReason"] == "aborted" and text.startswith(streamed)
     finally:
         native.stop()
+
+
+def test_a_cancel_right_behind_its_prompt_in_one_write_cancels_it(env, ws, model):
+    """The prompt and the cancel arrive in one read: the prompt has not taken a step
+    when the cancel is dispatched, and is still answered cancelled (not run)."""
+    model.enqueue({"text": " ".join(["late"] * 100), "delayMs": 10})
+    proc = raw_agent(env)
+    try:
+        exchange(
+            proc,
+            b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}\n',
+            answers=1,
+        )
+        new = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "session/new",
+            "params": {"cwd": str(ws), "mcpServers": []},
+        }
+        got = exchange(proc, json.dumps(new).encode() + b"\n", answers=1)
+        sid = got[0]["result"]["sessionId"]
+        prompt = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "session/prompt",
+            "params": {"sessionId": sid, "prompt": [{"type": "text", "text": "x"}]},
+        }
+        cancel = {"jsonrpc": "2.0", "method": "session/cancel", "params": {"sessionId": sid}}
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(prompt).encode() + b"\n" + json.dumps(cancel).encode() + b"\n")
+        proc.stdin.flush()
+        while True:
+            message = json.loads(proc.stdout.readline())
+            if message.get("id") == 3:
+                break
+        assert message["result"]["stopReason"] == "cancelled"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_cancel_while_a_permission_request_is_unanswered(env, ws, model):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from agentd import __version__, keys
@@ -45,6 +46,10 @@ class AcpServer(FrontEnd):
         # The model chosen with session/set_config_option, per session (this process).
         self._models: dict[str, str] = {}
         self._sessions_seen: dict[str, t.Session] = {}
+        # The prompts read but not yet handed to the run manager, per session: a
+        # session/cancel read after them cancels them there (the run manager's abort
+        # ends the prompts it holds, running or queued, with their message).
+        self._prompts: dict[str, set[asyncio.Task[Any]]] = {}
         self._register()
 
     def _register(self) -> None:
@@ -239,36 +244,67 @@ class AcpServer(FrontEnd):
     # --- prompts -------------------------------------------------------------------------
 
     async def _prompt(self, p: a.PromptParams) -> dict[str, Any]:
-        session = await self.sessions.get_session_obj(p.session_id)
-        self._open(session)
-        ours = _agentd(p.meta)
+        # Before any await: a cancel read right behind this prompt must find it.
+        task = asyncio.current_task()
+        assert task is not None
+        prompts = self._prompts.setdefault(p.session_id, set())
+        prompts.add(task)
         try:
-            if u.compact_request(p.prompt):
-                summary = await self.runs.summarize(t.SessionSummarizeParams(p.session_id))
-                return _answer(summary.message, summary.message.run_id)
-            chat = t.SessionChatParams(
-                session_id=p.session_id,
-                parts=u.prompt_parts(p.prompt, u.session_root(session)),
-                model=ours.model or self._models.get(p.session_id),
-                system=ours.system,
-                # All built-ins: write_file, edit_file and bash ask first (baseline).
-                tools=ours.tools if ours.tools is not None else ["*"],
-                client_tools=ours.client_tools,
-                on_busy=ours.on_busy or "queue",
-                max_steps=ours.max_steps,
-                trace_id=ours.trace_id or _trace_id(p.meta),
-            )
-            result = await self.runs.chat(chat)
-        except RequestCancelled:
+            return await self._run_prompt(p, lambda: prompts.discard(task))
+        except (RequestCancelled, asyncio.CancelledError):
             # session/cancel, $/cancel_request, or the end of input: a result, not an error.
             return {"stopReason": "cancelled"}
+        finally:
+            prompts.discard(task)
+            if not prompts:
+                self._prompts.pop(p.session_id, None)
+
+    async def _run_prompt(
+        self, p: a.PromptParams, handed_over: Callable[[], None]
+    ) -> dict[str, Any]:
+        row = await self.sessions.get_row(p.session_id)
+        session = self.sessions.session_of(row)
+        self._open(session)
+        ours = _agentd(p.meta)
+        if u.compact_request(p.prompt):
+            summary = (await self.runs.summarize(t.SessionSummarizeParams(p.session_id))).message
+            # session/summarize does not stream: its text goes out as it would replay.
+            if summary.error is None:
+                for update in u.replay([summary], u.session_root(session)):
+                    self.link.update(p.session_id, update)
+            return _answer(summary, summary.run_id)
+        parts = u.prompt_parts(p.prompt, u.session_root(session))
+        chat = t.SessionChatParams(
+            session_id=p.session_id,
+            parts=parts,
+            model=ours.model or self._models.get(p.session_id),
+            system=ours.system,
+            # All built-ins: write_file, edit_file and bash ask first (baseline).
+            tools=ours.tools if ours.tools is not None else ["*"],
+            client_tools=ours.client_tools,
+            on_busy=ours.on_busy or "queue",
+            max_steps=ours.max_steps,
+            trace_id=ours.trace_id or _trace_id(p.meta),
+        )
+        handed_over()  # no await from here to the run manager's claim or queue
+        result = await self.runs.chat(chat, row)
         return _answer(result.message, result.run_id)
 
     def _cancel(self, raw: Any) -> None:
         session_id = raw.get("sessionId") if isinstance(raw, dict) else None
-        if isinstance(session_id, str):
-            task = asyncio.ensure_future(self.runs.abort_session(session_id, drop_queue=True))
-            task.add_done_callback(_log_failure)
+        if not isinstance(session_id, str):
+            return
+        # On the next turn of the loop: a prompt read just before this cancel has then
+        # taken its first step (and registered itself).
+        asyncio.get_running_loop().call_soon(self._cancel_prompts, session_id)
+
+    def _cancel_prompts(self, session_id: str) -> None:
+        # A cancelled prompt aborts its run (as $/cancel_request does) and answers
+        # "cancelled"; the abort also ends a run this connection did not start.
+        for task in self._prompts.get(session_id, ()):
+            task.cancel()
+        task = asyncio.ensure_future(self.runs.abort_session(session_id, drop_queue=True))
+        task.add_done_callback(_log_failure)
 
     # --- helpers -------------------------------------------------------------------------
 
