@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
     _add_common_options(serve, after_command=True)
+    acp = sub.add_parser(
+        "acp",
+        help="serve the Agent Client Protocol on stdio (Zed, JetBrains, CodeCompanion, "
+        "agent-shell...)",
+    )
+    _add_common_options(acp, after_command=True)
     chat = sub.add_parser(
         "chat",
         help="chat in the terminal (spawns a daemon; works offline "
@@ -232,9 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, args.log_file)
     command = args.command or "serve"
     if command == "serve":
-        from agentd.server import serve_stdio
+        from agentd.server import serve_native
 
-        return serve_stdio(_config(args))
+        return serve_native(_config(args))
+    if command == "acp":
+        from agentd.acp.server import serve_acp
+
+        return serve_acp(_config(args))
     if command == "chat":
         from agentd.chat.client import run_chat
 

@@ -4,11 +4,14 @@ server talk to it: notifications, requests, and its pipe's congestion."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from agentd.protocol import types as t
+
+if TYPE_CHECKING:  # the tools load with the first chat, not at start-up
+    from agentd.tools.spec import EditorFiles, EditorTerminal
 
 
 class EditorLink(Protocol):
@@ -36,3 +39,7 @@ class EditorInfo:
     workspace_root: str | None = None
     client_tools: bool = False
     permission_requests: bool = False
+    # The editor's files for a session (its buffers), when it offers them (ACP's fs/*).
+    files: Callable[[str], EditorFiles] | None = None
+    # The editor's terminal for a session's commands, when it offers one (ACP's terminal/*).
+    terminal: Callable[[str], EditorTerminal] | None = None

@@ -47,8 +47,8 @@ import collections
 import inspect
 import logging
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 import cattrs
@@ -68,8 +68,8 @@ from agentd.errors import (
     NotInitialized,
     RequestCancelled,
 )
-from agentd.framing import Frame, FrameParser, FramingError, encode
-from agentd.protocol import METHODS, describe_error, secret_values, unstructure
+from agentd.framing import Event, Frame, FrameParser, FramingError, encode
+from agentd.protocol import METHODS, Method, describe_error, secret_values, unstructure
 from agentd.protocol import types as t
 from agentd.protocol.converter import params_to_wire, structure_params
 from agentd.protocol.encoding import encoding_problems
@@ -86,15 +86,46 @@ Handler = Callable[[Any], Any]
 # writes then block, or queue on its side).
 INBOX_HIGH_WATER = 1024 * 1024
 INBOX_ENTRY_BYTES = 256
-# Requests being handled at once, those in _UNCOUNTED aside: past this, new input waits.
+# Requests being handled at once, the dialect's uncounted aside: past this, new input waits.
 # An answer's size is known only once it is written, so this is what bounds the output
 # a burst of requests can pile up before the writer's high-water mark is seen.
 MAX_REQUESTS_IN_FLIGHT = 32
-# Requests that can wait on a run, the model or the editor (a tool/execute answer) for as
-# long as they like: counting them could hold back the input that would let them finish.
-# Their answers are one message each.
-_UNCOUNTED = frozenset(
-    {"session/chat", "session/summarize", "session/abort", "session/delete", SHUTDOWN}
+
+
+class Parser(Protocol):
+    def feed(self, data: bytes) -> list[Event]: ...
+
+    def feed_eof(self) -> list[Event]: ...
+
+
+@attrs.frozen
+class Dialect:
+    """What differs between agentd's two front ends on one JSON-RPC core: the framing,
+    the method table, the lifecycle and the error codes. NATIVE is agentd's own protocol;
+    the Agent Client Protocol's is `agentd.acp.methods.ACP`."""
+
+    methods: Mapping[str, Method]
+    parser: Callable[[int], Parser]
+    encode: Callable[[bytes], bytes]
+    # The cancel notification, and the key of the request id in its params.
+    cancel_method: str = CANCEL_REQUEST
+    cancel_key: str = "id"
+    # LSP's `shutdown` request and `exit` notification (ACP ends at end of input only).
+    lsp_lifecycle: bool = True
+    # Requests that may wait on a run, the model or the editor for as long as they like:
+    # counting them could hold back the input that would let them finish.
+    uncounted: frozenset[str] = frozenset()
+    # An error as this protocol numbers it.
+    error: Callable[[AgentdError], AgentdError] = lambda exc: exc
+
+
+NATIVE = Dialect(
+    methods=METHODS,
+    parser=FrameParser,
+    encode=encode,
+    uncounted=frozenset(
+        {"session/chat", "session/summarize", "session/abort", "session/delete", SHUTDOWN}
+    ),
 )
 
 
@@ -130,10 +161,11 @@ def _valid_id(value: Any) -> bool:
 class Connection:
     """The editor's JSON-RPC connection on stdin/stdout (see the module's docstring)."""
 
-    def __init__(self, max_frame_bytes: int) -> None:
+    def __init__(self, max_frame_bytes: int, dialect: Dialect = NATIVE) -> None:
+        self.dialect = dialect
         self.writer = PipeWriter()
         self.reader = StdinReader(self._on_input)
-        self._parser = FrameParser(max_frame_bytes)
+        self._parser = dialect.parser(max_frame_bytes)
         self._pygls = JsonRPCServer(JsonRPCProtocol, cattrs.Converter)
         self._pygls.protocol.set_writer(_PyglsAnswers(), include_headers=False)
         self._served: set[str] = set()
@@ -191,21 +223,31 @@ class Connection:
     # --- output: what the session layer's EditorLink uses ------------------------------
 
     def notify(self, method: str, params: t.NotificationParams) -> None:
-        self._send({"jsonrpc": "2.0", "method": method, "params": params_to_wire(method, params)})
+        self.notify_wire(method, params_to_wire(method, params))
 
     def request(self, method: str, params: t.RequestParams) -> asyncio.Future[Any]:
-        """Send a request to the editor; the future resolves with its answer (or raises
-        EditorError). Cancelling it tells the editor with `$/cancelRequest`."""
+        return self.request_wire(method, params_to_wire(method, params))
+
+    def notify_wire(self, method: str, params: Any) -> None:
+        """Send a notification whose params are JSON values already."""
+        self._send({"jsonrpc": "2.0", "method": method, "params": params})
+
+    def request_wire(self, method: str, wire: Any) -> asyncio.Future[Any]:
+        """Send a request (params as JSON values) to the editor; the future resolves with
+        its answer (or raises EditorError). Cancelling it tells the editor with the
+        dialect's cancel notification."""
         msg_id = f"agentd-{uuid.uuid4().hex[:16]}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outgoing[msg_id] = future
 
         def on_done(f: asyncio.Future[Any]) -> None:
             if f.cancelled() and self._outgoing.pop(msg_id, None) is not None:
-                self._send({"jsonrpc": "2.0", "method": CANCEL_REQUEST, "params": {"id": msg_id}})
+                cancel = {self.dialect.cancel_key: msg_id}
+                self._send(
+                    {"jsonrpc": "2.0", "method": self.dialect.cancel_method, "params": cancel}
+                )
 
         future.add_done_callback(on_done)
-        wire = params_to_wire(method, params)
         self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": wire})
         return future
 
@@ -221,9 +263,10 @@ class Connection:
         except TypeError:
             logger.exception("unserialisable message")
             return
-        self.writer.write(encode(body))
+        self.writer.write(self.dialect.encode(body))
 
     def _send_error(self, msg_id: MsgId | None, exc: AgentdError) -> None:
+        exc = self.dialect.error(exc)
         error: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.data is not None:
             error["data"] = exc.data
@@ -344,7 +387,7 @@ class Connection:
             raise InvalidRequest("server is shutting down")
         if not self.initialized and method != INITIALIZE:
             raise NotInitialized("server not initialized")
-        spec = METHODS.get(method)
+        spec = self.dialect.methods.get(method)
         if spec is None or spec.sender != "editor" or spec.kind != "request":
             raise MethodNotFound(f"method not found: {method}")
         if method == INITIALIZE and self.initialized:
@@ -360,10 +403,10 @@ class Connection:
             # Requests the editor pipelines right behind `initialize` are served: the
             # gate opens when it is dispatched, not when its (async) handler finishes.
             self.initialized = True
-        elif method == SHUTDOWN:
+        elif method == SHUTDOWN and self.dialect.lsp_lifecycle:
             # Likewise, an `exit` pipelined right behind `shutdown` ends with code 0.
             self.shutdown_requested = True
-        counted = method not in _UNCOUNTED
+        counted = method not in self.dialect.uncounted
         self._running[msg_id] = counted
         self._in_flight += counted
         request = JsonRPCRequestMessage(
@@ -372,16 +415,17 @@ class Connection:
         self._pygls.protocol.handle_message(request)
 
     def _on_notification(self, method: str, raw: Any) -> None:
-        if method == CANCEL_REQUEST:
-            msg_id = raw.get("id") if isinstance(raw, dict) else None
+        if method == self.dialect.cancel_method:
+            msg_id = raw.get(self.dialect.cancel_key) if isinstance(raw, dict) else None
             if _valid_id(msg_id) and msg_id in self._running:
                 assert self._loop is not None
                 self._loop.call_soon(self._cancel, msg_id)
             return
-        spec = METHODS.get(method)
+        spec = self.dialect.methods.get(method)
         if spec is None or spec.sender != "editor" or spec.kind != "notification":
             return  # unknown notifications (textDocument/didOpen, $/setTrace...) are ignored
-        if method in self._served and (self.initialized or method == EXIT):
+        exits = method == EXIT and self.dialect.lsp_lifecycle
+        if method in self._served and (self.initialized or exits):
             self._pygls.protocol.handle_message(
                 JsonRPCNotification(method=method, jsonrpc="2.0", params=raw)
             )

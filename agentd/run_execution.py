@@ -27,6 +27,7 @@ from agentd.turn import DEFAULT_SYSTEM_PROMPT, Turn, TurnInput
 
 if TYPE_CHECKING:
     from agentd.tool_calls import Permissions
+    from agentd.tools.spec import EditorTerminal
 
 
 @attrs.define(eq=False)
@@ -84,6 +85,8 @@ class RunExecution:
             self.store.toolctx.directory,
             search_timeout_s=self.config.search_timeout_s,
             config=self.config,
+            editor_files=sessions.editor.files(sid) if sessions.editor.files else None,
+            editor_terminal=self._terminal(sid),
         )
         commands = command_policy(
             self.config,
@@ -166,6 +169,14 @@ class RunExecution:
         run.turn = turn
         # Aborted during setup: the message ends at once, without calling the model.
         return await turn.run(aborted=run.abort_requested)
+
+    def _terminal(self, session_id: str) -> EditorTerminal | None:
+        """The editor's terminal for the run's commands, unless the configuration
+        refuses unconfined commands (they then run in agentd's sandbox)."""
+        make = self.sessions.editor.terminal
+        if make is None or self.config.sandbox.unconfined == "refuse":
+            return None
+        return make(session_id)
 
     def _on_retry(self, run: Run, stream: RunStream, notice: RetryNotice) -> None:
         run.status = "retry"

@@ -29,6 +29,7 @@ from agentd.protocol import types as t
 from agentd.run_execution import Run, RunExecution
 from agentd.run_stream import RunStream
 from agentd.session import SessionManager
+from agentd.storage.catalog import SessionRow
 from agentd.storage.log import SessionLog
 
 if TYPE_CHECKING:
@@ -73,10 +74,15 @@ class RunManager:
 
     # --- session/chat ------------------------------------------------------------------
 
-    async def chat(self, p: t.SessionChatParams) -> t.SessionChatResult:
+    async def chat(
+        self, p: t.SessionChatParams, row: SessionRow | None = None
+    ) -> t.SessionChatResult:
         """One run of `p`. Cancelling the request ($/cancelRequest) does to this run what
-        session/abort does, and the request answers -32800."""
-        row = await self.sessions.get_row(p.session_id)
+        session/abort does, and the request answers -32800. `row`: the session's, when
+        the caller has just read it (then nothing is awaited before the run is claimed or
+        queued: a front end can hand a prompt over and know where it is)."""
+        if row is None:
+            row = await self.sessions.get_row(p.session_id)
         model = self.models.resolve(p.model, row.model)
         if not p.parts:
             raise InvalidParams(

@@ -1,5 +1,5 @@
-"""The daemon: the editor's JSON-RPC connection wired to the session layer, and the
-process's life on stdin/stdout (startup, signals, the end of input).
+"""The daemon's native front end: agentd's own protocol (`protocol-v1.md`) wired to the
+session layer. The process's life around it is `agentd.front_end`'s.
 
 Handlers are thin: each calls one method of the session or run manager. Everything
 about JSON-RPC (checking messages, pygls, answers, flow control) is `agentd.jsonrpc`;
@@ -9,44 +9,28 @@ reading and writing the pipes is `agentd.stdio`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import logging
-import signal
-import sys
 from typing import Any
 
 from lsprotocol.types import EXIT, INITIALIZE, INITIALIZED, SHUTDOWN
 
 from agentd import __version__
 from agentd.config import Config
-from agentd.errors import StorageError
+from agentd.front_end import FrontEnd, serve_stdio
 from agentd.jsonrpc import Connection, Handler
 from agentd.protocol import PROTOCOL_VERSION
 from agentd.protocol import types as t
 from agentd.protocol.methods import agentd_notifications, editor_requests
-from agentd.runs import RunManager
-from agentd.session import SessionManager
-from agentd.stdio import fileno
 
 logger = logging.getLogger(__name__)
 
-# At end of input, how long requests still being handled get to answer, and then how
-# long the editor gets to take what agentd wrote.
-REQUESTS_AT_EXIT_S = 5.0
-OUTPUT_AT_EXIT_S = 2.0
 
-
-class AgentdServer:
-    """The editor's connection and the session layer behind it."""
+class AgentdServer(FrontEnd):
+    """The editor's connection in agentd's own protocol, and the session layer behind it."""
 
     def __init__(self, config: Config) -> None:
-        self.connection = Connection(config.max_frame_bytes)
-        self.sessions = SessionManager(config, self.connection)
-        self.runs = RunManager(self.sessions)
-        self.exit_code: int | None = None
-        # Storage start-up, begun with the first request (see `_ready`).
-        self.startup: asyncio.Future[None] | None = None
+        connection = Connection(config.max_frame_bytes)
+        super().__init__(config, connection, connection)
         self._register()
 
     def _register(self) -> None:
@@ -75,35 +59,9 @@ class AgentdServer:
         rpc = self.connection
         rpc.add_request_handler(INITIALIZE, self._initialize)
         for name, handler in handlers.items():
-            rpc.add_request_handler(name, self._after_startup(handler))
+            rpc.add_request_handler(name, self.after_startup(handler))
         rpc.add_notification_handler(INITIALIZED, self._initialized)
         rpc.add_notification_handler(EXIT, lambda _: self.exit(0 if rpc.shutdown_requested else 1))
-
-    # --- storage start-up --------------------------------------------------------------
-
-    def _ready(self) -> asyncio.Future[None]:
-        """Storage opens (catalog, recovery, tool-context sweep) while the editor's first
-        request is read and `initialize` answered: every other handler waits for it."""
-
-        async def start_storage() -> None:
-            await asyncio.to_thread(self.sessions.open)
-            await self.runs.recover()
-
-        if self.startup is None:
-            self.startup = asyncio.ensure_future(start_storage())
-        return self.startup
-
-    def _after_startup(self, handler: Handler) -> Handler:
-        async def run(params: Any) -> Any:
-            try:
-                await asyncio.shield(self._ready())
-            except Exception as exc:
-                logger.exception("storage unavailable")
-                raise StorageError(f"storage unavailable: {exc}") from exc
-            result = handler(params)
-            return await result if inspect.isawaitable(result) else result
-
-        return run
 
     # --- lifecycle handlers ------------------------------------------------------------
 
@@ -114,7 +72,7 @@ class AgentdServer:
         sessions.editor.client_tools = caps.get("clientTools") is True
         sessions.editor.permission_requests = caps.get("permissionRequests") is True
         sessions.editor.workspace_root = _workspace_root(params)
-        self._ready()
+        self.ready()
         await asyncio.to_thread(sessions.toolctx.prepare_dir)
         return t.InitializeResult(
             protocol_version=PROTOCOL_VERSION,
@@ -134,31 +92,6 @@ class AgentdServer:
     async def _shutdown(self, _: None) -> None:
         await self.runs.shutdown()
 
-    def exit(self, code: int) -> None:
-        self.exit_code = code
-        self.connection.stop()
-
-    # --- running -----------------------------------------------------------------------
-
-    async def serve(self, stdin_fd: int | None, stdout_fd: int | None) -> int:
-        """Serve until `exit` or the end of input; returns the exit code. End of input
-        acts as `shutdown` then `exit`: requests read before it are answered (runs are
-        first aborted, so that chats answer too)."""
-        rpc = self.connection
-        try:
-            await rpc.serve(stdin_fd, stdout_fd)
-        finally:
-            if self.startup is not None:
-                with contextlib.suppress(Exception):
-                    await self.startup
-            await self.runs.shutdown()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REQUESTS_AT_EXIT_S):
-                    await rpc.finish_requests()
-            await self.sessions.close()
-            await rpc.flush_output(OUTPUT_AT_EXIT_S)
-        return self.exit_code if self.exit_code is not None else 0
-
 
 def _workspace_root(params: t.InitializeParams) -> str | None:
     if params.workspace_root:
@@ -171,16 +104,6 @@ def _workspace_root(params: t.InitializeParams) -> str | None:
     return params.root_path or None
 
 
-def serve_stdio(config: Config) -> int:
+def serve_native(config: Config) -> int:
     """Run the daemon on stdin/stdout until `exit` or end of input. Returns the exit code."""
-    server = AgentdServer(config)
-
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        # SIGTERM / SIGINT end the daemon the way `exit` after end of input does: runs are
-        # aborted and persisted, tool-context files released.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.exit, 0)
-        return await server.serve(fileno(sys.stdin), fileno(sys.stdout))
-
-    return asyncio.run(main())
+    return serve_stdio(AgentdServer(config))

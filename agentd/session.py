@@ -168,9 +168,9 @@ class SessionManager:
 
     async def get_session_obj(self, session_id: str) -> t.Session:
         row = await self.get_row(session_id)
-        return self._session(row)
+        return self.session_of(row)
 
-    def _session(self, row: SessionRow) -> t.Session:
+    def session_of(self, row: SessionRow) -> t.Session:
         return session_from_row(row, self.runs.status_of(row.id))
 
     def emit_session(self, session: t.Session) -> None:
@@ -191,7 +191,7 @@ class SessionManager:
         """session/updated for a catalog row (None: the session is gone)."""
         if row is None:
             return None
-        session = self._session(row)
+        session = self.session_of(row)
         self.emit_session(session)
         return session
 
@@ -219,7 +219,7 @@ class SessionManager:
                 found = await self.store.catalog.find_by_client(actor, project, p.client_session_id)
                 if found is not None:
                     self._attach(found.id, mcp_specs, p.sandbox)
-                    return t.SessionCreateResult(session=self._session(found), created=False)
+                    return t.SessionCreateResult(session=self.session_of(found), created=False)
             session_id = await self._insert_new(p, actor, project)
             if session_id is not None:
                 break
@@ -230,7 +230,7 @@ class SessionManager:
                 data={"clientSessionId": p.client_session_id},
             )
         self._attach(session_id, mcp_specs)
-        session = self._session(await self.get_row(session_id))
+        session = self.session_of(await self.get_row(session_id))
         self.emit_session(session)
         return t.SessionCreateResult(session=session, created=True)
 
@@ -241,7 +241,8 @@ class SessionManager:
         client_id = p.client_session_id or keys.new_client_session_id()
         now = ids.now_ms()
         session_id = ids.new_id("ses")
-        workspace_root = p.workspace_root or self.editor.workspace_root
+        # The root it will run in, stored so that listing by root is stable.
+        workspace_root = p.workspace_root or self.editor.workspace_root or os.getcwd()
         header = {
             "id": session_id,
             "clientSessionId": client_id,
@@ -315,10 +316,11 @@ class SessionManager:
             roots_only=bool(p.roots_only),
             project_id=p.project_id,
             query=p.query,
+            workspace_root=p.workspace_root,
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        sessions = [self._session(r) for r in rows]
+        sessions = [self.session_of(r) for r in rows]
         next_cursor = encode_cursor(rows[-1].updated, rows[-1].id) if more else None
         return t.SessionListResult(sessions=sessions, next_cursor=next_cursor)
 
@@ -555,7 +557,7 @@ class SessionManager:
         if not await self.store.add_whole(session_id, records, row, copy.runs):
             # A new random clientSessionId already taken: one chance in 2^48.
             raise SessionBusy("a new session's clientSessionId was taken; try again")
-        session = self._session(await self.get_row(session_id))
+        session = self.session_of(await self.get_row(session_id))
         self.emit_session(session)
         return session
 

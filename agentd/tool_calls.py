@@ -41,6 +41,8 @@ from agentd.sandbox import Confinement, SandboxStatus
 from agentd.tools import (
     BUILTIN_TOOLS,
     DEFAULT_TOOLS,
+    EditorFiles,
+    EditorTerminal,
     ToolEnv,
     ToolOutput,
     run_builtin_tool,
@@ -90,9 +92,15 @@ class CommandPolicy:
     workspace: Path
     hidden: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()
+    # Commands run in the editor's terminal (ACP's terminal/*): unconfined, so asked
+    # every time, as when no sandbox is available.
+    terminal: bool = False
 
     def plan(self, mode: str | None = None) -> CommandPlan:
         mode = mode or self.mode
+        if self.terminal:
+            info = t.CommandSandbox(mode="full-access", network=True, fallback=IN_TERMINAL)
+            return CommandPlan(info, None)
         if mode == "full-access":
             return CommandPlan(t.CommandSandbox(mode="full-access", network=True), None)
         if self.status.mechanism is None:
@@ -108,6 +116,9 @@ class CommandPolicy:
             readable=self.readable,
         )
         return CommandPlan(t.CommandSandbox(mode=_mode(mode), network=network), confinement)
+
+
+IN_TERMINAL = "the command runs in the editor's terminal, with the editor's rights"
 
 
 def more_access(mode: str, blocked: str) -> str:
@@ -633,6 +644,8 @@ def tool_env(
     *,
     search_timeout_s: float,
     config: Config | None = None,
+    editor_files: EditorFiles | None = None,
+    editor_terminal: EditorTerminal | None = None,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -643,6 +656,8 @@ def tool_env(
         process_env={ENV_KEY: scope_key, ENV_DIR: str(tool_context_dir)},
         search_timeout_s=search_timeout_s,
         drop_env=secret_variables(config) if config is not None else frozenset(),
+        editor_files=editor_files,
+        editor_terminal=editor_terminal,
     )
 
 
@@ -681,6 +696,7 @@ def command_policy(
         workspace=env.workspace_root,
         hidden=agentd_paths(config),
         readable=(*tool_context_files, env.spill_dir),
+        terminal=env.editor_terminal is not None,
     )
 
 

@@ -33,6 +33,12 @@ def to_camel(name: str) -> str:
     return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
 
 
+def wire_name(field: str) -> str:
+    """A field's name on the wire: camelCase; `meta` is the Agent Client Protocol's
+    `_meta` (no native type has a field of that name)."""
+    return "_meta" if field == "meta" else to_camel(field)
+
+
 def _strict(kind: type, name: str) -> Any:
     def hook(value: Any, _: type) -> Any:
         # bool is an int subclass; a JSON true is never a valid integer here.
@@ -88,7 +94,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Any, lambda v, _: v)
 
     def structure_factory(cls: type) -> Any:
-        renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
+        renames = {a.name: override(rename=wire_name(a.name)) for a in attrs.fields(cls)}
         # cattrs types per-attribute overrides as **kwargs beside its bool flags.
         return _only(dict, "object", make_dict_structure_fn(cls, conv, **renames))  # type: ignore[arg-type]
 
@@ -101,7 +107,7 @@ def _make_converter() -> cattrs.Converter:
         return _only(dict, "object", mapping_structure_factory(tp, conv))
 
     def unstructure_factory(cls: type) -> Any:
-        renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
+        renames = {a.name: override(rename=wire_name(a.name)) for a in attrs.fields(cls)}
         base: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(
             cls,
             conv,
@@ -235,7 +241,7 @@ def _collect(cls: type, raw: Any, out: list[str]) -> None:
         return
     hints = _hints(cls)
     for field in attrs.fields(cls):
-        value = raw.get(to_camel(field.name))
+        value = raw.get(wire_name(field.name))
         if value is None:
             continue
         if field.metadata.get("secret"):
@@ -291,4 +297,5 @@ __all__ = [
     "structure_result",
     "to_camel",
     "unstructure",
+    "wire_name",
 ]

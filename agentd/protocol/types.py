@@ -466,6 +466,8 @@ class SessionListParams:
     roots_only: bool | None = None
     project_id: str | None = None
     query: str | None = None
+    # Only sessions whose workspace root is this absolute path.
+    workspace_root: str | None = None
 
 
 @attrs.define

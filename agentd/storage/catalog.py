@@ -277,6 +277,7 @@ class Catalog:
         roots_only: bool,
         project_id: str | None,
         query: str | None,
+        workspace_root: str | None = None,
     ) -> list[SessionRow]:
         where: list[str] = []
         args: list[Any] = []
@@ -294,6 +295,9 @@ class Catalog:
         if query:
             where.append("instr(title_fold, ?) > 0")
             args.append(query.casefold())
+        if workspace_root is not None:
+            where.append("workspace_root = ?")
+            args.append(workspace_root)
         sql = f"SELECT {SESSION_COLUMNS} FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)

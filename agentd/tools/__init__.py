@@ -8,12 +8,23 @@ that confines the processes `bash` starts).
 from __future__ import annotations
 
 from agentd.tools.builtin import BUILTIN_TOOLS, DEFAULT_TOOLS, run_builtin_tool
-from agentd.tools.spec import ToolEnv, ToolOutput, ToolSpec, to_openai_tool
+from agentd.tools.spec import (
+    EditorFiles,
+    EditorTerminal,
+    TerminalRun,
+    ToolEnv,
+    ToolOutput,
+    ToolSpec,
+    to_openai_tool,
+)
 from agentd.tools.truncation import truncate_output
 
 __all__ = [
     "BUILTIN_TOOLS",
     "DEFAULT_TOOLS",
+    "EditorFiles",
+    "EditorTerminal",
+    "TerminalRun",
     "ToolEnv",
     "ToolOutput",
     "ToolSpec",

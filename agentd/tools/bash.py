@@ -31,7 +31,7 @@ from typing import Any
 from agentd import file_modes
 from agentd.redaction import holds_secret, is_secret_name
 from agentd.sandbox import Confinement, Launch
-from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
+from agentd.tools.spec import EditorTerminal, ToolEnv, ToolError, ToolOutput
 from agentd.tools.truncation import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_LINES,
@@ -109,6 +109,10 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     cwd = Path(env.workspace_root)
     if not await asyncio.to_thread(os.path.isdir, cwd):
         raise ToolError(f"The workspace root {cwd} does not exist or is not a directory.")
+    if env.editor_terminal is not None:
+        return await _in_editor_terminal(
+            env.editor_terminal, command, timeout_ms, cwd, env, call_id
+        )
 
     argv = ["/bin/bash", "-c", command]
     proc_env = process_environment(env.process_env, env.drop_env)
@@ -123,6 +127,35 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
             launch.close()  # descriptors only: no need for a worker thread
         else:
             await asyncio.to_thread(launch.close)
+
+
+async def _in_editor_terminal(
+    terminal: EditorTerminal, command: str, timeout_ms: int, cwd: Path, env: ToolEnv, call_id: str
+) -> ToolOutput:
+    """The command in the editor's terminal: only agentd's own variables are passed
+    (the editor's terminal has the editor's environment, never agentd's)."""
+    ran = await terminal.run(command, str(cwd), dict(env.process_env), timeout_ms / 1000, call_id)
+    notes: list[str] = []
+    if ran.truncated:
+        notes.append("[the editor kept only the end of the output]")
+    if ran.timed_out:
+        notes.append(f"[command timed out after {timeout_ms} ms; the editor killed it]")
+    elif ran.signal:
+        notes.append(f"[ended by {ran.signal}]")
+    elif ran.exit_code:
+        notes.append(f"[exit code {ran.exit_code}]")
+    body = ran.output.rstrip("\n")
+    output = "\n".join(p for p in (body, *notes) if p) or "(no output)"
+    return ToolOutput(
+        output=output,
+        title=command_title(command),
+        metadata={
+            "exitCode": ran.exit_code,
+            "timedOut": ran.timed_out,
+            "terminalId": ran.terminal_id,
+        },
+        is_error=ran.timed_out,
+    )
 
 
 async def _confined_launch(

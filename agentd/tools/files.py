@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agentd.tools.spec import ToolEnv, ToolError, ToolOutput
+from agentd.tools.spec import EditorFiles, ToolEnv, ToolError, ToolOutput
 from agentd.tools.workspace import Workspace, is_within
 
 READ_DEFAULT_LIMIT = 2000  # also the most lines one call returns
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 
 async def read_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    if env.editor_files is not None and env.editor_files.reads:
+        return await _read_from_editor(args, env.editor_files, Workspace(env.workspace_root))
     return await asyncio.to_thread(_read_file, args, Workspace(env.workspace_root))
 
 
@@ -47,11 +49,93 @@ async def list_dir(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutp
 
 
 async def write_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    if env.editor_files is not None and env.editor_files.writes:
+        return await _write_through_editor(args, env.editor_files, Workspace(env.workspace_root))
     return await asyncio.to_thread(_write_file, args, Workspace(env.workspace_root))
 
 
 async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
+    files = env.editor_files
+    if files is not None and files.reads and files.writes:
+        return await _edit_through_editor(args, files, Workspace(env.workspace_root))
     return await asyncio.to_thread(_edit_file, args, Workspace(env.workspace_root))
+
+
+# --- through the editor ---------------------------------------------------------------------
+# The editor's buffers (unsaved edits included) are the files: the path is confined here
+# first, exactly as for the disk (links resolved against the root), and the editor is
+# given the absolute path.
+
+
+async def _confined(ws: Workspace, path: str) -> tuple[str, str]:
+    def resolve() -> tuple[str, str]:
+        ws.check_root()
+        real = ws.resolve(path)
+        return real, ws.relative(real)
+
+    return await asyncio.to_thread(resolve)
+
+
+async def _read_from_editor(args: dict[str, Any], files: EditorFiles, ws: Workspace) -> ToolOutput:
+    offset: int = args.get("offset", 1)
+    limit: int = min(args.get("limit", READ_DEFAULT_LIMIT), READ_DEFAULT_LIMIT)
+    real, display = await _confined(ws, args["path"])
+    # One line more than asked: whether more follow.
+    text = await files.read(real, offset, limit + 1)
+    if "\0" in text[:BINARY_SNIFF_BYTES]:
+        raise ToolError(f"{display} is a binary file; read_file only reads text.")
+    lines = text.splitlines()
+    if not lines:
+        if offset > 1:
+            raise ToolError(f"offset {offset} is past the end of {display}.")
+        return ToolOutput(output="(empty file)", title=display)
+    out: list[str] = []
+    used = 0
+    for number, line in enumerate(lines[:limit], start=offset):
+        if len(line) > READ_MAX_LINE_CHARS:
+            line = line[:READ_MAX_LINE_CHARS] + " [line truncated]"
+        entry = f"{number:>5}\t{line}"
+        used += len(entry.encode("utf-8", "replace")) + 1
+        if used > READ_MAX_OUTPUT_BYTES and number > offset:
+            out.append(
+                f"\n(Output limited to {READ_MAX_OUTPUT_BYTES // 1000} KB. "
+                f"Use offset={number} to continue reading.)"
+            )
+            break
+        out.append(entry)
+    else:
+        if len(lines) > limit:
+            out.append(f"\n(More lines follow. Use offset={offset + limit} to continue reading.)")
+        else:
+            out.append(f"\n(End of file: {offset + len(lines) - 1} lines.)")
+    return ToolOutput(output="\n".join(out), title=display)
+
+
+async def _write_through_editor(
+    args: dict[str, Any], files: EditorFiles, ws: Workspace
+) -> ToolOutput:
+    real, display = await _confined(ws, args["path"])
+    if real == ws.root:
+        raise ToolError("Cannot write to the workspace root itself; give a file path.")
+    content: str = args["content"]
+    data = _encode(content, "content")
+    await files.write(real, content)
+    return ToolOutput(
+        output=f"Wrote {display} ({len(data)} bytes).",
+        title=display,
+        metadata={"bytes": len(data), "editor": True},
+    )
+
+
+async def _edit_through_editor(
+    args: dict[str, Any], files: EditorFiles, ws: Workspace
+) -> ToolOutput:
+    real, display = await _confined(ws, args["path"])
+    text = await files.read(real, 1, 0)
+    updated, replaced = _apply_edit(args, text, display)
+    _encode(updated, "newString")
+    await files.write(real, updated)
+    return _edited(display, text, updated, replaced)
 
 
 def _read_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
@@ -214,17 +298,8 @@ def _existing_text_for_diff(ws: Workspace, real: str, display: str) -> str | Non
 
 def _edit_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
     ws.check_root()
-    path: str = args["path"]
-    old: str = args["oldString"]
-    new: str = args["newString"]
-    replace_all: bool = args.get("replaceAll", False)
-    if old == "":
-        raise ToolError(
-            "oldString must not be empty. Use write_file to create or overwrite a file."
-        )
-    if old == new:
-        raise ToolError("oldString and newString are identical; there is nothing to change.")
-    real = ws.resolve(path)
+    _check_edit(args)
+    real = ws.resolve(args["path"])
     display = ws.relative(real)
     fd, st = ws.open_file(real, display, action="edit")
     with os.fdopen(fd, "rb") as f:
@@ -237,6 +312,27 @@ def _edit_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
         raise ToolError(
             f"{display} is not valid UTF-8 (byte {exc.start}); editing it would corrupt it."
         ) from None
+    updated, replaced = _apply_edit(args, text, display)
+    data = _encode(updated, "newString")
+    ws.write_atomically(real, data, display, expect=(st.st_dev, st.st_ino))
+    return _edited(display, text, updated, replaced)
+
+
+def _check_edit(args: dict[str, Any]) -> None:
+    if args["oldString"] == "":
+        raise ToolError(
+            "oldString must not be empty. Use write_file to create or overwrite a file."
+        )
+    if args["oldString"] == args["newString"]:
+        raise ToolError("oldString and newString are identical; there is nothing to change.")
+
+
+def _apply_edit(args: dict[str, Any], text: str, display: str) -> tuple[str, int]:
+    """`text` with the edit applied, and how many occurrences it replaced."""
+    _check_edit(args)
+    old: str = args["oldString"]
+    new: str = args["newString"]
+    replace_all: bool = args.get("replaceAll", False)
     count = text.count(old)
     if count == 0 and "\r\n" in text and "\n" in old and "\r\n" not in old:
         # The model writes "\n"; the file uses CRLF. Match and write in the file's style.
@@ -254,9 +350,10 @@ def _edit_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
             "make it unique, or set replaceAll to true to replace every occurrence."
         )
     updated = text.replace(old, new) if replace_all else text.replace(old, new, 1)
-    data = _encode(updated, "newString")
-    ws.write_atomically(real, data, display, expect=(st.st_dev, st.st_ino))
-    replaced = count if replace_all else 1
+    return updated, count if replace_all else 1
+
+
+def _edited(display: str, text: str, updated: str, replaced: int) -> ToolOutput:
     noun = "occurrence" if replaced == 1 else "occurrences"
     return ToolOutput(
         output=f"Edited {display}: replaced {replaced} {noun}.",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -39,6 +39,45 @@ class ToolOutput:
     sandbox_blocked: str | None = None
 
 
+class EditorFiles(Protocol):
+    """The editor's own view of files (its buffers, unsaved edits included), when it
+    offers one (ACP's `fs/read_text_file` / `fs/write_text_file`). Paths are absolute
+    and already confined to the workspace; a failure raises ToolError. `reads` /
+    `writes`: which of the two the editor offers (the other goes to the disk)."""
+
+    reads: bool
+    writes: bool
+
+    async def read(self, path: str, line: int, limit: int) -> str:
+        """`limit` lines from line `line` (1-based); limit 0: to the end."""
+        ...
+
+    async def write(self, path: str, content: str) -> None: ...
+
+
+@attrs.frozen
+class TerminalRun:
+    """A command run in the editor's terminal: what it printed (as far as the editor
+    kept it), how it ended (`exit_code` None when a signal ended it), and its id there."""
+
+    output: str
+    exit_code: int | None
+    signal: str | None
+    truncated: bool
+    timed_out: bool
+    terminal_id: str
+
+
+class EditorTerminal(Protocol):
+    """The editor's terminal (ACP's `terminal/*`), where `bash` runs when the editor
+    offers one: the user watches it live. `run` ends the command after `timeout_s`
+    (killed) and when cancelled, and always releases the terminal."""
+
+    async def run(
+        self, command: str, cwd: str, env: Mapping[str, str], timeout_s: float, call_id: str
+    ) -> TerminalRun: ...
+
+
 @attrs.frozen
 class ToolEnv:
     """Where a tool call runs.
@@ -48,7 +87,10 @@ class ToolEnv:
     AGENTD_SESSION_SCOPE_KEY and AGENTD_TOOL_CONTEXT_DIR), and `drop_env` names variables
     of agentd's own environment they must not get (those holding configured secrets);
     `sandbox` confines those processes (None: they run unconfined); `search_timeout_s` is
-    the time budget of one glob or grep call.
+    the time budget of one glob or grep call; `editor_files`, when the editor offers
+    them, is where read_file, write_file and edit_file read and write text;
+    `editor_terminal`, when set, is where `bash` runs (unconfined: the run's command
+    policy asks before every command).
     """
 
     workspace_root: Path
@@ -57,6 +99,8 @@ class ToolEnv:
     search_timeout_s: float = DEFAULT_SEARCH_TIMEOUT_S
     drop_env: frozenset[str] = frozenset()
     sandbox: Confinement | None = None
+    editor_files: EditorFiles | None = None
+    editor_terminal: EditorTerminal | None = None
 
 
 class ToolError(Exception):
