@@ -607,7 +607,7 @@ def test_client_tools_and_known_threads(env, ws, model):
                 "parameters": {"type": "object", "properties": {}},
             }
             await agent.prompt(sid, "what is selected?", clientTools=[tool])
-            [(method, params)] = [e for e in agent.recorder.ext if e[0] == "_agentd/tool/execute"]
+            [(_, params)] = [e for e in agent.recorder.ext if e[0] == "_agentd/tool/execute"]
             assert params["name"] == "editor_selection" and params["sessionId"] == sid
             done = [
                 u for u in agent.recorder.of("tool_call_update") if u.get("status") == "completed"
