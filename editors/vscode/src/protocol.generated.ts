@@ -414,6 +414,7 @@ export interface SessionListParams {
   rootsOnly?: boolean;
   projectId?: string;
   query?: string;
+  workspaceRoot?: string;
 }
 
 export interface SessionListResult {
