@@ -11,9 +11,9 @@ help: ## list the targets
 install: ## install agentd (the `agentd` command)
 	$(PIP) install -q .
 
-dev: ## install agentd editable, with the test and lint tools, the MCP servers the tests run and the ACP SDK (schema, second client)
+dev: ## install agentd editable, with the test and lint tools, the MCP servers and the ACP client the tests run
 	$(PIP) install -q -e '.[dev]'
-	@command -v npm >/dev/null || { echo "make dev: npm is needed (Node 20) for the MCP test server and the ACP SDK"; exit 1; }
+	@command -v npm >/dev/null || { echo "make dev: npm is needed (Node 20) for the MCP test server and the ACP TypeScript client"; exit 1; }
 	cd tests/mcp && npm ci --no-audit --no-fund --loglevel=error
 	cd tests/acp && npm ci --no-audit --no-fund --loglevel=error
 

@@ -2,6 +2,9 @@
 
     python bench/run.py [--quick] [--only NAME ...]
 
+`--only acp` runs the Agent Client Protocol figures (`agentd acp`) beside the native
+ones, measured the same way in the same run.
+
 Prints one line per figure and writes bench/results/latest.json. Targets (2-core
 machine) are in README.md; each figure states what it measures.
 """
@@ -459,6 +462,314 @@ def bench_abort(srv: ScriptedModelServer, runs: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- ACP beside native ------------------------------------------------------------------
+#
+# `agentd acp` measured the way each native figure is, in the same run, the two modes
+# alternating where a figure is repeated, so that both see the same machine load. The
+# client is the same: rpc_client's Daemon (a reader thread, json.loads per message),
+# with NDJSON lines instead of Content-Length frames.
+
+
+class AcpDaemon(Daemon):
+    """`agentd acp` over rpc_client's Daemon machinery, framed as NDJSON."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env, args=["acp"], spawn="exec", validate=False)
+
+    def send(self, obj: Any) -> None:
+        self.send_raw(json.dumps(obj).encode("utf-8") + b"\n")
+
+    def _read_loop(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            for line in out:
+                if line.strip():
+                    self._on_message(json.loads(line))
+        finally:
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def initialize(self, **_: Any) -> Any:
+        return self.call(
+            "initialize",
+            {"protocolVersion": 1, "clientCapabilities": {}, "clientInfo": {"name": "bench"}},
+        )
+
+    def stop(self) -> None:
+        """ACP has no shutdown request: the end of input ends agentd."""
+        if self.proc.poll() is None:
+            try:
+                self.close_stdin()
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+        for reader in (self._reader, self._err):
+            reader.join(10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+
+
+class Native:
+    """The native protocol's calls for a chat (what the ACP rows are measured against)."""
+
+    name = "native"
+    stream_method = "part/delta"
+
+    def __init__(self, srv: ScriptedModelServer) -> None:
+        self.tmp = fresh_dir()
+        self.d = self.spawn(daemon_env(self.tmp, srv.base_url))
+        self.d.initialize(workspaceRoot=str(self.tmp))
+        self.sid = self.d.call("session/create", {"title": "t"})["session"]["id"]
+
+    @staticmethod
+    def spawn(env: dict[str, str]) -> Daemon:
+        return Daemon(env, spawn="exec")
+
+    @staticmethod
+    def first_call(d: Daemon) -> Any:
+        return d.call("initialize", {"processId": os.getpid()})
+
+    def chat_async(self, text: str) -> Any:
+        params = {"sessionId": self.sid, "parts": [{"type": "text", "text": text}]}
+        return self.d.request_async("session/chat", params)
+
+    def chat(self, text: str, timeout: float = 60) -> Any:
+        return self.d.result(self.chat_async(text), timeout=timeout)
+
+    @staticmethod
+    def text_of(msg: dict[str, Any]) -> str | None:
+        """The streamed text a message carries (None: not a text delta)."""
+        if msg.get("method") == "part/delta":
+            return str(msg["params"]["delta"])
+        return None
+
+    @staticmethod
+    def answer_text(result: Any) -> str:
+        return "".join(p.get("text", "") for p in result["message"]["parts"])
+
+    def cancel(self) -> None:
+        self.d.call("session/abort", {"sessionId": self.sid})
+
+    def stop(self) -> None:
+        self.d.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Acp(Native):
+    name = "acp"
+    stream_method = "session/update"
+
+    def __init__(self, srv: ScriptedModelServer) -> None:
+        self.tmp = fresh_dir()
+        self.d = self.spawn(daemon_env(self.tmp, srv.base_url))
+        self.d.initialize()
+        params = {"cwd": str(self.tmp), "mcpServers": [], "_meta": {"agentd": {"title": "t"}}}
+        self.sid = self.d.call("session/new", params)["sessionId"]
+
+    @staticmethod
+    def spawn(env: dict[str, str]) -> Daemon:
+        return AcpDaemon(env)
+
+    @staticmethod
+    def first_call(d: Daemon) -> Any:
+        return d.initialize()
+
+    def chat_async(self, text: str) -> Any:
+        params = {"sessionId": self.sid, "prompt": [{"type": "text", "text": text}]}
+        return self.d.request_async("session/prompt", params)
+
+    @staticmethod
+    def text_of(msg: dict[str, Any]) -> str | None:
+        update = msg.get("params", {}).get("update") if msg.get("method") else None
+        if isinstance(update, dict) and update.get("sessionUpdate") == "agent_message_chunk":
+            return str(update["content"]["text"])
+        return None
+
+    def answer_text(self, result: Any) -> str:
+        del result  # not in the answer: the sum of the streamed chunks
+        with self.d._cond:
+            messages = list(self.d.messages)
+        return "".join(t for m in messages if (t := self.text_of(m)) is not None)
+
+    def cancel(self) -> None:
+        self.d.notify("session/cancel", {"sessionId": self.sid})
+
+
+MODES: tuple[type[Native], ...] = (Native, Acp)
+
+
+def record_text(mode: Native) -> list[tuple[int, str]]:
+    """Receive times (time.time_ns) of every streamed text piece from now on."""
+    received: list[tuple[int, str]] = []
+    d = mode.d
+    original = d._on_message
+
+    def on_message(msg: dict[str, Any]) -> None:
+        text = mode.text_of(msg)
+        if text is not None:
+            received.append((time.time_ns(), text))
+        original(msg)
+
+    d._on_message = on_message  # type: ignore[method-assign]
+    return received
+
+
+def _side_by_side(name: str, values: dict[str, float], unit: str, note: str = "") -> None:
+    """`name` for native, `acp_name` for ACP, and ACP over native in the note."""
+    report(name, values["native"], unit, note)
+    ratio = values["acp"] / values["native"] if values["native"] else float("nan")
+    report(f"acp_{name}", values["acp"], unit, f"{ratio:.2f} x native")
+
+
+def bench_spawn_both(runs: int) -> None:
+    """Spawn to `initialize` answered, native and ACP alternating."""
+    times: dict[str, list[float]] = {"native": [], "acp": []}
+    for _ in range(runs):
+        for mode in MODES:
+            tmp = fresh_dir()
+            start = time.perf_counter()
+            d = mode.spawn(daemon_env(tmp))
+            mode.first_call(d)
+            times[mode.name].append((time.perf_counter() - start) * 1000)
+            d.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    note = f"{runs} spawns each, alternating"
+    _side_by_side(
+        "spawn_to_initialize_median",
+        {k: statistics.median(v) for k, v in times.items()},
+        "ms",
+        note,
+    )
+    _side_by_side("spawn_to_initialize_p90", {k: pct(v, 90) for k, v in times.items()}, "ms")
+
+
+def bench_first_text_both(srv: ScriptedModelServer, runs: int) -> None:
+    """A chat (native session/chat, ACP session/prompt) sent → the first text delta
+    received, in a warm session; the modes alternating."""
+    modes = [mode(srv) for mode in MODES]
+    times: dict[str, list[float]] = {"native": [], "acp": []}
+    for mode in modes:
+        mode.chat("warm")
+    for _ in range(runs):
+        for mode in modes:
+            received = record_text(mode)
+            srv.enqueue({"text": "Hello there, this is the first answer."})
+            start = time.time_ns()
+            chat = mode.chat_async("go")
+            mode.d.wait_for(lambda r=received: r)
+            times[mode.name].append((received[0][0] - start) / 1e6)
+            mode.d.result(chat, timeout=60)
+    note = f"{runs} chats each, alternating"
+    _side_by_side(
+        "chat_to_first_text_median", {k: statistics.median(v) for k, v in times.items()}, "ms", note
+    )
+    _side_by_side("chat_to_first_text_p99", {k: pct(v, 99) for k, v in times.items()}, "ms")
+    for mode in modes:
+        mode.stop()
+
+
+def bench_token_latency_both(srv: ScriptedModelServer, rounds: int) -> None:
+    """As bench_token_latency: 400 tokens at 5 ms, server send → editor receive; `rounds`
+    streams per mode, alternating, latencies pooled."""
+    modes = [mode(srv) for mode in MODES]
+    lat: dict[str, list[float]] = {"native": [], "acp": []}
+    for mode in modes:
+        mode.chat("warm")
+    for r in range(rounds):
+        for mode in modes:
+            received = record_text(mode)
+            tokens = [f"<{mode.name}{r}.{i}>" for i in range(400)]
+            srv.enqueue(
+                {
+                    "text": "".join(tokens),
+                    "chunkSize": None,
+                    "tokens": tokens,
+                    "delayMs": 5,
+                    "stampTokens": True,
+                }
+            )
+            mode.chat("go")
+            lat[mode.name] += token_latencies(received, srv.token_times())
+    note = f"{len(lat['native'])} / {len(lat['acp'])} tokens at 5 ms"
+    _side_by_side(
+        "token_latency_5ms_median", {k: statistics.median(v) for k, v in lat.items()}, "ms", note
+    )
+    _side_by_side("token_latency_5ms_p99", {k: pct(v, 99) for k, v in lat.items()}, "ms")
+    for mode in modes:
+        mode.stop()
+
+
+def bench_throughput_both(srv: ScriptedModelServer, rounds: int) -> None:
+    """As bench_throughput_and_disk: a 2,000-token answer without pauses, chat request to
+    response, best of `rounds` per mode, alternating."""
+    modes = [mode(srv) for mode in MODES]
+    best = {"native": 0.0, "acp": 0.0}
+    text = " ".join(f"tok{i}" for i in range(2000))
+    for mode in modes:
+        mode.chat("warm")
+    for _ in range(rounds):
+        for mode in modes:
+            with mode.d._cond:
+                mode.d.messages.clear()
+            srv.enqueue({"text": text})
+            start = time.perf_counter()
+            result = mode.chat("go")
+            elapsed = time.perf_counter() - start
+            assert mode.answer_text(result) == text
+            best[mode.name] = max(best[mode.name], 2000 / elapsed)
+    _side_by_side("tokens_per_second_2000", best, "tok/s", f"best of {rounds}, alternating")
+    for mode in modes:
+        mode.stop()
+
+
+def bench_cancel_both(srv: ScriptedModelServer, runs: int) -> None:
+    """As bench_abort: a stream at 5 ms a token, cancelled once a few deltas arrived.
+    Native: session/abort sent → its answer (the existing figure), and → the chat's
+    answer; ACP: session/cancel sent → the prompt's `cancelled` answer (the cancel is a
+    notification: the prompt's answer is the only one)."""
+    modes = [mode(srv) for mode in MODES]
+    times: dict[str, list[float]] = {"native": [], "acp": []}
+    native_chat_end: list[float] = []
+    for _ in range(runs):
+        for mode in modes:
+            received = record_text(mode)
+            srv.enqueue({"text": " ".join(["word"] * 2000), "delayMs": 5})
+            chat = mode.chat_async("go")
+            mode.d.wait_for(lambda r=received: len(r) > 3)
+            start = time.perf_counter()
+            mode.cancel()
+            if mode.name == "native":
+                times["native"].append((time.perf_counter() - start) * 1000)
+            result = mode.d.result(chat)
+            ended = (time.perf_counter() - start) * 1000
+            if mode.name == "native":
+                assert result["message"]["finishReason"] == "aborted"
+                native_chat_end.append(ended)
+            else:
+                assert result["stopReason"] == "cancelled", result
+                times["acp"].append(ended)
+    note = f"{runs} each, alternating; native: abort → abort answer"
+    _side_by_side(
+        "cancel_to_answer_median", {k: statistics.median(v) for k, v in times.items()}, "ms", note
+    )
+    _side_by_side("cancel_to_answer_p99", {k: pct(v, 99) for k, v in times.items()}, "ms")
+    report(
+        "native_abort_to_chat_answer_median",
+        statistics.median(native_chat_end),
+        "ms",
+        f"p99 {pct(native_chat_end, 99):.2f} ms: abort sent → the chat's own answer",
+    )
+    for mode in modes:
+        mode.stop()
+
+
 def bench_rss_growth(srv: ScriptedModelServer, turns: int) -> None:
     d, tmp = _chat_daemon(srv)
     sid = d.call("session/create", {"title": "t"})["session"]["id"]
@@ -738,6 +1049,8 @@ def main() -> int:
 
     if want("initialize"):
         bench_initialize(5 if quick else 15)
+    if want("acp"):
+        bench_spawn_both(5 if quick else 15)
     if want("list"):
         bench_list(10_000)
         if not quick:
@@ -763,6 +1076,11 @@ def main() -> int:
             bench_concurrent_streams(srv, 20 if quick else 100)
         if want("abort"):
             bench_abort(srv, 20 if quick else 50)
+        if want("acp"):
+            bench_first_text_both(srv, 10 if quick else 30)
+            bench_token_latency_both(srv, 2 if quick else 3)
+            bench_throughput_both(srv, 3 if quick else 5)
+            bench_cancel_both(srv, 20 if quick else 50)
         if want("mcp"):
             bench_mcp(srv, 50 if quick else 200)
         if want("rss"):
