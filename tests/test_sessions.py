@@ -145,6 +145,34 @@ def test_list_order_filters_query_and_limits(spawn):
     assert err.value.code == -32602
 
 
+def test_list_by_workspace_root_and_the_root_a_session_without_one_gets(spawn, tmp_path):
+    d = spawn()  # initialize gave no workspace root: sessions get the daemon's directory
+    here = d.call("session/create", {"title": "no root"})["session"]
+    assert here["workspaceRoot"] and os.path.isabs(here["workspaceRoot"])
+    roots = [tmp_path / "a", tmp_path / "b", tmp_path / "a b"]
+    made = {
+        str(root): [
+            d.call("session/create", {"title": f"{root.name} {i}", "workspaceRoot": str(root)})[
+                "session"
+            ]["id"]
+            for i in range(3)
+        ]
+        for root in roots
+    }
+    for root, ids in made.items():
+        listed = d.call("session/list", {"workspaceRoot": root})["sessions"]
+        assert [x["id"] for x in listed] == list(reversed(ids))  # exact path, not a prefix
+        page = d.call("session/list", {"workspaceRoot": root, "limit": 2})
+        rest = d.call("session/list", {"workspaceRoot": root, "cursor": page["nextCursor"]})
+        assert [x["id"] for x in page["sessions"] + rest["sessions"]] == list(reversed(ids))
+    listed = d.call("session/list", {"workspaceRoot": here["workspaceRoot"]})["sessions"]
+    assert [x["id"] for x in listed] == [here["id"]]
+    assert d.call("session/list", {"workspaceRoot": str(tmp_path / "none")})["sessions"] == []
+    with pytest.raises(RpcError) as err:
+        d.call("session/list", {"workspaceRoot": 5})
+    assert err.value.code == -32602
+
+
 def test_cursor_walk_under_concurrent_inserts(spawn):
     d = spawn()
     original = {d.call("session/create", {"title": f"s{i}"})["session"]["id"] for i in range(57)}
