@@ -303,6 +303,10 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
                 start = (params.get("line") or 1) - 1
                 end = start + params["limit"] if params.get("limit") else None
                 return {"content": "".join(lines[start:end])}
+            if is_notification and method.startswith("_agentd/"):
+                recorder.ext.append((method, params))
+                recorder.changed.set()
+                return None
             if method == "_agentd/tool/execute":
                 recorder.ext.append((method, params))
                 return {"output": f"ran {params['name']} for {params['sessionScopeKey']}"}

@@ -626,6 +626,31 @@ def test_client_tools_and_known_threads(env, ws, model):
     run(scenario())
 
 
+@pytest.mark.parametrize("opted_in", [True, False])
+def test_retry_status_reaches_only_clients_that_opted_in(env, ws, model, opted_in):
+    model.enqueue(
+        {"error": {"status": 429, "headers": {"retry-after": "0"}}}, {"text": "after a retry"}
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            caps: dict[str, Any] = (
+                {"_meta": {"agentd": {"notifications": True}}} if opted_in else {}
+            )
+            await agent.call("initialize", {"protocolVersion": 1, "clientCapabilities": caps})
+            sid = await agent.new_session(ws)
+            assert (await agent.prompt(sid, "hi"))["stopReason"] == "end_turn"
+            assert agent.recorder.text(sid) == "after a retry"
+            statuses = [p for m, p in agent.recorder.ext if m == "_agentd/session/status"]
+            if opted_in:
+                assert statuses and statuses[0]["status"] == "retry"
+                assert statuses[0]["sessionId"] == sid and statuses[0]["attempt"] == 1
+            else:
+                assert statuses == []
+
+    run(scenario())
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
