@@ -205,6 +205,11 @@ class SessionManager:
         if p.model is not None and self.config.resolve_model(p.model) is None:
             raise ModelNotConfigured(f"unknown model: {p.model}", data={"model": p.model})
         mcp_specs = _mcp_specs(p.mcp_servers)
+        if p.workspace_root is not None and "\0" in p.workspace_root:
+            raise InvalidParams(
+                "params.workspaceRoot: a path cannot hold a NUL byte",
+                data={"field": "workspaceRoot"},
+            )
         if p.client_session_id is not None and not 1 <= len(p.client_session_id) <= 512:
             raise InvalidParams(
                 "params.clientSessionId: must be 1 to 512 characters",

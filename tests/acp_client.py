@@ -349,9 +349,8 @@ async def acp_agent(env: dict[str, str], cwd: Path | None = None) -> AsyncIterat
                 if hanging:
                     await asyncio.Event().wait()
                 return {"exitCode": code}
-            if kind == "output":
-                status = None if hanging else {"exitCode": code}
-                return {"output": output, "truncated": False, "exitStatus": status}
+            if kind == "output":  # how it ended is wait_for_exit's to say
+                return {"output": output, "truncated": False}
             return {}
 
         conn._conn._handler = handler

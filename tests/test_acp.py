@@ -150,6 +150,11 @@ def test_a_write_asks_permission_first_and_reports_the_diff(env, ws, model):
         {"outcome": {"outcome": "cancelled"}},
         {"outcome": "yes please"},  # garbage: never a write
         {"outcome": {"outcome": "selected", "optionId": "allow_sometimes"}},
+        # Not strings: an outside attacker's object made the prompt wait for ever.
+        {"outcome": {"outcome": "selected", "optionId": {"kind": "allow_once"}}},
+        {"outcome": {"outcome": "selected", "optionId": ["allow_once"]}},
+        {"outcome": {"outcome": "selected"}},
+        None,
     ],
 )
 def test_a_refused_or_garbled_permission_answer_writes_nothing(env, ws, model, answer):
@@ -340,6 +345,7 @@ def test_with_fs_offered_the_tools_read_and_write_the_editors_buffers(env, ws, m
     outside = tmp_path / "outside.txt"
     outside.write_text("OUTSIDE\n")
     (ws / "link.txt").symlink_to(outside)
+    os.link(outside, ws / "hard.txt")  # its bytes are the outside file's
     model.enqueue(
         {
             "toolCalls": [
@@ -355,6 +361,12 @@ def test_with_fs_offered_the_tools_read_and_write_the_editors_buffers(env, ws, m
                 },
                 {"name": "read_file", "arguments": {"path": "link.txt"}},
                 {"name": "read_file", "arguments": {"path": "../outside.txt"}},
+                {"name": "read_file", "arguments": {"path": "hard.txt"}},
+                {
+                    "name": "edit_file",
+                    "arguments": {"path": "hard.txt", "oldString": "OUTSIDE", "newString": "PWNED"},
+                },
+                {"name": "write_file", "arguments": {"path": "hard.txt", "content": "PWNED"}},
             ]
         },
         {"text": "done"},
@@ -377,7 +389,7 @@ def test_with_fs_offered_the_tools_read_and_write_the_editors_buffers(env, ws, m
             assert agent.recorder.buffers[str(ws / "new.txt")] == "fresh\n"
             assert agent.recorder.buffers[notes] == "first line\nedited second line\nthird\n"
             statuses = [u["status"] for u in done.values()]
-            assert statuses == ["completed", "completed", "completed", "failed", "failed"]
+            assert statuses == ["completed", "completed", "completed"] + ["failed"] * 5
             asked = {params["path"] for _, params in agent.recorder.fs_calls}
             assert asked == {notes, str(ws / "new.txt")}
 
@@ -688,7 +700,8 @@ def test_junk_unknown_methods_and_requests_before_initialize(env, ws):
             b'{"jsonrpc":"2.0","id":4,"method":"session/prompt","params":{"sessionId":"ses_nope","prompt":[]}}\n',
             b'{"jsonrpc":"2.0","id":5,"method":"session/new","params":{"cwd":"relative/dir","mcpServers":[]}}\n',
             b'{"jsonrpc":"2.0","id":6,"method":"session/new","params":{"cwd":5}}\n',
-            answers=6,
+            b'{"jsonrpc":"2.0","id":7,"method":"session/new","params":{"cwd":"/tmp/a\\u0000b"}}\n',
+            answers=7,
         )
         by_id = {m.get("id"): m for m in got}
         assert by_id[None]["error"]["code"] == -32700
@@ -698,6 +711,16 @@ def test_junk_unknown_methods_and_requests_before_initialize(env, ws):
         assert by_id[4]["error"]["data"] == {"sessionId": "ses_nope", "agentdCode": 1001}
         assert by_id[5]["error"]["code"] == -32602 and "absolute" in by_id[5]["error"]["message"]
         assert by_id[6]["error"]["code"] == -32602 and "cwd" in by_id[6]["error"]["message"]
+        assert by_id[7]["error"]["code"] == -32602 and "NUL" in by_id[7]["error"]["message"]
+        # A line of 40 MiB (over the native 32 MiB frame limit) is read: ACP's is 50 MiB.
+        big = {
+            "jsonrpc": "2.0",
+            "id": 8,
+            "method": "session/list",
+            "params": {"_meta": {"pad": "x" * (40 << 20)}},
+        }
+        [listed] = exchange(proc, json.dumps(big).encode() + b"\n", answers=1)
+        assert listed["id"] == 8 and "sessions" in listed["result"]
     finally:
         proc.kill()
         proc.wait()

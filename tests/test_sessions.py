@@ -171,6 +171,10 @@ def test_list_by_workspace_root_and_the_root_a_session_without_one_gets(spawn, t
     with pytest.raises(RpcError) as err:
         d.call("session/list", {"workspaceRoot": 5})
     assert err.value.code == -32602
+    # A root no path can be (an outside attacker's: every later chat failed -32603).
+    with pytest.raises(RpcError) as err:
+        d.call("session/create", {"workspaceRoot": str(tmp_path / "a\u0000b")})
+    assert err.value.code == -32602 and err.value.data["field"] == "workspaceRoot"
 
 
 def test_cursor_walk_under_concurrent_inserts(spawn):

@@ -182,6 +182,8 @@ class AcpLink:
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def done(f: asyncio.Future[Any]) -> None:
+            # Whatever the client answered, the run's question gets an answer here: a
+            # callback that raised would leave the prompt waiting for ever.
             if answer.done():
                 return
             if f.cancelled():
@@ -189,7 +191,10 @@ class AcpLink:
             elif f.exception() is not None:
                 answer.set_exception(f.exception())  # type: ignore[arg-type]
             else:
-                answer.set_result(_native_outcome(f.result()))
+                try:
+                    answer.set_result(_native_outcome(f.result()))
+                except Exception as exc:
+                    answer.set_exception(exc)
 
         def cancelled(f: asyncio.Future[Any]) -> None:
             if f.cancelled():
@@ -266,9 +271,10 @@ class AcpTerminal:
         )
         timed_out = False
         try:
+            exited: Any = None
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self._ask("terminal/wait_for_exit", terminalId=terminal_id)
+                    exited = await self._ask("terminal/wait_for_exit", terminalId=terminal_id)
             except TimeoutError:
                 timed_out = True
                 await self._ask("terminal/kill", terminalId=terminal_id)
@@ -279,7 +285,8 @@ class AcpTerminal:
         finally:
             self._later("terminal/release", terminal_id)
         got: dict[str, Any] = out if isinstance(out, dict) else {}
-        status = got.get("exitStatus")
+        # How it ended: the wait's answer, else the output's exitStatus.
+        status = exited if isinstance(exited, dict) else got.get("exitStatus")
         status = status if isinstance(status, dict) else {}
         code, signal, text = status.get("exitCode"), status.get("signal"), got.get("output")
         return TerminalRun(
@@ -315,6 +322,8 @@ def _native_outcome(result: Any) -> Any:
     if outcome.get("outcome") == "cancelled":
         return {"outcome": "reject_once"}
     chosen = outcome.get("optionId")
+    if not isinstance(chosen, str):
+        return {"outcome": repr(chosen)[:100]}  # refused by the caller, by name
     if outcome.get("outcome") == "selected" and chosen in _OUTCOMES:
         return {"outcome": chosen}
-    return {"outcome": chosen if isinstance(chosen, str) else outcome}
+    return {"outcome": chosen}

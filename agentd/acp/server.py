@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from agentd import __version__, keys
+from agentd import __version__, keys, ndjson
 from agentd.acp import types as a
 from agentd.acp import updates as u
 from agentd.acp.link import AcpFiles, AcpLink, AcpTerminal
 from agentd.acp.methods import ACP, EXT_METHODS, EXT_NOTIFICATIONS
-from agentd.config import Config
+from agentd.config import DEFAULT_MAX_FRAME_BYTES, Config
 from agentd.errors import AgentdError, InvalidParams, RequestCancelled
 from agentd.front_end import FrontEnd, serve_stdio
 from agentd.jsonrpc import Connection, Handler
@@ -38,7 +38,11 @@ class AcpServer(FrontEnd):
     """The ACP connection and the session layer behind it."""
 
     def __init__(self, config: Config) -> None:
-        connection = Connection(config.max_frame_bytes, ACP)
+        # Lines up to 50 MiB, as the ACP SDKs send them, unless --max-frame-bytes says.
+        limit = config.max_frame_bytes
+        if limit == DEFAULT_MAX_FRAME_BYTES:
+            limit = ndjson.DEFAULT_MAX_LINE_BYTES
+        connection = Connection(limit, ACP)
         self.link = AcpLink(connection)
         super().__init__(config, connection, self.link)
         self.link.context_window = self._context_window
@@ -372,6 +376,8 @@ def _trace_id(meta: a.Meta | None) -> str | None:
 
 
 def _absolute_cwd(cwd: str) -> str:
+    if "\0" in cwd:
+        raise InvalidParams("params.cwd: a path cannot hold a NUL byte", data={"field": "cwd"})
     if not os.path.isabs(cwd):
         raise InvalidParams(
             f"params.cwd: must be an absolute path, got {cwd!r}", data={"field": "cwd"}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agentd.tools.spec import EditorFiles, ToolEnv, ToolError, ToolOutput
-from agentd.tools.workspace import Workspace, is_within
+from agentd.tools.workspace import Workspace, check_regular_single_link, is_within
 
 READ_DEFAULT_LIMIT = 2000  # also the most lines one call returns
 # Kept under the 50 KB truncation limit so a long read ends with "continue at offset N",
@@ -67,11 +67,26 @@ async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOut
 # given the absolute path.
 
 
-async def _confined(ws: Workspace, path: str) -> tuple[str, str]:
+async def _confined(ws: Workspace, path: str, action: str) -> tuple[str, str]:
+    """The absolute path to give the editor, refused as the disk tools refuse it: outside
+    the root (links resolved), not a regular file, or a file with other hard links (its
+    bytes may be a file outside the workspace)."""
+
     def resolve() -> tuple[str, str]:
         ws.check_root()
         real = ws.resolve(path)
-        return real, ws.relative(real)
+        display = ws.relative(real)
+        try:
+            st = ws.lstat(real, display)
+        except FileNotFoundError:
+            return real, display  # a new file (write_file)
+        except ToolError as exc:
+            if exc.message.startswith("File not found"):
+                return real, display
+            raise
+        if real != ws.root:
+            check_regular_single_link(st, display, action=action)
+        return real, display
 
     return await asyncio.to_thread(resolve)
 
@@ -79,7 +94,7 @@ async def _confined(ws: Workspace, path: str) -> tuple[str, str]:
 async def _read_from_editor(args: dict[str, Any], files: EditorFiles, ws: Workspace) -> ToolOutput:
     offset: int = args.get("offset", 1)
     limit: int = min(args.get("limit", READ_DEFAULT_LIMIT), READ_DEFAULT_LIMIT)
-    real, display = await _confined(ws, args["path"])
+    real, display = await _confined(ws, args["path"], "read")
     # One line more than asked: whether more follow.
     text = await files.read(real, offset, limit + 1)
     if "\0" in text[:BINARY_SNIFF_BYTES]:
@@ -114,7 +129,7 @@ async def _read_from_editor(args: dict[str, Any], files: EditorFiles, ws: Worksp
 async def _write_through_editor(
     args: dict[str, Any], files: EditorFiles, ws: Workspace
 ) -> ToolOutput:
-    real, display = await _confined(ws, args["path"])
+    real, display = await _confined(ws, args["path"], "write")
     if real == ws.root:
         raise ToolError("Cannot write to the workspace root itself; give a file path.")
     content: str = args["content"]
@@ -130,7 +145,7 @@ async def _write_through_editor(
 async def _edit_through_editor(
     args: dict[str, Any], files: EditorFiles, ws: Workspace
 ) -> ToolOutput:
-    real, display = await _confined(ws, args["path"])
+    real, display = await _confined(ws, args["path"], "edit")
     text = await files.read(real, 1, 0)
     updated, replaced = _apply_edit(args, text, display)
     _encode(updated, "newString")
