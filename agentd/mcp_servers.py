@@ -30,7 +30,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -845,11 +845,7 @@ class _EndSignallingStream:
         self._lost = lost
 
     async def receive(self) -> Any:
-        try:
-            return await self._inner.receive()
-        except BaseException:
-            self._lost.set()
-            raise
+        return await self._watched(self._inner.receive())
 
     async def aclose(self) -> None:
         self._lost.set()
@@ -859,8 +855,12 @@ class _EndSignallingStream:
         return self
 
     async def __anext__(self) -> Any:
+        return await self._watched(self._inner.__anext__())
+
+    async def _watched(self, awaitable: Awaitable[Any]) -> Any:
+        """What the inner stream gives; its end or failure signals the loss."""
         try:
-            return await self._inner.__anext__()
+            return await awaitable
         except BaseException:
             self._lost.set()
             raise

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from agentd import __version__, keys, ndjson
 from agentd.acp import types as a
 from agentd.acp import updates as u
@@ -126,20 +128,15 @@ class AcpServer(FrontEnd):
 
     async def _new(self, p: a.NewSessionParams) -> dict[str, Any]:
         root = _absolute_cwd(p.cwd)
-        ours = _agentd(p.meta)
+        meta = p.meta or a.SessionMeta()
+        ours = meta.agentd or t.SessionCreateParams()
+        # session/create's own fields from _meta.agentd; the root and servers are ACP's.
         created = await self.sessions.create(
-            t.SessionCreateParams(
-                client_session_id=ours.client_session_id,
-                parent_id=ours.parent_id,
-                title=ours.title,
-                project_id=ours.project_id,
-                user_id=ours.user_id,
-                access_token=ours.access_token,
-                trace_id=ours.trace_id or _trace_id(p.meta),
-                model=ours.model,
+            attrs.evolve(
+                ours,
+                trace_id=ours.trace_id or _trace_id(meta.traceparent),
                 workspace_root=root,
                 mcp_servers=_mcp_servers(p.mcp_servers),
-                sandbox=ours.sandbox,
             )
         )
         session = created.session
@@ -194,15 +191,12 @@ class AcpServer(FrontEnd):
                 yield message
 
     async def _list(self, p: a.ListSessionsParams) -> dict[str, Any]:
-        ours = _agentd(p.meta)
+        ours = (p.meta.agentd if p.meta else None) or t.SessionListParams()
         listed = await self.sessions.list(
-            t.SessionListParams(
+            attrs.evolve(
+                ours,
                 limit=ours.limit or LIST_PAGE,
                 cursor=p.cursor,
-                parent_id=ours.parent_id,
-                roots_only=ours.roots_only,
-                project_id=ours.project_id,
-                query=ours.query,
                 workspace_root=_absolute_cwd(p.cwd) if p.cwd is not None else None,
             )
         )
@@ -269,7 +263,8 @@ class AcpServer(FrontEnd):
         row = await self.sessions.get_row(p.session_id)
         session = self.sessions.session_of(row)
         self._open(session)
-        ours = _agentd(p.meta)
+        meta = p.meta or a.PromptMeta()
+        ours = meta.agentd or a.PromptOptions()
         if u.compact_request(p.prompt):
             summary = (await self.runs.summarize(t.SessionSummarizeParams(p.session_id))).message
             # session/summarize does not stream: its text goes out as it would replay.
@@ -288,7 +283,7 @@ class AcpServer(FrontEnd):
             client_tools=ours.client_tools,
             on_busy=ours.on_busy or "queue",
             max_steps=ours.max_steps,
-            trace_id=ours.trace_id or _trace_id(p.meta),
+            trace_id=ours.trace_id or _trace_id(meta.traceparent),
         )
         handed_over()  # no await from here to the run manager's claim or queue
         result = await self.runs.chat(chat, row)
@@ -362,14 +357,9 @@ def _answer(message: t.Message, run_id: str | None) -> dict[str, Any]:
     return {"stopReason": stop, "_meta": details}
 
 
-def _agentd(meta: a.Meta | None) -> a.AgentdMeta:
-    return meta.agentd if meta is not None and meta.agentd is not None else a.AgentdMeta()
-
-
-def _trace_id(meta: a.Meta | None) -> str | None:
+def _trace_id(traceparent: str | None) -> str | None:
     """The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<flags>`)."""
-    parent = meta.traceparent if meta is not None else None
-    fields = parent.split("-") if isinstance(parent, str) else []
+    fields = traceparent.split("-") if isinstance(traceparent, str) else []
     if len(fields) == 4 and len(fields[1]) == 32:
         return fields[1]
     return None

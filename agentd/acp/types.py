@@ -19,36 +19,39 @@ SECRET = t.SECRET
 
 
 @attrs.define
-class AgentdMeta:
-    """`_meta.agentd` on a request: agentd's own fields that ACP has no place for. Each
-    request reads the ones that concern it (see the method table)."""
+class PromptOptions:
+    """`_meta.agentd` on session/prompt: session/chat's options beside its parts."""
 
-    # session/new
-    client_session_id: str | None = None
-    parent_id: str | None = None
-    title: str | None = None
-    project_id: str | None = None
-    user_id: str | None = None
-    access_token: str | None = attrs.field(default=None, repr=False, metadata=SECRET)
-    trace_id: str | None = None
     model: str | None = None
-    sandbox: t.SandboxMode | None = None
-    # session/prompt
     system: list[str] | None = None
     tools: list[str] | None = None
     max_steps: int | None = None
     on_busy: t.OnBusy | None = None
     client_tools: list[t.ClientTool] | None = None
-    # session/list
-    limit: int | None = None
-    roots_only: bool | None = None
-    query: str | None = None
+    trace_id: str | None = None
+
+
+# `_meta` of a request: agentd's own fields under `agentd` (each request's are the native
+# request's it maps to), and the W3C `traceparent` ACP reserves (its trace id is used
+# when there is no agentd traceId).
 
 
 @attrs.define
-class Meta:
-    agentd: AgentdMeta | None = None
-    # W3C trace context (reserved by ACP): its trace id when no agentd traceId is given.
+class SessionMeta:
+    """`_meta` of session/new, load and resume (the access token may come again)."""
+
+    agentd: t.SessionCreateParams | None = None
+    traceparent: str | None = None
+
+
+@attrs.define
+class ListMeta:
+    agentd: t.SessionListParams | None = None
+
+
+@attrs.define
+class PromptMeta:
+    agentd: PromptOptions | None = None
     traceparent: str | None = None
 
 
@@ -92,7 +95,6 @@ class InitializeParams:
     protocol_version: int
     client_capabilities: ClientCapabilities | None = None
     client_info: Implementation | None = None
-    meta: Meta | None = None
 
 
 @attrs.define
@@ -122,7 +124,7 @@ class NewSessionParams:
     cwd: str
     mcp_servers: list[McpServer] = attrs.Factory(list)
     additional_directories: list[str] | None = None
-    meta: Meta | None = None
+    meta: SessionMeta | None = None
 
 
 @attrs.define
@@ -132,14 +134,14 @@ class LoadSessionParams:
     session_id: str
     cwd: str
     mcp_servers: list[McpServer] = attrs.Factory(list)
-    meta: Meta | None = None
+    meta: SessionMeta | None = None
 
 
 @attrs.define
 class ListSessionsParams:
     cwd: str | None = None
     cursor: str | None = None
-    meta: Meta | None = None
+    meta: ListMeta | None = None
 
 
 @attrs.define
@@ -149,7 +151,7 @@ class PromptParams:
     # unsupported kind is named in the error rather than failing the whole structure.
     prompt: list[dict[str, Any]]
     message_id: str | None = None
-    meta: Meta | None = None
+    meta: PromptMeta | None = None
 
 
 @attrs.define
@@ -157,7 +159,6 @@ class SessionParams:
     """session/cancel, session/delete, session/close."""
 
     session_id: str
-    meta: Meta | None = None
 
 
 @attrs.define
@@ -165,7 +166,6 @@ class SetConfigOptionParams:
     session_id: str
     config_id: str
     value: Any
-    meta: Meta | None = None
 
 
 @attrs.define

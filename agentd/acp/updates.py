@@ -58,25 +58,22 @@ def session_root(session: t.Session) -> str:
     return session.workspace_root or os.getcwd()
 
 
+# What SessionInfo._meta.agentd carries of a session (as session/list's Session has it).
+_INFO_FIELDS = (
+    "clientSessionId parentId projectId projectKey actorKey sessionScopeKey model status usage cost"
+).split()
+
+
 def session_info(session: t.Session) -> Json:
+    wire = unstructure(session)
+    ours = {k: wire[k] for k in _INFO_FIELDS if k in wire}
+    ours["created"] = session.time.created
     return {
         "sessionId": session.id,
         "cwd": session_root(session),
         "title": session.title,
         "updatedAt": iso(session.time.updated),
-        "_meta": meta(
-            clientSessionId=session.client_session_id,
-            parentId=session.parent_id,
-            projectId=session.project_id,
-            projectKey=session.project_key,
-            actorKey=session.actor_key,
-            sessionScopeKey=session.session_scope_key,
-            model=session.model,
-            status=session.status,
-            usage=unstructure(session.usage),
-            cost=session.cost,
-            created=session.time.created,
-        ),
+        "_meta": {"agentd": ours},
     }
 
 

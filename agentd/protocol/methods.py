@@ -25,59 +25,43 @@ class Method:
     nullable_result: bool = False
 
 
+def _editor_request(
+    name: str, params: type | None, result: type | None, *, nullable_result: bool = False
+) -> Method:
+    return Method(name, "editor", "request", params, result, nullable_result)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
         # lifecycle
-        Method("initialize", "editor", "request", t.InitializeParams, t.InitializeResult),
+        _editor_request("initialize", t.InitializeParams, t.InitializeResult),
         Method("initialized", "editor", "notification", t.EmptyParams),
-        Method("shutdown", "editor", "request", None, None, nullable_result=True),
+        _editor_request("shutdown", None, None, nullable_result=True),
         Method("exit", "editor", "notification", None),
         # requests from the editor
-        Method("session/create", "editor", "request", t.SessionCreateParams, t.SessionCreateResult),
-        Method("session/chat", "editor", "request", t.SessionChatParams, t.SessionChatResult),
-        Method("session/abort", "editor", "request", t.SessionIdParams, t.SessionAbortResult),
-        Method("session/list", "editor", "request", t.SessionListParams, t.SessionListResult),
-        Method("session/get", "editor", "request", t.SessionIdParams, t.SessionResult),
-        Method(
-            "session/messages",
-            "editor",
-            "request",
-            t.SessionMessagesParams,
-            t.SessionMessagesResult,
+        _editor_request("session/create", t.SessionCreateParams, t.SessionCreateResult),
+        _editor_request("session/chat", t.SessionChatParams, t.SessionChatResult),
+        _editor_request("session/abort", t.SessionIdParams, t.SessionAbortResult),
+        _editor_request("session/list", t.SessionListParams, t.SessionListResult),
+        _editor_request("session/get", t.SessionIdParams, t.SessionResult),
+        _editor_request("session/messages", t.SessionMessagesParams, t.SessionMessagesResult),
+        _editor_request("session/update", t.SessionUpdateParams, t.SessionResult),
+        _editor_request("session/delete", t.SessionIdParams, t.SessionDeleteResult),
+        _editor_request("session/summarize", t.SessionSummarizeParams, t.MessageResult),
+        _editor_request("session/fork", t.SessionForkParams, t.SessionResult),
+        _editor_request("session/export", t.SessionExportParams, t.SessionExportResult),
+        _editor_request("session/import", t.SessionImportParams, t.SessionResult),
+        _editor_request("session/revert", t.SessionRevertParams, t.SessionRevertResult),
+        _editor_request("session/unrevert", t.SessionUnrevertParams, t.SessionRevertResult),
+        _editor_request(
+            "run/resolve", t.RunResolveParams, t.RunResolveResult, nullable_result=True
         ),
-        Method("session/update", "editor", "request", t.SessionUpdateParams, t.SessionResult),
-        Method("session/delete", "editor", "request", t.SessionIdParams, t.SessionDeleteResult),
-        Method("session/summarize", "editor", "request", t.SessionSummarizeParams, t.MessageResult),
-        Method("session/fork", "editor", "request", t.SessionForkParams, t.SessionResult),
-        Method("session/export", "editor", "request", t.SessionExportParams, t.SessionExportResult),
-        Method("session/import", "editor", "request", t.SessionImportParams, t.SessionResult),
-        Method("session/revert", "editor", "request", t.SessionRevertParams, t.SessionRevertResult),
-        Method(
-            "session/unrevert",
-            "editor",
-            "request",
-            t.SessionUnrevertParams,
-            t.SessionRevertResult,
+        _editor_request(
+            "toolContext/get", t.ToolContextGetParams, t.ToolContext, nullable_result=True
         ),
-        Method(
-            "run/resolve",
-            "editor",
-            "request",
-            t.RunResolveParams,
-            t.RunResolveResult,
-            nullable_result=True,
-        ),
-        Method(
-            "toolContext/get",
-            "editor",
-            "request",
-            t.ToolContextGetParams,
-            t.ToolContext,
-            nullable_result=True,
-        ),
-        Method("models/list", "editor", "request", t.EmptyParams, t.ModelsListResult),
-        Method("mcp/list", "editor", "request", t.McpListParams, t.McpListResult),
+        _editor_request("models/list", t.EmptyParams, t.ModelsListResult),
+        _editor_request("mcp/list", t.McpListParams, t.McpListResult),
         # notifications to the editor
         Method("session/updated", "agentd", "notification", t.SessionUpdatedParams),
         Method("session/status", "agentd", "notification", t.SessionStatusParams),

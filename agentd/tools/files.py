@@ -12,7 +12,7 @@ import difflib
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -104,25 +104,8 @@ async def _read_from_editor(args: dict[str, Any], files: EditorFiles, ws: Worksp
         if offset > 1:
             raise ToolError(f"offset {offset} is past the end of {display}.")
         return ToolOutput(output="(empty file)", title=display)
-    out: list[str] = []
-    used = 0
-    for number, line in enumerate(lines[:limit], start=offset):
-        if len(line) > READ_MAX_LINE_CHARS:
-            line = line[:READ_MAX_LINE_CHARS] + " [line truncated]"
-        entry = f"{number:>5}\t{line}"
-        used += len(entry.encode("utf-8", "replace")) + 1
-        if used > READ_MAX_OUTPUT_BYTES and number > offset:
-            out.append(
-                f"\n(Output limited to {READ_MAX_OUTPUT_BYTES // 1000} KB. "
-                f"Use offset={number} to continue reading.)"
-            )
-            break
-        out.append(entry)
-    else:
-        if len(lines) > limit:
-            out.append(f"\n(More lines follow. Use offset={offset + limit} to continue reading.)")
-        else:
-            out.append(f"\n(End of file: {offset + len(lines) - 1} lines.)")
+    numbered = ((n, line, False) for n, line in enumerate(lines, start=offset))
+    out, _ = _shown_lines(numbered, offset, limit)
     return ToolOutput(output="\n".join(out), title=display)
 
 
@@ -169,34 +152,43 @@ def _read_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
         f.seek(0)
         if st.st_size == 0:
             return ToolOutput(output="(empty file)", title=display)
-        out: list[str] = []
-        used = 0
-        number = 0
-        for number, raw, cut in _numbered_lines(f):
-            if number < offset:
-                continue
-            if number >= offset + limit:
-                out.append(f"\n(More lines follow. Use offset={number} to continue reading.)")
-                break
-            text = raw.decode("utf-8", "replace")
-            if cut or len(text) > READ_MAX_LINE_CHARS:
-                text = text[:READ_MAX_LINE_CHARS] + " [line truncated]"
-            line = f"{number:>5}\t{text}"
-            used += len(line.encode("utf-8", "replace")) + 1
-            if used > READ_MAX_OUTPUT_BYTES and number > offset:
-                out.append(
-                    f"\n(Output limited to {READ_MAX_OUTPUT_BYTES // 1000} KB. "
-                    f"Use offset={number} to continue reading.)"
-                )
-                break
-            out.append(line)
-        else:
-            if number < offset:
-                raise ToolError(
-                    f"offset {offset} is past the end of {display}, which has {number} lines."
-                )
-            out.append(f"\n(End of file: {number} lines.)")
+        lines = ((n, raw.decode("utf-8", "replace"), cut) for n, raw, cut in _numbered_lines(f))
+        out, last = _shown_lines(lines, offset, limit)
+    if last < offset:
+        raise ToolError(f"offset {offset} is past the end of {display}, which has {last} lines.")
     return ToolOutput(output="\n".join(out), title=display)
+
+
+def _shown_lines(
+    lines: Iterable[tuple[int, str, bool]], offset: int, limit: int
+) -> tuple[list[str], int]:
+    """read_file's output of numbered `lines` (number, text, whether it was cut): those
+    from `offset`, `limit` of them at most and within READ_MAX_OUTPUT_BYTES, ending with
+    a note saying where to go on, or that the file ended. Also the last line number
+    seen (below `offset`: the file ended before it; no note then)."""
+    out: list[str] = []
+    used = 0
+    number = 0
+    for number, text, cut in lines:
+        if number < offset:
+            continue
+        if number >= offset + limit:
+            out.append(f"\n(More lines follow. Use offset={number} to continue reading.)")
+            return out, number
+        if cut or len(text) > READ_MAX_LINE_CHARS:
+            text = text[:READ_MAX_LINE_CHARS] + " [line truncated]"
+        line = f"{number:>5}\t{text}"
+        used += len(line.encode("utf-8", "replace")) + 1
+        if used > READ_MAX_OUTPUT_BYTES and number > offset:
+            out.append(
+                f"\n(Output limited to {READ_MAX_OUTPUT_BYTES // 1000} KB. "
+                f"Use offset={number} to continue reading.)"
+            )
+            return out, number
+        out.append(line)
+    if number >= offset:
+        out.append(f"\n(End of file: {number} lines.)")
+    return out, number
 
 
 def _numbered_lines(f: BinaryIO) -> Iterator[tuple[int, bytes, bool]]:
