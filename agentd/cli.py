@@ -219,6 +219,27 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return config
 
 
+def _serve_acp(args: argparse.Namespace) -> int:
+    """`agentd acp`; with no model configured, against the bundled scripted model on
+    loopback (offline), as `agentd chat` does, saying so on stderr."""
+    from agentd.acp.server import serve_acp
+
+    config = _config(args)
+    if config.default_model is not None:
+        return serve_acp(config)
+    from agentd.scripted_model import ScriptedModelServer
+
+    with ScriptedModelServer() as scripted:
+        os.environ.update(
+            OPENAI_BASE_URL=scripted.base_url, OPENAI_API_KEY="offline", AGENTD_MODEL="scripted"
+        )
+        sys.stderr.write(
+            "agentd acp: no model configured, answering with the bundled scripted model "
+            "(offline); see README, Use a real model\n"
+        )
+        return serve_acp(_config(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before anything is created: agentd's own files are private whatever the umask
     # (the user's umask is kept for what the tools make in the workspace).
@@ -242,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return serve_native(_config(args))
     if command == "acp":
-        from agentd.acp.server import serve_acp
-
-        return serve_acp(_config(args))
+        return _serve_acp(args)
     if command == "chat":
         from agentd.chat.client import run_chat
 

@@ -663,6 +663,56 @@ def test_retry_status_reaches_only_clients_that_opted_in(env, ws, model, opted_i
     run(scenario())
 
 
+def test_with_no_model_configured_it_answers_offline_with_the_scripted_model(tmp_path, ws):
+    """As `agentd chat` does: the newcomer's first prompt gets an answer, and stderr says
+    why (no API key anywhere)."""
+    env = daemon_env(tmp_path)  # no model, no base URL, no key
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentd", "acp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        init = b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1}}\n'
+        exchange(proc, init, answers=1)
+        new = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "session/new",
+            "params": {"cwd": str(ws), "mcpServers": []},
+        }
+        [created] = exchange(proc, json.dumps(new).encode() + b"\n", answers=1)
+        sid = created["result"]["sessionId"]
+        assert created["result"]["configOptions"][0]["currentValue"] == "scripted"
+        prompt = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "session/prompt",
+            "params": {"sessionId": sid, "prompt": [{"type": "text", "text": "hello there"}]},
+        }
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(prompt).encode() + b"\n")
+        proc.stdin.flush()
+        text = ""
+        while True:
+            message = json.loads(proc.stdout.readline())
+            update = message.get("params", {}).get("update", {})
+            if update.get("sessionUpdate") == "agent_message_chunk":
+                text += update["content"]["text"]
+            if message.get("id") == 3:
+                break
+        assert message["result"]["stopReason"] == "end_turn" and text
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        assert b"no model configured" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 
