@@ -210,9 +210,7 @@ class McpConnection:
                 self._next_start = time.monotonic() + self._backoff()
                 if not self._failure_reported:
                     self._set_state("failed", error)
-                logger.warning(
-                    "MCP server %s failed to start: %s", self.spec.name, self.error or error
-                )
+                    self._log_start_failure()
                 return
             if time.monotonic() - self._ready_at > STABLE_AFTER_S:
                 self._crashes = 0
@@ -325,6 +323,12 @@ class McpConnection:
                     await self._stderr_done.wait()
         self._failure_reported = True
         self._set_state("failed", self._describe(exc))
+        # Logged as it is reported: whoever sees the state (mcp/list) may stop agentd
+        # before this task ends.
+        self._log_start_failure()
+
+    def _log_start_failure(self) -> None:
+        logger.warning("MCP server %s failed to start: %s", self.spec.name, self.error)
 
     async def _list_tools(self, session: Any) -> None:
         tools: list[Any] = []
