@@ -369,9 +369,23 @@ class SessionManager:
         await self.get_row(p.session_id)
         if mcp_specs is not None:
             self.mcp.set_session_servers(p.session_id, mcp_specs)
+        if p.model is not None:
+            await self.set_model(p.session_id, p.model)
         if p.title is not None:
             await self.set_title(p.session_id, p.title)
         return t.SessionResult(session=await self.get_session_obj(p.session_id))
+
+    async def set_model(self, session_id: str, model: str) -> None:
+        """The session's model from its next run on: in its log, then the catalog."""
+        if self.config.resolve_model(model) is None:
+            raise ModelNotConfigured(f"unknown model: {model}", data={"model": model})
+        now = ids.now_ms()
+        log = self.store.log_for(session_id)
+        log.append({"k": "model", "model": model, "at": now})
+        await log.flush()
+        self._emit_row(
+            await self.store.catalog.update(session_id, {"model": model, "updated": now})
+        )
 
     async def mcp_list(self, p: t.McpListParams) -> t.McpListResult:
         if p.session_id is not None:
@@ -447,7 +461,7 @@ class SessionManager:
             source,
             title=title,
             workspace_root=source.get("workspaceRoot"),
-            model=source.get("model"),
+            model=state.model,
             created=ids.now_ms(),
             forked_from={"sessionId": p.session_id, "messageId": last},
         )
@@ -461,7 +475,7 @@ class SessionManager:
         assert state.session is not None
         row = await self.get_row(p.session_id)
         session = session_export.exported_session(
-            state.session, state.title or row.title, row.updated
+            {**state.session, "model": state.model}, state.title or row.title, row.updated
         )
         if p.format == "markdown":
             content = await asyncio.to_thread(session_export.to_markdown, session, messages)

@@ -34,6 +34,9 @@ def env(tmp_path: Path, model: Any) -> dict[str, str]:
         "[models.scripted]\n"
         'provider = "local"\n'
         "context_window = 32000\n"
+        "[models.other]\n"
+        'provider = "local"\n'
+        'name = "upstream-other"\n'
     )
     return daemon_env(tmp_path, model.base_url, AGENTD_CONFIG=str(config))
 
@@ -308,26 +311,43 @@ def test_sessions_made_natively_and_in_acp_mode_list_and_load_both_ways(env, ws,
         native.stop()
 
 
-def test_resume_close_delete_and_the_model_option(env, ws, model):
-    async def scenario() -> None:
+def test_the_model_option_persists_and_resume_close_delete(env, ws, model):
+    """The model chosen in one process is the session's: its next prompts use it, and
+    another process (or the native protocol) sees it."""
+
+    async def choose() -> str:
         async with acp_agent(env) as agent:
             await agent.initialize()
             sid = await agent.new_session(ws)
             set_to = await agent.call(
                 "session/set_config_option",
-                {"sessionId": sid, "configId": "model", "value": "scripted"},
+                {"sessionId": sid, "configId": "model", "value": "other"},
             )
-            assert set_to["configOptions"][0]["currentValue"] == "scripted"
-            with pytest.raises(RequestError) as bad:
-                await agent.call(
-                    "session/set_config_option",
-                    {"sessionId": sid, "configId": "model", "value": "gpt-nope"},
-                )
-            assert bad.value.code == -32602 and bad.value.data["agentdCode"] == 1003
+            assert set_to["configOptions"][0]["currentValue"] == "other"
+            for value, code in (("gpt-nope", 1003), (5, None)):
+                with pytest.raises(RequestError) as bad:
+                    await agent.call(
+                        "session/set_config_option",
+                        {"sessionId": sid, "configId": "model", "value": value},
+                    )
+                assert bad.value.code == -32602
+                assert code is None or bad.value.data["agentdCode"] == code
+            model.enqueue({"text": "fine"})
+            await agent.prompt(sid, "hi")
+            assert model.requests()[-1]["body"]["model"] == "upstream-other"
+            return sid
+
+    sid = run(choose())
+
+    async def later() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
             resumed = await agent.call(
                 "session/resume", {"sessionId": sid, "cwd": str(ws), "mcpServers": []}
             )
-            assert "configOptions" in resumed
+            assert resumed["configOptions"][0]["currentValue"] == "other"
+            [info] = (await agent.call("session/list", {}))["sessions"]
+            assert info["_meta"]["agentd"]["model"] == "other"
             assert await agent.call("session/close", {"sessionId": sid}) == {}
             assert await agent.call("session/delete", {"sessionId": sid}) == {}
             for method in ("session/load", "session/resume"):
@@ -335,7 +355,7 @@ def test_resume_close_delete_and_the_model_option(env, ws, model):
                     await agent.call(method, {"sessionId": sid, "cwd": str(ws), "mcpServers": []})
                 assert gone.value.code == -32002 and gone.value.data["agentdCode"] == 1001
 
-    run(scenario())
+    run(later())
 
 
 def test_with_fs_offered_the_tools_read_and_write_the_editors_buffers(env, ws, model, tmp_path):

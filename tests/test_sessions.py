@@ -177,6 +177,43 @@ def test_list_by_workspace_root_and_the_root_a_session_without_one_gets(spawn, t
     assert err.value.code == -32602 and err.value.data["field"] == "workspaceRoot"
 
 
+def two_models(tmp_path, base_url: str) -> str:
+    config = tmp_path / "two-models.toml"
+    config.write_text(
+        'default_model = "first"\n[providers.local]\n'
+        f'base_url = "{base_url}"\napi_key_env = "OPENAI_API_KEY"\n'
+        '[models.first]\nprovider = "local"\nname = "upstream-first"\n'
+        '[models.second]\nprovider = "local"\nname = "upstream-second"\n'
+    )
+    return str(config)
+
+
+def test_a_sessions_model_changes_for_later_runs_and_survives_everything(spawn, model, tmp_path):
+    config = two_models(tmp_path, model.base_url)
+    d = spawn(model.base_url, AGENTD_CONFIG=config)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    with pytest.raises(RpcError) as err:
+        d.call("session/update", {"sessionId": sid, "model": "nope", "title": "not applied"})
+    assert err.value.code == 1003
+    got = d.call("session/get", {"sessionId": sid})["session"]
+    assert got.get("model") in (None, "first") and got["title"] == "t"
+    updated = d.call("session/update", {"sessionId": sid, "model": "second"})["session"]
+    assert updated["model"] == "second"
+    model.enqueue({"text": "from the second"})
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "q"}]})
+    assert model.requests()[-1]["body"]["model"] == "upstream-second"
+    forked = d.call("session/fork", {"sessionId": sid})["session"]
+    assert forked["model"] == "second"
+    exported = json.loads(d.call("session/export", {"sessionId": sid, "format": "json"})["content"])
+    assert exported["session"]["model"] == "second"
+    d.stop()
+    # The catalog rebuilt from the logs keeps it.
+    for name in ("catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"):
+        (tmp_path / "data" / name).unlink(missing_ok=True)
+    d = spawn(model.base_url, AGENTD_CONFIG=config)
+    assert d.call("session/get", {"sessionId": sid})["session"]["model"] == "second"
+
+
 def test_cursor_walk_under_concurrent_inserts(spawn):
     d = spawn()
     original = {d.call("session/create", {"title": f"s{i}"})["session"]["id"] for i in range(57)}

@@ -49,8 +49,6 @@ class AcpServer(FrontEnd):
         super().__init__(config, connection, self.link)
         self.link.context_window = self._context_window
         self.link.session_of = lambda sid: self._sessions_seen.get(sid)
-        # The model chosen with session/set_config_option, per session (this process).
-        self._models: dict[str, str] = {}
         self._sessions_seen: dict[str, t.Session] = {}
         # The prompts read but not yet handed to the run manager, per session: a
         # session/cancel read after them cancels them there (the run manager's abort
@@ -217,20 +215,19 @@ class AcpServer(FrontEnd):
         return {}
 
     async def _set_config_option(self, p: a.SetConfigOptionParams) -> dict[str, Any]:
-        session = await self.sessions.get_session_obj(p.session_id)
+        await self.sessions.get_row(p.session_id)
         if p.config_id != "model":
             raise InvalidParams(
                 f"params.configId: unknown option {p.config_id!r} (agentd has: model)",
                 data={"field": "configId"},
             )
-        known = [m.id for m in self.sessions.models().models]
-        if not isinstance(p.value, str) or p.value not in known:
-            raise AgentdError(
-                f"unknown model: {p.value!r} (configured: {', '.join(known)})",
-                code=1003,
-                data={"model": p.value},
-            )
-        self._models[p.session_id] = p.value
+        if not isinstance(p.value, str):
+            raise InvalidParams("params.value: a model id is expected", data={"field": "value"})
+        # The session's model from now on, for every process and front end (1003 when
+        # it is not configured).
+        await self.sessions.update(t.SessionUpdateParams(p.session_id, model=p.value))
+        session = await self.sessions.get_session_obj(p.session_id)
+        self._sessions_seen[session.id] = session
         return {"configOptions": self._config_options(session)}
 
     async def _resolve_thread(self, p: a.ResolveThreadParams) -> dict[str, Any] | None:
@@ -276,7 +273,7 @@ class AcpServer(FrontEnd):
         chat = t.SessionChatParams(
             session_id=p.session_id,
             parts=parts,
-            model=ours.model or self._models.get(p.session_id),
+            model=ours.model,
             system=ours.system,
             # All built-ins: write_file, edit_file and bash ask first (baseline).
             tools=ours.tools if ours.tools is not None else ["*"],
@@ -314,14 +311,12 @@ class AcpServer(FrontEnd):
     def _forget(self, session_id: str) -> None:
         self.link.close(session_id)
         self._sessions_seen.pop(session_id, None)
-        self._models.pop(session_id, None)
 
     def _commands(self, session_id: str) -> None:
         self.link.update(session_id, u.commands_update())
 
     def _config_options(self, session: t.Session) -> list[dict[str, Any]]:
-        current = self._models.get(session.id) or session.model
-        return u.config_options(self.sessions.models(), current)
+        return u.config_options(self.sessions.models(), session.model)
 
     def _context_window(self, model: str) -> int | None:
         models = self.sessions.models().models

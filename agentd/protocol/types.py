@@ -543,6 +543,8 @@ class SessionRevertResult:
 class SessionUpdateParams:
     session_id: str
     title: str | None = None
+    # The session's model from now on (a configured model id).
+    model: str | None = None
     # Replaces the session's own MCP servers ([] removes them).
     mcp_servers: list[McpServer] | None = None
 

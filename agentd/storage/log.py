@@ -5,6 +5,7 @@ Records (one JSON object per line, key `k` says which):
   title    a new title; `generated: true` for one the model wrote, which never replaces
            a title the user gave (in session/create or session/update), whatever the
            order the records were written in
+  model    the session's model from now on (session/update, ACP's model option)
   message  a message's fields without parts (insert or replace by id)
   part     a part snapshot at a boundary (insert or replace by id)
   delta    streamed text since the last checkpoint, appended to a part's `text`
@@ -146,6 +147,8 @@ class LogState:
     title: str | None = None
     # The user named the session: generated titles no longer apply.
     titled_by_user: bool = False
+    # The session's model: the header's, then the latest `model` record's.
+    model: str | None = None
     messages: dict[str, MessageState] = attrs.Factory(dict)
     open_runs: dict[str, dict[str, Any]] = attrs.Factory(dict)
     compact_from: str | None = None
@@ -220,8 +223,11 @@ class LogState:
                 self.last_step_usage = None
         elif kind == "session":
             self.session = rec["session"]
+            self.model = rec["session"].get("model")
             self.title = self.title or rec["session"].get("title")
             self.titled_by_user = self.titled_by_user or bool(rec["session"].get("titleSet"))
+        elif kind == "model":
+            self.model = rec["model"]
         elif kind == "title":
             if not rec.get("generated"):
                 self.titled_by_user = True

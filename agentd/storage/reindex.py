@@ -87,7 +87,7 @@ def _index(catalog: CatalogTables, state: LogState) -> None:
             "parent_id": header.get("parentId"),
             "title": state.title or DEFAULT_TITLE,
             "workspace_root": header.get("workspaceRoot"),
-            "model": header.get("model"),
+            "model": state.model,
             "scope_key": header["sessionScopeKey"],
             "created": header["created"],
             "updated": max(header["created"], state.last_at, last_message_at),

@@ -480,6 +480,7 @@ export interface SessionUnrevertParams {
 export interface SessionUpdateParams {
   sessionId: string;
   title?: string;
+  model?: string;
   mcpServers?: McpServer[];
 }
 
