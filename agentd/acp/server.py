@@ -20,7 +20,7 @@ from agentd import __version__, keys, ndjson
 from agentd.acp import types as a
 from agentd.acp import updates as u
 from agentd.acp.link import AcpFiles, AcpLink, AcpTerminal
-from agentd.acp.methods import ACP, EXT_METHODS, EXT_NOTIFICATIONS
+from agentd.acp.methods import ACP, EXT_METHODS
 from agentd.config import DEFAULT_MAX_FRAME_BYTES, Config
 from agentd.errors import AgentdError, InvalidParams, RequestCancelled
 from agentd.front_end import FrontEnd, serve_stdio
@@ -30,7 +30,6 @@ from agentd.protocol.converter import unstructure
 
 logger = logging.getLogger(__name__)
 
-ACP_VERSION = 1
 LIST_PAGE = 50
 # session/load reads the history this many messages at a time.
 REPLAY_PAGE = 500
@@ -103,24 +102,7 @@ class AcpServer(FrontEnd):
             editor.terminal = lambda sid: AcpTerminal(self.link, sid)
         self.ready()
         await asyncio.to_thread(self.sessions.toolctx.prepare_dir)
-        return {
-            # Version 1 whatever was asked: the client decides whether it can go on.
-            "protocolVersion": ACP_VERSION,
-            "agentCapabilities": {
-                "loadSession": True,
-                "promptCapabilities": {"image": False, "audio": False, "embeddedContext": False},
-                "mcpCapabilities": {"http": True, "sse": False},
-                "sessionCapabilities": {"list": {}, "delete": {}, "resume": {}, "close": {}},
-                "_meta": u.meta(
-                    contractVersion=1,
-                    toolContextDir=str(self.sessions.toolctx.directory),
-                    extMethods=list(EXT_METHODS),
-                    extNotifications=list(EXT_NOTIFICATIONS),
-                ),
-            },
-            "agentInfo": {"name": "agentd", "title": "agentd", "version": __version__},
-            "authMethods": [],
-        }
+        return u.initialize_result(str(self.sessions.toolctx.directory), __version__)
 
     # --- sessions ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
+from agentd.acp.methods import EXT_METHODS, EXT_NOTIFICATIONS
 from agentd.errors import InvalidParams
 from agentd.protocol import types as t
 from agentd.protocol.converter import unstructure
@@ -49,6 +50,33 @@ def meta(**fields: Any) -> Json:
 def iso(ms: int) -> str:
     moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# --- initialize ----------------------------------------------------------------------------
+
+ACP_VERSION = 1
+
+
+def initialize_result(tool_context_dir: str, version: str) -> Json:
+    """What agentd can do, in ACP's terms (acp-v1.md, section 2)."""
+    return {
+        # Version 1 whatever was asked: the client decides whether it can go on.
+        "protocolVersion": ACP_VERSION,
+        "agentCapabilities": {
+            "loadSession": True,
+            "promptCapabilities": {"image": False, "audio": False, "embeddedContext": False},
+            "mcpCapabilities": {"http": True, "sse": False},
+            "sessionCapabilities": {"list": {}, "delete": {}, "resume": {}, "close": {}},
+            "_meta": meta(
+                contractVersion=1,
+                toolContextDir=tool_context_dir,
+                extMethods=list(EXT_METHODS),
+                extNotifications=list(EXT_NOTIFICATIONS),
+            ),
+        },
+        "agentInfo": {"name": "agentd", "title": "agentd", "version": version},
+        "authMethods": [],
+    }
 
 
 # --- sessions ------------------------------------------------------------------------------
