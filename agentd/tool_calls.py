@@ -45,6 +45,7 @@ from agentd.tools import (
     EditorTerminal,
     ToolEnv,
     ToolOutput,
+    refusal_before_asking,
     run_builtin_tool,
     truncate_output,
 )
@@ -256,7 +257,10 @@ class ToolRunner:
         if plan is not None:
             refusal = await self._command_permission(part, tool_input, call_title, plan.info)
         elif needs_permission:
-            refusal = await self._permission(part, tool_input, call_title, mcp_tool)
+            # A write that cannot happen (outside the workspace...) is not put to the user.
+            refusal = None if mcp_tool else await refusal_before_asking(name, tool_input, self.env)
+            if refusal is None:
+                refusal = await self._permission(part, tool_input, call_title, mcp_tool)
         else:
             refusal = None
         if refusal is not None:

@@ -180,6 +180,54 @@ def test_a_refused_or_garbled_permission_answer_writes_nothing(env, ws, model, a
     run(scenario())
 
 
+def test_a_write_that_cannot_happen_is_not_put_to_the_user(env, ws, model, tmp_path):
+    """Outside the workspace, through a link out, a hard link, invalid input: refused with
+    the reason, without asking; a write inside is still asked."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (ws / "out").symlink_to(outside)
+    os.link(ws / "notes.txt", tmp_path / "second-name.txt")
+    model.enqueue(
+        {
+            "toolCalls": [
+                {"name": "write_file", "arguments": {"path": "../escape.txt", "content": "x"}},
+                {"name": "write_file", "arguments": {"path": "out/x.txt", "content": "x"}},
+                {
+                    "name": "write_file",
+                    "arguments": {"path": str(outside / "y.txt"), "content": "x"},
+                },
+                {
+                    "name": "edit_file",
+                    "arguments": {"path": "notes.txt", "oldString": "first", "newString": "1st"},
+                },
+                {"name": "write_file", "arguments": {"path": "ok.txt"}},  # no content
+                {"name": "write_file", "arguments": {"path": "inside.txt", "content": "fine"}},
+            ]
+        },
+        {"text": "done"},
+    )
+
+    async def scenario() -> None:
+        async with acp_agent(env) as agent:
+            await agent.initialize()
+            sid = await agent.new_session(ws)
+            await agent.prompt(sid, "go")
+            asked = [r["toolCall"]["rawInput"]["path"] for r in agent.recorder.permission_requests]
+            assert asked == ["inside.txt"]
+            ends = [
+                u
+                for u in agent.recorder.of("tool_call_update")
+                if u.get("status") in ("completed", "failed")
+            ]
+            assert [u["status"] for u in ends] == ["failed"] * 5 + ["completed"]
+            reasons = [u["content"][0]["content"]["text"] for u in ends[:5]]
+            assert "hard links" in reasons[3] and "content" in reasons[4]
+
+    run(scenario())
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape.txt").exists()
+    assert (ws / "inside.txt").read_text() == "fine"
+
+
 def test_cancel_mid_stream_answers_cancelled_and_keeps_what_streamed(env, ws, model, tmp_path):
     model.enqueue({"text": " ".join(f"w{i}" for i in range(300)), "delayMs": 15})
 

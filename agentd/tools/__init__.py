@@ -7,7 +7,12 @@ that confines the processes `bash` starts).
 
 from __future__ import annotations
 
-from agentd.tools.builtin import BUILTIN_TOOLS, DEFAULT_TOOLS, run_builtin_tool
+from agentd.tools.builtin import (
+    BUILTIN_TOOLS,
+    DEFAULT_TOOLS,
+    refusal_before_asking,
+    run_builtin_tool,
+)
 from agentd.tools.spec import (
     EditorFiles,
     EditorTerminal,
@@ -28,6 +33,7 @@ __all__ = [
     "ToolEnv",
     "ToolOutput",
     "ToolSpec",
+    "refusal_before_asking",
     "run_builtin_tool",
     "to_openai_tool",
     "truncate_output",

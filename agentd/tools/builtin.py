@@ -334,6 +334,23 @@ def _valid_unicode(result: ToolOutput) -> ToolOutput:
     )
 
 
+async def refusal_before_asking(name: str, input: Mapping[str, Any], env: ToolEnv) -> str | None:
+    """Why a writing built-in call would fail whatever the user answered (invalid input,
+    a path outside the workspace, a file it may not write): said instead of asking the
+    user to allow it. The tool checks again when it runs."""
+    spec = BUILTIN_TOOLS.get(name)
+    if spec is None or not spec.writes or spec.runs_commands:
+        return None
+    try:
+        args = validate_input(spec, input)
+        await files.check_target(args["path"], env, "edit" if name == "edit_file" else "write")
+    except ToolError as exc:
+        return exc.message
+    except OSError as exc:
+        return f"{name} failed: {exc.strerror or exc}."
+    return None
+
+
 async def run_builtin_tool(
     name: str, input: Mapping[str, Any], env: ToolEnv, *, call_id: str
 ) -> ToolOutput:

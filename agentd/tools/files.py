@@ -67,6 +67,11 @@ async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOut
 # given the absolute path.
 
 
+async def check_target(path: str, env: ToolEnv, action: str) -> None:
+    """Raise ToolError when write_file / edit_file could not write `path` (see _confined)."""
+    await _confined(Workspace(env.workspace_root), path, action)
+
+
 async def _confined(ws: Workspace, path: str, action: str) -> tuple[str, str]:
     """The absolute path to give the editor, refused as the disk tools refuse it: outside
     the root (links resolved), not a regular file, or a file with other hard links (its
