@@ -497,23 +497,9 @@ class AcpDaemon(Daemon):
             {"protocolVersion": 1, "clientCapabilities": {}, "clientInfo": {"name": "bench"}},
         )
 
-    def stop(self) -> None:
+    def end(self) -> None:
         """ACP has no shutdown request: the end of input ends agentd."""
-        if self.proc.poll() is None:
-            try:
-                self.close_stdin()
-                self.proc.wait(10)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait(5)
-        for reader in (self._reader, self._err):
-            reader.join(10)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass
+        self.close_stdin()
 
 
 class Native:

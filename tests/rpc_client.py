@@ -427,8 +427,7 @@ class Daemon:
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.call("shutdown", None, timeout=10)
-                self.notify("exit")
+                self.end()
                 self.proc.wait(10)
             except Exception:
                 self.proc.kill()
@@ -445,6 +444,11 @@ class Daemon:
             except OSError:
                 pass
         self.assert_wire_valid()
+
+    def end(self) -> None:
+        """Ask agentd to end, as the protocol says (stop then waits for the exit)."""
+        self.call("shutdown", None, timeout=10)
+        self.notify("exit")
 
 
 def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str, str]:
