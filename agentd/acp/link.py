@@ -38,13 +38,18 @@ _OUTCOMES = {o["optionId"] for o in PERMISSION_OPTIONS}
 class _SessionStream:
     """What the ACP stream of one session remembers (see the module's docstring)."""
 
-    root: str
+    # The session as last heard of (session/updated keeps it current).
+    session: t.Session
     roles: dict[str, str] = attrs.Factory(dict)
     # Messages that are summaries (/compact): their chunks say so.
     summaries: set[str] = attrs.Factory(set)
     kinds: dict[str, str] = attrs.Factory(dict)
     sent: dict[str, int] = attrs.Factory(dict)
     announced: set[str] = attrs.Factory(set)
+
+    @property
+    def root(self) -> str:
+        return u.session_root(self.session)
 
 
 class AcpLink:
@@ -58,10 +63,13 @@ class AcpLink:
         self.ext_notifications = False
         # The model's context window, for usage_update (None: not known, none sent).
         self.context_window: Callable[[str], int | None] = lambda _: None
-        self.session_of: Callable[[str], t.Session | None] = lambda _: None
 
-    def open(self, session_id: str, root: str) -> None:
-        self.live.setdefault(session_id, _SessionStream(root))
+    def open(self, session: t.Session) -> None:
+        stream = self.live.get(session.id)
+        if stream is None:
+            self.live[session.id] = _SessionStream(session)
+        else:
+            stream.session = session
 
     def close(self, session_id: str) -> None:
         self.live.pop(session_id, None)
@@ -83,7 +91,9 @@ class AcpLink:
                 if params.message.summary:
                     stream.summaries.add(params.message.id)
         elif isinstance(params, t.SessionUpdatedParams):
-            if params.session.id in self.live:
+            stream = self.live.get(params.session.id)
+            if stream is not None:
+                stream.session = params.session
                 self.update(params.session.id, u.info_update(params.session))
         elif isinstance(params, t.SessionStatusParams):
             if params.status == "retry" and self.ext_notifications:
@@ -141,9 +151,10 @@ class AcpLink:
         elif isinstance(part, t.ToolPart):
             self._tool(p, stream, part)
         elif isinstance(part, t.StepFinishPart):
-            session = self.session_of(p.session_id)
-            model = session.model if session is not None else None
-            update = u.usage_update(part, session, self.context_window(model or ""), p.run_id)
+            session = stream.session
+            update = u.usage_update(
+                part, session, self.context_window(session.model or ""), p.run_id
+            )
             if update is not None:
                 self.update(p.session_id, update)
         elif isinstance(part, t.FilePart):

@@ -47,8 +47,6 @@ class AcpServer(FrontEnd):
         self.link = AcpLink(connection)
         super().__init__(config, connection, self.link)
         self.link.context_window = self._context_window
-        self.link.session_of = lambda sid: self._sessions_seen.get(sid)
-        self._sessions_seen: dict[str, t.Session] = {}
         # The prompts read but not yet handed to the run manager, per session: a
         # session/cancel read after them cancels them there (the run manager's abort
         # ends the prompts it holds, running or queued, with their message).
@@ -120,7 +118,7 @@ class AcpServer(FrontEnd):
             )
         )
         session = created.session
-        self._open(session)
+        self.link.open(session)
         # After the answer, which tells the client the session's id.
         asyncio.get_running_loop().call_soon(self._commands, session.id)
         return {
@@ -151,7 +149,7 @@ class AcpServer(FrontEnd):
         servers = _mcp_servers(p.mcp_servers)
         if servers:
             await self.sessions.update(t.SessionUpdateParams(p.session_id, mcp_servers=servers))
-        self._open(session)
+        self.link.open(session)
         return session
 
     async def _history(self, session_id: str) -> Any:
@@ -187,13 +185,13 @@ class AcpServer(FrontEnd):
 
     async def _delete(self, p: a.SessionParams) -> dict[str, Any]:
         await self.sessions.delete(t.SessionIdParams(p.session_id))
-        self._forget(p.session_id)
+        self.link.close(p.session_id)
         return {}
 
     async def _close(self, p: a.SessionParams) -> dict[str, Any]:
         await self.sessions.get_row(p.session_id)
         await self.runs.abort_session(p.session_id, drop_queue=True)
-        self._forget(p.session_id)
+        self.link.close(p.session_id)
         return {}
 
     async def _set_config_option(self, p: a.SetConfigOptionParams) -> dict[str, Any]:
@@ -209,7 +207,6 @@ class AcpServer(FrontEnd):
         # it is not configured).
         await self.sessions.update(t.SessionUpdateParams(p.session_id, model=p.value))
         session = await self.sessions.get_session_obj(p.session_id)
-        self._sessions_seen[session.id] = session
         return {"configOptions": self._config_options(session)}
 
     async def _resolve_thread(self, p: a.ResolveThreadParams) -> dict[str, Any] | None:
@@ -241,7 +238,7 @@ class AcpServer(FrontEnd):
     ) -> dict[str, Any]:
         row = await self.sessions.get_row(p.session_id)
         session = self.sessions.session_of(row)
-        self._open(session)
+        self.link.open(session)
         meta = p.meta or a.PromptMeta()
         ours = meta.agentd or a.PromptOptions()
         if u.compact_request(p.prompt):
@@ -285,14 +282,6 @@ class AcpServer(FrontEnd):
         task.add_done_callback(_log_failure)
 
     # --- helpers -------------------------------------------------------------------------
-
-    def _open(self, session: t.Session) -> None:
-        self._sessions_seen[session.id] = session
-        self.link.open(session.id, u.session_root(session))
-
-    def _forget(self, session_id: str) -> None:
-        self.link.close(session_id)
-        self._sessions_seen.pop(session_id, None)
 
     def _commands(self, session_id: str) -> None:
         self.link.update(session_id, u.commands_update())
