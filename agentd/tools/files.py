@@ -81,15 +81,8 @@ async def _confined(ws: Workspace, path: str, action: str) -> tuple[str, str]:
         ws.check_root()
         real = ws.resolve(path)
         display = ws.relative(real)
-        try:
-            st = ws.lstat(real, display)
-        except FileNotFoundError:
-            return real, display  # a new file (write_file)
-        except ToolError as exc:
-            if exc.message.startswith("File not found"):
-                return real, display
-            raise
-        if real != ws.root:
+        st = _existing(ws, real, display)
+        if st is not None and real != ws.root:  # (None: a new file, for write_file)
             check_regular_single_link(st, display, action=action)
         return real, display
 
@@ -281,21 +274,32 @@ def _write_file(args: dict[str, Any], ws: Workspace) -> ToolOutput:
     )
 
 
+def _existing(ws: Workspace, real: str, display: str) -> os.stat_result | None:
+    """The status of `real`; None when it, or a parent, does not exist yet (write_file
+    creates them)."""
+    try:
+        return ws.lstat(real, display)
+    except FileNotFoundError:
+        return None
+    except ToolError as exc:
+        if exc.message.startswith("File not found"):
+            return None
+        raise
+
+
 def _existing_text_for_diff(ws: Workspace, real: str, display: str) -> str | None:
     """The current text of a file about to be overwritten, for the diff; "" if it is new.
 
     Refusals (not regular, hard-linked) surface here, before anything is written.
     """
     try:
-        st = ws.lstat(real, display)
-    except FileNotFoundError:
-        return ""
+        st = _existing(ws, real, display)
     except ToolError as exc:
-        if exc.message.startswith("File not found"):
-            return ""  # a parent is missing: write_file creates it
         if "a parent is not a directory" in exc.message:
             raise ToolError(f"Cannot write {display}: a parent path is not a directory.") from None
         raise
+    if st is None:
+        return ""
     if stat.S_ISDIR(st.st_mode):
         raise ToolError(f"{display} is a directory.")
     fd, st = ws.open_file(real, display, action="write")
