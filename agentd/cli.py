@@ -8,6 +8,7 @@ protocol) and hands off. Imports are deferred to the subcommand that needs them,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -122,9 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="largest accepted JSON-RPC frame (default 32 MiB)",
     )
+    parser.add_argument(
+        "--no-shared",
+        action="store_true",
+        help="serve this editor in this process instead of attaching to the user's shared "
+        "daemon (also: [daemon] shared = false, or AGENTD_SHARED=0)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="serve JSON-RPC on stdio (the default)")
     _add_common_options(serve, after_command=True)
+    serve.add_argument("--no-shared", action="store_true", default=argparse.SUPPRESS)
+    daemon = sub.add_parser(
+        "daemon",
+        help="the user's shared daemon (started by `agentd` itself, not by hand)",
+    )
+    daemon.add_argument("--socket", required=True, metavar="PATH", help="where to listen")
+    daemon.add_argument(
+        "--ready-fd", type=int, metavar="FD", help="write 'ready' here once listening"
+    )
+    _add_common_options(daemon, after_command=True)
     acp = sub.add_parser(
         "acp",
         help="serve the Agent Client Protocol on stdio (Zed, JetBrains, CodeCompanion, "
@@ -219,6 +236,71 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return config
 
 
+def _daemon_options(args: argparse.Namespace) -> list[str]:
+    """The options a shared daemon is started with: part of its identity."""
+    options = ["-" + "v" * args.verbose] if args.verbose else []
+    for flag, value in (
+        ("--data-dir", args.data_dir),
+        ("--config", args.config),
+        ("--log-file", args.log_file),
+        ("--max-frame-bytes", args.max_frame_bytes),
+    ):
+        if value is not None:
+            options += [flag, str(value)]
+    return options
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`agentd`: through the user's shared daemon when it can, else in this process."""
+    if not args.no_shared:
+        from agentd import forwarder, shared_socket
+
+        config_file = shared_socket.config_path(args.config, os.environ)
+        if forwarder.shared_by_config(config_file, os.environ):
+            try:
+                return forwarder.attach(_daemon_options(args), args.config, args.verbose > 0)
+            except forwarder.Unshared as why:
+                if args.verbose or not why.expected:
+                    sys.stderr.write(f"agentd: running unshared: {why}\n")
+    setup_logging(args.verbose, args.log_file)
+    from agentd.daemon import serve_native
+
+    return serve_native(_config(args))
+
+
+def _serve_daemon(args: argparse.Namespace) -> int:
+    """`agentd daemon`: listen first (a forwarder waits on `--ready-fd`), then load."""
+    import socket
+
+    path = args.socket
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    temporary = f"{path}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        listener.bind(temporary)
+        os.chmod(temporary, 0o600)
+        listener.listen(128)
+        # Atomically over a dead daemon's socket file (the forwarder holds the lock).
+        os.rename(temporary, path)
+    except OSError as exc:
+        _tell_ready(args.ready_fd, f"cannot listen at {path}: {exc.strerror or exc}")
+        return 1
+    _tell_ready(args.ready_fd, "ready")
+    setup_logging(args.verbose, args.log_file)
+    from agentd.daemon import serve_daemon
+
+    return serve_daemon(_config(args), listener, path)
+
+
+def _tell_ready(fd: int | None, line: str) -> None:
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, line.encode() + b"\n")
+        os.close(fd)
+
+
 def _serve_acp(args: argparse.Namespace) -> int:
     """`agentd acp`; with no model configured, against the bundled scripted model on
     loopback (offline), as `agentd chat` does, saying so on stderr."""
@@ -256,12 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             sys.stderr.write(f"agentd: --log-file {args.log_file}: {problem}\n")
             return 2
-    setup_logging(args.verbose, args.log_file)
     command = args.command or "serve"
     if command == "serve":
-        from agentd.server import serve_native
-
-        return serve_native(_config(args))
+        return _serve(args)
+    if command == "daemon":
+        return _serve_daemon(args)
+    setup_logging(args.verbose, args.log_file)
     if command == "acp":
         return _serve_acp(args)
     if command == "chat":

@@ -158,6 +158,16 @@ class SnapshotsConfig:
 
 
 @attrs.frozen
+class DaemonConfig:
+    """The `[daemon]` table: one daemon per user, shared by every editor
+    (agentd.daemon, agentd.forwarder)."""
+
+    shared: bool = True
+    idle_exit_s: float = 300.0
+    on_disconnect: str = "continue"
+
+
+@attrs.frozen
 class Config:
     data_dir: Path = attrs.Factory(_default_data_dir)
     state_dir: Path = attrs.Factory(_default_state_dir)
@@ -180,6 +190,7 @@ class Config:
     mcp_servers: tuple[McpServerSpec, ...] = ()
     sandbox: SandboxConfig = attrs.Factory(SandboxConfig)
     snapshots: SnapshotsConfig = attrs.Factory(SnapshotsConfig)
+    daemon: DaemonConfig = attrs.Factory(DaemonConfig)
     # The configuration file agentd read (or would read): hidden from sandboxed commands.
     config_path: Path | None = None
     problems: tuple[str, ...] = ()
@@ -356,6 +367,7 @@ TOP_LEVEL = Section(
         Option("mcp_servers", TABLE, "`[mcp_servers.<name>]` tables", field="", default_doc="none"),
         Option("sandbox", TABLE, "the `[sandbox]` table", field="", default_doc="see below"),
         Option("snapshots", TABLE, "the `[snapshots]` table", field="", default_doc="see below"),
+        Option("daemon", TABLE, "the `[daemon]` table", field="", default_doc="see below"),
         Option(
             "mcpServers",
             TABLE,
@@ -534,7 +546,32 @@ SNAPSHOTS = Section(
     ),
 )
 
-SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX, SNAPSHOTS)
+DAEMON = Section(
+    "[daemon]",
+    DaemonConfig,
+    (
+        Option(
+            "shared",
+            BOOLEAN,
+            "`agentd` attaches to the user's shared daemon, starting it when none runs "
+            "(false: every editor runs its own agentd; `--no-shared` says the same)",
+        ),
+        Option(
+            "idle_exit_s",
+            SECONDS,
+            "the shared daemon exits once no editor and no run has been left this long",
+            convert=float,
+        ),
+        Option(
+            "on_disconnect",
+            _one_of("continue", "abort"),
+            "when an editor's connection ends while its run streams: the run goes on to its "
+            'end ("continue") or is aborted ("abort")',
+        ),
+    ),
+)
+
+SECTIONS = (TOP_LEVEL, PROVIDER, MODEL, MCP_SERVER, SANDBOX, SNAPSHOTS, DAEMON)
 
 
 # --- reading tables through them -------------------------------------------------------
@@ -716,6 +753,7 @@ def load_config(
         mcp_servers=_mcp_servers(raw, env, problems),
         sandbox=_section_table(raw, SANDBOX, "sandbox", problems),
         snapshots=_section_table(raw, SNAPSHOTS, "snapshots", problems),
+        daemon=_section_table(raw, DAEMON, "daemon", problems),
         config_path=path.expanduser().absolute(),
         problems=tuple(problems),
         **top,

@@ -31,6 +31,18 @@ class EditorLink(Protocol):
 
     def when_drained(self, callback: Callable[[], None]) -> None: ...
 
+    def current_editor(self) -> EditorInfo:
+        """The editor whose request is being handled, or whose run is running."""
+        ...
+
+    def follow(self, session_id: str) -> None:
+        """From now on, that editor hears what the session's runs stream."""
+        ...
+
+    def unfollow(self, session_id: str) -> None:
+        """No editor follows the session any more (it is gone)."""
+        ...
+
 
 @attrs.define
 class EditorInfo:

@@ -1,7 +1,9 @@
 """What both front ends (agentd's native protocol, `agentd.server`, and the Agent Client
-Protocol, `agentd.acp.server`) are: one JSON-RPC connection on stdin/stdout over the one
-session core, and the process's life around it (storage start-up, signals, the end of
-input). Each front end registers its own method table's handlers."""
+Protocol, `agentd.acp.server`) stand on: the session core (`SessionCore`: the session
+and run managers, storage start-up), and for a front end with one connection on
+stdin/stdout for the life of the process (ACP's), that process's life (`FrontEnd`:
+signals, the end of input). The native front end serves one connection or many over
+one core: `agentd.daemon`. Each front end registers its own method table's handlers."""
 
 from __future__ import annotations
 
@@ -29,18 +31,15 @@ REQUESTS_AT_EXIT_S = 5.0
 OUTPUT_AT_EXIT_S = 2.0
 
 
-class FrontEnd:
-    """A connection and the session layer behind it."""
+class SessionCore:
+    """The session layer one process serves, behind one connection or many: the session
+    and run managers, and storage start-up."""
 
-    def __init__(self, config: Config, connection: Connection, link: EditorLink) -> None:
-        self.connection = connection
+    def __init__(self, config: Config, link: EditorLink) -> None:
         self.sessions = SessionManager(config, link)
         self.runs = RunManager(self.sessions)
-        self.exit_code: int | None = None
         # Storage start-up, begun with the first request (see `ready`).
         self.startup: asyncio.Future[None] | None = None
-
-    # --- storage start-up --------------------------------------------------------------
 
     def ready(self) -> asyncio.Future[None]:
         """Storage opens (catalog, recovery, tool-context sweep) while the editor's first
@@ -65,6 +64,23 @@ class FrontEnd:
             return await result if inspect.isawaitable(result) else result
 
         return run
+
+    async def close(self) -> None:
+        """Every run aborted and persisted, then storage closed."""
+        if self.startup is not None:
+            with contextlib.suppress(Exception):
+                await self.startup
+        await self.runs.shutdown()
+        await self.sessions.close()
+
+
+class FrontEnd(SessionCore):
+    """A connection and the session layer behind it, for the life of the process."""
+
+    def __init__(self, config: Config, connection: Connection, link: EditorLink) -> None:
+        super().__init__(config, link)
+        self.connection = connection
+        self.exit_code: int | None = None
 
     # --- running -----------------------------------------------------------------------
 

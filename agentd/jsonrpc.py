@@ -251,6 +251,10 @@ class Connection:
         self._send({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": wire})
         return future
 
+    def write_frame(self, frame: bytes) -> None:
+        """Write a message already encoded in this connection's framing."""
+        self.writer.write(frame)
+
     def congested(self) -> bool:
         return self.writer.congested()
 
@@ -485,6 +489,13 @@ class Connection:
         self.reader.close()
         if self._finished is not None and not self._finished.done():
             self._finished.set_result(None)
+
+    def abandon_requests(self) -> None:
+        """The editor is gone: agentd's requests to it fail (what waits on one goes on)."""
+        outgoing, self._outgoing = self._outgoing, {}
+        for future in outgoing.values():
+            if not future.done():
+                future.set_exception(EditorError(InternalError.code, "the editor disconnected"))
 
     async def finish_requests(self) -> None:
         """Wait for the editor's requests being handled to answer."""

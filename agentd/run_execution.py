@@ -14,6 +14,7 @@ from agentd import compaction, instructions, model_context, revert
 from agentd.background import BackgroundTasks
 from agentd.chat_input import user_message
 from agentd.config import ModelConfig
+from agentd.editor import EditorInfo
 from agentd.model_clients import ModelClients
 from agentd.model_events import RetryNotice
 from agentd.protocol import types as t
@@ -45,6 +46,9 @@ class Run:
     # Never started (the session was aborted while it waited): nothing of it is stored.
     dropped: bool = False
     user_message: t.Message | None = None
+    # The editor whose chat started it (its connection may leave before the run ends).
+    editor: EditorInfo | None = None
+    stream: RunStream | None = None
 
 
 class RunExecution:

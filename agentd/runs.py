@@ -13,11 +13,12 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentd import ids, revert
 from agentd.background import BackgroundTasks
 from agentd.chat_input import check_file_parts, workspace_path
+from agentd.editor import EditorInfo
 from agentd.errors import (
     InvalidParams,
     RequestCancelled,
@@ -31,9 +32,6 @@ from agentd.run_stream import RunStream
 from agentd.session import SessionManager
 from agentd.storage.catalog import SessionRow
 from agentd.storage.log import SessionLog
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +61,13 @@ class RunManager:
         return run.status
 
     def live_messages(self, session_id: str) -> dict[str, t.Message]:
+        """The message a run is writing, as the editors following it were told: deltas
+        still pending are sent first."""
         run = self._active.get(session_id)
         if run is None or run.turn is None:
             return {}
+        if run.stream is not None:
+            run.stream.flush_deltas()
         message = run.turn.snapshot()
         return {message.id: message}
 
@@ -103,7 +105,9 @@ class RunManager:
             params=p,
             model=model,
             ready=loop.create_future(),
+            editor=self.sessions.editor,
         )
+        self.sessions.link.follow(sid)
         mode = p.on_busy or "reject"
         active = self._active.get(sid)
         queue = self._queues.setdefault(sid, collections.deque())
@@ -181,7 +185,7 @@ class RunManager:
         stream: RunStream | None = None
         try:
             async with self.store.running(sid, run.run_id, run.params.trace_id) as storage:
-                stream = RunStream(self.sessions.link, storage.log, sid, run.run_id)
+                stream = run.stream = RunStream(self.sessions.link, storage.log, sid, run.run_id)
                 try:
                     message = await self._execution.run(run, storage, stream)
                 finally:
@@ -210,6 +214,28 @@ class RunManager:
         await self.sessions.get_row(p.session_id)  # 1001 when unknown
         run_id = await self.abort_session(p.session_id, drop_queue=True)
         return t.SessionAbortResult(aborted=run_id is not None, run_id=run_id)
+
+    async def abort_started_by(self, editor: EditorInfo) -> None:
+        """Abort the runs that editor's chats started (and drop those it queued); returns
+        once they are persisted."""
+        for queue in self._queues.values():
+            for waiting in [r for r in queue if r.editor is editor]:
+                queue.remove(waiting)
+                waiting.dropped = True
+                if not waiting.ready.done():
+                    waiting.ready.set_result(None)
+        runs = [r for r in self._active.values() if r.editor is editor]
+        for run in runs:
+            if run.task is None:  # claimed but not started yet: it never will
+                run.dropped = True
+            else:
+                self._abort_run(run)
+        if runs:
+            await asyncio.wait({r.task for r in runs if r.task is not None})
+
+    def busy(self) -> bool:
+        """Whether a run is active, waiting, or a revert holds a session."""
+        return bool(self._active or self._holds or any(self._queues.values()))
 
     async def abort_session(self, session_id: str, *, drop_queue: bool) -> str | None:
         """Abort the active run (and drop queued ones); returns once it is persisted. A

@@ -1,5 +1,6 @@
-"""The daemon's native front end: agentd's own protocol (`protocol-v1.md`) wired to the
-session layer. The process's life around it is `agentd.front_end`'s.
+"""The daemon's native front end: one editor's connection in agentd's own protocol
+(`protocol-v1.md`) wired to the session layer. The process around it, serving one
+connection or many, is `agentd.daemon`.
 
 Handlers are thin: each calls one method of the session or run manager. Everything
 about JSON-RPC (checking messages, pygls, answers, flow control) is `agentd.jsonrpc`;
@@ -9,14 +10,17 @@ reading and writing the pipes is `agentd.stdio`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lsprotocol.types import EXIT, INITIALIZE, INITIALIZED, SHUTDOWN
 
 from agentd import __version__
 from agentd.config import Config
-from agentd.front_end import FrontEnd, serve_stdio
+from agentd.editors import CURRENT, EditorConnection, Editors
+from agentd.front_end import OUTPUT_AT_EXIT_S, REQUESTS_AT_EXIT_S, SessionCore
 from agentd.jsonrpc import Connection, Handler
 from agentd.protocol import PROTOCOL_VERSION
 from agentd.protocol import types as t
@@ -25,16 +29,22 @@ from agentd.protocol.methods import agentd_notifications, editor_requests
 logger = logging.getLogger(__name__)
 
 
-class AgentdServer(FrontEnd):
-    """The editor's connection in agentd's own protocol, and the session layer behind it."""
+class NativeConnection:
+    """One editor's connection in agentd's own protocol, over the daemon's session core.
+    What belongs to the connection stays here: what its `initialize` said, its
+    `shutdown` and `exit`, the runs it started when it ends (see `serve`)."""
 
-    def __init__(self, config: Config) -> None:
-        connection = Connection(config.max_frame_bytes)
-        super().__init__(config, connection, connection)
+    def __init__(self, core: SessionCore, config: Config, *, cwd: str | None = None) -> None:
+        self.core = core
+        self.connection = Connection(config.max_frame_bytes)
+        self.editor = EditorConnection(self.connection)
+        # Where the editor runs: the workspace root when `initialize` names none.
+        self._cwd = cwd
+        self.exit_code: int | None = None
         self._register()
 
     def _register(self) -> None:
-        sessions, runs = self.sessions, self.runs
+        sessions, runs = self.core.sessions, self.core.runs
         handlers: dict[str, Handler] = {
             SHUTDOWN: self._shutdown,
             "session/create": sessions.create,
@@ -57,22 +67,32 @@ class AgentdServer(FrontEnd):
             "mcp/list": sessions.mcp_list,
         }
         rpc = self.connection
-        rpc.add_request_handler(INITIALIZE, self._initialize)
+        rpc.add_request_handler(INITIALIZE, self._as_editor(self._initialize))
         for name, handler in handlers.items():
-            rpc.add_request_handler(name, self.after_startup(handler))
+            rpc.add_request_handler(name, self._as_editor(self.core.after_startup(handler)))
         rpc.add_notification_handler(INITIALIZED, self._initialized)
         rpc.add_notification_handler(EXIT, lambda _: self.exit(0 if rpc.shutdown_requested else 1))
+
+    def _as_editor(self, handler: Handler) -> Handler:
+        """The request, and every task it starts (a run), is this editor's."""
+
+        def handled(params: Any) -> Any:
+            CURRENT.set(self.editor)  # (each request runs in a task of its own context)
+            return handler(params)
+
+        return handled
 
     # --- lifecycle handlers ------------------------------------------------------------
 
     async def _initialize(self, params: t.InitializeParams) -> t.InitializeResult:
-        sessions = self.sessions
+        sessions = self.core.sessions
         caps = dict(params.initialization_options or {})
         caps.update(params.capabilities or {})
-        sessions.editor.client_tools = caps.get("clientTools") is True
-        sessions.editor.permission_requests = caps.get("permissionRequests") is True
-        sessions.editor.workspace_root = _workspace_root(params)
-        self.ready()
+        editor = self.editor.info
+        editor.client_tools = caps.get("clientTools") is True
+        editor.permission_requests = caps.get("permissionRequests") is True
+        editor.workspace_root = _workspace_root(params) or self._cwd
+        self.core.ready()
         await asyncio.to_thread(sessions.toolctx.prepare_dir)
         return t.InitializeResult(
             protocol_version=PROTOCOL_VERSION,
@@ -86,11 +106,51 @@ class AgentdServer(FrontEnd):
         )
 
     def _initialized(self, _: Any) -> None:
-        self.runs.preload_provider()
-        self.sessions.mcp.preload()
+        self.core.runs.preload_provider()
+        self.core.sessions.mcp.preload()
 
     async def _shutdown(self, _: None) -> None:
-        await self.runs.shutdown()
+        await self.core.runs.abort_started_by(self.editor.info)
+
+    def exit(self, code: int) -> None:
+        self.exit_code = code
+        self.connection.stop()
+
+    # --- serving -----------------------------------------------------------------------
+
+    async def serve(
+        self,
+        stdin_fd: int | None,
+        stdout_fd: int | None,
+        *,
+        keep_runs: Callable[[], bool],
+        then: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
+        """Serve until `exit` or the end of input; the exit code. At the end, the runs
+        this editor started go on when `keep_runs()` says so (an editor reloading finds
+        them streaming), else end as `shutdown` ends them: aborted and persisted, so that
+        its chats answer before the connection closes. `then` runs before the output is
+        flushed for the last time."""
+        rpc, editors = self.connection, self.core.sessions.link
+        assert isinstance(editors, Editors)
+        editors.attach(self.editor)
+        try:
+            await rpc.serve(stdin_fd, stdout_fd)
+        finally:
+            if self.core.startup is not None:
+                with contextlib.suppress(Exception):
+                    await self.core.startup
+            if not keep_runs():
+                await self.core.runs.abort_started_by(self.editor.info)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(REQUESTS_AT_EXIT_S):
+                        await rpc.finish_requests()
+            editors.detach(self.editor)
+            rpc.abandon_requests()
+            if then is not None:
+                await then()
+            await rpc.flush_output(OUTPUT_AT_EXIT_S)
+        return self.exit_code if self.exit_code is not None else 0
 
 
 def _workspace_root(params: t.InitializeParams) -> str | None:
@@ -102,8 +162,3 @@ def _workspace_root(params: t.InitializeParams) -> str | None:
 
         return unquote(urlparse(uri).path)
     return params.root_path or None
-
-
-def serve_native(config: Config) -> int:
-    """Run the daemon on stdin/stdout until `exit` or end of input. Returns the exit code."""
-    return serve_stdio(AgentdServer(config))

@@ -119,7 +119,6 @@ class SessionManager:
     def __init__(self, config: Config, link: EditorLink) -> None:
         self.config = config
         self.link = link
-        self.editor = EditorInfo()
         self.store = Store(config)
         self.toolctx = self.store.toolctx
         self.mcp = McpServers(config.mcp_servers, link.notify, config.tool_context_dir)
@@ -132,6 +131,11 @@ class SessionManager:
         self.sandbox = SandboxProbe()
         # A mode given by session/create for an existing session (this daemon only).
         self._sandbox_modes: dict[str, str] = {}
+
+    @property
+    def editor(self) -> EditorInfo:
+        """The editor of the request being handled (or of the run being run)."""
+        return self.link.current_editor()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class SessionManager:
                 found = await self.store.catalog.find_by_client(actor, project, p.client_session_id)
                 if found is not None:
                     self._attach(found.id, mcp_specs, p.sandbox)
+                    self.link.follow(found.id)
                     return t.SessionCreateResult(session=self.session_of(found), created=False)
             session_id = await self._insert_new(p, actor, project)
             if session_id is not None:
@@ -235,6 +240,7 @@ class SessionManager:
                 data={"clientSessionId": p.client_session_id},
             )
         self._attach(session_id, mcp_specs)
+        self.link.follow(session_id)
         session = self.session_of(await self.get_row(session_id))
         self.emit_session(session)
         return t.SessionCreateResult(session=session, created=True)
@@ -305,7 +311,9 @@ class SessionManager:
     # --- get / list / messages / update ------------------------------------------------
 
     async def get(self, p: t.SessionIdParams) -> t.SessionResult:
-        return t.SessionResult(session=await self.get_session_obj(p.session_id))
+        session = await self.get_session_obj(p.session_id)
+        self.link.follow(p.session_id)
+        return t.SessionResult(session=session)
 
     async def list(self, p: t.SessionListParams) -> t.SessionListResult:
         limit = LIST_DEFAULT if p.limit is None else p.limit
@@ -357,9 +365,13 @@ class SessionManager:
             for message in page:
                 if message.id in state.reverted:
                     message.reverted = True
+        # From here to the answer, nothing is awaited: a connection that starts following
+        # the session now gets in this answer all a run streamed so far, and the rest as
+        # notifications after it (agentd.editors).
         live = self.runs.live_messages(p.session_id)
         if live:
             page = [live.get(m.id, m) for m in page]
+        self.link.follow(p.session_id)
         return t.SessionMessagesResult(
             messages=page, next_before=all_ids[start] if start > 0 else None
         )
@@ -577,6 +589,7 @@ class SessionManager:
             # A new random clientSessionId already taken: one chance in 2^48.
             raise SessionBusy("a new session's clientSessionId was taken; try again")
         session = self.session_of(await self.get_row(session_id))
+        self.link.follow(session_id)
         self.emit_session(session)
         return session
 
@@ -601,6 +614,7 @@ class SessionManager:
             await self.store.remove(sid)
             self._sandbox_modes.pop(sid, None)
             self.mcp.drop_session(sid)
+            self.link.unfollow(sid)
         for run_id in [r for r, v in self._run_cache.items() if v["sessionId"] in doomed]:
             del self._run_cache[run_id]
         return t.SessionDeleteResult(deleted=True)

@@ -26,7 +26,8 @@ async def _with_daemon(
 ) -> int:
     daemon: Daemon | None = None
     try:
-        daemon = await Daemon.start(args, dict(os.environ), *extra)
+        # One request, then gone: a daemon of its own (its frame limit is its own too).
+        daemon = await Daemon.start(args, dict(os.environ), "--no-shared", *extra)
         try:
             await daemon.call(
                 "initialize",

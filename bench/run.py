@@ -1023,6 +1023,123 @@ def bench_snapshots(srv: ScriptedModelServer, runs: int) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# --- one daemon per user (shared mode) ------------------------------------------------
+
+
+def _shared_env(tmp: Path, base_url: str | None) -> dict[str, str]:
+    env = daemon_env(tmp, base_url, AGENTD_SHARED="1")
+    env["AGENTD_RUNTIME_DIR"] = str(tmp / "run")
+    return env
+
+
+def _shared_daemon_pid(tmp: Path) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"daemon" in argv and any(str(tmp / "run").encode() in a for a in argv):
+                return int(entry)
+    return None
+
+
+def _end_shared_daemon(tmp: Path) -> None:
+    pid = _shared_daemon_pid(tmp)
+    if pid is not None:
+        os.kill(pid, 15)
+        while _shared_daemon_pid(tmp) is not None:
+            time.sleep(0.01)
+
+
+def _five_token_turn(d: Daemon, srv: ScriptedModelServer, sid: str) -> float:
+    """session/chat sent → answered, a 5-token answer: ms."""
+    srv.enqueue({"text": "one two three four five"})
+    start = time.perf_counter()
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "hi"}]})
+    return (time.perf_counter() - start) * 1000
+
+
+def bench_shared(srv: ScriptedModelServer, runs: int) -> None:
+    """Start figures with the user's daemon running and with none, unshared beside them,
+    measured the same way in one run; token latency, RSS of a forwarder and of a daemon
+    with 10 connections and 1,000 sessions."""
+    figures: dict[str, dict[str, list[float]]] = {}
+
+    def add(mode: str, name: str, value: float) -> None:
+        figures.setdefault(name, {}).setdefault(mode, []).append(value)
+
+    for _ in range(runs):
+        for mode in ("unshared", "shared cold", "shared warm"):
+            tmp = fresh_dir()
+            env = _shared_env(tmp, srv.base_url)
+            if mode == "unshared":
+                env["AGENTD_SHARED"] = "0"
+            if mode == "shared warm":  # the user's daemon already runs (another editor)
+                other = Daemon(env, spawn="exec")
+                other.call("initialize", {"processId": os.getpid()})
+            start = time.perf_counter()
+            d = Daemon(env, spawn="exec")
+            d.call("initialize", {"processId": os.getpid(), "workspaceRoot": str(tmp)})
+            add(mode, "spawn_to_initialize", (time.perf_counter() - start) * 1000)
+            d.notify("initialized", {})
+            sid = d.call("session/create", {"title": "t"})["session"]["id"]
+            add(mode, "spawn_to_create", (time.perf_counter() - start) * 1000)
+            add(mode, "first_5_token_turn", _five_token_turn(d, srv, sid))
+            d.stop()
+            if mode == "shared warm":
+                other.stop()
+            _end_shared_daemon(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+    for name, by_mode in figures.items():
+        shown = {m: statistics.median(v) for m, v in by_mode.items()}
+        for mode, value in shown.items():
+            tag = mode.replace(" ", "_")
+            report(f"{name}_{tag}_median", value, "ms", f"{runs} spawns")
+
+    # Token latency through the forwarder (the daemon reads and writes the editor's pipes).
+    tmp = fresh_dir()
+    env = _shared_env(tmp, srv.base_url)
+    d = Daemon(env, spawn="exec")
+    d.initialize(workspaceRoot=str(tmp))
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+    received = record_deltas(d)
+    tokens = [f"<{i}>" for i in range(400)]
+    srv.enqueue(
+        {
+            "text": "".join(tokens),
+            "chunkSize": None,
+            "tokens": tokens,
+            "delayMs": 5,
+            "stampTokens": True,
+        }
+    )
+    d.call(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=60
+    )
+    lat = token_latencies(received, srv.token_times())
+    report("shared_token_latency_median", statistics.median(lat), "ms", f"{len(lat)} at 5 ms")
+    report("shared_token_latency_p99", pct(lat, 99), "ms")
+    report("forwarder_rss", rss_mib(d.proc.pid), "MiB", "an attached `agentd`")
+    # 10 connections, 1,000 sessions.
+    others = [Daemon(env, spawn="exec") for _ in range(9)]
+    for o in others:
+        o.initialize(workspaceRoot=str(tmp))
+    for i in range(1000):
+        others[i % 9].call("session/create", {"title": f"session {i}"})
+    for o in [d, *others]:
+        o.call("session/list", {"limit": 500})
+    pid = _shared_daemon_pid(tmp)
+    assert pid is not None
+    report("shared_daemon_rss_10_connections_1000_sessions", rss_mib(pid), "MiB")
+    for o in [d, *others]:
+        o.stop()
+    _end_shared_daemon(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller counts")
@@ -1073,6 +1190,8 @@ def main() -> int:
             bench_rss_growth(srv, 100 if quick else 1000)
         if want("snapshots"):
             bench_snapshots(srv, 10 if quick else 30)
+        if want("shared"):
+            bench_shared(srv, 5 if quick else 15)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(RESULTS, indent=2))

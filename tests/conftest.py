@@ -17,6 +17,11 @@ from rpc_client import Daemon, daemon_env
 rpc_client.SPAWN = os.environ.get("AGENTD_TEST_SPAWN", "fork")
 # Every message agentd sends is checked against protocol/agentd.schema.json.
 rpc_client.VALIDATE = True
+# The whole suite runs unshared (each editor's own agentd) unless AGENTD_TEST_SHARED=1:
+# then every spawned agentd is a forwarder to the test's shared daemon.
+rpc_client.SHARED = os.environ.get("AGENTD_TEST_SHARED", "0")
+# Also for the agentd a test starts with an environment of its own (`agentd chat`).
+os.environ["AGENTD_SHARED"] = rpc_client.SHARED
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ SPAWN = "exec"
 # The test suite turns it on (conftest.py); the benchmarks leave it off, as it costs the
 # client time per message.
 VALIDATE = False
+# "1": agentd attaches to a shared daemon (one per test, in the test's runtime dir).
+SHARED = "0"
 
 
 class _Zygote:
@@ -451,12 +454,23 @@ class Daemon:
         self.notify("exit")
 
 
+def runtime_dir(tmp: Path) -> str:
+    """A short directory for a test's shared daemons (a Unix socket's path is short)."""
+    link = tmp / "run"
+    if not link.exists():
+        link.symlink_to(tempfile.mkdtemp(prefix="agentd-run-"))
+    return os.path.realpath(link)
+
+
 def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str, str]:
     env = {
         "AGENTD_DATA_DIR": str(tmp / "data"),
         "AGENTD_STATE_DIR": str(tmp / "state"),
         "AGENTD_CONFIG": str(tmp / "no-config.toml"),
         "PYTHONUNBUFFERED": "1",
+        # Each test's own shared daemons (AGENTD_TEST_SHARED=1), or none (tests/shared.py).
+        "AGENTD_SHARED": SHARED,
+        "AGENTD_RUNTIME_DIR": runtime_dir(tmp),
     }
     for key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AGENTD_MODEL", "AGENTD_TITLE_MODEL"):
         env[key] = ""

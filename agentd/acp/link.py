@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from agentd.acp import updates as u
+from agentd.editor import EditorInfo
 from agentd.errors import EditorError
 from agentd.jsonrpc import Connection
 from agentd.protocol import types as t
@@ -57,6 +58,8 @@ class AcpLink:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        # The one editor on this connection (ACP is served unshared).
+        self.editor = EditorInfo()
         # Sessions made live on this connection (new, load, resume), with their root.
         self.live: dict[str, _SessionStream] = {}
         # Whether the client opted in to agentd's extension notifications.
@@ -110,6 +113,15 @@ class AcpLink:
 
     def congested(self) -> bool:
         return self.connection.congested()
+
+    def current_editor(self) -> EditorInfo:
+        return self.editor
+
+    def follow(self, session_id: str) -> None:
+        pass  # what reaches the editor is decided by `live` (new, load, resume)
+
+    def unfollow(self, session_id: str) -> None:
+        pass
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         self.connection.when_drained(callback)

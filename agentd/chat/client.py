@@ -310,7 +310,8 @@ async def _chat(args: Namespace, renderer: Renderer, banner: str | None) -> int:
     daemon = None
     loop = asyncio.get_running_loop()
     try:
-        daemon = await Daemon.start(args, env)
+        # Offline, the scripted model lives in this process: so does its daemon.
+        daemon = await Daemon.start(args, env, *(["--no-shared"] if scripted else []))
         client = ChatClient(args, daemon, renderer)
         client.task = asyncio.create_task(client.main())
         loop.add_signal_handler(signal.SIGINT, client.on_interrupt)

@@ -1,0 +1,229 @@
+"""The native daemon process: one session core (`SessionCore`: storage, runs, MCP servers,
+the model clients) serving editors' connections (`agentd.server.NativeConnection`).
+
+- Unshared (`serve_alone`): the one editor on stdin/stdout, for the life of the process.
+  Its end (end of input, `exit`) ends the process: runs are aborted and persisted.
+- Shared (`serve_shared`, `agentd daemon`): the user's daemon, listening on a Unix
+  socket (`agentd.shared_socket`). A forwarder (`agentd.forwarder`) hands it the
+  editor's stdin and stdout with its hello; the daemon serves them directly, and
+  writes the connection's exit code back to the forwarder when it ends. The forwarder's
+  end (kill -9, a reload) ends its connection too. When a connection ends, the runs it
+  started go on (`on_disconnect = "continue"`) or are aborted (`"abort"`). The daemon
+  exits once no connection and no run has been left for `idle_exit_s`, when its socket
+  is no longer its own (removed, replaced), and at once on SIGTERM, after persisting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from agentd import shared_socket
+from agentd.config import Config
+from agentd.editors import Editors
+from agentd.front_end import SessionCore
+from agentd.server import NativeConnection
+from agentd.stdio import fileno
+
+logger = logging.getLogger(__name__)
+
+# How often an idle daemon looks at the clock and at its socket.
+IDLE_CHECK_S = 5.0
+# A forwarder that connects must say hello (its descriptors) within this.
+HELLO_TIMEOUT_S = 10.0
+
+
+class Daemon(SessionCore):
+    def __init__(self, config: Config) -> None:
+        self.editors = Editors()
+        super().__init__(config, self.editors)
+        self.config = config
+        self._connections: set[NativeConnection] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Event | None = None
+
+    # --- unshared ----------------------------------------------------------------------
+
+    async def serve_alone(self, stdin_fd: int | None, stdout_fd: int | None) -> int:
+        connection = NativeConnection(self, self.config)
+        self._connections.add(connection)
+        loop = asyncio.get_running_loop()
+        # SIGTERM / SIGINT end the daemon the way `exit` after end of input does: runs are
+        # aborted and persisted, tool-context files released.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, connection.exit, 0)
+        return await connection.serve(stdin_fd, stdout_fd, keep_runs=lambda: False, then=self.close)
+
+    # --- shared ------------------------------------------------------------------------
+
+    async def serve_shared(self, listener: socket.socket, path: str) -> int:
+        """Serve every connection the listener accepts until idle or SIGTERM."""
+        loop = asyncio.get_running_loop()
+        self._stopping = stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        listener.setblocking(False)
+        loop.add_reader(listener.fileno(), self._accept, listener)
+        ours = os.stat(path)
+        idle_s = self.config.daemon.idle_exit_s
+        idle_since = loop.time()
+        try:
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(IDLE_CHECK_S, idle_s)):
+                        await stopping.wait()
+                if self._tasks or self.runs.busy():
+                    idle_since = loop.time()
+                    continue
+                if not _still_ours(path, ours):
+                    logger.info("the socket %s is gone or another's: exiting", path)
+                    break
+                if loop.time() - idle_since >= idle_s:
+                    logger.info("idle for %.0f s: exiting", idle_s)
+                    break
+        finally:
+            stopping.set()
+            loop.remove_reader(listener.fileno())
+            if _still_ours(path, ours):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            listener.close()
+            for connection in list(self._connections):
+                connection.exit(0)
+            if self._tasks:
+                await asyncio.wait(self._tasks)
+            await self.close()
+        return 0
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("accept failed: %s", exc)
+                return
+            try:
+                uid = shared_socket.peer_uid(sock)
+            except OSError:
+                uid = -1
+            if uid != os.getuid():
+                logger.warning("refused a connection from uid %s", uid)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            task = asyncio.ensure_future(self._serve_forwarded(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve_forwarded(self, sock: socket.socket) -> None:
+        fds: list[int] = []
+        try:
+            try:
+                async with asyncio.timeout(HELLO_TIMEOUT_S):
+                    hello, fds = await _receive_hello(sock)
+            except (TimeoutError, OSError, ValueError) as exc:
+                logger.warning("a forwarder's hello was refused: %s", exc)
+                return
+            code = await self._serve_connection(sock, fds[0], fds[1], hello)
+            with contextlib.suppress(OSError):
+                sock.send(b"%d\n" % code)
+        finally:
+            sock.close()
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def _serve_connection(
+        self, sock: socket.socket, stdin_fd: int, stdout_fd: int, hello: dict[str, Any]
+    ) -> int:
+        cwd = hello.get("cwd")
+        connection = NativeConnection(
+            self, self.config, cwd=cwd if isinstance(cwd, str) and cwd else None
+        )
+        self._connections.add(connection)
+        loop = asyncio.get_running_loop()
+
+        def forwarder_said() -> None:
+            # Nothing is written to the daemon after the hello: this is its end.
+            try:
+                data = sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(sock.fileno())
+                connection.exit(0)
+
+        loop.add_reader(sock.fileno(), forwarder_said)
+        keep = self.config.daemon.on_disconnect == "continue"
+        stopping = self._stopping
+
+        def keep_runs() -> bool:
+            # The daemon ending (SIGTERM, idle) aborts and persists, as unshared.
+            return keep and not (stopping is not None and stopping.is_set())
+
+        try:
+            return await connection.serve(stdin_fd, stdout_fd, keep_runs=keep_runs)
+        finally:
+            loop.remove_reader(sock.fileno())
+            self._connections.discard(connection)
+
+
+async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The forwarder's hello (JSON) and the editor's stdin and stdout."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(sock.fileno(), ready)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(sock.fileno())
+    data, fds, _flags, _addr = socket.recv_fds(
+        sock, shared_socket.HELLO_MAX, 2, socket.MSG_CMSG_CLOEXEC
+    )
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"expected the editor's stdin and stdout, got {len(fds)} descriptors")
+    try:
+        hello = json.loads(data)
+        if not isinstance(hello, dict):
+            raise ValueError("the hello is not an object")
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return hello, fds
+
+
+def _still_ours(path: str, ours: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def serve_native(config: Config) -> int:
+    """Unshared: serve the editor on stdin/stdout until `exit` or end of input."""
+    return asyncio.run(Daemon(config).serve_alone(fileno(sys.stdin), fileno(sys.stdout)))
+
+
+def serve_daemon(config: Config, listener: socket.socket, path: str) -> int:
+    """Shared: serve the connections `listener` accepts (see the module's docstring)."""
+    return asyncio.run(Daemon(config).serve_shared(listener, path))

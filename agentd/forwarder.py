@@ -1,0 +1,205 @@
+"""What `agentd` (no subcommand) is when shared: a forwarder to the user's daemon.
+
+It imports the standard library only. It finds the daemon of its identity
+(`agentd.shared_socket`), starting it when none answers (detached; the lock file makes
+two forwarders starting at once start one daemon), and hands the daemon its stdin and
+stdout (SCM_RIGHTS) with a hello saying its pid and working directory. From then on the
+daemon reads and writes the editor's pipes itself: no byte passes through the
+forwarder, which waits for the daemon to write back the connection's exit code.
+
+- The daemon dies: the forwarder exits with code 1 (and says so on stderr); the
+  editor's next spawn starts a fresh daemon.
+- The forwarder dies (kill -9, the editor reloading): the daemon sees its socket close
+  and ends the connection (its runs go on, or are aborted: `on_disconnect`).
+- Nothing can be shared (no Unix sockets, stdin or stdout a terminal or closed, a
+  directory or socket that is not the user's alone, a daemon that fails to start):
+  `attach` returns None with the reason, and agentd serves the editor itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+
+from agentd import shared_socket
+
+# A daemon that has not said it listens within this is given up (agentd runs unshared).
+START_TIMEOUT_S = 30.0
+
+
+class Unshared(Exception):
+    """Why this editor cannot use a shared daemon. `expected`: nothing is wrong (a
+    terminal, a platform without the means), so nothing is said unless asked (-v)."""
+
+    def __init__(self, why: str, *, expected: bool = False) -> None:
+        super().__init__(why)
+        self.expected = expected
+
+
+def shared_by_config(config_file: str, env: Mapping[str, str]) -> bool:
+    """`[daemon] shared` (default true), unless $AGENTD_SHARED says 0 or 1."""
+    if env.get("AGENTD_SHARED") in ("0", "1"):
+        return env["AGENTD_SHARED"] == "1"
+    try:
+        with open(config_file, "rb") as f:
+            text = f.read()
+    except OSError:
+        return True
+    if b"shared" not in text:  # (tomllib costs a few ms: most files never say it)
+        return True
+    import tomllib
+
+    try:
+        table = tomllib.loads(text.decode("utf-8")).get("daemon")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return True  # the daemon reports the file's problems
+    return not (isinstance(table, dict) and table.get("shared") is False)
+
+
+def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> int:
+    """Serve the editor through the user's daemon; its exit code. Raises Unshared."""
+    env = os.environ
+    if not shared_socket.supported():
+        raise Unshared("this platform has no Unix sockets that pass descriptors", expected=True)
+    for fd, name in ((0, "stdin"), (1, "stdout")):
+        try:
+            if os.isatty(fd):
+                raise Unshared(f"{name} is a terminal", expected=True)
+            os.fstat(fd)
+        except OSError:
+            raise Unshared(f"{name} is closed", expected=True) from None
+    config_file = shared_socket.config_path(config_option, env)
+    directory = shared_socket.runtime_dir(env)
+    problem = shared_socket.private_dir_problem(directory)
+    if problem:
+        raise Unshared(problem)
+    key = shared_socket.identity(options, config_file, env)
+    path = os.path.join(directory, f"{key}.sock")
+    if len(path.encode()) > 100:
+        raise Unshared(f"the socket path {path} is too long for a Unix socket")
+    sock = _connect(path) or _start(directory, key, path, options)
+    if verbose:
+        sys.stderr.write(
+            f"agentd: attached to the shared daemon at {path} "
+            f"(its log: {os.path.join(directory, key + '.log')})\n"
+        )
+    hello = json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}).encode()
+    try:
+        socket.send_fds(sock, [hello], [0, 1])
+    except OSError as exc:
+        raise Unshared(f"the daemon at {path} refused the editor's pipes: {exc}") from None
+    # The daemon holds the editor's pipes now: ours would keep them open after it closed
+    # them (the editor would see no end of output).
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        try:
+            data = sock.recv(64)
+        except InterruptedError:
+            continue
+        if not data:
+            sys.stderr.write("agentd: the shared daemon ended unexpectedly\n")
+            return 1
+        answer += data
+    try:
+        return int(answer)
+    except ValueError:
+        return 1
+
+
+def _connect(path: str) -> socket.socket | None:
+    """A connection to the daemon at `path`; None when none answers there."""
+    problem = shared_socket.socket_file_problem(path)
+    if problem:
+        raise Unshared(problem)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None  # none, or a dead daemon's socket file
+    except OSError as exc:
+        sock.close()
+        raise Unshared(f"cannot connect to {path}: {exc.strerror or exc}") from None
+    if shared_socket.peer_uid(sock) != os.getuid():
+        sock.close()
+        raise Unshared(f"the process listening at {path} is not this user's: refused")
+    return sock
+
+
+def _start(directory: str, key: str, path: str, options: Sequence[str]) -> socket.socket:
+    """Start the daemon (one, whoever else is starting it) and connect to it."""
+    lock = os.open(
+        os.path.join(directory, f"{key}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)  # another forwarder started it while this one waited
+        if sock is not None:
+            return sock
+        _spawn_daemon(directory, key, path, options)
+        sock = _connect(path)
+        if sock is None:
+            raise Unshared(f"the daemon started but does not answer at {path}")
+        return sock
+    finally:
+        os.close(lock)  # (releases the lock)
+
+
+def _spawn_daemon(directory: str, key: str, path: str, options: Sequence[str]) -> None:
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    log_path = os.path.join(directory, f"{key}.log")
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # The daemon runs the code this forwarder runs, whatever the working directory holds.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agentd",
+                *options,
+                "daemon",
+                "--socket",
+                path,
+                "--ready-fd",
+                str(write_end),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            cwd=root,
+        )
+    except OSError as exc:
+        raise Unshared(f"cannot start the daemon: {exc}") from None
+    finally:
+        os.close(write_end)
+        os.close(log)
+    ready = b""
+    try:
+        import select
+
+        while True:
+            readable, _, _ = select.select([read_end], [], [], START_TIMEOUT_S)
+            if not readable:
+                raise Unshared(f"the daemon did not start within {START_TIMEOUT_S:.0f} s")
+            data = os.read(read_end, 4096)
+            if not data:
+                break
+            ready += data
+    finally:
+        os.close(read_end)
+    if ready.strip() != b"ready":
+        why = ready.decode("utf-8", "replace").strip() or f"it exited (see {log_path})"
+        raise Unshared(f"the daemon did not start: {why}")

@@ -1,0 +1,160 @@
+"""Where the user's shared daemon listens, and the checks both ends make before trusting
+the other. Standard library only: the forwarder (`agentd.forwarder`) imports this before
+anything else of agentd.
+
+One daemon per *identity*: agentd's version, the command line options that change what
+it does, the configuration file (its path and its bytes), and every environment
+variable agentd reads (its own, the model client's, the directories it derives paths
+from, PATH for the commands its tools run, and any variable the configuration file
+names). Two editors whose identities differ never share a daemon; an upgraded agentd
+never attaches to an old one.
+
+The socket lives in a private directory: `$AGENTD_RUNTIME_DIR`, else
+`$XDG_RUNTIME_DIR/agentd`, else `/tmp/agentd-<uid>`. The directory must be the user's,
+not a link, and reachable by nobody else (mode 0700); the socket must be the user's
+too, and the process at the other end must run as the user (SO_PEERCRED). Anything
+else is refused, never used: agentd then runs unshared and says why on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+
+from agentd import __version__
+
+# Variables read by agentd or by the libraries it hands its environment to.
+ENV_PREFIXES = ("AGENTD_", "OPENAI_", "AZURE_OPENAI_")
+ENV_NAMES = (
+    "HOME",
+    "PATH",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_CACHE_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+# Variables that say where the socket is, not what the daemon does.
+ENV_PLACE = ("AGENTD_RUNTIME_DIR", "AGENTD_SHARED")
+# Variables a configuration file names: `${NAME}` in a value, `api_key_env = "NAME"`.
+_CONFIG_ENV = re.compile(rb'\$\{([A-Za-z_][A-Za-z0-9_]*)\}|api_key_env\s*=\s*"([^"]+)"')
+# A hello from the forwarder is one datagram-sized message.
+HELLO_MAX = 64 * 1024
+
+
+def config_path(option: str | None, env: Mapping[str, str]) -> str:
+    """The configuration file agentd will read (`agentd.config.default_config_path`)."""
+    if option:
+        return os.path.abspath(os.path.expanduser(option))
+    if env.get("AGENTD_CONFIG"):
+        return os.path.abspath(os.path.expanduser(env["AGENTD_CONFIG"]))
+    home = env.get("HOME") or os.path.expanduser("~")
+    if sys.platform == "darwin":
+        return os.path.join(home, "Library", "Application Support", "agentd", "config.toml")
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    return os.path.join(base, "agentd", "config.toml")
+
+
+def identity(options: Sequence[str], config_file: str, env: Mapping[str, str]) -> str:
+    """The daemon's identity as a short hex digest (see the module's docstring)."""
+    try:
+        with open(config_file, "rb") as f:
+            config_bytes = f.read(1 << 20)
+    except OSError:
+        config_bytes = b""
+    named = {m.group(1) or m.group(2) for m in _CONFIG_ENV.finditer(config_bytes)}
+    read = {
+        name: value
+        for name, value in env.items()
+        if (name.startswith(ENV_PREFIXES) or name in ENV_NAMES or name.encode() in named)
+        and name not in ENV_PLACE
+    }
+    material = json.dumps(
+        {
+            "version": __version__,
+            "python": sys.executable,
+            "options": list(options),
+            "config": config_file,
+            "configSha256": hashlib.sha256(config_bytes).hexdigest(),
+            "env": sorted(read.items()),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def runtime_dir(env: Mapping[str, str]) -> str:
+    if env.get("AGENTD_RUNTIME_DIR"):
+        return os.path.abspath(env["AGENTD_RUNTIME_DIR"])
+    if env.get("XDG_RUNTIME_DIR"):
+        return os.path.join(env["XDG_RUNTIME_DIR"], "agentd")
+    return os.path.join("/tmp", f"agentd-{os.getuid()}")
+
+
+def private_dir_problem(path: str) -> str | None:
+    """Create the directory (0700) if missing; why it cannot be trusted, or None."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot create {path}: {exc.strerror or exc}"
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory (a link or a file): refused"
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user: refused"
+    if st.st_mode & 0o077:
+        return f"{path} has mode {stat.S_IMODE(st.st_mode):o}, others can reach it: refused"
+    return None
+
+
+def socket_file_problem(path: str) -> str | None:
+    """Why an existing socket file cannot be trusted (None: it can, or it is missing)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISSOCK(st.st_mode):
+        return f"{path} is not a socket: refused"
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user: refused"
+    return None
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a Unix socket."""
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        return int.from_bytes(creds[4:8], sys.byteorder)
+    getpeereid = getattr(os, "getpeereid", None)  # (not in CPython: BSDs run unshared)
+    if getpeereid is None:
+        raise OSError("this platform cannot tell who is at the other end of a socket")
+    return int(getpeereid(sock.fileno())[0])
+
+
+def supported() -> bool:
+    """Whether this platform can run shared: Unix sockets that pass descriptors, and a
+    way to check the peer's uid."""
+    return hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED")

@@ -1,0 +1,596 @@
+"""One daemon per user: `agentd` as a forwarder to the shared daemon (agentd.forwarder,
+agentd.daemon, agentd.editors). Every agentd here is a real `python -m agentd` whose
+stdin and stdout are handed to a real daemon process over a real Unix socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import chat, new_session, pid_alive, text_of
+from rpc_client import Daemon, RpcError, daemon_env, runtime_dir
+
+
+def daemon_pids(run_dir: str) -> list[int]:
+    """The shared daemons listening in `run_dir` (their command line names the socket)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if b"daemon" in argv and any(a.startswith(run_dir.encode() + b"/") for a in argv):
+            pids.append(int(entry))
+    return pids
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll a condition outside any daemon's stream (a process's end, a file)."""
+    done = threading.Event()
+    deadline = timeout
+    step = 0.02
+    waited = 0.0
+    while waited < deadline:
+        value = predicate()
+        if value:
+            return value
+        done.wait(step)
+        waited += step
+    raise TimeoutError("condition not met")
+
+
+class Shared:
+    """Editors (forwarders) of one test, all with the same settings unless told."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.run_dir = runtime_dir(tmp_path)
+        self.editors: list[Daemon] = []
+        self.base_url: str | None = None
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return daemon_env(self.tmp, self.base_url, AGENTD_SHARED="1", **extra)
+
+    def editor(self, *, initialize: bool = True, **extra: str) -> Daemon:
+        d = Daemon(self.env(**extra), spawn="exec")
+        self.editors.append(d)
+        if initialize:
+            d.initialize(workspaceRoot=str(self.tmp), capabilities={"permissionRequests": True})
+        return d
+
+    def daemons(self) -> list[int]:
+        return daemon_pids(self.run_dir)
+
+    def close(self) -> None:
+        for d in self.editors:
+            if d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait(5)
+            d.stop()
+        for pid in self.daemons():
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not self.daemons())
+
+
+@pytest.fixture
+def shared(tmp_path: Path, model) -> Iterator[Shared]:  # type: ignore[no-untyped-def]
+    s = Shared(tmp_path)
+    s.base_url = model.base_url
+    yield s
+    s.close()
+
+
+def write_config(tmp_path: Path, text: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return {"AGENTD_CONFIG": str(path)}
+
+
+def followed_text(d: Daemon, answer_id: Any, message_id: str) -> str:
+    """The text an editor shows after opening a session with session/messages (answer
+    `answer_id`) and applying the notifications that came after the answer."""
+    with d._cond:
+        messages = list(d.messages)
+    at = next(i for i, m in enumerate(messages) if m.get("id") == answer_id)
+    page = messages[at]["result"]["messages"]
+    before = [
+        m
+        for m in messages[:at]
+        if m.get("method", "").startswith("part/") and m["params"]["messageId"] == message_id
+    ]
+    assert not before, "part notifications reached an editor that did not follow the session"
+    found = [m for m in page if m["id"] == message_id]
+    parts: dict[str, dict] = {p["id"]: dict(p) for p in (found[0]["parts"] if found else [])}
+    order = list(parts)
+    for m in messages[at + 1 :]:
+        params = m.get("params") or {}
+        if params.get("messageId") != message_id:
+            continue
+        if m.get("method") == "part/updated":
+            part = params["part"]
+            if part["id"] not in parts:
+                order.append(part["id"])
+            parts[part["id"]] = dict(part)
+        elif m.get("method") == "part/delta":
+            part = parts[params["partId"]]
+            part["text"] = part.get("text", "") + params["delta"]
+    return "".join(parts[i].get("text", "") for i in order if parts[i]["type"] == "text")
+
+
+def deltas(d: Daemon, sid: str) -> int:
+    return len([n for n in d.notifications("part/delta") if n["params"]["sessionId"] == sid])
+
+
+SLOW_TEXT = " ".join(f"w{i}" for i in range(300))
+
+
+def slow(model, **extra: Any) -> None:  # type: ignore[no-untyped-def]
+    model.enqueue({"text": SLOW_TEXT, "chunkSize": 4, "delayMs": 10, **extra})
+
+
+# --- one daemon, many editors -------------------------------------------------------
+
+
+def test_editors_with_the_same_settings_share_one_daemon(shared: Shared) -> None:
+    a = shared.editor()
+    b = shared.editor()
+    assert len(shared.daemons()) == 1
+    sid = new_session(a, title="from a")
+    listed = [s["id"] for s in b.call("session/list", {})["sessions"]]
+    assert sid in listed
+    # Which sessions exist is everyone's news.
+    b.wait_for(lambda: any(n["params"]["session"]["id"] == sid for n in b.notifications()))
+    # The daemon serves each connection's own lifecycle: a's shutdown and exit end a
+    # (exit code 0), not b, nor the daemon.
+    a.end()
+    assert a.wait_exit() == 0
+    assert b.call("session/get", {"sessionId": sid})["session"]["title"] == "from a"
+    assert len(shared.daemons()) == 1
+
+
+def test_exit_without_shutdown_exits_1_through_the_forwarder(shared: Shared) -> None:
+    a = shared.editor()
+    a.notify("exit")
+    assert a.wait_exit() == 1
+    b = shared.editor()
+    b.close_stdin()  # end of input: the connection ends, code 0
+    assert b.wait_exit() == 0
+    assert len(shared.daemons()) == 1
+
+
+@pytest.mark.parametrize(
+    "differs",
+    [
+        {"AGENTD_DATA_DIR": "other-data"},
+        {"AGENTD_MODEL": "another-model"},
+        {"OPENAI_API_KEY": "sk-another-key"},
+        {"PATH": "/usr/bin:/bin"},
+        {"MY_TOKEN": "named by the configuration file"},
+    ],
+    ids=lambda d: next(iter(d)),
+)
+def test_editors_with_other_settings_never_share(shared: Shared, differs: dict[str, str]) -> None:
+    config = write_config(
+        shared.tmp, '[mcp_servers.x]\ncommand = "x"\nenv = { T = "${MY_TOKEN}" }\nenabled = false\n'
+    )
+    shared.editor(**config)
+    value = differs.copy()
+    if "AGENTD_DATA_DIR" in value:
+        value["AGENTD_DATA_DIR"] = str(shared.tmp / value["AGENTD_DATA_DIR"])
+    shared.editor(**config, **value)
+    assert len(shared.daemons()) == 2
+
+
+def test_an_edited_configuration_file_gets_a_new_daemon(shared: Shared) -> None:
+    config = write_config(shared.tmp, "[daemon]\nidle_exit_s = 300\n")
+    shared.editor(**config)
+    write_config(shared.tmp, "[daemon]\nidle_exit_s = 301\n")
+    shared.editor(**config)
+    assert len(shared.daemons()) == 2
+
+
+def test_fifty_editors_attaching_at_once_start_one_daemon(shared: Shared) -> None:
+    editors = [shared.editor(initialize=False) for _ in range(50)]
+    ids = [d.request_async("initialize", {"processId": os.getpid()}) for d in editors]
+    for d, msg_id in zip(editors, ids, strict=True):
+        assert d.result(msg_id, timeout=60)["serverInfo"]["name"] == "agentd"
+    assert len(shared.daemons()) == 1
+    for d in editors:
+        d.notify("initialized", {})
+    sid = new_session(editors[0])
+    for d in editors[1:]:
+        assert d.call("session/get", {"sessionId": sid})["session"]["id"] == sid
+
+
+# --- what reaches which editor ------------------------------------------------------
+
+
+def test_a_run_streams_to_the_editors_following_its_session_only(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    a, b = shared.editor(), shared.editor()
+    sid = new_session(a)
+    model.enqueue({"text": "only for a", "chunkSize": 2})
+    chat(a, sid, "hi")
+    assert deltas(a, sid) > 0
+    assert not [n for n in b.notifications() if n["params"].get("sessionId") == sid]
+
+
+@pytest.mark.parametrize("after_deltas", [1, 5, 20, 60])
+def test_opening_a_streaming_session_shows_everything_once(
+    shared: Shared,
+    model,
+    after_deltas: int,  # type: ignore[no-untyped-def]
+) -> None:
+    """b opens a's session at several points of the stream: what session/messages
+    answers plus what streams after it is the whole answer, nothing twice."""
+    a, b = shared.editor(), shared.editor()
+    sid = new_session(a, title="t")
+    slow(model)
+    chat_id = a.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+    )
+    a.wait_for(lambda: deltas(a, sid) >= after_deltas)
+    opened = b.request_async("session/messages", {"sessionId": sid})
+    answer = a.result(chat_id, timeout=60)
+    message_id = answer["message"]["id"]
+    b.wait_for(
+        lambda: any(
+            n["params"].get("status") == "idle" and n["params"]["sessionId"] == sid
+            for n in b.notifications("session/status")
+        )
+    )
+    assert followed_text(b, opened, message_id) == SLOW_TEXT
+    assert text_of(answer["message"]) == SLOW_TEXT
+
+
+def test_permission_requests_go_to_the_editor_whose_run_asks(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    a, b = shared.editor(), shared.editor()
+    (shared.tmp / "f.txt").write_text("old\n")
+    sid = new_session(a, title="t", workspaceRoot=str(shared.tmp))
+    b.call("session/messages", {"sessionId": sid})  # b follows it too
+    asked: list[str] = []
+    a.handlers["permission/request"] = lambda p: asked.append("a") or {"outcome": "allow_once"}
+    b.handlers["permission/request"] = lambda p: asked.append("b") or {"outcome": "allow_once"}
+    model.enqueue(
+        {"toolCalls": [{"name": "write_file", "arguments": {"path": "f.txt", "content": "new\n"}}]},
+        {"text": "done"},
+    )
+    chat(a, sid, "write it", tools=["write_file"])
+    assert asked == ["a"]
+    assert (shared.tmp / "f.txt").read_text() == "new\n"
+
+
+# --- answers survive the editor ------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["kill -9", "end of input"])
+def test_a_run_goes_on_when_its_editor_leaves_and_a_new_one_follows_it(
+    shared: Shared,
+    model,
+    how: str,  # type: ignore[no-untyped-def]
+) -> None:
+    a = shared.editor()
+    sid = new_session(a, title="t")
+    slow(model)
+    a.request_async("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]})
+    a.wait_for(lambda: deltas(a, sid) >= 10)
+    if how == "kill -9":
+        a.proc.kill()
+    else:
+        a.close_stdin()
+    a.wait_exit()
+    b = shared.editor()
+    opened = b.request_async("session/messages", {"sessionId": sid})
+    page = b.result(opened)["messages"]
+    message_id = page[-1]["id"]
+    b.wait_for(
+        lambda: (
+            any(
+                n["params"]["sessionId"] == sid and n["params"]["status"] == "idle"
+                for n in b.notifications("session/status")
+            )
+            or b.call("session/get", {"sessionId": sid})["session"]["status"] == "idle"
+        ),
+        timeout=60,
+    )
+    final = b.call("session/messages", {"sessionId": sid})["messages"][-1]
+    assert text_of(final) == SLOW_TEXT
+    assert final["finishReason"] == "stop"
+    if page[-1].get("time", {}).get("completed") is None:
+        # It was still streaming when b opened it: b saw the rest live.
+        assert followed_text(b, opened, message_id) == SLOW_TEXT
+
+
+def test_on_disconnect_abort_aborts_the_run_of_an_editor_that_leaves(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(shared.tmp, '[daemon]\non_disconnect = "abort"\n')
+    a = shared.editor(**config)
+    sid = new_session(a, title="t")
+    slow(model)
+    a.request_async("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]})
+    a.wait_for(lambda: deltas(a, sid) >= 10)
+    a.proc.kill()
+    b = shared.editor(**config)
+    b.wait_for(
+        lambda: b.call("session/get", {"sessionId": sid})["session"]["status"] == "idle",
+        timeout=30,
+    )
+    last = b.call("session/messages", {"sessionId": sid})["messages"][-1]
+    assert last["finishReason"] == "aborted"
+    assert 0 < len(text_of(last)) < len(SLOW_TEXT)
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+def test_a_daemon_killed_while_three_editors_stream(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    editors = [shared.editor() for _ in range(3)]
+    sids = [new_session(d, title=f"s{i}") for i, d in enumerate(editors)]
+    for d, sid in zip(editors, sids, strict=True):
+        slow(model)
+        d.request_async(
+            "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+        )
+    for d, sid in zip(editors, sids, strict=True):
+        d.wait_for(lambda d=d, sid=sid: deltas(d, sid) >= 5)
+    (pid,) = shared.daemons()
+    os.kill(pid, signal.SIGKILL)
+    for d in editors:
+        assert d.wait_exit() == 1
+        d.stop()
+        assert "the shared daemon ended unexpectedly" in "".join(d.stderr_lines)
+    # The next editor starts a fresh daemon, which closes the runs the dead one left.
+    fresh = shared.editor()
+    assert shared.daemons() and pid not in shared.daemons()
+    for sid in sids:
+        last = fresh.call("session/messages", {"sessionId": sid})["messages"][-1]
+        assert last["finishReason"] == "interrupted"
+        assert SLOW_TEXT.startswith(text_of(last))  # what was checkpointed is kept
+        assert fresh.call("session/get", {"sessionId": sid})["session"]["status"] == "idle"
+
+
+def test_sigterm_ends_the_daemon_after_persisting(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    a = shared.editor()
+    sid = new_session(a, title="t")
+    slow(model)
+    chat_id = a.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+    )
+    a.wait_for(lambda: deltas(a, sid) >= 5)
+    (pid,) = shared.daemons()
+    os.kill(pid, signal.SIGTERM)
+    answer = a.response(chat_id)
+    assert answer["result"]["message"]["finishReason"] == "aborted"
+    assert a.wait_exit() == 0
+    wait_until(lambda: not pid_alive(pid))
+    fresh = shared.editor()
+    last = fresh.call("session/messages", {"sessionId": sid})["messages"][-1]
+    assert last["finishReason"] == "aborted"
+
+
+def test_a_stale_socket_from_a_dead_daemon_is_replaced(shared: Shared) -> None:
+    a = shared.editor()
+    (pid,) = shared.daemons()
+    a.stop()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid))
+    (sock_file,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    b = shared.editor()  # connecting to the dead socket is refused: a new daemon starts
+    assert b.call("session/list", {})["sessions"] == []
+    assert len(shared.daemons()) == 1
+    assert os.path.exists(os.path.join(shared.run_dir, sock_file))
+
+
+def _unshared(d: Daemon) -> str:
+    """What the forwarder said when it refused to share (it then serves unshared)."""
+    d.wait_for(lambda: "running unshared" in "".join(d.stderr_lines))
+    return "".join(d.stderr_lines)
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "mode 0755",
+        "mode 0750",
+        "another user's directory",
+        "a link to a private directory",
+        "a file",
+    ],
+)
+def test_a_runtime_directory_others_can_reach_is_never_used(shared: Shared, spoil: str) -> None:
+    run_dir = shared.run_dir
+    os.rmdir(run_dir)
+    if spoil == "mode 0755":
+        os.mkdir(run_dir, 0o755)
+        os.chmod(run_dir, 0o755)
+    elif spoil == "mode 0750":
+        os.mkdir(run_dir, 0o700)
+        os.chmod(run_dir, 0o750)
+    elif spoil == "another user's directory":
+        os.mkdir(run_dir, 0o700)
+        os.chown(run_dir, 4242, 4242)
+    elif spoil == "a link to a private directory":
+        target = shared.tmp / "private"
+        target.mkdir(mode=0o700)
+        os.symlink(target, run_dir)
+    else:
+        Path(run_dir).write_text("")
+    d = shared.editor(AGENTD_RUNTIME_DIR=run_dir)  # (as it is, not through the link)
+    assert "refused" in _unshared(d)
+    # Served all the same, by an agentd of its own.
+    assert new_session(d)
+    assert not shared.daemons()
+    d.stop()
+    if os.path.isdir(run_dir) and not os.path.islink(run_dir):
+        assert not [p for p in os.listdir(run_dir) if p.endswith(".sock")]
+
+
+@pytest.mark.parametrize("spoil", ["another user's socket", "a regular file", "a directory"])
+def test_a_socket_path_that_is_not_ours_is_never_used(shared: Shared, spoil: str) -> None:
+    a = shared.editor()
+    (pid,) = shared.daemons()
+    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    path = os.path.join(shared.run_dir, name)
+    a.stop()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid))
+    if spoil == "another user's socket":
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1)
+        os.chown(path, 4242, 4242)
+    elif spoil == "a regular file":
+        Path(path).write_text("")
+    else:
+        os.mkdir(path)
+    d = shared.editor()
+    assert "refused" in _unshared(d)
+    assert new_session(d)
+    assert not shared.daemons()
+
+
+def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Path) -> None:
+    """A socket file of ours, but the process behind it runs as another user."""
+    a = shared.editor()
+    (pid,) = shared.daemons()
+    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    path = os.path.join(shared.run_dir, name)
+    a.stop()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid))
+    ready = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        try:
+            # The file is ours; the process listening (its credentials are taken at
+            # listen()) is another user's.
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            os.setresgid(4242, 4242, 4242)
+            os.setresuid(4242, 4242, 4242)
+            listener.listen(8)
+            os.write(ready[1], b"x")
+            while True:
+                conn, _ = listener.accept()
+                conn.close()
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready[0], 1)
+        d = shared.editor()
+        assert "refused" in _unshared(d)
+        assert new_session(d)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
+def test_the_daemon_exits_when_idle(shared: Shared) -> None:
+    config = write_config(shared.tmp, "[daemon]\nidle_exit_s = 0.5\n")
+    a = shared.editor(**config)
+    (pid,) = shared.daemons()
+    new_session(a)
+    assert pid_alive(pid)  # an editor is attached: never idle
+    a.stop()
+    wait_until(lambda: not pid_alive(pid))
+    assert not [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+
+
+def test_a_run_keeps_an_idle_daemon_alive(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(shared.tmp, "[daemon]\nidle_exit_s = 0.2\n")
+    a = shared.editor(**config)
+    (pid,) = shared.daemons()
+    sid = new_session(a, title="t")
+    slow(model)
+    a.request_async("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]})
+    a.wait_for(lambda: deltas(a, sid) >= 3)
+    a.proc.kill()
+    a.wait_exit()
+    b = shared.editor(**config)
+    assert shared.daemons() == [pid]
+    b.wait_for(
+        lambda: b.call("session/get", {"sessionId": sid})["session"]["status"] == "idle",
+        timeout=60,
+    )
+    assert text_of(b.call("session/messages", {"sessionId": sid})["messages"][-1]) == SLOW_TEXT
+
+
+def test_mcp_servers_start_once_per_daemon(shared: Shared, tmp_path: Path) -> None:
+    from helpers import ctx_server, toml_value
+
+    starts = tmp_path / "starts.log"
+    server = ctx_server(env={"STARTS_FILE": str(starts)})
+    lines = ["[mcp_servers.ctx]"] + [f"{k} = {toml_value(v)}" for k, v in server.items()]
+    config = write_config(tmp_path, "\n".join(lines) + "\n")
+    a = shared.editor(**config)
+    listed = a.call("mcp/list", {"connect": True}, timeout=30)["servers"]
+    assert [s["state"] for s in listed] == ["ready"]
+    b = shared.editor(**config)
+    # b finds it ready: nothing started again.
+    listed = b.call("mcp/list", {"connect": True}, timeout=30)["servers"]
+    assert [s["state"] for s in listed] == ["ready"]
+    assert len(shared.daemons()) == 1
+    assert len(starts.read_text().split()) == 1
+
+
+def test_a_client_tool_request_fails_clearly_when_no_editor_can_answer(
+    shared: Shared, model
+) -> None:  # type: ignore[no-untyped-def]
+    a = shared.editor()
+    sid = new_session(a, title="t")
+    model.enqueue(
+        {"toolCalls": [{"name": "write_file", "arguments": {"path": "g.txt", "content": "x"}}]},
+        {"text": "after the refusal"},
+    )
+    gate = threading.Event()
+    a.handlers["permission/request"] = lambda p: gate.wait(30) and {"outcome": "allow_once"}
+    a.request_async(
+        "session/chat",
+        {"sessionId": sid, "parts": [{"type": "text", "text": "go"}], "tools": ["write_file"]},
+    )
+    a.wait_for(lambda: any(m.get("method") == "permission/request" for m in a.messages))
+    a.proc.kill()
+    a.wait_exit()
+    b = shared.editor()
+    b.wait_for(
+        lambda: b.call("session/get", {"sessionId": sid})["session"]["status"] == "idle",
+        timeout=30,
+    )
+    last = b.call("session/messages", {"sessionId": sid})["messages"][-1]
+    (tool,) = [p for p in last["parts"] if p["type"] == "tool"]
+    assert tool["state"]["status"] == "error"
+    assert "disconnected" in json.dumps(tool["state"])
+    assert not (shared.tmp / "g.txt").exists()
+    gate.set()
+
+
+def test_requests_and_ids_belong_to_their_connection(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    """Two editors use the same request ids; a's $/cancelRequest cancels a's request."""
+    a, b = shared.editor(), shared.editor()
+    sa, sb = new_session(a, title="a"), new_session(b, title="b")
+    slow(model)
+    slow(model)
+    a.request_async(
+        "session/chat", {"sessionId": sa, "parts": [{"type": "text", "text": "x"}]}, msg_id=77
+    )
+    b.request_async(
+        "session/chat", {"sessionId": sb, "parts": [{"type": "text", "text": "x"}]}, msg_id=77
+    )
+    a.wait_for(lambda: deltas(a, sa) >= 2)
+    b.wait_for(lambda: deltas(b, sb) >= 2)
+    a.notify("$/cancelRequest", {"id": 77})
+    with pytest.raises(RpcError) as err:
+        a.result(77)
+    assert err.value.code == -32800
+    assert text_of(b.result(77, timeout=60)["message"]) == SLOW_TEXT
