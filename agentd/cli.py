@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
-from pathlib import Path
 
-from agentd import __version__, file_modes, redaction
+from agentd import __version__
+
+# Everything else is imported by the command that needs it: the forwarder (`agentd`
+# attached to the shared daemon) lives on the standard library's smallest part.
 
 
 def setup_logging(verbose: int, log_file: str | None) -> None:
     """One handler (stderr, or the log file), formatting through the redacting
     formatter: registered secrets are masked in messages, exception text, tracebacks and
     stack info. Uncaught exceptions are routed through it too."""
+    import logging
+
+    from agentd import file_modes, redaction
+
     # Before the first record: the credentials in agentd's own environment.
     redaction.REGISTRY.register_environment(os.environ)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
@@ -222,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import logging
+    from pathlib import Path
+
     from agentd.config import load_config
 
     config = load_config(
@@ -250,22 +258,20 @@ def _daemon_options(args: argparse.Namespace) -> list[str]:
     return options
 
 
-def _serve(args: argparse.Namespace) -> int:
-    """`agentd`: through the user's shared daemon when it can, else in this process."""
-    if not args.no_shared:
-        from agentd import forwarder, shared_socket
+def _attach(args: argparse.Namespace) -> int | None:
+    """`agentd` through the user's shared daemon: its exit code; None when it cannot be
+    shared (then this process serves the editor)."""
+    from agentd import forwarder, shared_socket
 
-        config_file = shared_socket.config_path(args.config, os.environ)
-        if forwarder.shared_by_config(config_file, os.environ):
-            try:
-                return forwarder.attach(_daemon_options(args), args.config, args.verbose > 0)
-            except forwarder.Unshared as why:
-                if args.verbose or not why.expected:
-                    sys.stderr.write(f"agentd: running unshared: {why}\n")
-    setup_logging(args.verbose, args.log_file)
-    from agentd.daemon import serve_native
-
-    return serve_native(_config(args))
+    config_file = shared_socket.config_path(args.config, os.environ)
+    if not forwarder.shared_by_config(config_file, os.environ):
+        return None
+    try:
+        return forwarder.attach(_daemon_options(args), args.config, args.verbose > 0)
+    except forwarder.Unshared as why:
+        if args.verbose or not why.expected:
+            sys.stderr.write(f"agentd: running unshared: {why}\n")
+        return None
 
 
 def _serve_daemon(args: argparse.Namespace) -> int:
@@ -323,9 +329,6 @@ def _serve_acp(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Before anything is created: agentd's own files are private whatever the umask
-    # (the user's umask is kept for what the tools make in the workspace).
-    file_modes.make_private()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:
@@ -333,14 +336,26 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             sys.stderr.write(f"agentd: --config {args.config}: {problem}\n")
             return 2
+    command = args.command or "serve"
+    if command == "serve" and not args.no_shared:
+        code = _attach(args)  # (it makes its few files with their modes)
+        if code is not None:
+            return code
+    from agentd import file_modes
+
+    # Before anything is created: agentd's own files are private whatever the umask
+    # (the user's umask is kept for what the tools make in the workspace).
+    file_modes.make_private()
     if args.log_file is not None:
         problem = log_file_problem(args.log_file)
         if problem:
             sys.stderr.write(f"agentd: --log-file {args.log_file}: {problem}\n")
             return 2
-    command = args.command or "serve"
     if command == "serve":
-        return _serve(args)
+        setup_logging(args.verbose, args.log_file)
+        from agentd.daemon import serve_native
+
+        return serve_native(_config(args))
     if command == "daemon":
         return _serve_daemon(args)
     setup_logging(args.verbose, args.log_file)

@@ -52,14 +52,14 @@ class Daemon(SessionCore):
     # --- unshared ----------------------------------------------------------------------
 
     async def serve_alone(self, stdin_fd: int | None, stdout_fd: int | None) -> int:
-        connection = NativeConnection(self, self.config)
+        connection = NativeConnection(self, self.config, keep_runs=lambda: False)
         self._connections.add(connection)
         loop = asyncio.get_running_loop()
         # SIGTERM / SIGINT end the daemon the way `exit` after end of input does: runs are
         # aborted and persisted, tool-context files released.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, connection.exit, 0)
-        return await connection.serve(stdin_fd, stdout_fd, keep_runs=lambda: False, then=self.close)
+        return await connection.serve(stdin_fd, stdout_fd, then=self.close)
 
     # --- shared ------------------------------------------------------------------------
 
@@ -71,6 +71,9 @@ class Daemon(SessionCore):
             loop.add_signal_handler(sig, stopping.set)
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept, listener)
+        # A daemon lives long: what the first turn needs loads now, not at its start.
+        self.runs.preload_provider()
+        self.ready()
         ours = os.stat(path)
         idle_s = self.config.daemon.idle_exit_s
         idle_since = loop.time()
@@ -146,8 +149,19 @@ class Daemon(SessionCore):
         self, sock: socket.socket, stdin_fd: int, stdout_fd: int, hello: dict[str, Any]
     ) -> int:
         cwd = hello.get("cwd")
+        keep = self.config.daemon.on_disconnect == "continue"
+        stopping = self._stopping
+
+        def keep_runs() -> bool:
+            # The daemon ending (SIGTERM, idle) aborts and persists, as unshared.
+            return keep and not (stopping is not None and stopping.is_set())
+
         connection = NativeConnection(
-            self, self.config, cwd=cwd if isinstance(cwd, str) and cwd else None
+            self,
+            self.config,
+            keep_runs=keep_runs,
+            shared=True,
+            cwd=cwd if isinstance(cwd, str) and cwd else None,
         )
         self._connections.add(connection)
         loop = asyncio.get_running_loop()
@@ -165,15 +179,8 @@ class Daemon(SessionCore):
                 connection.exit(0)
 
         loop.add_reader(sock.fileno(), forwarder_said)
-        keep = self.config.daemon.on_disconnect == "continue"
-        stopping = self._stopping
-
-        def keep_runs() -> bool:
-            # The daemon ending (SIGTERM, idle) aborts and persists, as unshared.
-            return keep and not (stopping is not None and stopping.is_set())
-
         try:
-            return await connection.serve(stdin_fd, stdout_fd, keep_runs=keep_runs)
+            return await connection.serve(stdin_fd, stdout_fd)
         finally:
             loop.remove_reader(sock.fileno())
             self._connections.discard(connection)

@@ -20,6 +20,8 @@ class ModelClients:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._clients: dict[str, ChatProvider] = {}
+        # The preload thread may make the default model's client while a turn wants it.
+        self._lock = threading.Lock()
 
     def resolve(self, *names: str | None) -> ModelConfig:
         """The first model named, else the default; ModelNotConfigured when none is."""
@@ -35,17 +37,19 @@ class ModelClients:
         return model
 
     def client(self, model: ModelConfig) -> ChatProvider:
-        client = self._clients.get(model.provider)
-        if client is None:
-            from agentd.provider import ChatProvider
+        with self._lock:
+            client = self._clients.get(model.provider)
+            if client is None:
+                from agentd.provider import ChatProvider
 
-            client = ChatProvider(self.config.providers[model.provider])
-            self._clients[model.provider] = client
-        return client
+                client = ChatProvider(self.config.providers[model.provider])
+                self._clients[model.provider] = client
+            return client
 
     def preload(self) -> None:
-        """When a model is configured, load the provider's SDK in a background thread so
-        the first turn does not wait for the import."""
+        """When a model is configured, load in a background thread what the first turn
+        would otherwise wait for: the provider's SDK, the default model's client (its
+        HTTP transport and TLS context), the tools."""
         if self.config.default_model is None and not self.config.models:
             return
 
@@ -54,6 +58,15 @@ class ModelClients:
 
             try:
                 ChatProvider.preload()
+                model = self.config.resolve_model(None)
+                if model is not None and model.provider in self.config.providers:
+                    self.client(model).connect()
+                import anyio._backends._asyncio  # noqa: F401  (the SDK's first request)
+
+                import agentd.tool_calls  # noqa: F401
+                from agentd.protocol.converter import prepare_hooks
+
+                prepare_hooks()
             except Exception:  # the first turn will report it properly
                 logger.debug("provider preload failed", exc_info=True)
 

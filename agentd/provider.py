@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -599,6 +600,7 @@ class ChatProvider:
         self._redact = _Redactor(config.api_key)
         self._client: openai.AsyncOpenAI | None = None
         self._endpoint = ""
+        self._making = threading.Lock()  # (a preload thread may make it: `connect`)
 
     @staticmethod
     def preload() -> None:
@@ -608,15 +610,23 @@ class ChatProvider:
         import openai
         import openai.resources.chat.completions  # noqa: F401
 
+    def connect(self) -> None:
+        """Make the SDK's client now (a preload thread may), not at the first turn."""
+        self._sdk()
+
     def _sdk(self) -> openai.AsyncOpenAI:
-        if self._client is None:
+        if self._client is not None:
+            return self._client
+        with self._making:
+            if self._client is not None:
+                return self._client
             import openai
 
             cfg = self._config
             # Our own timers (first token, stall) are the precise ones; the transport's
             # read timeout is only a backstop behind them.
             backstop = max(cfg.first_token_timeout_s, cfg.stall_timeout_s) + 30.0
-            self._client = openai.AsyncOpenAI(
+            client = openai.AsyncOpenAI(
                 base_url=cfg.base_url,
                 api_key=cfg.api_key or "not-needed",
                 max_retries=0,  # one retry layer only: ours
@@ -629,10 +639,11 @@ class ChatProvider:
                     follow_redirects=False, event_hooks={"response": [_cap_error_body]}
                 ),
             )
-            url = self._client.base_url
+            url = client.base_url
             port = f":{url.port}" if url.port else ""
             self._endpoint = f"{url.scheme}://{url.host}{port}{url.path}"
-        return self._client
+            self._client = client
+        return client
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,10 +35,24 @@ class NativeConnection:
     What belongs to the connection stays here: what its `initialize` said, its
     `shutdown` and `exit`, the runs it started when it ends (see `serve`)."""
 
-    def __init__(self, core: SessionCore, config: Config, *, cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        core: SessionCore,
+        config: Config,
+        *,
+        keep_runs: Callable[[], bool],
+        shared: bool = False,
+        cwd: str | None = None,
+    ) -> None:
         self.core = core
         self.connection = Connection(config.max_frame_bytes)
         self.editor = EditorConnection(self.connection)
+        # Whether the runs this editor started go on when its connection ends (any way:
+        # end of input, `shutdown`, `exit`, its forwarder killed): an editor reloading
+        # finds them streaming. Else they are aborted and persisted, and its chats answer
+        # before the connection closes.
+        self.keep_runs = keep_runs
+        self._shared = shared
         # Where the editor runs: the workspace root when `initialize` names none.
         self._cwd = cwd
         self.exit_code: int | None = None
@@ -103,6 +118,12 @@ class NativeConnection:
             tool_context_dir=str(sessions.toolctx.directory),
             sandbox=await sessions.sandbox_info(),
             tool_context_error=sessions.toolctx.unavailable,
+            daemon=t.DaemonInfo(
+                shared=self._shared,
+                pid=os.getpid(),
+                on_disconnect="continue" if self.keep_runs() else "abort",
+                connections=len(self._editors().connections),
+            ),
         )
 
     def _initialized(self, _: Any) -> None:
@@ -110,7 +131,8 @@ class NativeConnection:
         self.core.sessions.mcp.preload()
 
     async def _shutdown(self, _: None) -> None:
-        await self.core.runs.abort_started_by(self.editor.info)
+        if not self.keep_runs():
+            await self.core.runs.abort_started_by(self.editor.info)
 
     def exit(self, code: int) -> None:
         self.exit_code = code
@@ -118,21 +140,22 @@ class NativeConnection:
 
     # --- serving -----------------------------------------------------------------------
 
+    def _editors(self) -> Editors:
+        editors = self.core.sessions.link
+        assert isinstance(editors, Editors)  # (a native core's link)
+        return editors
+
     async def serve(
         self,
         stdin_fd: int | None,
         stdout_fd: int | None,
         *,
-        keep_runs: Callable[[], bool],
         then: Callable[[], Awaitable[None]] | None = None,
     ) -> int:
         """Serve until `exit` or the end of input; the exit code. At the end, the runs
-        this editor started go on when `keep_runs()` says so (an editor reloading finds
-        them streaming), else end as `shutdown` ends them: aborted and persisted, so that
-        its chats answer before the connection closes. `then` runs before the output is
-        flushed for the last time."""
-        rpc, editors = self.connection, self.core.sessions.link
-        assert isinstance(editors, Editors)
+        this editor started go on or are aborted (`keep_runs`). `then` runs before the
+        output is flushed for the last time."""
+        rpc, editors = self.connection, self._editors()
         editors.attach(self.editor)
         try:
             await rpc.serve(stdin_fd, stdout_fd)
@@ -140,7 +163,7 @@ class NativeConnection:
             if self.core.startup is not None:
                 with contextlib.suppress(Exception):
                     await self.core.startup
-            if not keep_runs():
+            if not self.keep_runs():
                 await self.core.runs.abort_started_by(self.editor.info)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(REQUESTS_AT_EXIT_S):

@@ -18,7 +18,6 @@ else is refused, never used: agentd then runs unshared and says why on stderr.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,11 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from agentd import __version__
+
+try:  # hashlib's OpenSSL costs a forwarder 4 MiB of memory; BLAKE2 is built in
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover (an interpreter without it)
+    from hashlib import blake2b
 
 # Variables read by agentd or by the libraries it hands its environment to.
 ENV_PREFIXES = ("AGENTD_", "OPENAI_", "AZURE_OPENAI_")
@@ -91,12 +95,12 @@ def identity(options: Sequence[str], config_file: str, env: Mapping[str, str]) -
             "python": sys.executable,
             "options": list(options),
             "config": config_file,
-            "configSha256": hashlib.sha256(config_bytes).hexdigest(),
+            "configDigest": blake2b(config_bytes).hexdigest(),
             "env": sorted(read.items()),
         },
         sort_keys=True,
     )
-    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return blake2b(material.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
 
 
 def runtime_dir(env: Mapping[str, str]) -> str:

@@ -1028,7 +1028,7 @@ def bench_snapshots(srv: ScriptedModelServer, runs: int) -> None:
 
 def _shared_env(tmp: Path, base_url: str | None) -> dict[str, str]:
     env = daemon_env(tmp, base_url, AGENTD_SHARED="1")
-    env["AGENTD_RUNTIME_DIR"] = str(tmp / "run")
+    env["AGENTD_RUNTIME_DIR"] = str(tmp / "rt")
     return env
 
 
@@ -1040,7 +1040,7 @@ def _shared_daemon_pid(tmp: Path) -> int | None:
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"daemon" in argv and any(str(tmp / "run").encode() in a for a in argv):
+            if b"daemon" in argv and any(str(tmp / "rt").encode() in a for a in argv):
                 return int(entry)
     return None
 
@@ -1076,9 +1076,11 @@ def bench_shared(srv: ScriptedModelServer, runs: int) -> None:
             env = _shared_env(tmp, srv.base_url)
             if mode == "unshared":
                 env["AGENTD_SHARED"] = "0"
-            if mode == "shared warm":  # the user's daemon already runs (another editor)
+            if mode == "shared warm":  # the user's daemon runs: another editor used it
                 other = Daemon(env, spawn="exec")
-                other.call("initialize", {"processId": os.getpid()})
+                other.initialize(workspaceRoot=str(tmp))
+                sid = other.call("session/create", {"title": "t"})["session"]["id"]
+                _five_token_turn(other, srv, sid)
             start = time.perf_counter()
             d = Daemon(env, spawn="exec")
             d.call("initialize", {"processId": os.getpid(), "workspaceRoot": str(tmp)})

@@ -161,6 +161,27 @@ def test_editors_with_the_same_settings_share_one_daemon(shared: Shared) -> None
     assert len(shared.daemons()) == 1
 
 
+def test_initialize_says_which_daemon_serves_the_editor(shared: Shared, spawn) -> None:  # type: ignore[no-untyped-def]
+    a = shared.editor()
+    b = shared.editor(initialize=False)
+    info = b.initialize(workspaceRoot=str(shared.tmp))["daemon"]
+    assert info == {
+        "shared": True,
+        "pid": shared.daemons()[0],
+        "onDisconnect": "continue",
+        "connections": 2,
+    }
+    assert a.proc.pid != info["pid"]
+    own = spawn(initialize=False)
+    alone = own.initialize()["daemon"]
+    assert alone == {
+        "shared": False,
+        "pid": own.proc.pid,
+        "onDisconnect": "abort",
+        "connections": 1,
+    }
+
+
 def test_exit_without_shutdown_exits_1_through_the_forwarder(shared: Shared) -> None:
     a = shared.editor()
     a.notify("exit")
@@ -275,7 +296,7 @@ def test_permission_requests_go_to_the_editor_whose_run_asks(shared: Shared, mod
 # --- answers survive the editor ------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["kill -9", "end of input"])
+@pytest.mark.parametrize("how", ["kill -9", "end of input", "shutdown and exit"])
 def test_a_run_goes_on_when_its_editor_leaves_and_a_new_one_follows_it(
     shared: Shared,
     model,
@@ -288,8 +309,11 @@ def test_a_run_goes_on_when_its_editor_leaves_and_a_new_one_follows_it(
     a.wait_for(lambda: deltas(a, sid) >= 10)
     if how == "kill -9":
         a.proc.kill()
-    else:
+    elif how == "end of input":
         a.close_stdin()
+    else:  # what an LSP client does on a window reload: the run still goes on
+        a.call("shutdown", None)
+        a.notify("exit")
     a.wait_exit()
     b = shared.editor()
     opened = b.request_async("session/messages", {"sessionId": sid})

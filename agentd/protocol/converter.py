@@ -149,6 +149,25 @@ def _message_updated_hook() -> Callable[[t.MessageUpdatedParams], dict[str, Any]
 converter.register_unstructure_hook(t.MessageUpdatedParams, _message_updated_hook())
 
 
+def prepare_hooks() -> None:
+    """Make now every hook the method table's types need: cattrs makes each on first use,
+    which cost a daemon's first turn about 25 ms. (Safe from a thread: a hook made twice
+    is the same hook.)"""
+    for method in METHODS.values():
+        incoming = method.sender == "editor"
+        for cls, structured in ((method.params, incoming), (method.result, not incoming)):
+            if cls is None:
+                continue
+            if structured:
+                converter.get_structure_hook(cls)
+            else:
+                converter.get_unstructure_hook(cls)
+    for union in (t.Part, t.ToolState, t.InputPart):
+        for member in typing.get_args(union):
+            converter.get_unstructure_hook(member)
+            converter.get_structure_hook(member)
+
+
 def structure(data: Any, cls: type[Any]) -> Any:
     return converter.structure(data, cls)
 

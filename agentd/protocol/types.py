@@ -397,6 +397,20 @@ class InitializeResult:
     sandbox: SandboxInfo
     # Why tool contexts are unavailable (the directory was refused); absent when they work.
     tool_context_error: str | None = None
+    daemon: DaemonInfo | None = None
+
+
+@attrs.define
+class DaemonInfo:
+    """The process serving this connection: the user's shared daemon, or this editor's
+    own agentd."""
+
+    shared: bool
+    pid: int
+    # What happens to this connection's runs when it ends (EOF, shutdown, a reload).
+    on_disconnect: Literal["continue", "abort"]
+    # Editors connected to it, this one included.
+    connections: int
 
 
 @attrs.define

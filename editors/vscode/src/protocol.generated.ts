@@ -31,6 +31,14 @@ export interface CompactionPart {
   type: "compaction";
 }
 
+/** The process serving this connection: the user's shared daemon, or this editor's own agentd. */
+export interface DaemonInfo {
+  shared: boolean;
+  pid: number;
+  onDisconnect: "continue" | "abort";
+  connections: number;
+}
+
 export interface EmptyParams {
   [key: string]: unknown;
 }
@@ -103,6 +111,7 @@ export interface InitializeResult {
   toolContextDir: string;
   sandbox: SandboxInfo;
   toolContextError?: string;
+  daemon?: DaemonInfo;
 }
 
 /** An instruction file a run sent the model (an AGENTS.md, the user's, or one named by `instructions` in the configuration): its path, its size in bytes, and how many of those bytes the model got (fewer when the size limits cut it). */
