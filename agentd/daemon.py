@@ -200,10 +200,11 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
         await readable
     finally:
         loop.remove_reader(sock.fileno())
-    data, fds, _flags, _addr = socket.recv_fds(
-        sock, shared_socket.HELLO_MAX, 2, socket.MSG_CMSG_CLOEXEC
+    # (Room for one descriptor too many: more than two is refused, not cut to two.)
+    data, fds, flags, _addr = socket.recv_fds(
+        sock, shared_socket.HELLO_MAX, 3, socket.MSG_CMSG_CLOEXEC
     )
-    if len(fds) != 2:
+    if len(fds) != 2 or flags & socket.MSG_CTRUNC:
         for fd in fds:
             os.close(fd)
         raise ValueError(f"expected the editor's stdin and stdout, got {len(fds)} descriptors")

@@ -1027,9 +1027,7 @@ def bench_snapshots(srv: ScriptedModelServer, runs: int) -> None:
 
 
 def _shared_env(tmp: Path, base_url: str | None) -> dict[str, str]:
-    env = daemon_env(tmp, base_url, AGENTD_SHARED="1")
-    env["AGENTD_RUNTIME_DIR"] = str(tmp / "rt")
-    return env
+    return daemon_env(tmp, base_url, AGENTD_SHARED="1", AGENTD_RUNTIME_DIR=str(tmp / "rt"))
 
 
 def _shared_daemon_pid(tmp: Path) -> int | None:

@@ -24,6 +24,26 @@ rpc_client.SHARED = os.environ.get("AGENTD_TEST_SHARED", "0")
 os.environ["AGENTD_SHARED"] = rpc_client.SHARED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_daemons_end() -> Iterator[None]:
+    """Shared, the daemons of tests that start agentd with an environment of their own
+    live in one directory of this run, and end with it."""
+    if rpc_client.SHARED != "1":
+        yield
+        return
+    import signal
+    import tempfile
+
+    from test_shared_daemon import daemon_pids, wait_until
+
+    directory = tempfile.mkdtemp(prefix="agentd-tests-")
+    os.environ["AGENTD_RUNTIME_DIR"] = directory
+    yield
+    for pid in daemon_pids(directory):
+        os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not daemon_pids(directory), timeout=60)
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator:
     """spawn(base_url=None, **env) -> an agentd started on tmp_path's data and state dirs."""

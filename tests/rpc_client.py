@@ -458,6 +458,7 @@ def runtime_dir(tmp: Path) -> str:
     """A short directory for a test's shared daemons (a Unix socket's path is short)."""
     link = tmp / "run"
     if not link.exists():
+        tmp.mkdir(parents=True, exist_ok=True)
         link.symlink_to(tempfile.mkdtemp(prefix="agentd-run-"))
     return os.path.realpath(link)
 
@@ -468,9 +469,8 @@ def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str
         "AGENTD_STATE_DIR": str(tmp / "state"),
         "AGENTD_CONFIG": str(tmp / "no-config.toml"),
         "PYTHONUNBUFFERED": "1",
-        # Each test's own shared daemons (AGENTD_TEST_SHARED=1), or none (tests/shared.py).
+        # Each test's own shared daemons (AGENTD_TEST_SHARED=1, or a test that asks).
         "AGENTD_SHARED": SHARED,
-        "AGENTD_RUNTIME_DIR": runtime_dir(tmp),
     }
     for key in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AGENTD_MODEL", "AGENTD_TITLE_MODEL"):
         env[key] = ""
@@ -483,4 +483,6 @@ def daemon_env(tmp: Path, base_url: str | None = None, **extra: str) -> dict[str
             }
         )
     env.update(extra)
+    if env["AGENTD_SHARED"] == "1" and "AGENTD_RUNTIME_DIR" not in extra:
+        env["AGENTD_RUNTIME_DIR"] = runtime_dir(tmp)
     return env

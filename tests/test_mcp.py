@@ -247,7 +247,8 @@ def test_abort_sends_the_mcp_cancellation(spawn, model, tmp_path):
 
 def test_tools_list_changed_refreshes_the_tools(spawn, model, tmp_path):
     d = spawn(model.base_url, **write_config(tmp_path, {"ctx": ctx_server()}))
-    sid = new_session(d)
+    # (A title: else the title, written after the first answer, may take a queued answer.)
+    sid = new_session(d, title="t")
     model.enqueue(
         {"toolCalls": [{"name": "ctx_add_tool", "arguments": {"name": "fresh"}}]}, {"text": "added"}
     )

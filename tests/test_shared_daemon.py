@@ -4,6 +4,7 @@ stdin and stdout are handed to a real daemon process over a real Unix socket."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ from rpc_client import Daemon, RpcError, daemon_env, runtime_dir
 
 
 def daemon_pids(run_dir: str) -> list[int]:
-    """The shared daemons listening in `run_dir` (their command line names the socket)."""
-    pids = []
+    """The shared daemons listening in `run_dir` (their command line names the socket;
+    a daemon's child between fork and exec has the same, and is left out)."""
+    pids: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -28,13 +30,14 @@ def daemon_pids(run_dir: str) -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
             with open(f"/proc/{entry}/stat") as f:
-                if f.read().split(") ")[1][0] == "Z":
-                    continue
+                state = f.read().split(") ")[1].split()
         except OSError:
             continue
+        if state[0] == "Z":
+            continue
         if b"daemon" in argv and any(a.startswith(run_dir.encode() + b"/") for a in argv):
-            pids.append(int(entry))
-    return pids
+            pids[int(entry)] = int(state[1])
+    return sorted(pid for pid, parent in pids.items() if parent not in pids)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
@@ -618,3 +621,88 @@ def test_requests_and_ids_belong_to_their_connection(shared: Shared, model) -> N
         a.result(77)
     assert err.value.code == -32800
     assert text_of(b.result(77, timeout=60)["message"]) == SLOW_TEXT
+
+
+def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> None:
+    """Connections to the socket that are not forwarders: silent, junk, the wrong number
+    of descriptors, a hello over the limit, descriptors that are not pipes."""
+    a = shared.editor()
+    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    path = os.path.join(shared.run_dir, name)
+
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        return s
+
+    silent = connect()  # says nothing at all
+    junk = connect()
+    junk.sendall(b"\x00\xff not json at all")
+    none = connect()
+    socket.send_fds(none, [b"{}"], [])
+    one = connect()
+    socket.send_fds(one, [b"{}"], [0])
+    three = connect()
+    socket.send_fds(three, [b"{}"], [0, 1, 2])
+    huge = connect()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        huge.sendall(b"{" + b" " * (256 * 1024))  # (refused before it is all sent)
+    not_an_object = connect()
+    socket.send_fds(not_an_object, [b"[1, 2]"], [0, 1])
+    devnull = os.open(os.devnull, os.O_RDWR)
+    null_pipes = connect()
+    socket.send_fds(null_pipes, [b'{"pid": 1}'], [devnull, devnull])
+    os.close(devnull)
+    for s in (junk, none, one, three, huge, not_an_object):
+        s.settimeout(20)
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(64) == b""  # refused: closed without an exit code
+    assert null_pipes.recv(64) == b"0\n"  # /dev/null as an editor: served, input ended
+    # Meanwhile and after, editors are served as ever.
+    b = shared.editor()
+    sid = new_session(a)
+    assert b.call("session/get", {"sessionId": sid})["session"]["id"] == sid
+    assert len(shared.daemons()) == 1
+    for s in (silent, junk, none, one, three, huge, not_an_object, null_pipes):
+        s.close()
+
+
+def test_the_forwarder_imports_only_the_standard_library(shared: Shared) -> None:
+    a = shared.editor()  # the daemon runs
+    d = Daemon({**shared.env(), "PYTHONPROFILEIMPORTTIME": "1"}, spawn="exec")
+    shared.editors.append(d)
+    d.initialize()
+    d.end()
+    assert d.wait_exit() == 0
+    d.stop()
+    imported = {
+        line.split("|")[-1].strip()
+        for line in d.stderr_lines
+        if line.startswith("import time:") and "|" in line
+    }
+    ours = {m for m in imported if m.startswith("agentd")}
+    assert ours == {"agentd", "agentd.cli", "agentd.forwarder", "agentd.shared_socket"}
+    for heavy in ("pygls", "lsprotocol", "attrs", "attr", "cattrs", "openai", "orjson"):
+        assert heavy not in imported
+    assert a.call("session/list", {})["sessions"] == []
+
+
+def test_each_editor_keeps_its_own_workspace_root(shared: Shared, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    a = shared.editor(initialize=False)
+    a.initialize(workspaceRoot=str(one))
+    b = shared.editor(initialize=False)
+    b.initialize(workspaceRoot=str(two))
+    in_a, in_b = new_session(a), new_session(b)
+    get = a.call("session/get", {"sessionId": in_a})["session"]
+    assert get["workspaceRoot"] == str(one)
+    assert b.call("session/get", {"sessionId": in_b})["session"]["workspaceRoot"] == str(two)
+    # An editor that names no root gets the directory it was started in.
+    c = Daemon(shared.env(), spawn="exec", cwd=str(two))
+    shared.editors.append(c)
+    c.initialize()
+    in_c = new_session(c)
+    assert c.call("session/get", {"sessionId": in_c})["session"]["workspaceRoot"] == str(two)
+    assert len(shared.daemons()) == 1
