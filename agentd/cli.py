@@ -276,10 +276,10 @@ def _attach(args: argparse.Namespace) -> int | None:
 
 def _serve_daemon(args: argparse.Namespace) -> int:
     """`agentd daemon`: listen first (a forwarder waits on `--ready-fd`), then load."""
-    import socket
+    from agentd import shared_socket
 
     path = args.socket
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener = shared_socket.new_socket()
     temporary = f"{path}.{os.getpid()}"
     try:
         with contextlib.suppress(FileNotFoundError):

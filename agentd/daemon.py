@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from agentd import shared_socket
@@ -48,6 +49,7 @@ class Daemon(SessionCore):
         self._connections: set[NativeConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
+        self._logs: EditorLogs | None = None
 
     # --- unshared ----------------------------------------------------------------------
 
@@ -69,6 +71,9 @@ class Daemon(SessionCore):
         self._stopping = stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        root = logging.getLogger()
+        self._logs = EditorLogs(root.handlers[0].formatter if root.handlers else None)
+        root.addHandler(self._logs)
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept, listener)
         # A daemon lives long: what the first turn needs loads now, not at its start.
@@ -137,8 +142,7 @@ class Daemon(SessionCore):
                 logger.warning("a forwarder's hello was refused: %s", exc)
                 return
             code = await self._serve_connection(sock, fds[0], fds[1], hello)
-            with contextlib.suppress(OSError):
-                sock.send(b"%d\n" % code)
+            _tell(sock, {"exit": code})
         finally:
             sock.close()
             for fd in fds:
@@ -179,10 +183,14 @@ class Daemon(SessionCore):
                 connection.exit(0)
 
         loop.add_reader(sock.fileno(), forwarder_said)
+        if self._logs is not None:
+            self._logs.attach(sock, self.config.problems)
         try:
             return await connection.serve(stdin_fd, stdout_fd)
         finally:
             loop.remove_reader(sock.fileno())
+            if self._logs is not None:
+                self._logs.detach(sock)
             self._connections.discard(connection)
 
 
@@ -204,7 +212,7 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
     data, fds, flags, _addr = socket.recv_fds(
         sock, shared_socket.HELLO_MAX, 3, socket.MSG_CMSG_CLOEXEC
     )
-    if len(fds) != 2 or flags & socket.MSG_CTRUNC:
+    if len(fds) != 2 or flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
         for fd in fds:
             os.close(fd)
         raise ValueError(f"expected the editor's stdin and stdout, got {len(fds)} descriptors")
@@ -217,6 +225,57 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
             os.close(fd)
         raise
     return hello, fds
+
+
+def _tell(sock: socket.socket, message: dict[str, Any]) -> None:
+    """One message to a forwarder, whole or not at all, never waiting (a forwarder that
+    does not read loses log lines, never stalls the daemon)."""
+    data = json.dumps(message).encode("utf-8", "replace")
+    with contextlib.suppress(OSError):
+        sock.send(data[: shared_socket.MESSAGE_MAX], socket.MSG_DONTWAIT)
+
+
+class EditorLogs(logging.Handler):
+    """What the daemon logs (at its level, redacted as in its log file) also goes to the
+    stderr of each attached editor, through its forwarder: as an unshared agentd logs to
+    the editor's stderr. Records come from any thread; each line is one message."""
+
+    def __init__(self, formatter: logging.Formatter | None) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self._forwarders: set[socket.socket] = set()
+        self._guard = threading.Lock()
+
+    def attach(self, sock: socket.socket, problems: tuple[str, ...]) -> None:
+        """`problems`: the configuration's, logged at start-up, before this editor came."""
+        for problem in problems:
+            record = logging.makeLogRecord(
+                {
+                    "name": "agentd.config",
+                    "levelno": logging.WARNING,
+                    "levelname": "WARNING",
+                    "msg": "configuration: %s",
+                    "args": (problem,),
+                }
+            )
+            _tell(sock, {"log": self.format(record)})
+        with self._guard:
+            self._forwarders.add(sock)
+
+    def detach(self, sock: socket.socket) -> None:
+        with self._guard:
+            self._forwarders.discard(sock)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        with self._guard:
+            forwarders = list(self._forwarders)
+        for sock in forwarders:
+            _tell(sock, {"log": line})
 
 
 def _still_ours(path: str, ours: os.stat_result) -> bool:

@@ -5,7 +5,9 @@ It imports the standard library only. It finds the daemon of its identity
 two forwarders starting at once start one daemon), and hands the daemon its stdin and
 stdout (SCM_RIGHTS) with a hello saying its pid and working directory. From then on the
 daemon reads and writes the editor's pipes itself: no byte passes through the
-forwarder, which waits for the daemon to write back the connection's exit code.
+forwarder, which writes what the daemon logs to its stderr (as an unshared agentd logs
+to the editor's stderr) and exits with the code the daemon sends when the connection
+ends.
 
 - The daemon dies: the forwarder exits with code 1 (and says so on stderr); the
   editor's next spawn starts a fresh daemon.
@@ -98,20 +100,23 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    answer = b""
-    while not answer.endswith(b"\n"):
+    while True:
         try:
-            data = sock.recv(64)
+            data = sock.recv(shared_socket.MESSAGE_MAX)
         except InterruptedError:
             continue
         if not data:
             sys.stderr.write("agentd: the shared daemon ended unexpectedly\n")
             return 1
-        answer += data
-    try:
-        return int(answer)
-    except ValueError:
-        return 1
+        try:
+            message = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and isinstance(message.get("log"), str):
+            sys.stderr.write(message["log"] + "\n")
+            sys.stderr.flush()
+        elif isinstance(message, dict) and isinstance(message.get("exit"), int):
+            return int(message["exit"])
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -119,7 +124,7 @@ def _connect(path: str) -> socket.socket | None:
     problem = shared_socket.socket_file_problem(path)
     if problem:
         raise Unshared(problem)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = shared_socket.new_socket()
     try:
         sock.connect(path)
     except (FileNotFoundError, ConnectionRefusedError):

@@ -174,6 +174,9 @@ class Connection:
         # Requests handed to pygls and not answered yet; the value: whether it counts
         # against MAX_REQUESTS_IN_FLIGHT.
         self._running: dict[MsgId, bool] = {}
+        self._methods: dict[MsgId, str] = {}
+        # Requests `finish_requests` does not wait for.
+        self._not_awaited: set[MsgId] = set()
         self._in_flight = 0
         self._all_answered: asyncio.Event | None = None
         self._outgoing: dict[str, asyncio.Future[Any]] = {}
@@ -412,6 +415,7 @@ class Connection:
             self.shutdown_requested = True
         counted = method not in self.dialect.uncounted
         self._running[msg_id] = counted
+        self._methods[msg_id] = method
         self._in_flight += counted
         request = JsonRPCRequestMessage(
             id=msg_id, method=method, jsonrpc="2.0", params=Call(msg_id, params)
@@ -442,10 +446,11 @@ class Connection:
             )
 
     def _answered(self, msg_id: MsgId) -> None:
+        self._methods.pop(msg_id, None)
         if self._running.pop(msg_id, False):
             self._in_flight -= 1
             self._schedule_pump()  # held input may go on
-        if not self._running and self._all_answered is not None:
+        if self._all_answered is not None and not (self._methods.keys() - self._not_awaited):
             self._all_answered.set()
 
     def _on_answer(self, msg_id: Any, msg: dict[str, Any]) -> None:
@@ -497,9 +502,11 @@ class Connection:
             if not future.done():
                 future.set_exception(EditorError(InternalError.code, "the editor disconnected"))
 
-    async def finish_requests(self) -> None:
-        """Wait for the editor's requests being handled to answer."""
-        if self._running:
+    async def finish_requests(self, but: frozenset[str] = frozenset()) -> None:
+        """Wait for the editor's requests being handled to answer, but those of the
+        methods in `but`."""
+        self._not_awaited = {i for i, m in self._methods.items() if m in but}
+        if self._methods.keys() - self._not_awaited:
             self._all_answered = asyncio.Event()
             await self._all_answered.wait()
 

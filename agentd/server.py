@@ -29,6 +29,9 @@ from agentd.protocol.methods import agentd_notifications, editor_requests
 
 logger = logging.getLogger(__name__)
 
+# Requests that last as long as a run.
+RUN_REQUESTS = frozenset({"session/chat"})
+
 
 class NativeConnection:
     """One editor's connection in agentd's own protocol, over the daemon's session core.
@@ -163,11 +166,14 @@ class NativeConnection:
             if self.core.startup is not None:
                 with contextlib.suppress(Exception):
                     await self.core.startup
-            if not self.keep_runs():
+            # Requests read before the end are answered; a chat whose run goes on is not
+            # waited for (the editor that reconnects reads its answer from the session).
+            keep = self.keep_runs()
+            if not keep:
                 await self.core.runs.abort_started_by(self.editor.info)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(REQUESTS_AT_EXIT_S):
-                        await rpc.finish_requests()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REQUESTS_AT_EXIT_S):
+                    await rpc.finish_requests(but=RUN_REQUESTS if keep else frozenset())
             editors.detach(self.editor)
             rpc.abandon_requests()
             if then is not None:

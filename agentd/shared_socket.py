@@ -58,8 +58,11 @@ ENV_NAMES = (
 ENV_PLACE = ("AGENTD_RUNTIME_DIR", "AGENTD_SHARED")
 # Variables a configuration file names: `${NAME}` in a value, `api_key_env = "NAME"`.
 _CONFIG_ENV = re.compile(rb'\$\{([A-Za-z_][A-Za-z0-9_]*)\}|api_key_env\s*=\s*"([^"]+)"')
-# A hello from the forwarder is one datagram-sized message.
+# The forwarder and the daemon talk in messages (SOCK_SEQPACKET: each is whole or not
+# sent): the forwarder's hello with the editor's descriptors, then the daemon's
+# `{"log": line}` (what it logs, for the editor's stderr) and `{"exit": code}`.
 HELLO_MAX = 64 * 1024
+MESSAGE_MAX = 16 * 1024
 
 
 def config_path(option: str | None, env: Mapping[str, str]) -> str:
@@ -159,6 +162,10 @@ def peer_uid(sock: socket.socket) -> int:
 
 
 def supported() -> bool:
-    """Whether this platform can run shared: Unix sockets that pass descriptors, and a
-    way to check the peer's uid."""
-    return hasattr(socket, "AF_UNIX") and hasattr(socket, "SO_PEERCRED")
+    """Whether this platform can run shared: Unix message sockets that pass
+    descriptors, and a way to check the peer's uid."""
+    return all(hasattr(socket, name) for name in ("AF_UNIX", "SOCK_SEQPACKET", "SO_PEERCRED"))
+
+
+def new_socket() -> socket.socket:
+    return socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

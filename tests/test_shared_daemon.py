@@ -473,7 +473,7 @@ def test_a_socket_path_that_is_not_ours_is_never_used(shared: Shared, spoil: str
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not pid_alive(pid))
     if spoil == "another user's socket":
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(path)
         listener.listen(1)
         os.chown(path, 4242, 4242)
@@ -502,7 +502,7 @@ def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Pat
         try:
             # The file is ours; the process listening (its credentials are taken at
             # listen()) is another user's.
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             listener.bind(path)
             os.setresgid(4242, 4242, 4242)
             os.setresuid(4242, 4242, 4242)
@@ -631,7 +631,7 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
     path = os.path.join(shared.run_dir, name)
 
     def connect() -> socket.socket:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         s.connect(path)
         return s
 
@@ -645,8 +645,7 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
     three = connect()
     socket.send_fds(three, [b"{}"], [0, 1, 2])
     huge = connect()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        huge.sendall(b"{" + b" " * (256 * 1024))  # (refused before it is all sent)
+    huge.send(b"{" + b" " * (100 * 1024) + b"}")  # over the 64 KiB a hello may have
     not_an_object = connect()
     socket.send_fds(not_an_object, [b"[1, 2]"], [0, 1])
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -657,7 +656,12 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
         s.settimeout(20)
         with contextlib.suppress(ConnectionResetError):
             assert s.recv(64) == b""  # refused: closed without an exit code
-    assert null_pipes.recv(64) == b"0\n"  # /dev/null as an editor: served, input ended
+    # /dev/null as an editor: served, input ended, exit code 0.
+    assert json.loads(null_pipes.recv(16384)) == {"exit": 0}
+    stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with pytest.raises(OSError):  # not the daemon's kind of socket: never connected
+        stream.connect(path)
+    stream.close()
     # Meanwhile and after, editors are served as ever.
     b = shared.editor()
     sid = new_session(a)
@@ -706,3 +710,29 @@ def test_each_editor_keeps_its_own_workspace_root(shared: Shared, tmp_path: Path
     in_c = new_session(c)
     assert c.call("session/get", {"sessionId": in_c})["session"]["workspaceRoot"] == str(two)
     assert len(shared.daemons()) == 1
+
+
+def test_what_the_daemon_logs_reaches_each_editors_stderr_redacted(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
+    """As unshared: configuration problems (logged before the editor came) and, at -vv,
+    what the daemon logs; a secret never."""
+    config = write_config(shared.tmp, "[daemon]\nidle_exit_s = \"soon\"\n")
+    secret = "sk-shared-secret-98765"
+    editors = []
+    for _ in range(2):
+        d = Daemon(shared.env(OPENAI_API_KEY=secret, **config), args=["-vv"], spawn="exec")
+        shared.editors.append(d)
+        d.initialize(workspaceRoot=str(shared.tmp))
+        editors.append(d)
+    a = editors[0]
+    sid = new_session(a, title="t")
+    model.enqueue({"text": "logged"})
+    chat(a, sid, "hi")
+    for d in editors:
+        d.wait_for(lambda d=d: "configuration: daemon.idle_exit_s" in "".join(d.stderr_lines))
+    a.wait_for(lambda: "DEBUG" in "".join(a.stderr_lines))
+    assert len(shared.daemons()) == 1
+    for d in editors:
+        d.end()
+        d.wait_exit()
+        d.stop()
+        assert secret not in "".join(d.stderr_lines)
