@@ -107,8 +107,10 @@ def _session_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> SessionRow:
 # 16 pages of 4 KiB, 4 times the log's bytes for a 2,000-token answer). Hence: new
 # catalogs use small pages (CATALOG_PAGE_SIZE); `runs` is its primary key's b-tree
 # (WITHOUT ROWID: one b-tree less per insert); `updated`, in three indexes, moves once per
-# run, at its end. An older schema's `sessions_roots` was never chosen by the planner
-# (`sessions_parent` serves `parent_id IS NULL` in the same order) and is dropped.
+# run, at its end, and the index for `projectId` holds only sessions that have one. An
+# older schema's `sessions_roots` was never chosen by the planner (`sessions_parent`
+# serves `parent_id IS NULL` in the same order) and is dropped, as is its
+# `sessions_project`, which held every session.
 CATALOG_PAGE_SIZE = 1024
 
 _SCHEMA = f"""
@@ -143,7 +145,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS sessions_client
   ON sessions (actor_key, project_key, client_session_id);
 CREATE INDEX IF NOT EXISTS sessions_order ON sessions (updated DESC, id DESC);
 CREATE INDEX IF NOT EXISTS sessions_parent ON sessions (parent_id, updated DESC, id DESC);
-CREATE INDEX IF NOT EXISTS sessions_project ON sessions (project_id, updated DESC, id DESC);
+CREATE INDEX IF NOT EXISTS sessions_in_project ON sessions (project_id, updated DESC, id DESC)
+  WHERE project_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sessions_busy ON sessions (status) WHERE status != 'idle';
 CREATE INDEX IF NOT EXISTS sessions_scope ON sessions (scope_key);
 CREATE TABLE IF NOT EXISTS runs (
@@ -165,6 +168,10 @@ class CatalogCorrupt(Exception):
 # (empty there, which is right: no session had them), and ignored by an older agentd
 # sharing the data dir, so the schema version stays.
 _ADDED_COLUMNS = {"forked_from_session": "TEXT", "forked_from_message": "TEXT"}
+
+
+# Indexes an older schema had (see the comment above _SCHEMA).
+_OLD_INDEXES = ("sessions_roots", "sessions_project")
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
@@ -222,8 +229,9 @@ class Catalog:
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
         _add_columns(db)
-        # An older agentd sharing the data dir makes it again: harmless, it costs writes.
-        db.execute("DROP INDEX IF EXISTS sessions_roots")
+        # An older agentd sharing the data dir makes them again: harmless, they cost writes.
+        for index in _OLD_INDEXES:
+            db.execute(f"DROP INDEX IF EXISTS {index}")
         return db
 
     def _discard(self) -> None:
