@@ -182,6 +182,27 @@ def _add_columns(db: sqlite3.Connection) -> None:
                 db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
 
+def _shrink_pages(db: sqlite3.Connection, path: Path) -> None:
+    """A catalog made with bigger pages (by an older agentd) is rewritten once with
+    CATALOG_PAGE_SIZE. Leaving WAL mode to do it needs the only connection to the file:
+    while another daemon has it open this fails at once and is tried at a later start.
+    A crash during the VACUUM is rolled back by SQLite's journal."""
+    if db.execute("PRAGMA page_size").fetchone()[0] == CATALOG_PAGE_SIZE:
+        return
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute(f"PRAGMA page_size={CATALOG_PAGE_SIZE}")
+        db.execute("VACUUM")
+        logger.info("catalog %s rewritten with %d-byte pages", path, CATALOG_PAGE_SIZE)
+    except sqlite3.OperationalError as exc:
+        # Another daemon has it open (or the disk is full): it keeps its pages for now.
+        logger.info("catalog %s keeps its page size for now (%s)", path, exc)
+    finally:
+        db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA journal_mode=WAL")
+
+
 class Catalog:
     """The catalog file and the one thread that reads and writes it. Callers on the
     event loop use the async methods; `tables` is for the catalog thread itself and for
@@ -206,6 +227,7 @@ class Catalog:
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None or row[0] != str(SCHEMA_VERSION):
                 raise CatalogCorrupt(f"schema {row and row[0]!r}")
+            _shrink_pages(db, self.path)
             return existed
         except (sqlite3.DatabaseError, CatalogCorrupt) as exc:
             logger.warning("catalog %s unusable (%s): rebuilding from the logs", self.path, exc)
