@@ -8,7 +8,10 @@
   reordered.
 - Streaming text is checkpointed to the log at most every CHECKPOINT_S as the new
   text only (`delta` records), and a part is written whole at its boundaries: disk
-  bytes stay proportional to the text, never rewritten per token.
+  bytes stay proportional to the text, never rewritten per token. A part whose text
+  the log already holds in part (its snapshot and deltas) ends with the rest of its
+  text as a `delta` and its other fields as a `fields` record: its text is written
+  once, not again whole at its end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class RunStream:
         self._flush_scheduled = False
         # Text not yet checkpointed, per (messageId, partId), in arrival order.
         self._unsaved: dict[tuple[str, str], list[str]] = {}
+        # Per text or reasoning part: the text the log holds for it (its last snapshot's
+        # text, then each checkpointed delta), in order.
+        self._logged: dict[tuple[str, str], list[str]] = {}
         self._checkpoint_handle: asyncio.TimerHandle | None = None
 
     # --- editor ------------------------------------------------------------------------
@@ -94,9 +100,25 @@ class RunStream:
             "part/updated", t.PartUpdatedParams(self.session_id, self.run_id, message_id, part)
         )
         if persist:
-            # The snapshot contains all text so far: unsaved deltas are now redundant.
-            self._unsaved.pop((message_id, part.id), None)
-            self.log.append({"k": "part", "m": message_id, "part": unstructure(part)})
+            key = (message_id, part.id)
+            # The record holds all text so far: unsaved deltas are now redundant.
+            self._unsaved.pop(key, None)
+            if not isinstance(part, t.TextPart | t.ReasoningPart):
+                self.log.append({"k": "part", "m": message_id, "part": unstructure(part)})
+                return
+            logged = "".join(self._logged.pop(key, ()))
+            self._logged[key] = [part.text]
+            data = unstructure(part)
+            if logged and part.text.startswith(logged):
+                # Only what the log lacks: the rest of the text, then the other fields.
+                data.pop("text", None)
+                rest = part.text[len(logged) :]
+                self.log.append(
+                    *([{"k": "delta", "m": message_id, "p": part.id, "d": rest}] if rest else []),
+                    {"k": "fields", "m": message_id, "part": data},
+                )
+            else:
+                self.log.append({"k": "part", "m": message_id, "part": data})
 
     def message(self, message: t.Message, *, persist: bool = True) -> None:
         self.notify(
@@ -132,10 +154,13 @@ class RunStream:
     def checkpoint(self) -> None:
         self._checkpoint_handle = None
         unsaved, self._unsaved = self._unsaved, {}
-        records = [
-            {"k": "delta", "m": m, "p": p, "d": "".join(chunks)}
-            for (m, p), chunks in unsaved.items()
-        ]
+        records = []
+        for key, chunks in unsaved.items():
+            text = "".join(chunks)
+            records.append({"k": "delta", "m": key[0], "p": key[1], "d": text})
+            logged = self._logged.get(key)
+            if logged is not None:
+                logged.append(text)
         if records:
             self.log.append(*records)
 

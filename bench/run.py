@@ -235,7 +235,7 @@ def bench_token_latency(srv: ScriptedModelServer) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
+def bench_throughput(srv: ScriptedModelServer) -> None:
     d, tmp = _chat_daemon(srv)
     sid = d.call("session/create", {"title": "t"})["session"]["id"]
     d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
@@ -243,8 +243,6 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
     text = " ".join(f"tok{i}" for i in range(2000))
     for _ in range(3):
         srv.enqueue({"text": text})
-        log = tmp / "data" / "sessions" / sid / "log.jsonl"
-        size_before = log.stat().st_size
         start = time.perf_counter()
         res = d.call(
             "session/chat",
@@ -254,18 +252,138 @@ def bench_throughput_and_disk(srv: ScriptedModelServer) -> None:
         elapsed = time.perf_counter() - start
         assert "".join(p.get("text", "") for p in res["message"]["parts"]) == text
         best = max(best, 2000 / elapsed)
-        written = log.stat().st_size - size_before
     report(
         "tokens_per_second_2000_token_answer",
         best,
         "tok/s",
         "chat request to response, upstream without pauses",
     )
+    d.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wal_frames(wal: Path) -> tuple[list[tuple[int, bool]], int]:
+    """The frames of a SQLite WAL file as (page number, ends a commit), and its page size.
+    Frames whose salt is not the header's are left over from before the WAL restarted."""
+    data = wal.read_bytes() if wal.exists() else b""
+    if len(data) < 32:
+        return [], 0
+    page_size = int.from_bytes(data[8:12], "big")
+    salt = data[16:24]
+    frames = []
+    for at in range(32, len(data) - page_size - 24 + 1, page_size + 24):
+        if data[at + 8 : at + 16] != salt:
+            break
+        frames.append(
+            (int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8] != b"\0" * 4)
+        )
+    return frames, page_size
+
+
+def _files(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+class DataDirWrites:
+    """Bytes agentd writes to the files under its data dir over some turns, counted from
+    the files (the daemon's /proc/<pid>/io write_bytes counts the 4 KiB page-cache pages
+    it dirtied, not bytes, and not a page already dirty: over ten turns it read 0 in
+    one run, 1.0-1.2 times what strace showed written in others):
+    - the session log: its growth (it is only appended to);
+    - the catalog's WAL: the frames SQLite appended (page size + 24 bytes each, and the
+      32-byte header), its file truncated by a checkpoint before the turns;
+    - the catalog itself: the pages a checkpoint copies from those frames (each distinct
+      page once), checkpointed after the turns. agentd checkpoints every 1,000 frames,
+      i.e. after ~100 turns, so this charges the turns more than they cost;
+    - any other file under the data dir that grew (none expected).
+    The -shm file is shared memory, mapped rather than written."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.catalog = data_dir / "catalog.sqlite3"
+        self.wal = Path(f"{self.catalog}-wal")
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the catalog and empty it; (busy, frames, frames copied)."""
+        db = sqlite3.connect(self.catalog, timeout=10)
+        try:
+            # TRUNCATE answers 0 frames once it has emptied the file: FULL counts them.
+            busy, frames, copied = db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+            busy += db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        finally:
+            db.close()
+        return busy, frames, copied
+
+    def __enter__(self) -> DataDirWrites:
+        busy, _, _ = self._checkpoint()
+        assert busy == 0 and self.wal.stat().st_size == 0, "the catalog's WAL was not emptied"
+        self.sizes = _files(self.data_dir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            return
+        frames, page_size = _wal_frames(self.wal)
+        after = _files(self.data_dir)
+        self.wal_bytes = after.get(self.wal, 0)
+        assert self.wal_bytes == (32 + len(frames) * (page_size + 24) if frames else 0)
+        self.commits = sum(1 for _, commit in frames if commit)
+        self.frames = len(frames)
+        self.page_size = page_size
+        busy, logged, copied = self._checkpoint()
+        assert busy == 0 and logged == copied == len(frames), (busy, logged, copied, len(frames))
+        self.checkpoint_bytes = len({page for page, _ in frames}) * page_size
+        skip = {self.catalog, self.wal, Path(f"{self.catalog}-shm")}
+        self.logs = self.other = 0
+        self.others: list[str] = []
+        for path, size in after.items():
+            grown = size - self.sizes.get(path, 0)
+            if path in skip or grown <= 0:
+                continue
+            if path.name == "log.jsonl":
+                self.logs += grown
+            else:
+                self.other += grown
+                self.others.append(str(path.relative_to(self.data_dir)))
+
+    @property
+    def total(self) -> int:
+        return self.logs + self.wal_bytes + self.checkpoint_bytes + self.other
+
+
+def bench_disk(srv: ScriptedModelServer, delay_ms: float, turns: int) -> None:
+    """Bytes written to all files under the data dir per byte of streamed text, in
+    2,000-token turns (see DataDirWrites)."""
+    d, tmp = _chat_daemon(srv)
+    sid = d.call("session/create", {"title": "t"})["session"]["id"]
+    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
+    text = " ".join(f"tok{i}" for i in range(2000))
+    with DataDirWrites(tmp / "data") as w:
+        for _ in range(turns):
+            srv.enqueue({"text": text, "delayMs": delay_ms})
+            res = d.call(
+                "session/chat",
+                {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]},
+                timeout=60 + turns * delay_ms * 2000 / 1000,
+            )
+            assert "".join(p.get("text", "") for p in res["message"]["parts"]) == text
+    streamed = turns * len(text.encode())
+    per_turn = {
+        "log": w.logs / turns,
+        "catalog WAL": w.wal_bytes / turns,
+        "checkpoint": w.checkpoint_bytes / turns,
+        "other": w.other / turns,
+    }
+    parts = ", ".join(f"{name} {value:,.0f}" for name, value in per_turn.items())
+    pace = f"at {delay_ms:g} ms a token" if delay_ms else "upstream without pauses"
     report(
-        "disk_bytes_per_streamed_byte",
-        written / len(text.encode()),
+        "disk_bytes_per_streamed_byte" + (f"_{delay_ms:g}ms" if delay_ms else ""),
+        w.total / streamed,
         "x",
-        f"{written} log bytes for {len(text)} text bytes",
+        f"{pace}; per turn of {len(text):,} text bytes: {parts} bytes"
+        f"{' (' + ', '.join(w.others) + ')' if w.others else ''}; catalog: "
+        f"{w.commits / turns:g} commits, {w.frames / turns:g} pages of {w.page_size} B; "
+        f"checkpoint of {turns} turns charged to them",
     )
     d.stop()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -693,7 +811,7 @@ def bench_token_latency_both(srv: ScriptedModelServer, rounds: int) -> None:
 
 
 def bench_throughput_both(srv: ScriptedModelServer, rounds: int) -> None:
-    """As bench_throughput_and_disk: a 2,000-token answer without pauses, chat request to
+    """As bench_throughput: a 2,000-token answer without pauses, chat request to
     response, best of `rounds` per mode, alternating."""
     modes = [mode(srv) for mode in MODES]
     best = {"native": 0.0, "acp": 0.0}
@@ -1168,7 +1286,10 @@ def main() -> int:
         if want("latency"):
             bench_token_latency(srv)
         if want("throughput"):
-            bench_throughput_and_disk(srv)
+            bench_throughput(srv)
+        if want("throughput") or want("disk"):
+            bench_disk(srv, 0, 10)
+            bench_disk(srv, 5, 2 if quick else 3)
         if want("big-session"):
             bench_big_session(srv, 20_000)
         if want("long-stream"):

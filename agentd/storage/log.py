@@ -9,6 +9,10 @@ Records (one JSON object per line, key `k` says which):
   message  a message's fields without parts (insert or replace by id)
   part     a part snapshot at a boundary (insert or replace by id)
   delta    streamed text since the last checkpoint, appended to a part's `text`
+  fields   a part's fields but its `text`, which stays what the log holds (its last
+           snapshot's and the deltas since): how a streamed part ends without writing
+           its text twice. An older agentd skips it (the part keeps its text, without
+           the fields its end set, such as `time.end`)
   run      a run starting (`state: start`, with the daemon's pid) or ending
   usage    usage and cost of a model call outside messages (titles, summaries)
   compact  history sent to the model is this summary message, the `keep` tail, then
@@ -120,6 +124,14 @@ class MessageState:
         self._parts[part["id"]] = part
         self.chat = None
 
+    def set_fields(self, fields: dict[str, Any]) -> None:
+        """A `fields` record: the part's fields, its text kept."""
+        if self._parts is None or fields["id"] not in self._parts:
+            return
+        text = self.parts[fields["id"]].get("text", "")
+        self._parts[fields["id"]] = {**fields, "text": text}
+        self.chat = None
+
     def settle(self, chat: list[orjson.Fragment]) -> None:
         self.chat = chat
         self.meta = {k: self.meta[k] for k in _SETTLED_META if k in self.meta}
@@ -182,7 +194,7 @@ class LogState:
     def apply(self, rec: dict[str, Any], start: int = 0, end: int = 0) -> None:
         """Fold one record; `start`/`end` are its byte range in the log."""
         kind = rec.get("k")
-        if kind in ("delta", "part"):
+        if kind in ("delta", "part", "fields"):
             msg = self.messages.get(rec["m"])
             if msg is None:
                 return
@@ -191,6 +203,8 @@ class LogState:
                 self.touched.add(rec["m"])
             elif kind == "delta":
                 msg.add_delta(rec["p"], rec["d"])
+            elif kind == "fields":
+                msg.set_fields(rec["part"])
             else:
                 part = rec["part"]
                 msg.set_part(part)
@@ -504,10 +518,12 @@ class SessionLog:
                     folded[meta["id"]].meta = meta
                 else:
                     folded[meta["id"]] = MessageState(meta=meta)
-            elif kind in ("part", "delta") and rec.get("m") in folded:
+            elif kind in ("part", "delta", "fields") and rec.get("m") in folded:
                 msg = folded[rec["m"]]
                 if kind == "part":
                     msg.set_part(rec["part"])
+                elif kind == "fields":
+                    msg.set_fields(rec["part"])
                 else:
                     msg.add_delta(rec["p"], rec["d"])
         return folded
