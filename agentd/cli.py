@@ -267,7 +267,8 @@ def _attach(args: argparse.Namespace) -> int | None:
     if not forwarder.shared_by_config(config_file, os.environ):
         return None
     try:
-        return forwarder.attach(_daemon_options(args), args.config, args.verbose > 0)
+        verbose = args.verbose > 0 and args.log_file is None
+        return forwarder.attach(_daemon_options(args), args.config, verbose)
     except forwarder.Unshared as why:
         if args.verbose or not why.expected:
             sys.stderr.write(f"agentd: running unshared: {why}\n")
@@ -296,7 +297,8 @@ def _serve_daemon(args: argparse.Namespace) -> int:
     setup_logging(args.verbose, args.log_file)
     from agentd.daemon import serve_daemon
 
-    return serve_daemon(_config(args), listener, path)
+    # With --log-file the logs go there only, as unshared; else to each editor's stderr too.
+    return serve_daemon(_config(args), listener, path, editor_logs=args.log_file is None)
 
 
 def _tell_ready(fd: int | None, line: str) -> None:

@@ -65,15 +65,18 @@ class Daemon(SessionCore):
 
     # --- shared ------------------------------------------------------------------------
 
-    async def serve_shared(self, listener: socket.socket, path: str) -> int:
+    async def serve_shared(
+        self, listener: socket.socket, path: str, *, editor_logs: bool = True
+    ) -> int:
         """Serve every connection the listener accepts until idle or SIGTERM."""
         loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        root = logging.getLogger()
-        self._logs = EditorLogs(root.handlers[0].formatter if root.handlers else None)
-        root.addHandler(self._logs)
+        if editor_logs:
+            root = logging.getLogger()
+            self._logs = EditorLogs(root.handlers[0].formatter if root.handlers else None)
+            root.addHandler(self._logs)
         listener.setblocking(False)
         loop.add_reader(listener.fileno(), self._accept, listener)
         # A daemon lives long: what the first turn needs loads now, not at its start.
@@ -291,6 +294,7 @@ def serve_native(config: Config) -> int:
     return asyncio.run(Daemon(config).serve_alone(fileno(sys.stdin), fileno(sys.stdout)))
 
 
-def serve_daemon(config: Config, listener: socket.socket, path: str) -> int:
-    """Shared: serve the connections `listener` accepts (see the module's docstring)."""
-    return asyncio.run(Daemon(config).serve_shared(listener, path))
+def serve_daemon(config: Config, listener: socket.socket, path: str, *, editor_logs: bool) -> int:
+    """Shared: serve the connections `listener` accepts (see the module's docstring);
+    `editor_logs`: what it logs goes to each editor's stderr too."""
+    return asyncio.run(Daemon(config).serve_shared(listener, path, editor_logs=editor_logs))

@@ -24,6 +24,16 @@ rpc_client.SHARED = os.environ.get("AGENTD_TEST_SHARED", "0")
 os.environ["AGENTD_SHARED"] = rpc_client.SHARED
 
 
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Shared, the tests of one editor's own process are left out (deselected)."""
+    if rpc_client.SHARED != "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("unshared") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_daemons_end() -> Iterator[None]:
     """Shared, the daemons of tests that start agentd with an environment of their own

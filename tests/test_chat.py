@@ -811,6 +811,7 @@ def test_summarize_and_history_from_the_summary(spawn, model):
     assert "question 0" not in contents and "question 4" in contents
 
 
+@pytest.mark.unshared
 def test_crash_recovery_after_kill(spawn, model, tmp_path):
     d = spawn(model.base_url)
     s = d.call("session/create", {"title": "t"})["session"]
@@ -840,6 +841,7 @@ def test_crash_recovery_after_kill(spawn, model, tmp_path):
     assert text_of(chat(d2, s["id"], "again")["message"]) == "alive"
 
 
+@pytest.mark.unshared
 def test_shutdown_aborts_runs_and_releases_tool_context(spawn, model, tmp_path):
     d = spawn(model.base_url)
     s = d.call("session/create", {"title": "t"})["session"]
@@ -944,6 +946,7 @@ output_price = 2
     assert session["usage"]["inputTokens"] >= 900
 
 
+@pytest.mark.unshared
 def test_sigterm_aborts_and_persists_before_exiting(spawn, model, tmp_path):
     d = spawn(model.base_url)
     s = d.call("session/create", {"title": "t"})["session"]
@@ -960,6 +963,7 @@ def test_sigterm_aborts_and_persists_before_exiting(spawn, model, tmp_path):
     assert msg["finishReason"] == "aborted" and text_of(msg).startswith("x")
 
 
+@pytest.mark.unshared
 def test_title_in_progress_survives_an_immediate_shutdown(spawn, model):
     d = spawn(model.base_url)
     sid = new_session(d)

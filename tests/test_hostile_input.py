@@ -148,6 +148,7 @@ def test_catastrophic_patterns_are_answered_at_once(spawn, model, ws: Path) -> N
     assert msg["finishReason"] == "stop"
 
 
+@pytest.mark.unshared
 def test_a_backtracking_fallback_pattern_leaves_the_daemon_free_and_aborts_at_once(
     spawn, model, ws: Path, tmp_path: Path
 ) -> None:

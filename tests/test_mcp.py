@@ -382,6 +382,7 @@ def test_a_server_that_cannot_start_is_reported_and_the_run_goes_on(spawn, model
     assert not any(n.startswith("broken_") for n in offered(model))
 
 
+@pytest.mark.unshared
 def test_shutdown_stops_every_server(spawn, model, tmp_path):
     starts = tmp_path / "starts"
     env = write_config(
@@ -643,6 +644,7 @@ def test_the_background_import_covers_what_a_server_start_imports():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.unshared
 def test_servers_end_when_the_daemon_is_killed(spawn, model, tmp_path):
     """kill -9 of agentd: its stdio servers see their stdin close and exit."""
     starts = tmp_path / "starts"

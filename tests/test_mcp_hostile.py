@@ -418,6 +418,7 @@ def pids_file(tmp_path):  # type: ignore[no-untyped-def]
             break
 
 
+@pytest.mark.unshared
 def test_shutdown_ends_every_process_a_server_started(spawn, model, tmp_path, pids_file):
     """A server that ignores stdin close and SIGTERM, with children in its process
     group, in new sessions, orphaned by a double fork, ignoring SIGTERM, and one that
@@ -451,6 +452,7 @@ def test_a_crashed_servers_children_end_with_it(spawn, model, tmp_path, pids_fil
     d.wait_for(lambda: statuses(d, "h")[-1:] == ["ready"], timeout=30)  # restarted
 
 
+@pytest.mark.unshared
 def test_kill_9_of_the_daemon_ends_every_process_a_server_started(
     spawn, model, tmp_path, pids_file
 ):

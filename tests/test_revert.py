@@ -475,6 +475,7 @@ def test_revert_of_an_aborted_run(start):
     assert tree(ws) == before
 
 
+@pytest.mark.unshared
 def test_revert_of_a_run_interrupted_by_a_crash(start, area, model):
     box = start()
     ws = box.ws

@@ -501,6 +501,7 @@ def test_background_processes_end_with_the_call(start):
         kill_all(*token.values())
 
 
+@pytest.mark.unshared
 def test_background_processes_end_when_the_call_is_aborted_or_agentd_dies(start):
     box = start()
     base = f"8{secrets.randbelow(10**6):06d}"
@@ -720,6 +721,7 @@ def no_userns() -> list[str]:
     return [bwrap(), "--unshare-user", "--disable-userns", "--dev-bind", "/", "/", "--"]
 
 
+@pytest.mark.unshared
 def test_without_a_sandbox_every_command_is_asked_for_and_said_unconfined(start):
     box = start(permission_requests=True, wrapper=no_userns(), require=False)
     info = box.init["sandbox"]

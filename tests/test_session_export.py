@@ -368,6 +368,7 @@ def test_import_params_of_the_wrong_type(spawn, model, tmp_path):
     assert state_of(d, tmp_path)[1] == sorted([*before[1], sid])
 
 
+@pytest.mark.unshared
 def test_an_import_the_disk_cannot_take_leaves_nothing(tmp_path, model):
     """The new session's log cannot be written whole (a file-size limit standing in for
     a full disk): -32603 naming the file, no folder, no row; once space returns the same

@@ -282,6 +282,7 @@ def test_persistence_across_restart(spawn, model):
     assert again["created"] is False and again["session"]["id"] == s["id"]
 
 
+@pytest.mark.unshared
 def test_two_daemons_share_one_data_dir(spawn, model):
     a = spawn(model.base_url)
     b = spawn(model.base_url)

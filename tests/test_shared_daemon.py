@@ -175,7 +175,7 @@ def test_initialize_says_which_daemon_serves_the_editor(shared: Shared, spawn) -
         "connections": 2,
     }
     assert a.proc.pid != info["pid"]
-    own = spawn(initialize=False)
+    own = spawn(initialize=False, AGENTD_SHARED="0")
     alone = own.initialize()["daemon"]
     assert alone == {
         "shared": False,

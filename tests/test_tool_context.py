@@ -136,6 +136,7 @@ def context(key: str, pid: int, run_id: str = RUN_ID) -> dict:
 @pytest.mark.parametrize(
     "ending", ["newer_ends_first", "older_ends_first", "kill_newer", "kill_older"]
 )
+@pytest.mark.unshared
 def test_two_daemons_running_one_key_keep_each_others_context(spawn, model, tmp_path, ending):
     a = start(spawn, model, AGENTD_DATA_DIR=str(tmp_path / "data-a"))
     b = start(spawn, model, AGENTD_DATA_DIR=str(tmp_path / "data-b"))
@@ -219,6 +220,7 @@ def test_stale_context_naming_a_live_pid_is_not_active(spawn, model, tmp_path, p
         other.wait()
 
 
+@pytest.mark.unshared
 def test_files_of_a_killed_daemon_whose_pid_was_reused_are_not_active(spawn, model, tmp_path):
     a = start(spawn, model)
     s = a.call("session/create", {"userId": "bob", "projectId": "p1", "title": "t"})["session"]

@@ -52,6 +52,7 @@ def check_storage(tmp: Path, base_url: str) -> dict:
         d.stop()
 
 
+@pytest.mark.unshared
 def test_crash_loop_kill_9_during_streaming_turns_with_tools(tmp_path, model):
     rng = random.Random(1234)
     ws = tmp_path
@@ -357,6 +358,7 @@ def test_ids_from_the_editor_are_not_paths(tmp_path):
         d.stop()
 
 
+@pytest.mark.unshared
 def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, model):
     """Writes beyond a size limit fail (RLIMIT_FSIZE: EFBIG, as a full disk would give
     ENOSPC); raising the limit again is space returning."""
@@ -403,6 +405,7 @@ def test_disk_full_gives_a_clear_error_damages_nothing_and_recovers(tmp_path, mo
     assert counts["messages"] >= len(before) + 2
 
 
+@pytest.mark.unshared
 def test_run_whose_end_could_not_be_written_is_closed_at_next_start(tmp_path, model):
     import resource
 
