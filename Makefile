@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help install dev chat test test-python test-quick test-editors lint schema schema-check bench soak clean
+.PHONY: help install dev chat test test-python test-shared test-quick test-editors lint schema schema-check bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: dev lint schema-check test-python test-editors ## everything CI runs: lint
 
 test-python: ## the Python test suite (daemon end to end, tools, provider, reliability in its bounded form)
 	$(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+test-shared: ## the Python suite with every agentd a forwarder to a shared daemon (tests of one editor's own process left out)
+	AGENTD_TEST_SHARED=1 $(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-quick: ## the Python tests without the reliability suite
 	$(PYTHON) -m pytest -n 2 -q -m "not reliability" $(PYTEST_ARGS)

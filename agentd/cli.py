@@ -245,16 +245,18 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _daemon_options(args: argparse.Namespace) -> list[str]:
-    """The options a shared daemon is started with: part of its identity."""
+    """The options a shared daemon is started with, paths made absolute (they are the
+    editor's working directory's, and the daemon's is elsewhere): part of its identity."""
     options = ["-" + "v" * args.verbose] if args.verbose else []
     for flag, value in (
         ("--data-dir", args.data_dir),
         ("--config", args.config),
         ("--log-file", args.log_file),
-        ("--max-frame-bytes", args.max_frame_bytes),
     ):
         if value is not None:
-            options += [flag, str(value)]
+            options += [flag, os.path.abspath(os.path.expanduser(value))]
+    if args.max_frame_bytes is not None:
+        options += ["--max-frame-bytes", str(args.max_frame_bytes)]
     return options
 
 

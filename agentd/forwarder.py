@@ -63,8 +63,9 @@ def shared_by_config(config_file: str, env: Mapping[str, str]) -> bool:
 
 
 def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> int:
-    """Serve the editor through the user's daemon; its exit code. Raises Unshared."""
-    env = os.environ
+    """Serve the editor through the user's daemon; its exit code. Raises Unshared.
+    `options`: the daemon's, paths made absolute."""
+    env = shared_socket.absolute_paths(os.environ)
     if not shared_socket.supported():
         raise Unshared("this platform has no Unix sockets that pass descriptors", expected=True)
     for fd, name in ((0, "stdin"), (1, "stdout")):
@@ -83,7 +84,7 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
     path = os.path.join(directory, f"{key}.sock")
     if len(path.encode()) > 100:
         raise Unshared(f"the socket path {path} is too long for a Unix socket")
-    sock = _connect(path) or _start(directory, key, path, options)
+    sock = _connect(path) or _start(directory, key, path, options, env)
     if verbose:
         sys.stderr.write(
             f"agentd: attached to the shared daemon at {path} "
@@ -139,7 +140,9 @@ def _connect(path: str) -> socket.socket | None:
     return sock
 
 
-def _start(directory: str, key: str, path: str, options: Sequence[str]) -> socket.socket:
+def _start(
+    directory: str, key: str, path: str, options: Sequence[str], env: Mapping[str, str]
+) -> socket.socket:
     """Start the daemon (one, whoever else is starting it) and connect to it."""
     lock = os.open(
         os.path.join(directory, f"{key}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
@@ -149,7 +152,7 @@ def _start(directory: str, key: str, path: str, options: Sequence[str]) -> socke
         sock = _connect(path)  # another forwarder started it while this one waited
         if sock is not None:
             return sock
-        _spawn_daemon(directory, key, path, options)
+        _spawn_daemon(directory, key, path, options, env)
         sock = _connect(path)
         if sock is None:
             raise Unshared(f"the daemon started but does not answer at {path}")
@@ -158,7 +161,9 @@ def _start(directory: str, key: str, path: str, options: Sequence[str]) -> socke
         os.close(lock)  # (releases the lock)
 
 
-def _spawn_daemon(directory: str, key: str, path: str, options: Sequence[str]) -> None:
+def _spawn_daemon(
+    directory: str, key: str, path: str, options: Sequence[str], env: Mapping[str, str]
+) -> None:
     import subprocess
 
     read_end, write_end = os.pipe()
@@ -185,6 +190,7 @@ def _spawn_daemon(directory: str, key: str, path: str, options: Sequence[str]) -
             pass_fds=(write_end,),
             start_new_session=True,
             cwd=root,
+            env=dict(env),
         )
     except OSError as exc:
         raise Unshared(f"cannot start the daemon: {exc}") from None

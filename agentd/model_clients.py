@@ -3,6 +3,7 @@ must not import the model SDK: it is loaded in a thread once a model is configur
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How long closing waits for a preload still running (imports take about a second).
+PRELOAD_JOIN_S = 10.0
+
 
 class ModelClients:
     def __init__(self, config: Config) -> None:
@@ -22,6 +26,7 @@ class ModelClients:
         self._clients: dict[str, ChatProvider] = {}
         # The preload thread may make the default model's client while a turn wants it.
         self._lock = threading.Lock()
+        self._preloading: list[threading.Thread] = []
 
     def resolve(self, *names: str | None) -> ModelConfig:
         """The first model named, else the default; ModelNotConfigured when none is."""
@@ -70,9 +75,16 @@ class ModelClients:
             except Exception:  # the first turn will report it properly
                 logger.debug("provider preload failed", exc_info=True)
 
-        threading.Thread(target=load, name="agentd-preload", daemon=True).start()
+        thread = threading.Thread(target=load, name="agentd-preload", daemon=True)
+        self._preloading = [t for t in self._preloading if t.is_alive()] + [thread]
+        thread.start()
 
     async def aclose(self) -> None:
+        # A preload still importing when the interpreter ends is frozen inside an
+        # extension module's code: glibc then aborts the process ("FATAL: exception not
+        # rethrown", exit -6, an outside attacker saw 3 in 25 quick exits). It ends first.
+        for thread in self._preloading:
+            await asyncio.to_thread(thread.join, PRELOAD_JOIN_S)
         for client in self._clients.values():
             try:
                 await client.aclose()

@@ -112,6 +112,10 @@ class NativeConnection:
         editor.workspace_root = _workspace_root(params) or self._cwd
         self.core.ready()
         await asyncio.to_thread(sessions.toolctx.prepare_dir)
+        sandbox = await sessions.sandbox_info()
+        # From here the editor hears what others do (session/updated): never before its
+        # initialize is answered, which the answer written right after this ensures.
+        self._editors().attach(self.editor)
         return t.InitializeResult(
             protocol_version=PROTOCOL_VERSION,
             server_info=t.ServerInfo(name="agentd", version=__version__),
@@ -119,7 +123,7 @@ class NativeConnection:
                 requests=editor_requests(), notifications=agentd_notifications()
             ),
             tool_context_dir=str(sessions.toolctx.directory),
-            sandbox=await sessions.sandbox_info(),
+            sandbox=sandbox,
             tool_context_error=sessions.toolctx.unavailable,
             daemon=t.DaemonInfo(
                 shared=self._shared,
@@ -159,7 +163,6 @@ class NativeConnection:
         this editor started go on or are aborted (`keep_runs`). `then` runs before the
         output is flushed for the last time."""
         rpc, editors = self.connection, self._editors()
-        editors.attach(self.editor)
         try:
             await rpc.serve(stdin_fd, stdout_fd)
         finally:

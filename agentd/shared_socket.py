@@ -33,9 +33,11 @@ try:  # hashlib's OpenSSL costs a forwarder 4 MiB of memory; BLAKE2 is built in
 except ImportError:  # pragma: no cover (an interpreter without it)
     from hashlib import blake2b
 
-# Variables read by agentd or by the libraries it hands its environment to.
-ENV_PREFIXES = ("AGENTD_", "OPENAI_", "AZURE_OPENAI_")
+# Variables read by agentd, by Python, or by the libraries it hands its environment to.
+ENV_PREFIXES = ("AGENTD_", "OPENAI_", "AZURE_OPENAI_", "PYTHON", "SSL")
 ENV_NAMES = (
+    "VIRTUAL_ENV",
+    "CURL_CA_BUNDLE",
     "HOME",
     "PATH",
     "XDG_CONFIG_HOME",
@@ -63,6 +65,22 @@ _CONFIG_ENV = re.compile(rb'\$\{([A-Za-z_][A-Za-z0-9_]*)\}|api_key_env\s*=\s*"([
 # `{"log": line}` (what it logs, for the editor's stderr) and `{"exit": code}`.
 HELLO_MAX = 64 * 1024
 MESSAGE_MAX = 16 * 1024
+
+
+# agentd's variables that name a path: a relative one is the editor's working directory's,
+# made absolute before the identity is taken and the daemon started (its own working
+# directory is elsewhere).
+ENV_PATHS = ("AGENTD_DATA_DIR", "AGENTD_STATE_DIR", "AGENTD_CONFIG", "AGENTD_TOOL_CONTEXT_DIR")
+
+
+def absolute_paths(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with agentd's path variables made absolute (against the working directory)."""
+    return {
+        name: os.path.abspath(os.path.expanduser(value))
+        if name in ENV_PATHS and value and not os.path.isabs(os.path.expanduser(value))
+        else value
+        for name, value in env.items()
+    }
 
 
 def config_path(option: str | None, env: Mapping[str, str]) -> str:
@@ -96,6 +114,7 @@ def identity(options: Sequence[str], config_file: str, env: Mapping[str, str]) -
         {
             "version": __version__,
             "python": sys.executable,
+            "agentd": os.path.dirname(os.path.abspath(__file__)),
             "options": list(options),
             "config": config_file,
             "configDigest": blake2b(config_bytes).hexdigest(),

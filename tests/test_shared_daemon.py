@@ -203,6 +203,9 @@ def test_exit_without_shutdown_exits_1_through_the_forwarder(shared: Shared) -> 
         {"OPENAI_API_KEY": "sk-another-key"},
         {"PATH": "/usr/bin:/bin"},
         {"MY_TOKEN": "named by the configuration file"},
+        {"SSLKEYLOGFILE": "/tmp/keys"},
+        {"PYTHONPATH": "/tmp/elsewhere"},
+        {"HTTPS_PROXY": "http://127.0.0.1:9"},
     ],
     ids=lambda d: next(iter(d)),
 )
@@ -715,7 +718,7 @@ def test_each_editor_keeps_its_own_workspace_root(shared: Shared, tmp_path: Path
 def test_what_the_daemon_logs_reaches_each_editors_stderr_redacted(shared: Shared, model) -> None:  # type: ignore[no-untyped-def]
     """As unshared: configuration problems (logged before the editor came) and, at -vv,
     what the daemon logs; a secret never."""
-    config = write_config(shared.tmp, "[daemon]\nidle_exit_s = \"soon\"\n")
+    config = write_config(shared.tmp, '[daemon]\nidle_exit_s = "soon"\n')
     secret = "sk-shared-secret-98765"
     editors = []
     for _ in range(2):
@@ -736,3 +739,63 @@ def test_what_the_daemon_logs_reaches_each_editors_stderr_redacted(shared: Share
         d.wait_exit()
         d.stop()
         assert secret not in "".join(d.stderr_lines)
+
+
+@pytest.mark.parametrize("how", ["AGENTD_DATA_DIR", "--data-dir"])
+def test_a_relative_data_dir_is_the_editors_own(shared: Shared, tmp_path: Path, how: str) -> None:
+    """Relative to each editor's working directory, as unshared: two editors in two
+    directories never share a store (nor a daemon), and nothing lands elsewhere."""
+    stores = []
+    for name in ("one", "two"):
+        here = tmp_path / name
+        here.mkdir()
+        env, args = (
+            ({"AGENTD_DATA_DIR": "data"}, [])
+            if how != "--data-dir"
+            else ({}, ["--data-dir", "data"])
+        )
+        d = Daemon(shared.env(**env), args=args, spawn="exec", cwd=str(here))
+        shared.editors.append(d)
+        d.initialize()
+        stores.append((d, new_session(d, title=name), here / "data"))
+    assert len(shared.daemons()) == 2
+    for d, sid, store in stores:
+        assert (store / "sessions" / sid).is_dir()
+        assert [s["id"] for s in d.call("session/list", {})["sessions"]] == [sid]
+
+
+def test_quick_exits_end_with_code_0(tmp_path: Path, model) -> None:  # type: ignore[no-untyped-def]
+    """agentd ending while its model client still loads in the background: a preload
+    thread frozen inside an extension module at exit made glibc abort the process
+    (exit -6, 3 times in 25 for an outside attacker)."""
+    codes = []
+    for _ in range(12):
+        d = Daemon(daemon_env(tmp_path, model.base_url, AGENTD_SHARED="0"), spawn="exec")
+        d.initialize(workspaceRoot=str(tmp_path))
+        new_session(d, title="t")
+        d.stop()
+        codes.append(d.proc.returncode)
+        assert not any("FATAL" in line for line in d.stderr_lines)
+    assert codes == [0] * 12
+
+
+def test_nothing_reaches_an_editor_before_its_initialize_is_answered(shared: Shared) -> None:
+    """b is attached (its forwarder handed its pipes over) but has not initialized while
+    a creates sessions (everyone's news): b's first message is its initialize answer,
+    and it hears of what comes after."""
+    a = shared.editor()
+    b = shared.editor(initialize=False)
+    made = [new_session(a, title=f"s{i}") for i in range(40)]
+    init = b.request_async("initialize", {"processId": os.getpid()})
+    b.result(init)
+    with b._cond:
+        first = b.messages[0]
+    assert first.get("id") == init, first
+    b.notify("initialized", {})
+    later = new_session(a, title="after")
+    b.wait_for(
+        lambda: any(
+            n["params"]["session"]["id"] == later for n in b.notifications("session/updated")
+        )
+    )
+    assert not {n["params"]["session"]["id"] for n in b.notifications()} & set(made)
