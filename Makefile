@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: help install dev chat test test-python test-shared test-quick test-editors lint schema schema-check bench soak clean
+.PHONY: help install dev chat test test-python test-shared test-shared-core test-quick test-editors lint schema schema-check bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,13 +20,19 @@ dev: ## install agentd editable, with the test and lint tools, the MCP servers a
 chat: install ## chat in the terminal; offline with the bundled scripted model when no model is configured
 	agentd chat
 
-test: dev lint schema-check test-python test-editors ## everything CI runs: lint, schema freshness, all tests
+test: dev lint schema-check test-python test-shared-core test-editors ## everything CI runs: lint, schema freshness, all tests
 
 test-python: ## the Python test suite (daemon end to end, tools, provider, reliability in its bounded form)
 	$(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
 
 test-shared: ## the Python suite with every agentd a forwarder to a shared daemon (tests of one editor's own process left out)
 	AGENTD_TEST_SHARED=1 $(PYTHON) -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# The end-to-end protocol tests run twice in CI: unshared (test-python) and shared.
+SHARED_CORE = tests/test_sessions.py tests/test_chat.py tests/test_stdio.py tests/test_flow_control.py tests/test_hostile_input.py tests/test_config.py tests/test_redaction.py
+
+test-shared-core: ## the end-to-end protocol tests again, every agentd attached to a shared daemon
+	AGENTD_TEST_SHARED=1 $(PYTHON) -m pytest -n 2 -q $(SHARED_CORE) $(PYTEST_ARGS)
 
 test-quick: ## the Python tests without the reliability suite
 	$(PYTHON) -m pytest -n 2 -q -m "not reliability" $(PYTEST_ARGS)
