@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import rpc_client
+from helpers import end_daemons
 from rpc_client import Daemon, daemon_env
 
 # Daemons forked from one that imported agentd once (tests/zygote.py); "exec" starts a
@@ -41,17 +42,22 @@ def _shared_daemons_end() -> Iterator[None]:
     if rpc_client.SHARED != "1":
         yield
         return
-    import signal
     import tempfile
-
-    from test_shared_daemon import daemon_pids, wait_until
 
     directory = tempfile.mkdtemp(prefix="agentd-tests-")
     os.environ["AGENTD_RUNTIME_DIR"] = directory
     yield
-    for pid in daemon_pids(directory):
-        os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: not daemon_pids(directory), timeout=60)
+    end_daemons(directory)
+
+
+@pytest.fixture(autouse=True)
+def _test_daemons_end(tmp_path: Path) -> Iterator[None]:
+    """Shared, a test's daemons end with it (else each would live its idle time)."""
+    yield
+    if rpc_client.SHARED == "1":
+        if (tmp_path / "run").exists():
+            end_daemons(rpc_client.runtime_dir(tmp_path))
+        end_daemons(os.environ["AGENTD_RUNTIME_DIR"])
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ configurations, and running a coroutine from a synchronous test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import Coroutine
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,3 +136,50 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+# --- shared daemons -------------------------------------------------------------------
+
+
+def daemon_pids(run_dir: str) -> list[int]:
+    """The shared daemons listening in `run_dir` (their command line names the socket;
+    a daemon's child between fork and exec has the same, and is left out)."""
+    pids: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().split(") ")[1].split()
+        except OSError:
+            continue
+        if state[0] == "Z":
+            continue
+        if b"daemon" in argv and any(a.startswith(run_dir.encode() + b"/") for a in argv):
+            pids[int(entry)] = int(state[1])
+    return sorted(pid for pid, parent in pids.items() if parent not in pids)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll a condition outside any daemon's stream (a process's end, a file)."""
+    done = threading.Event()
+    deadline = timeout
+    step = 0.02
+    waited = 0.0
+    while waited < deadline:
+        value = predicate()
+        if value:
+            return value
+        done.wait(step)
+        waited += step
+    raise TimeoutError("condition not met")
+
+
+def end_daemons(run_dir: str) -> None:
+    """SIGTERM the shared daemons of `run_dir` and wait for their end."""
+    for pid in daemon_pids(run_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not daemon_pids(run_dir), timeout=60)

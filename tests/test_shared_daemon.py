@@ -10,49 +10,13 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import chat, new_session, pid_alive, text_of
+from helpers import chat, daemon_pids, new_session, pid_alive, text_of, wait_until
 from rpc_client import Daemon, RpcError, daemon_env, runtime_dir
-
-
-def daemon_pids(run_dir: str) -> list[int]:
-    """The shared daemons listening in `run_dir` (their command line names the socket;
-    a daemon's child between fork and exec has the same, and is left out)."""
-    pids: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().split(") ")[1].split()
-        except OSError:
-            continue
-        if state[0] == "Z":
-            continue
-        if b"daemon" in argv and any(a.startswith(run_dir.encode() + b"/") for a in argv):
-            pids[int(entry)] = int(state[1])
-    return sorted(pid for pid, parent in pids.items() if parent not in pids)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll a condition outside any daemon's stream (a process's end, a file)."""
-    done = threading.Event()
-    deadline = timeout
-    step = 0.02
-    waited = 0.0
-    while waited < deadline:
-        value = predicate()
-        if value:
-            return value
-        done.wait(step)
-        waited += step
-    raise TimeoutError("condition not met")
 
 
 class Shared:
