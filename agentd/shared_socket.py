@@ -24,7 +24,7 @@ import re
 import socket
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agentd import __version__
 
@@ -141,29 +141,30 @@ def private_dir_problem(path: str) -> str | None:
         pass
     except OSError as exc:
         return f"cannot create {path}: {exc.strerror or exc}"
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return f"{path}: {exc.strerror or exc}"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a directory (a link or a file): refused"
-    if st.st_uid != os.getuid():
-        return f"{path} belongs to uid {st.st_uid}, not to this user: refused"
-    if st.st_mode & 0o077:
-        return f"{path} has mode {stat.S_IMODE(st.st_mode):o}, others can reach it: refused"
+    problem = _not_ours(path, stat.S_ISDIR, "a directory (a link or a file)")
+    if problem is not None:
+        return problem
+    mode = stat.S_IMODE(os.lstat(path).st_mode)  # (its owner is the user: only they change it)
+    if mode & 0o077:
+        return f"{path} has mode {mode:o}, others can reach it: refused"
     return None
 
 
 def socket_file_problem(path: str) -> str | None:
     """Why an existing socket file cannot be trusted (None: it can, or it is missing)."""
+    if not os.path.lexists(path):
+        return None
+    return _not_ours(path, stat.S_ISSOCK, "a socket")
+
+
+def _not_ours(path: str, is_kind: Callable[[int], bool], kind: str) -> str | None:
+    """Why `path` (not followed) is not this user's `kind`, or None."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
-        return None
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
-    if not stat.S_ISSOCK(st.st_mode):
-        return f"{path} is not a socket: refused"
+    if not is_kind(st.st_mode):
+        return f"{path} is not {kind}: refused"
     if st.st_uid != os.getuid():
         return f"{path} belongs to uid {st.st_uid}, not to this user: refused"
     return None

@@ -207,11 +207,10 @@ def token_latencies(received: list[tuple[int, str]], sent: dict[str, int]) -> li
     return lat
 
 
-def bench_token_latency(srv: ScriptedModelServer) -> None:
+def latencies_at_5ms(d: Daemon, srv: ScriptedModelServer) -> list[float]:
     """Upstream sends a token every 5 ms; latency = editor receives it - server sent it.
     The server stamps each token with its send time (perf_counter is per-process, so
-    wall clock in ns on one machine is used on both sides)."""
-    d, tmp = _chat_daemon(srv)
+    wall clock in ns on one machine is used on both sides). A warm-up turn first."""
     sid = d.call("session/create", {"title": "t"})["session"]["id"]
     d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
     received = record_deltas(d)
@@ -228,7 +227,12 @@ def bench_token_latency(srv: ScriptedModelServer) -> None:
     d.call(
         "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=60
     )
-    lat = token_latencies(received, srv.token_times())
+    return token_latencies(received, srv.token_times())
+
+
+def bench_token_latency(srv: ScriptedModelServer) -> None:
+    d, tmp = _chat_daemon(srv)
+    lat = latencies_at_5ms(d, srv)
     report("token_latency_median", statistics.median(lat), "ms", f"{len(lat)} tokens at 5 ms")
     report("token_latency_p99", pct(lat, 99), "ms")
     d.stop()
@@ -1221,23 +1225,7 @@ def bench_shared(srv: ScriptedModelServer, runs: int) -> None:
     env = _shared_env(tmp, srv.base_url)
     d = Daemon(env, spawn="exec")
     d.initialize(workspaceRoot=str(tmp))
-    sid = d.call("session/create", {"title": "t"})["session"]["id"]
-    d.call("session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "warm"}]})
-    received = record_deltas(d)
-    tokens = [f"<{i}>" for i in range(400)]
-    srv.enqueue(
-        {
-            "text": "".join(tokens),
-            "chunkSize": None,
-            "tokens": tokens,
-            "delayMs": 5,
-            "stampTokens": True,
-        }
-    )
-    d.call(
-        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}, timeout=60
-    )
-    lat = token_latencies(received, srv.token_times())
+    lat = latencies_at_5ms(d, srv)
     report("shared_token_latency_median", statistics.median(lat), "ms", f"{len(lat)} at 5 ms")
     report("shared_token_latency_p99", pct(lat, 99), "ms")
     report("forwarder_rss", rss_mib(d.proc.pid), "MiB", "an attached `agentd`")

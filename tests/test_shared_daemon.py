@@ -386,6 +386,17 @@ def test_a_stale_socket_from_a_dead_daemon_is_replaced(shared: Shared) -> None:
     assert os.path.exists(os.path.join(shared.run_dir, sock_file))
 
 
+def socket_path_of_an_ended_daemon(shared: Shared) -> str:
+    """Where the daemon listened, once an editor started it and it ended (SIGTERM)."""
+    a = shared.editor()
+    (pid,) = shared.daemons()
+    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    a.stop()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid))
+    return os.path.join(shared.run_dir, name)
+
+
 def _unshared(d: Daemon) -> str:
     """What the forwarder said when it refused to share (it then serves unshared)."""
     d.wait_for(lambda: "running unshared" in "".join(d.stderr_lines))
@@ -432,13 +443,7 @@ def test_a_runtime_directory_others_can_reach_is_never_used(shared: Shared, spoi
 
 @pytest.mark.parametrize("spoil", ["another user's socket", "a regular file", "a directory"])
 def test_a_socket_path_that_is_not_ours_is_never_used(shared: Shared, spoil: str) -> None:
-    a = shared.editor()
-    (pid,) = shared.daemons()
-    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
-    path = os.path.join(shared.run_dir, name)
-    a.stop()
-    os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: not pid_alive(pid))
+    path = socket_path_of_an_ended_daemon(shared)
     if spoil == "another user's socket":
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(path)
@@ -456,13 +461,7 @@ def test_a_socket_path_that_is_not_ours_is_never_used(shared: Shared, spoil: str
 
 def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Path) -> None:
     """A socket file of ours, but the process behind it runs as another user."""
-    a = shared.editor()
-    (pid,) = shared.daemons()
-    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
-    path = os.path.join(shared.run_dir, name)
-    a.stop()
-    os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: not pid_alive(pid))
+    path = socket_path_of_an_ended_daemon(shared)
     ready = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover (the child)
