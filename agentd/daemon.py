@@ -9,8 +9,9 @@ the model clients) serving editors' connections (`agentd.server.NativeConnection
   writes the connection's exit code back to the forwarder when it ends. The forwarder's
   end (kill -9, a reload) ends its connection too. When a connection ends, the runs it
   started go on (`on_disconnect = "continue"`) or are aborted (`"abort"`). The daemon
-  exits once no connection and no run has been left for `idle_exit_s`, when its socket
-  is no longer its own (removed, replaced), and at once on SIGTERM, after persisting.
+  exits once no connection and no run has been left for `idle_exit_s`, or as soon as
+  none is left when its socket is no longer its own (removed, replaced: no editor can
+  reach it), and at once on SIGTERM, after persisting.
 """
 
 from __future__ import annotations
