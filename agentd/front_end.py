@@ -38,6 +38,10 @@ class SessionCore:
     def __init__(self, config: Config, link: EditorLink) -> None:
         self.sessions = SessionManager(config, link)
         self.runs = RunManager(self.sessions)
+        # The session layer asks the run layer what runs (a session's status, the message
+        # a run is writing for session/messages, aborting the run of a session deleted):
+        # without it, each answers as if nothing ran.
+        self.sessions.runs = self.runs
         # Storage start-up, begun with the first request (see `ready`).
         self.startup: asyncio.Future[None] | None = None
 

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 
 import pytest
+from helpers import text_of
 from rpc_client import RpcError
 
 KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -458,3 +459,58 @@ def test_catalog_row_counts_match_after_many_creates(spawn, tmp_path):
     d.stop()
     db = sqlite3.connect(tmp_path / "data" / "catalog.sqlite3")
     assert db.execute("select count(*) from sessions").fetchone()[0] == 30
+
+
+# --- what the session layer says of a session while a run of it goes on ---------------
+
+LIVE_TEXT = " ".join(f"w{i}" for i in range(400))
+
+
+@pytest.mark.parametrize("after_deltas", [1, 7, 40])
+def test_a_running_session_is_read_as_it_stands(spawn, model, after_deltas):  # type: ignore[no-untyped-def]
+    """session/messages during a run holds the text streamed so far, exactly: the deltas
+    this editor received before the answer, not the text last checkpointed to the log;
+    session/get and session/list say the session is busy. (The session layer asked a run
+    layer that was never attached, and answered as if nothing ran.)"""
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue({"text": LIVE_TEXT, "chunkSize": 4, "delayMs": 10})
+    chat_id = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "long"}]}
+    )
+    d.wait_for(lambda: len(d.notifications("part/delta")) >= after_deltas)
+    opened = d.request_async("session/messages", {"sessionId": sid})
+    d.result(opened)
+    with d._cond:
+        received = list(d.messages)
+    at = next(i for i, m in enumerate(received) if m.get("id") == opened)
+    before = "".join(
+        m["params"]["delta"] for m in received[:at] if m.get("method") == "part/delta"
+    )
+    page = received[at]["result"]["messages"]
+    assert page[-1]["role"] == "assistant" and "completed" not in page[-1]["time"]
+    assert before and text_of(page[-1]) == before
+    assert d.call("session/get", {"sessionId": sid})["session"]["status"] == "busy"
+    listed = d.call("session/list", {})["sessions"]
+    assert [s["status"] for s in listed if s["id"] == sid] == ["busy"]
+    d.call("session/abort", {"sessionId": sid})
+    d.result(chat_id)
+    assert d.call("session/get", {"sessionId": sid})["session"]["status"] == "idle"
+
+
+def test_deleting_a_running_session_aborts_its_run(spawn, model):  # type: ignore[no-untyped-def]
+    d = spawn(model.base_url)
+    sid = d.call("session/create", {})["session"]["id"]
+    model.enqueue({"text": LIVE_TEXT, "chunkSize": 4, "delayMs": 10})
+    chat_id = d.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "long"}]}
+    )
+    d.wait_for(lambda: d.notifications("part/delta"))
+    assert d.call("session/delete", {"sessionId": sid}) == {"deleted": True}
+    # The run ended with its session: the model's stream was closed, nothing runs.
+    assert model.wait_response_end(0, timeout=10) == "client_closed"
+    d.response(chat_id, timeout=10)
+    statuses = [n["params"]["status"] for n in d.notifications("session/status")]
+    assert statuses[-1] == "idle"
+    with pytest.raises(RpcError):
+        d.call("session/get", {"sessionId": sid})

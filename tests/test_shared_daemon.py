@@ -90,6 +90,10 @@ def followed_text(d: Daemon, answer_id: Any, message_id: str) -> str:
             part = params["part"]
             if part["id"] not in parts:
                 order.append(part["id"])
+            elif part["type"] in ("text", "reasoning"):
+                # The part's text as the snapshot and the deltas since made it: a part's
+                # last update would otherwise hide a delta lost or sent twice.
+                assert part.get("text", "") == parts[part["id"]].get("text", ""), part["id"]
             parts[part["id"]] = dict(part)
         elif m.get("method") == "part/delta":
             part = parts[params["partId"]]

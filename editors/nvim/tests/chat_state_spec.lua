@@ -506,11 +506,44 @@ test("statuses: busy then idle, for the current session and others", function()
   eq(s.session.status, "idle")
   -- Without a session id: nothing (it would be nobody's).
   eq(s:apply("session/status", { status = "busy" }), {})
-  -- The daemon exits: nothing runs any more.
+  -- The connection ends: whether anything runs is unknown (a shared daemon goes on with
+  -- the runs), not "idle" (which would hide a run that went on when the session is opened).
   s:apply("session/status", { sessionId = SID, status = "busy" })
   s:daemon_exited()
-  eq(s.statuses[SID], { status = "idle" })
+  eq(s.statuses[SID], nil)
+  eq(s.statuses.ses_b, nil)
+  s:open({ id = "ses_b", status = "busy" })
+  eq(s.statuses.ses_b, { status = "busy" }, "the status the session was listed with")
+end)
+
+test("session/updated tells every session's status, the current one's and others'", function()
+  local s = new_state()
+  -- Another session's run starts and ends (another editor's): known without following it.
+  eq(s:apply("session/updated", { session = { id = "ses_b", status = "busy" } }), {
+    { kind = "status", session_id = "ses_b", current = false },
+  })
+  eq(s.statuses.ses_b, { status = "busy" })
+  eq(s:apply("session/updated", { session = { id = "ses_b", status = "busy", title = "t" } }), {}, "no change")
+  s:apply("session/updated", { session = { id = "ses_b", status = "idle" } })
   eq(s.statuses.ses_b, { status = "idle" })
+  -- Opened after its run ended: the list said busy, the update that came since says idle.
+  s:open({ id = "ses_b", status = "busy" })
+  eq(s.statuses.ses_b, { status = "idle" })
+  -- The current session's run ends while this editor does not follow it yet: the status
+  -- changes, and the session's fields with it.
+  s:apply("session/updated", { session = { id = "ses_b", status = "busy" } })
+  eq(s:apply("session/updated", { session = { id = "ses_b", status = "idle" } }), {
+    { kind = "status", session_id = "ses_b", current = true },
+    { kind = "session" },
+  })
+  eq(s.session.status, "idle")
+  -- A retry's details (from session/status) stay while session/updated says the same.
+  s:apply("session/status", { sessionId = "ses_b", status = "retry", attempt = 3 })
+  eq(s:apply("session/updated", { session = { id = "ses_b", status = "retry" } }), { { kind = "session" } })
+  eq(s.statuses.ses_b, { status = "retry", attempt = 3 })
+  -- Nonsense statuses change nothing.
+  eq(s:apply("session/updated", { session = { id = "ses_c", status = 5 } }), {})
+  eq(s.statuses.ses_c, nil)
 end)
 
 test("session/updated merges into the current session only", function()

@@ -73,7 +73,15 @@ vim.api.nvim_create_autocmd("User", {
     local ok, stl = pcall(function()
       return require("agentd.panel").chat_statusline()
     end)
-    table.insert(T.statuses, { status = require("agentd").status(), statusline = ok and stl or "" })
+    local input_ok, input = pcall(function()
+      return require("agentd.panel").input_statusline()
+    end)
+    table.insert(T.statuses, {
+      status = require("agentd").status(),
+      statusline = ok and stl or "",
+      input = input_ok and input or "",
+      session = require("agentd.chat").current_id(),
+    })
   end,
 })
 
@@ -189,6 +197,26 @@ function T.buffer_named(prefix)
     end
   end
   return nil
+end
+
+-- The chat's lines that begin with `prefix`, in order.
+function T.lines_starting(prefix)
+  local out = {}
+  for _, l in ipairs(T.lines()) do
+    if l:sub(1, #prefix) == prefix then
+      out[#out + 1] = l
+    end
+  end
+  return out
+end
+
+-- Open session `id` as :AgentdSessions does, with the session as agentd has it now.
+function T.open(id)
+  local err, res = require("agentd.client").request_sync("session/get", { sessionId = id })
+  if err then
+    error(vim.inspect(err))
+  end
+  require("agentd.chat").load(res.session)
 end
 
 function T.debug()

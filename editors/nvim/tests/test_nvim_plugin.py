@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -201,7 +202,46 @@ def env(model_server, tmp_path):
         "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
         "XDG_CONFIG_HOME": str(tmp_path / "xdg-config"),
         "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        # Each Neovim's own agentd: a test that shares one daemon between Neovims says so
+        # (the `shared` fixture). Left to the default, every test would start a shared
+        # daemon of its own, lingering minutes after the test (its identity differs).
+        "AGENTD_SHARED": "0",
     }
+
+
+def shared_daemons(run_dir: str) -> list[int]:
+    """The shared daemons listening in `run_dir` (their command line names the socket)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"daemon" in argv and any(a.startswith(run_dir.encode() + b"/") for a in argv):
+            if not _pid_gone(int(entry)):
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture
+def shared(env):
+    """The Neovims of the test attach to one shared agentd daemon, in a private runtime
+    directory; at the end its daemons are ended (SIGTERM) and the directory removed.
+    Request it before `start`, so that the Neovims quit before their daemon ends."""
+    run_dir = tempfile.mkdtemp(prefix="agentd-nv-", dir="/tmp")  # (0700; a socket path is short)
+    env.update(AGENTD_SHARED="1", AGENTD_RUNTIME_DIR=run_dir)
+    yield run_dir
+    for pid in shared_daemons(run_dir):
+        os.kill(pid, 15)
+    deadline = time.monotonic() + 15
+    while shared_daemons(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)  # (the daemons are not our children: polled)
+    left = shared_daemons(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    assert not left, f"shared daemons still running: {left}"
 
 
 def write_mcp_config(env: dict[str, str], tmp_path: Path, servers: dict[str, dict]) -> None:
@@ -402,6 +442,191 @@ def test_abort_with_ctrl_c_keeps_partial_text(start):
     assert footer and footer[-1].endswith("aborted"), lines
 
 
+# --- one daemon for several Neovims (shared): runs another editor sees, or that go on ---
+
+
+def enqueue(base_url: str, *specs: dict) -> None:
+    """Queue response specs on the scripted model (agentd/scripted_model.py)."""
+    origin = base_url.rsplit("/v1", 1)[0]
+    request = urllib.request.Request(
+        origin + "/_scripted/enqueue",
+        data=json.dumps({"responses": list(specs)}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        answer.read()
+
+
+def streamed_answers(n: Nvim) -> list[str]:
+    """The answers of /stream turns the chat shows (each is one line, "w1 w2 ...")."""
+    return [line for line in n.lines() if line.startswith("w1")]
+
+
+def text_states(n: Nvim) -> list[str]:
+    """Every state of a streamed answer's line the chat buffer went through (T.track)."""
+    return [line for c in n.lua("return T.changes") for line in c["lines"] if re.match(r"w\d", line)]
+
+
+def assert_shown_once(n: Nvim, answers: list[str]) -> None:
+    """The chat shows these answers, each once, and showed nothing on the way that was not
+    a beginning of one of them (a delta drawn twice, or one lost and made up for by the
+    part's last update, would be)."""
+    lines = n.lines()
+    assert streamed_answers(n) == answers, lines
+    for state in text_states(n):
+        assert any(a.startswith(state) for a in answers), state
+    # Each question, then its answer.
+    headers = [line.split(" ·")[0] for line in lines if line.startswith("▍ ")]
+    assert headers == ["▍ You", "▍ Assistant"] * len(answers), lines
+    stored = [m for m in n.lua("return T.stored_messages()") if m["role"] == "assistant"]
+    assert ["".join(p.get("text", "") for p in m["parts"] if p["type"] == "text") for m in stored] == answers
+
+
+def open_busy_from_picker(n: Nvim, sid: str) -> None:
+    n.cmd("AgentdChat")
+    n.lua("T.track(); T.answers = {'● busy'}")
+    n.cmd("AgentdSessions")
+    n.wait(f"require('agentd.chat').current_id() == {lua_str(sid)}", what="the busy session opened")
+
+
+def test_an_answer_goes_on_through_a_restart_and_shows_live_when_reopened(shared, start):
+    full = stream_words(150)
+    a = start()
+    send_from_input(a, "/stream 150 30")
+    a.wait("T.find_line('^w1 w2 w3 w4 w5') ~= nil", what="streaming")
+    sid = a.lua("return require('agentd.chat').current_id()")
+    daemon = a.lua("return require('agentd.client').info.daemon")
+    assert daemon["shared"] is True and daemon["onDisconnect"] == "continue", daemon
+    forwarder = a.daemon_pid()
+    a.quit()  # VimLeavePre: `shutdown`, `exit`; the run goes on in the daemon
+    assert wait_pid_gone(forwarder)
+
+    b = start()
+    open_busy_from_picker(b, sid)
+    b.wait("T.idle_after(1)", what="the answer's end")
+    # The same daemon, which kept the run.
+    assert b.lua("return require('agentd.client').info.daemon.pid") == daemon["pid"]
+    assert_shown_once(b, [full])
+    # It was shown running when opened (Stop offered in the input's status line), then idle.
+    states = text_states(b)
+    assert states[0] != full and len(states) >= 3, states
+    mine = [s for s in b.lua("return T.statuses") if s.get("session") == sid]
+    assert mine[0]["status"] == "busy" and "abort" in mine[0]["input"], mine
+    assert mine[-1]["status"] == "idle" and "abort" not in mine[-1]["input"], mine
+    assert b.lua("return require('agentd').status()") == "idle"
+
+
+def test_a_second_neovim_follows_an_answer_the_first_is_streaming(shared, start):
+    full = stream_words(150)
+    a = start()
+    send_from_input(a, "/stream 150 30")
+    a.wait("T.find_line('^w1 w2 w3 w4 w5') ~= nil", what="streaming")
+    sid = a.lua("return require('agentd.chat').current_id()")
+    a.lua("T.track()")
+    b = start()
+    open_busy_from_picker(b, sid)
+    # :AgentdInfo in b: the daemon a uses, and both Neovims connected to it.
+    pid = a.lua("return require('agentd.client').info.daemon.pid")
+    b.cmd("AgentdInfo")
+    b.wait("T.notes_text():find('daemon: shared') ~= nil", what=":AgentdInfo")
+    info = b.lua("return T.notes[#T.notes].msg").split("\n")
+    assert info[0].startswith("agentd ") and "(agentd.nvim " in info[0], info
+    assert info[1] == f"daemon: shared, pid {pid}, 2 editors connected when this Neovim joined", info
+    assert info[2] == "answers go on when Neovim quits or restarts (reopen the session to see them)", info
+    assert info[3].startswith("session: ") and info[3].endswith(f"({sid}), busy"), info
+    for n in (a, b):
+        n.wait("T.idle_after(1)", what="the answer's end")
+    for n in (a, b):
+        assert_shown_once(n, [full])
+    assert len(text_states(b)) >= 3 and text_states(b)[0] != full
+
+
+def test_opening_a_streaming_session_every_way_shows_each_answer_once(shared, start, model_server):
+    """Another Neovim's run, opened before its first word, opened again and again while
+    this Neovim already follows it (its notifications arriving during each opening),
+    another session opened in between; then stopped from here."""
+    full = stream_words(300)
+    a = start()
+    b = start()
+    b.cmd("AgentdChat a session of b's own")
+    # (Its title is asked of the model after the answer: before the queued response below.)
+    b.wait("T.idle_after(1) and require('agentd.chat').session.title == \"a session of b's own\"")
+    own = b.lua("return require('agentd.chat').current_id()")
+    b.lua("T.track()")
+    # The model waits 1.5 s before the first word, then sends one every 8 ms.
+    enqueue(model_server, {"text": full, "delayMs": 8, "firstDelayMs": 1500})
+    send_from_input(a, "slow to start")
+    a.wait("require('agentd.chat').current_id() ~= nil and require('agentd').status() == 'busy'", what="a's run")
+    sid = a.lua("return require('agentd.chat').current_id()")
+    assert a.lua("return T.find_line('^w1')") is None
+    b.lua(f"T.open({lua_str(sid)})")
+    b.wait("require('agentd').status() == 'busy'", what="b shows a's run")
+    b.wait("T.find_line('^w1 w2 w3') ~= nil", what="the first words, live")
+    # b follows it now: each opening below has its deltas arriving while it waits for the
+    # history (some before the answer, which holds them, some after).
+    for script in (
+        f"T.open({lua_str(sid)}); T.open({lua_str(sid)})",
+        f"T.open({lua_str(own)}); T.open({lua_str(sid)})",
+        *[f"T.open({lua_str(sid)})"] * 8,
+    ):
+        b.lua(script)
+        b.wait(f"require('agentd.chat').current_id() == {lua_str(sid)} and T.find_line('^w1 w2') ~= nil")
+    assert a.lua("return require('agentd').status()") == "busy", "the openings came after the answer"
+    for n in (a, b):
+        n.wait("T.idle_after(1)", what="the answer's end")
+        assert_shown_once(n, [full])
+
+    # Stopped from b, which did not start it: both show what agentd kept, once.
+    send_from_input(a, "/stream 400 40")
+    b.wait("(T.lines_starting('w1 ')[2] or ''):find('^w1 w2 w3 w4') ~= nil", what="b sees a's second run")
+    b.cmd("AgentdAbort")
+    for n in (a, b):
+        n.wait("T.find_line('aborted') ~= nil and require('agentd').status() == 'idle'", what="aborted")
+    partial = [m for m in a.lua("return T.stored_messages()") if m["role"] == "assistant"][-1]
+    assert partial["finishReason"] == "aborted"
+    text = "".join(p.get("text", "") for p in partial["parts"] if p["type"] == "text")
+    assert stream_words(400).startswith(text) and 4 <= len(text.split()) < 400, text
+    for n in (a, b):
+        assert_shown_once(n, [full, text])
+
+
+def test_a_session_shows_its_status_as_it_is_not_as_it_was_listed(shared, start):
+    """Another Neovim's run, seen from one that does not follow the session: its end
+    comes as session/updated only. Opened from the list taken while it ran, it is idle; after this Neovim's connection restarted (:AgentdStop) while another run of it
+    goes on, reopening it shows that run as running, then idle."""
+    a = start()
+    b = start()
+    b.cmd("AgentdChat /stream 60 20")
+    b.wait("require('agentd').status() == 'busy'", what="b's run")
+    sid = b.lua("return require('agentd.chat').current_id()")
+    # Listed while it runs (session/list, unlike session/get, does not follow it).
+    a.lua(
+        "for _, s in ipairs(select(2, require('agentd.client').request_sync('session/list', {limit = 50})).sessions) do"
+        f" if s.id == {lua_str(sid)} then S = s end end"
+    )
+    assert a.lua("return S.status") == "busy"
+    b.wait("T.idle_after(1)", what="b's answer")
+    # (A request answered after b's end: a has read every notification sent before it.)
+    a.lua("require('agentd.client').request_sync('session/list', {limit = 1})")
+    a.cmd("AgentdChat")
+    a.lua("require('agentd.chat').load(S)")
+    a.wait("T.find_line('^w1 ') ~= nil", what="the history")
+    assert a.lua("return require('agentd').status()") == "idle"
+
+    # b's next run; a follows the session, then its connection ends (the daemon goes on).
+    b.cmd("AgentdChat /stream 150 30")
+    a.wait("require('agentd').status() == 'busy' and #T.lines_starting('w1 ') == 2", what="a follows b's run")
+    assert a.lua("return require('agentd').stop()") is True
+    assert a.lua("return require('agentd').status()") == "off"
+    a.lua("T.track()")
+    open_busy_from_picker(a, sid)
+    a.wait("require('agentd').status() == 'busy'", what="shown running after the restart")
+    for n in (a, b):
+        n.wait("T.idle_after(2)", what="the answer's end")
+        assert_shown_once(n, [stream_words(60), stream_words(150)])
+
+
 def test_sessions_list_and_reload_after_restart(start):
     a = start()
     send_from_input(a, "remember the walrus")
@@ -579,6 +804,11 @@ def test_status_and_clean_shutdown(start):
     n.wait("require('agentd').status() == 'busy'", what="busy")
     n.wait("T.idle_after(1)", what="idle")
     pid = n.daemon_pid()
+    # This Neovim's own agentd (the tests' default): :AgentdInfo says so, with its pid.
+    lines = n.lua("local l; require('agentd').info(function(x) l = x end); return l")
+    sid = n.lua("return require('agentd.chat').current_id()")
+    assert lines[1:3] == [f"daemon: this Neovim's own (not shared), pid {pid}", "answers stop when Neovim quits"], lines
+    assert lines[3].startswith("session: ") and lines[3].endswith(f"({sid}), idle"), lines
     assert n.lua("return require('agentd').stop()") is True
     assert n.lua("return require('agentd.client').last_exit.code") == 0  # 0 only after `shutdown`
     assert wait_pid_gone(pid)

@@ -6,7 +6,7 @@ import { mcpToolPatterns } from './client/mcp';
 import { restrictedBuiltinTools, restrictedClientTools } from './client/restrictedMode';
 import { resolvePath } from './editorTools';
 import type { CurrentChatStore } from './currentChat';
-import { ErrorCodes, type Session } from './protocol';
+import { ErrorCodes, type Session, type SessionStatus } from './protocol';
 import type { ViewToHost } from './shared/webviewProtocol';
 import { SessionHistory } from './sessionHistory';
 import { homedir } from 'node:os';
@@ -15,7 +15,15 @@ const PAGE_SIZE = 30;
 
 export class ChatController implements vscode.Disposable {
   private currentSessionId: string | undefined;
-  private readonly busySessions = new Set<string>();
+  /**
+   * Every session's status as last heard: `session/status` (sessions this window follows) and
+   * `session/updated` (every session, whoever runs it), and the answers that carry one. The
+   * daemon's messages arrive in order, so the latest word wins: a status read from an answer
+   * goes stale as soon as a notification about that session follows it.
+   */
+  private readonly statuses = new Map<string, SessionStatus>();
+  /** Bumps with each showSession: an earlier one still waiting for its answers shows nothing. */
+  private opening = 0;
   private readonly disposables: vscode.Disposable[] = [];
   /** Fork, revert, unrevert, export of the chats. */
   readonly history: SessionHistory;
@@ -35,17 +43,16 @@ export class ChatController implements vscode.Disposable {
     this.disposables.push(
       view.onMessage((m) => void this.onViewMessage(m).catch((e) => this.reportError(e))),
       client.onNotification((n) => {
-        if (n.method === 'session/status') {
-          if (n.params.status === 'idle') this.busySessions.delete(n.params.sessionId);
-          else this.busySessions.add(n.params.sessionId);
-          this.updateBusyContext();
-        }
+        if (n.method === 'session/status') this.noteStatus(n.params.sessionId, n.params.status);
+        else if (n.method === 'session/updated') this.noteStatus(n.params.session.id, n.params.session.status);
         this.view.post({ type: 'notification', notification: n });
       }),
       client.onDidChangeState((s) => {
         this.view.post({ type: 'daemon', state: s.state, message: s.message });
-        if (s.state === 'restarting' || s.state === 'failed') {
-          this.busySessions.clear();
+        // A new connection hears nothing of what the old one was told: statuses are unknown until
+        // answers and notifications tell them again (a shared daemon's runs went on meanwhile).
+        if (s.state !== 'running') {
+          this.statuses.clear();
           this.updateBusyContext();
         }
         // After a restart, reload the conversation: what was streamed before the crash is persisted.
@@ -64,9 +71,14 @@ export class ChatController implements vscode.Disposable {
     this.updateBusyContext();
   }
 
+  private noteStatus(sessionId: string, status: SessionStatus): void {
+    this.statuses.set(sessionId, status);
+    if (sessionId === this.currentSessionId) this.updateBusyContext();
+  }
+
   private updateBusyContext(): void {
-    const busy = !!this.currentSessionId && this.busySessions.has(this.currentSessionId);
-    void vscode.commands.executeCommand('setContext', 'agentd.busy', busy);
+    const status = this.currentSessionId ? this.statuses.get(this.currentSessionId) : undefined;
+    void vscode.commands.executeCommand('setContext', 'agentd.busy', status !== undefined && status !== 'idle');
   }
 
   private async onViewMessage(m: ViewToHost): Promise<void> {
@@ -128,21 +140,34 @@ export class ChatController implements vscode.Disposable {
   }
 
   newChat(): void {
+    this.opening++; // a session still loading does not replace the new chat
     this.setCurrent(undefined);
     this.view.post({ type: 'history', messages: [] });
   }
 
+  /**
+   * Shows a session: its history, and what its run (this window's, another window's, or one
+   * that went on through a reload) streams from then on. `session/messages` makes this window
+   * follow the session at the moment it answers: the answer holds all that was streamed until
+   * then and the notifications after it hold the rest, so the history is posted to the view in
+   * the answer's continuation, before any later notification (vscode-jsonrpc handles one
+   * message per macrotask; an answer's continuations run before the next message is handled).
+   * `session/get` is asked first, not alongside: a later answer to it would hold the history
+   * back while notifications that come after the history went to the view before it.
+   */
   async showSession(sessionId: string, quiet = false): Promise<void> {
+    const opening = ++this.opening;
     try {
-      const [{ session }, page] = await Promise.all([
-        this.client.getSession(sessionId),
-        this.client.messages({ sessionId, limit: 200 }),
-      ]);
+      const { session } = await this.client.getSession(sessionId);
+      this.statuses.set(session.id, session.status);
+      if (opening !== this.opening) return;
+      const page = await this.client.messages({ sessionId, limit: 200 });
+      if (opening !== this.opening) return;
       this.setCurrent(session.id);
-      if (session.status !== 'idle') this.busySessions.add(session.id);
-      this.updateBusyContext();
-      this.view.post({ type: 'history', session, messages: page.messages, hasMore: !!page.nextBefore });
+      const status = this.statuses.get(session.id) ?? session.status;
+      this.view.post({ type: 'history', session: { ...session, status }, messages: page.messages, hasMore: !!page.nextBefore });
     } catch (e) {
+      if (opening !== this.opening) return;
       if (e instanceof AgentdError && e.code === ErrorCodes.SessionNotFound) {
         // Deleted elsewhere (or a different data dir): start fresh rather than show an error.
         this.newChat();
@@ -231,6 +256,7 @@ export class ChatController implements vscode.Disposable {
       ...(query ? { query } : {}),
       ...(cursor ? { cursor } : {}),
     });
+    for (const s of res.sessions) this.noteStatus(s.id, s.status);
     this.view.post({ type: 'sessions', sessions: res.sessions, nextCursor: res.nextCursor ?? undefined, query, append: !!cursor });
   }
 

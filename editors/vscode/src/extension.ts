@@ -2,6 +2,7 @@
 import * as vscode from 'vscode';
 import { AgentdClient, AgentdError, isCancelled, type StateChange } from './client/agentdClient';
 import { daemonEnvironment, needsRestart, normalizeSettings, type DaemonSettings } from './client/daemonEnv';
+import { describeDaemon } from './client/daemonInfo';
 import { ChatController, describeError } from './chatController';
 import { ChatViewProvider } from './chatViewProvider';
 import { CurrentChatStore } from './currentChat';
@@ -109,7 +110,8 @@ export function activate(context: vscode.ExtensionContext): void {
       stopped: '$(circle-slash) agentd',
     };
     status.text = label[s.state] ?? 'agentd';
-    status.tooltip = s.message ?? (s.serverInfo ? `agentd ${s.serverInfo.version} is running` : `agentd: ${s.state}`);
+    status.tooltip = s.message ?? (s.state === 'running' ? describeDaemon(s.serverInfo, s.daemon) : `agentd: ${s.state}`);
+    if (s.state === 'running') log.info(describeDaemon(s.serverInfo, s.daemon));
     status.backgroundColor = s.state === 'failed' ? new vscode.ThemeColor('statusBarItem.errorBackground') : undefined;
     status.show();
     if (s.message) log.warn(s.message);

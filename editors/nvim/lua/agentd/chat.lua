@@ -28,6 +28,15 @@ local M = setmetatable({ state = state }, {
 
 local creating = nil -- callbacks waiting for session/create
 local loading = 0 -- bumps with each load: the answers of an earlier one are dropped
+-- The session being opened, while its history is fetched: { id, answered, queue }.
+-- session/messages makes this Neovim follow the session when it answers, and the answer
+-- holds everything streamed until then: what a run of it (this Neovim's, another editor's,
+-- one that went on after a restart) streams before the newest page's answer is in that
+-- page, and what comes after it is applied once the history is drawn.
+local opening = nil
+-- What a run streams into its session's messages (session/status and session/updated are
+-- not: they are statuses, kept whatever the messages are).
+local STREAMED = { ["message/updated"] = true, ["part/updated"] = true, ["part/delta"] = true, ["session/error"] = true }
 local inflight = {} -- sessionId -> number of our session/chat requests not answered yet
 
 ---------------------------------------------------------------------------
@@ -77,6 +86,12 @@ end
 -- Notifications from the daemon
 
 function M.on_notification(method, params)
+  if opening and STREAMED[method] and type(params) == "table" and params.sessionId == opening.id then
+    if opening.answered then
+      opening.queue[#opening.queue + 1] = { method, params }
+    end
+    return
+  end
   local changes = state:apply(method, params)
   chat_buffer.draw(state, changes)
   for _, c in ipairs(changes) do
@@ -241,6 +256,13 @@ function M.load(session, cb)
   M.status_changed()
   loading = loading + 1
   local gen = loading
+  local this = { id = session.id, answered = false, queue = {} }
+  opening = this
+  local function done()
+    if opening == this then
+      opening = nil
+    end
+  end
   local limit = config.get().history_limit
   local pages = {}
   local total = 0
@@ -253,9 +275,11 @@ function M.load(session, cb)
         return
       end
       if err then
+        done()
         chat_buffer.notice("✗ could not load the session: " .. util.err_text(err), "error")
         return cb and cb(err)
       end
+      this.answered = true
       local msgs = res and res.messages or {}
       table.insert(pages, 1, msgs)
       total = total + #msgs
@@ -273,6 +297,10 @@ function M.load(session, cb)
           end)
         end
       end
+      done()
+      for _, n in ipairs(this.queue) do
+        M.on_notification(n[1], n[2])
+      end
       if #state.order == 0 then
         chat_buffer.show_placeholder()
       end
@@ -286,6 +314,8 @@ end
 
 --- Start a new chat (the session is created with the first prompt).
 function M.new()
+  loading = loading + 1 -- a session still loading does not replace the new chat
+  opening = nil
   state:open(nil)
   chat_buffer.reset()
   chat_buffer.show_placeholder()

@@ -127,13 +127,11 @@ function State:forget(session_id)
   self.statuses[session_id] = nil
 end
 
---- The daemon exited: nothing runs any more.
+--- The connection to the daemon ended. Its own agentd ended with it and nothing runs any
+--- more; a shared daemon goes on with the runs (`on_disconnect = "continue"`), which this
+--- Neovim hears of no more: every status is unknown until a session is listed or opened.
 function State:daemon_exited()
-  for id, st in pairs(self.statuses) do
-    if st.status ~= "idle" then
-      self.statuses[id] = { status = "idle" }
-    end
-  end
+  self.statuses = {}
 end
 
 ---------------------------------------------------------------------------
@@ -264,10 +262,22 @@ function State:apply(method, params)
     end
     return { { kind = "status", session_id = sid, current = current } }
   elseif method == "session/updated" then
-    if current and self:update_session(session) then
-      return { { kind = "session" } }
+    -- Every connection hears session/updated (session/status only those that follow the
+    -- session), with the status as it is when sent: a run that started or ended elsewhere,
+    -- or while a session was being opened, is known from it. (A retry's details stay: the
+    -- status it has in session/updated is the same.)
+    local changes = {}
+    if session and type(session.status) == "string" then
+      local known = self.statuses[sid]
+      if not known or known.status ~= session.status then
+        self.statuses[sid] = { status = session.status }
+        changes[#changes + 1] = { kind = "status", session_id = sid, current = current }
+      end
     end
-    return {}
+    if current and self:update_session(session) then
+      changes[#changes + 1] = { kind = "session" }
+    end
+    return changes
   elseif not current then
     return {}
   elseif method == "message/updated" then

@@ -1,8 +1,9 @@
 -- The agentd daemon process, driven by Neovim's own LSP RPC client
 -- (vim.lsp.rpc.start): this plugin never writes JSON-RPC framing itself.
 --
--- One daemon per Neovim instance, started on first use, shut down with
--- `shutdown` then `exit` when Neovim exits.
+-- Started on first use, shut down with `shutdown` then `exit` when Neovim exits. `agentd`
+-- attaches to the user's shared daemon (one for every editor) unless configured not to:
+-- then the runs this Neovim started go on when it quits (initialize's `daemon` says which).
 local config = require("agentd.config")
 local util = require("agentd.util")
 
@@ -12,6 +13,9 @@ M.VERSION = "0.1.0"
 
 -- "off" | "starting" | "ready" | "stopping"
 M.state = "off"
+-- initialize's result while connected (serverInfo, daemon = { shared, pid, onDisconnect,
+-- connections }), else nil.
+M.info = nil
 -- Called (on the main loop) whenever M.state changes.
 M.on_state = nil
 
@@ -221,6 +225,7 @@ function M.start()
           return
         end
         M.last_exit = { code = code, signal = signal }
+        M.info = nil
         local was_expected = expected_exit
         local was_starting = M.state == "starting"
         set_state("off")
@@ -284,10 +289,11 @@ function M.start()
     end
   end
 
-  local sent = rpc.request("initialize", initialize_params(), function(err)
+  local sent = rpc.request("initialize", initialize_params(), function(err, result)
     if gen ~= generation then
       return
     end
+    M.info = not err and result or nil
     if err then
       util.notify("agentd initialize failed: " .. util.err_text(err), vim.log.levels.ERROR)
       M.stop({ sync = false })

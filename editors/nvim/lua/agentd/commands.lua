@@ -55,6 +55,10 @@ function M.register()
     require("agentd").mcp()
   end, { desc = "agentd: MCP servers and their tools" })
 
+  cmd("AgentdInfo", function()
+    require("agentd").info()
+  end, { desc = "agentd: the daemon serving this Neovim (shared or not, its pid, editors connected)" })
+
   cmd("AgentdStop", function()
     require("agentd").stop()
   end, { desc = "agentd: stop the daemon" })

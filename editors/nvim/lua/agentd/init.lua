@@ -220,6 +220,59 @@ function M.mcp()
   mcp.list()
 end
 
+--- What initialize said of the daemon serving this Neovim, in lines.
+function M.describe_daemon(info)
+  if type(info) ~= "table" then
+    return { "agentd is not running (it starts on first use)" }
+  end
+  local server = type(info.serverInfo) == "table" and info.serverInfo or {}
+  local lines = {
+    ("agentd %s (agentd.nvim %s)"):format(tostring(server.version or "?"), client.VERSION),
+  }
+  local d = info.daemon
+  if type(d) ~= "table" then
+    lines[#lines + 1] = "daemon: not said (an agentd from before shared daemons)"
+    return lines
+  end
+  if d.shared then
+    local n = tonumber(d.connections) or 1
+    lines[#lines + 1] = ("daemon: shared, pid %s, %d editor%s connected when this Neovim joined"):format(
+      tostring(d.pid),
+      n,
+      n == 1 and "" or "s"
+    )
+  else
+    lines[#lines + 1] = ("daemon: this Neovim's own (not shared), pid %s"):format(tostring(d.pid))
+  end
+  if d.onDisconnect == "continue" then
+    lines[#lines + 1] = "answers go on when Neovim quits or restarts (reopen the session to see them)"
+  else
+    lines[#lines + 1] = "answers stop when Neovim quits"
+  end
+  return lines
+end
+
+--- :AgentdInfo: the daemon serving this Neovim (started if it is not running) and the
+--- current session. cb(lines) once shown.
+function M.info(cb)
+  M._install()
+  client.ensure(function(err)
+    local lines = M.describe_daemon(not err and client.info or nil)
+    if err then
+      lines[#lines + 1] = "error: " .. util.err_text(err)
+    end
+    local s = chat.state.session
+    if s then
+      local title = type(s.title) == "string" and s.title ~= "" and s.title or "(untitled)"
+      lines[#lines + 1] = ("session: %s (%s), %s"):format(title, s.id, chat.status())
+    end
+    util.notify(table.concat(lines, "\n"), vim.log.levels.INFO)
+    if cb then
+      cb(lines)
+    end
+  end)
+end
+
 --- Stop the daemon (it starts again on next use).
 function M.stop()
   return client.stop({ sync = true })

@@ -79,6 +79,8 @@ export interface StateChange {
   /** The last lines the daemon wrote to stderr before it died. */
   stderrTail?: string[];
   serverInfo?: InitializeResult['serverInfo'];
+  /** Which daemon serves this window (`initialize`'s `daemon`): shared or its own, its pid. */
+  daemon?: InitializeResult['daemon'];
 }
 
 export class AgentdError extends Error {
@@ -443,7 +445,7 @@ export class AgentdClient implements Disposable {
       await connection.sendNotification('initialized', {});
       this._initializeResult = result;
       this.lastFailure = undefined;
-      this.setState({ state: 'running', serverInfo: result.serverInfo });
+      this.setState({ state: 'running', serverInfo: result.serverInfo, daemon: result.daemon });
       const waiters = this.restartWaiters;
       this.restartWaiters = [];
       for (const w of waiters) w.resolve(result);

@@ -1,6 +1,7 @@
 // The client layer: everything here runs under plain Node (no `vscode` import).
 export * from './agentdClient';
 export * from './daemonEnv';
+export * from './daemonInfo';
 export * from './editLogic';
 export * from './mcp';
 export * from './emitter';

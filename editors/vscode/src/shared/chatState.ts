@@ -68,7 +68,16 @@ export class ChatState {
       case 'session/updated': {
         const session = params.session as Session;
         this.session = session;
-        return [{ kind: 'session', session }];
+        const changes: Change[] = [{ kind: 'session', session }];
+        // `session/status` reaches the windows that follow the session; `session/updated`
+        // reaches every window, with the status as it is when sent. A run that started or
+        // ended while this window was opening the session (before it followed it) is known
+        // from this alone.
+        if (typeof session.status === 'string' && (session.status === 'idle') !== (this.status === 'idle')) {
+          this.status = session.status;
+          changes.push({ kind: 'status', status: session.status });
+        }
+        return changes;
       }
       case 'session/status': {
         this.status = String(params.status);

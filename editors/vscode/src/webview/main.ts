@@ -636,6 +636,9 @@ function showConversation(session: Session | undefined, messages: Message[]): vo
   resetConversation();
   chat = new ChatState(session?.id);
   chat.session = session;
+  chat.status = session?.status ?? 'idle';
+  // A run may be going on (this window's before a reload, or another window's): the page shows it
+  // as its own, Stop included, and what it streams next arrives as notifications.
   busy = session ? session.status !== 'idle' : false;
   statusInfo = { status: session?.status ?? 'idle' };
   chat.load(messages);
@@ -817,14 +820,11 @@ window.addEventListener('message', (event: MessageEvent) => {
     case 'notification': {
       const n = msg.notification;
       if (n.method === 'session/updated') onSessionUpdated(n.params.session);
-      // A fresh chat has no session until the first send creates one: adopt it then.
-      const sid = (n.params as { sessionId?: string }).sessionId;
-      if (!chat.sessionId) {
-        // A fresh chat shows nothing of other sessions, until its own first send adopts one.
-        if (!sid || !pendingSends.length) break;
-        chat.sessionId = sid;
-        persist();
-      }
+      // A fresh chat shows nothing of any session: the host says which session its first send
+      // created (`sessionStarted`, posted before that session's first notification). Adopting the
+      // session of whatever notification came next would take another window's: they all get
+      // `session/updated`, and this one follows every session it opened.
+      if (!chat.sessionId) break;
       applyChanges(chat.apply(n));
       break;
     }

@@ -74,6 +74,10 @@ export function daemonEnv(model, dirs, extra = {}) {
         AGENTD_STATE_DIR: dirs.state,
         // No configuration file of the user's: only what the test gives.
         AGENTD_CONFIG: join(dirs.base, 'no-config.toml'),
+        // Each client's own agentd; a test of the shared daemon passes AGENTD_SHARED=1 with a
+        // private AGENTD_RUNTIME_DIR (left to the default, each test would leave a shared
+        // daemon of its own running for minutes).
+        AGENTD_SHARED: '0',
         ...extra,
       },
     },

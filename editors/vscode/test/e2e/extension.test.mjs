@@ -52,7 +52,8 @@ before(async () => {
     model: 'scripted',
     tools: ['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash'],
     dataDir: dirs.data,
-    env: { OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'test', AGENTD_STATE_DIR: dirs.state, AGENTD_CONFIG: join(dirs.base, 'none.toml') },
+    // The extension's own agentd (follow.test.mjs runs it shared).
+    env: { OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'test', AGENTD_STATE_DIR: dirs.state, AGENTD_CONFIG: join(dirs.base, 'none.toml'), AGENTD_SHARED: '0' },
   };
   // An open editor with the first line selected.
   const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(dirs.workspace, 'src/app.ts')));

@@ -59,7 +59,7 @@ before(async () => {
     model: 'scripted',
     tools: ['read_file', 'list_dir', 'glob', 'grep', 'write_file', 'edit_file', 'bash'],
     dataDir: dirs.data,
-    env: { OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'test', AGENTD_STATE_DIR: dirs.state, AGENTD_CONFIG: config },
+    env: { OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'test', AGENTD_STATE_DIR: dirs.state, AGENTD_CONFIG: config, AGENTD_SHARED: '0' },
   };
 
   ext = require(join(root, 'dist/extension.js'));

@@ -155,6 +155,8 @@ const stub = {
   workspaceFolder: undefined,
   contexts: {},
   quickPicks: [],
+  /** Every status bar item the extension made (its text and tooltip as last set). */
+  statusBarItems: [],
   /** Every showTextDocument's argument (a document or a Uri), in order. */
   shownDocuments: [],
   /** Every withProgress: { options, done } (done once the task settled). */
@@ -179,7 +181,11 @@ const window = {
     const log = (lvl) => (m) => stub.logLines.push(`[${lvl}] ${m}`);
     return { name, info: log('info'), warn: log('warn'), error: log('error'), debug: log('debug'), trace: log('trace'), appendLine: log('info'), append: log('info'), show() {}, dispose() {} };
   },
-  createStatusBarItem: () => ({ text: '', tooltip: '', show() {}, hide() {}, dispose() {} }),
+  createStatusBarItem: () => {
+    const item = { text: '', tooltip: '', show() {}, hide() {}, dispose() {} };
+    stub.statusBarItems.push(item);
+    return item;
+  },
   registerWebviewViewProvider: (id, provider) => {
     stub.providers.set(id, provider);
     return { dispose() {} };

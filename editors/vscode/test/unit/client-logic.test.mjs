@@ -131,6 +131,44 @@ describe('ChatState (notification reducer)', () => {
     const ids = state.messages.map((m) => m.info.id);
     assert.deepEqual(ids, [...ids].sort());
   });
+
+  test("session/updated carries the session's status: a run that ended before the view followed the session ends here too", () => {
+    const session = { ...fixture.session, status: 'busy' };
+    const state = new lib.ChatState(session.id);
+    state.status = 'busy'; // as the view opened it
+    // Any update that says busy again (a title, totals) changes no status.
+    assert.deepEqual(state.apply({ method: 'session/updated', params: { session } }).map((c) => c.kind), ['session']);
+    const changes = state.apply({ method: 'session/updated', params: { session: { ...session, status: 'idle' } } });
+    assert.deepEqual(changes.map((c) => c.kind), ['session', 'status']);
+    assert.equal(changes[1].status, 'idle');
+    assert.equal(state.status, 'idle');
+    // A retry is still running: from busy, no change; from idle, the run shows.
+    assert.deepEqual(state.apply({ method: 'session/updated', params: { session: { ...session, status: 'retry' } } }).at(-1), { kind: 'status', status: 'retry' });
+    assert.deepEqual(state.apply({ method: 'session/updated', params: { session: { ...session, status: 'busy' } } }).map((c) => c.kind), ['session']);
+    // Another session's update is not this chat's.
+    assert.deepEqual(state.apply({ method: 'session/updated', params: { session: { ...session, id: 'ses_other', status: 'idle' } } }), []);
+    assert.equal(state.status, 'retry');
+  });
+});
+
+describe('which daemon serves the window', () => {
+  const server = { name: 'agentd', version: '1.2.3' };
+  test('shared, its pid and the editors connected, and what a reload does to answers', () => {
+    assert.equal(
+      lib.describeDaemon(server, { shared: true, pid: 42, onDisconnect: 'continue', connections: 3 }),
+      'agentd 1.2.3 is running: the shared daemon (pid 42), 3 editors connected when this window joined; answers go on through a window reload',
+    );
+    assert.equal(
+      lib.describeDaemon(server, { shared: true, pid: 42, onDisconnect: 'abort', connections: 1 }),
+      'agentd 1.2.3 is running: the shared daemon (pid 42), 1 editor connected when this window joined; answers stop when the window that asked closes or reloads',
+    );
+    assert.equal(
+      lib.describeDaemon(server, { shared: false, pid: 7, onDisconnect: 'abort', connections: 1 }),
+      "agentd 1.2.3 is running: this window's own daemon (pid 7); its answers stop when the window closes or reloads",
+    );
+    // An agentd from before `daemon` was in initialize's answer.
+    assert.equal(lib.describeDaemon(server, undefined), 'agentd 1.2.3 is running');
+  });
 });
 
 describe('MCP servers', () => {

@@ -125,6 +125,10 @@ export async function startVsCode() {
     bin: join(base, 'bin'),
   };
   for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
+  // The run's agentd attach to one shared daemon (as users' do), in a directory of the run's
+  // own (private: 0700) so that no other daemon is met; it is ended in close().
+  dirs.runtime = join(base, 'run');
+  mkdirSync(dirs.runtime, { mode: 0o700 });
   const py = python();
   const pyEnv = { ...process.env, PYTHONPATH: [repo, process.env.PYTHONPATH].filter(Boolean).join(':') };
   const model = await startModel(py, pyEnv);
@@ -166,6 +170,8 @@ export async function startVsCode() {
       OPENAI_API_KEY: 'test',
       AGENTD_STATE_DIR: dirs.state,
       AGENTD_CONFIG: join(base, 'no-agentd-config.toml'),
+      AGENTD_SHARED: '1',
+      AGENTD_RUNTIME_DIR: dirs.runtime,
     },
   };
   const settingsFile = join(dirs.userData, 'User/settings.json');
@@ -245,13 +251,32 @@ export async function startVsCode() {
       mkdirSync(dir, { recursive: true });
       return dir;
     },
+    /** The shared daemons of the run (their command line names its runtime directory). */
+    daemons: () => sharedDaemons(dirs.runtime),
     async close() {
       await browser.close().catch(() => {});
       await stop(server, true);
+      for (const pid of sharedDaemons(dirs.runtime)) process.kill(pid, 'SIGTERM');
+      for (const end = Date.now() + 15_000; sharedDaemons(dirs.runtime).length && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50));
       await model.close();
       if (!process.env.AGENTD_KEEP_TEMP) rmSync(base, { recursive: true, force: true });
     },
   };
+}
+
+function sharedDaemons(runtime) {
+  const pids = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      const state = readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.[0];
+      if (state !== 'Z' && argv.includes('daemon') && argv.some((a) => a.startsWith(runtime + '/'))) pids.push(Number(entry));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return pids;
 }
 
 /**

@@ -359,6 +359,38 @@ describe('agentd in a real VS Code (code-server, packaged extension, real agentd
     assert.match(await assistant().innerText(), /You said: after the reloads/);
   });
 
+  test('an answer streaming when the window reloads goes on: after the reload it shows live, with Stop, then ends once', T, async () => {
+    const words = (n) => Array.from({ length: n }, (_, i) => `w${i + 1}`).join(' ');
+    const before = await chat.locator('article.message.assistant').count();
+    await send('/stream 400 50');
+    await waitUntil(async () => /w5\b/.test(await assistant().innerText()), 15_000, 'streamed words');
+    await page.reload();
+    await page.locator('.monaco-workbench .part.statusbar').waitFor();
+    chat = await showChat(page);
+    await extensionSettled(vs);
+    await waitUntil(async () => (await chat.locator('article.message.assistant').count()) === before + 1, 30_000, 'the chat after the reload');
+    // Every state the answer goes through from here, as the page shows it.
+    await chat.locator('#messages').evaluate((el) => {
+      window.__states = [];
+      new MutationObserver(() => {
+        const parts = el.querySelectorAll('article.message.assistant .part.text');
+        window.__states.push(parts[parts.length - 1].textContent.trim());
+      }).observe(el, { subtree: true, childList: true, characterData: true });
+    });
+    // Still running, shown as this window's own: Stop.
+    await chat.locator('#stop').waitFor();
+    assert.doesNotMatch(await assistant().innerText(), /w400/, 'the answer was still streaming after the reload');
+    await chat.locator('#stop').waitFor({ state: 'hidden', timeout: 40_000 });
+    await assistant().locator('.message-meta').waitFor();
+    assert.equal((await assistant().locator('.part.text').innerText()).trim(), words(400));
+    const states = await chat.locator('#messages').evaluate(() => window.__states);
+    assert.ok(states.length > 1, 'it went on live');
+    for (const s of states) assert.ok(words(400).startsWith(s), `the page showed ${JSON.stringify(s.slice(-60))}`);
+    assert.equal(await chat.locator('article.message.assistant').count(), before + 1);
+    // One daemon for the run, which kept the answer going through the reload.
+    assert.equal(vs.daemons().length, 1);
+  });
+
   test('Send Selection: select all in a 2-line file is sent as lines 1-2', T, async () => {
     await page.keyboard.press('Control+P');
     await page.locator('.quick-input-widget input').fill('main.py');
