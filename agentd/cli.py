@@ -7,12 +7,16 @@ protocol) and hands off. Imports are deferred to the subcommand that needs them,
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from agentd import __version__
+
+if TYPE_CHECKING:
+    import argparse
 
 # Everything else is imported by the command that needs it: the forwarder (`agentd`
 # attached to the shared daemon) lives on the standard library's smallest part.
@@ -56,6 +60,8 @@ def setup_logging(verbose: int, log_file: str | None) -> None:
 
 
 def _positive_int(text: str) -> int:
+    import argparse
+
     try:
         value = int(text)
     except ValueError:
@@ -89,6 +95,8 @@ def _add_common_options(parser: argparse.ArgumentParser, *, after_command: bool)
     subcommand and after it (`agentd chat --config f`, as users type it); after it, one
     not given must not reset the value given before it (hence SUPPRESS)."""
 
+    import argparse
+
     def default(value: object) -> object:
         return argparse.SUPPRESS if after_command else value
 
@@ -116,6 +124,8 @@ def _add_common_options(parser: argparse.ArgumentParser, *, after_command: bool)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="agentd",
         description="Session daemon for AI chat in editors. With no subcommand, serves "
@@ -332,7 +342,27 @@ def _serve_acp(args: argparse.Namespace) -> int:
         return serve_acp(_config(args))
 
 
+# `agentd` with no arguments, what editors spawn, as argparse would read it.
+NO_ARGUMENTS = SimpleNamespace(
+    command=None,
+    config=None,
+    data_dir=None,
+    log_file=None,
+    max_frame_bytes=None,
+    no_shared=False,
+    verbose=0,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        # Attached to the shared daemon, this process is a forwarder for the editor's
+        # whole session: it does not even import argparse.
+        code = _attach(NO_ARGUMENTS)  # type: ignore[arg-type]
+        if code is not None:
+            return code
+    tried_to_attach = not argv
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is not None:
@@ -341,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"agentd: --config {args.config}: {problem}\n")
             return 2
     command = args.command or "serve"
-    if command == "serve" and not args.no_shared:
+    if command == "serve" and not args.no_shared and not tried_to_attach:
         code = _attach(args)  # (it makes its few files with their modes)
         if code is not None:
             return code

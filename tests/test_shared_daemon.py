@@ -656,7 +656,8 @@ def test_the_forwarder_imports_only_the_standard_library(shared: Shared) -> None
     }
     ours = {m for m in imported if m.startswith("agentd")}
     assert ours == {"agentd", "agentd.cli", "agentd.forwarder", "agentd.shared_socket"}
-    for heavy in ("pygls", "lsprotocol", "attrs", "attr", "cattrs", "openai", "orjson"):
+    # (Nor argparse: `agentd` with no arguments, what editors spawn, needs no parsing.)
+    for heavy in ("pygls", "lsprotocol", "attrs", "attr", "cattrs", "openai", "orjson", "argparse"):
         assert heavy not in imported
     assert a.call("session/list", {})["sessions"] == []
 
