@@ -49,45 +49,15 @@ NEEDS: dict[str, Callable[[EditorInfo], bool]] = {
 # The code of the failure a run's tool reads when no editor is there to ask.
 NO_EDITOR = -32099
 
-DeltaKey = tuple[str, str, str, str]
-
 
 class EditorConnection:
-    """One editor's connection: what `initialize` said, the sessions it follows, and its
-    deltas merged while its output waits."""
+    """One editor's connection: what `initialize` said and the sessions it follows."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.info = EditorInfo()
         self.following: set[str] = set()
         self.closed = False
-        self._merged: dict[DeltaKey, list[str]] = {}
-        self._waiting_for_drain = False
-
-    def send(self, frame: bytes) -> None:
-        if self._merged:
-            self._flush_merged()
-        self.connection.write_frame(frame)
-
-    def send_delta(self, params: t.PartDeltaParams, frame: bytes) -> None:
-        if not self.connection.congested() and not self._merged:
-            self.connection.write_frame(frame)
-            return
-        key = (params.session_id, params.run_id, params.message_id, params.part_id)
-        self._merged.setdefault(key, []).append(params.delta)
-        if not self._waiting_for_drain:
-            self._waiting_for_drain = True
-            self.connection.when_drained(self._drained)
-
-    def _drained(self) -> None:
-        self._waiting_for_drain = False
-        self._flush_merged()
-
-    def _flush_merged(self) -> None:
-        merged, self._merged = self._merged, {}
-        for (sid, run_id, message_id, part_id), chunks in merged.items():
-            params = t.PartDeltaParams(sid, run_id, message_id, part_id, "".join(chunks))
-            self.connection.notify_wire("part/delta", params.to_wire())
 
 
 # The connection whose request is being handled (and whose run is running): set by the
@@ -145,10 +115,10 @@ class Editors:
         frame = targets[0].connection.dialect.encode(body)
         if isinstance(params, t.PartDeltaParams):
             for target in targets:
-                target.send_delta(params, frame)
+                target.connection.send_delta(params, frame)
         else:
             for target in targets:
-                target.send(frame)
+                target.connection.write_frame(frame)
 
     def request(self, method: str, params: t.RequestParams) -> Any:
         target = self._asked(method, getattr(params, "session_id", None))
@@ -156,8 +126,6 @@ class Editors:
             raise EditorError(
                 NO_EDITOR, "no editor is connected to answer (the one that started the run left)"
             )
-        if target._merged:
-            target._flush_merged()
         return target.connection.request(method, params)
 
     def _asked(self, method: str, session_id: str | None) -> EditorConnection | None:
@@ -171,7 +139,7 @@ class Editors:
         return None
 
     def congested(self) -> bool:
-        return False  # each connection merges its own deltas (EditorConnection.send_delta)
+        return False  # each connection merges its own deltas (Connection.send_delta)
 
     def when_drained(self, callback: Callable[[], None]) -> None:
         callback()

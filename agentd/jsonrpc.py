@@ -180,6 +180,9 @@ class Connection:
         self._in_flight = 0
         self._all_answered: asyncio.Event | None = None
         self._outgoing: dict[str, asyncio.Future[Any]] = {}
+        # part/delta text held while the editor is not taking the output (`send_delta`).
+        self._merged: dict[tuple[str, str, str, str], list[str]] = {}
+        self._waiting_for_drain = False
         self._inbox: collections.deque[tuple[Any, int]] = collections.deque()
         self._inbox_bytes = 0
         self._input_ended = False
@@ -256,7 +259,37 @@ class Connection:
 
     def write_frame(self, frame: bytes) -> None:
         """Write a message already encoded in this connection's framing."""
+        if self._merged:
+            self._send_merged()
         self.writer.write(frame)
+
+    def send_delta(self, params: t.PartDeltaParams, frame: bytes) -> None:
+        """A part/delta already encoded (`frame`): written now or, while the editor is not
+        taking this connection's output, merged with the others of its part until it
+        does. Anything else written meanwhile sends them first: nothing is reordered, an
+        answer never overtakes the text it holds, and a slow editor costs memory in
+        proportion to the text, not to the number of tokens."""
+        if not self._merged and not self.writer.congested():
+            self.writer.write(frame)
+            return
+        key = (params.session_id, params.run_id, params.message_id, params.part_id)
+        self._merged.setdefault(key, []).append(params.delta)
+        if not self._waiting_for_drain:
+            self._waiting_for_drain = True
+            self.writer.when_drained(self._drained)
+
+    def _drained(self) -> None:
+        self._waiting_for_drain = False
+        self._send_merged()
+
+    def _send_merged(self) -> None:
+        merged, self._merged = self._merged, {}
+        for (sid, run_id, message_id, part_id), chunks in merged.items():
+            params = t.PartDeltaParams(sid, run_id, message_id, part_id, "".join(chunks))
+            body = orjson.dumps(
+                {"jsonrpc": "2.0", "method": "part/delta", "params": params.to_wire()}
+            )
+            self.writer.write(self.dialect.encode(body))
 
     def congested(self) -> bool:
         return self.writer.congested()
@@ -270,7 +303,7 @@ class Connection:
         except TypeError:
             logger.exception("unserialisable message")
             return
-        self.writer.write(self.dialect.encode(body))
+        self.write_frame(self.dialect.encode(body))
 
     def _send_error(self, msg_id: MsgId | None, exc: AgentdError) -> None:
         exc = self.dialect.error(exc)

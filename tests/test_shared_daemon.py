@@ -66,9 +66,10 @@ def write_config(tmp_path: Path, text: str) -> dict[str, str]:
     return {"AGENTD_CONFIG": str(path)}
 
 
-def followed_text(d: Daemon, answer_id: Any, message_id: str) -> str:
+def followed_text(d: Daemon, answer_id: Any, message_id: str, *, first: bool = True) -> str:
     """The text an editor shows after opening a session with session/messages (answer
-    `answer_id`) and applying the notifications that came after the answer."""
+    `answer_id`) and applying the notifications that came after the answer. `first`:
+    the editor did not follow the session before (it heard nothing of it)."""
     with d._cond:
         messages = list(d.messages)
     at = next(i for i, m in enumerate(messages) if m.get("id") == answer_id)
@@ -78,7 +79,7 @@ def followed_text(d: Daemon, answer_id: Any, message_id: str) -> str:
         for m in messages[:at]
         if m.get("method", "").startswith("part/") and m["params"]["messageId"] == message_id
     ]
-    assert not before, "part notifications reached an editor that did not follow the session"
+    assert not (first and before), "part notifications reached an editor not following"
     found = [m for m in page if m["id"] == message_id]
     parts: dict[str, dict] = {p["id"]: dict(p) for p in (found[0]["parts"] if found else [])}
     order = list(parts)
@@ -767,3 +768,36 @@ def test_nothing_reaches_an_editor_before_its_initialize_is_answered(shared: Sha
         )
     )
     assert not {n["params"]["session"]["id"] for n in b.notifications()} & set(made)
+
+
+def test_an_answer_never_overtakes_the_deltas_a_slow_editor_has_not_taken(
+    shared: Shared,
+    model,  # type: ignore[no-untyped-def]
+) -> None:
+    """b follows a's stream but stops reading: its deltas are merged while its pipe is
+    full. Its session/messages answer, written meanwhile, holds the text so far: the
+    merged deltas go out before it, never after (they would be shown twice)."""
+    a, b = shared.editor(), shared.editor()
+    sid = new_session(a, title="t")
+    text = " ".join(f"word{i}" for i in range(4000))
+    model.enqueue({"text": text, "chunkSize": 4, "delayMs": 1})
+    chat_id = a.request_async(
+        "session/chat", {"sessionId": sid, "parts": [{"type": "text", "text": "go"}]}
+    )
+    b.call("session/messages", {"sessionId": sid})  # b follows
+    b.stop_reading()
+    a.wait_for(lambda: deltas(a, sid) >= 1500, timeout=60)  # b's pipe is full by now
+    again = b.request_async("session/messages", {"sessionId": sid})
+    a.wait_for(lambda: deltas(a, sid) >= 2500, timeout=60)
+    b.resume_reading()
+    message_id = a.result(chat_id, timeout=60)["message"]["id"]
+    b.wait_for(
+        lambda: any(
+            n["params"]["sessionId"] == sid and n["params"]["status"] == "idle"
+            for n in b.notifications("session/status")
+        ),
+        timeout=60,
+    )
+    assert followed_text(b, again, message_id, first=False) == text
+    # And b was merged, not fed token by token: fewer deltas than a got.
+    assert deltas(b, sid) < deltas(a, sid)
