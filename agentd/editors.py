@@ -17,9 +17,10 @@ EditorLink and never sees a connection:
   another connection that follows the session and offers the capability is asked; with
   none, the request fails (the tool's result says why).
 - Each notification is encoded once, whoever receives it. A connection whose editor is
-  not taking its output gets its `part/delta`s merged (one per part) until its pipe
-  drains: one slow editor never slows the others, and costs memory in proportion to
-  the text, not to the number of tokens.
+  not taking its output gets its `part/delta`s merged (`Connection.send_delta`, one per
+  part, sent before anything else written to it) until its pipe drains: one slow editor
+  never slows the others, and costs memory in proportion to the text, not to the
+  number of tokens.
 """
 
 from __future__ import annotations
