@@ -273,11 +273,8 @@ def _daemon_options(args: argparse.Namespace) -> list[str]:
 def _attach(args: argparse.Namespace) -> int | None:
     """`agentd` through the user's shared daemon: its exit code; None when it cannot be
     shared (then this process serves the editor)."""
-    from agentd import forwarder, shared_socket
+    from agentd import forwarder
 
-    config_file = shared_socket.config_path(args.config, os.environ)
-    if not forwarder.shared_by_config(config_file, os.environ):
-        return None
     try:
         verbose = args.verbose > 0 and args.log_file is None
         return forwarder.attach(_daemon_options(args), args.config, verbose)

@@ -42,15 +42,11 @@ class Unshared(Exception):
         self.expected = expected
 
 
-def shared_by_config(config_file: str, env: Mapping[str, str]) -> bool:
-    """`[daemon] shared` (default true), unless $AGENTD_SHARED says 0 or 1."""
+def shared_by_config(text: bytes, env: Mapping[str, str]) -> bool:
+    """`[daemon] shared` in the configuration `text` (default true), unless
+    $AGENTD_SHARED says 0 or 1."""
     if env.get("AGENTD_SHARED") in ("0", "1"):
         return env["AGENTD_SHARED"] == "1"
-    try:
-        with open(config_file, "rb") as f:
-            text = f.read()
-    except OSError:
-        return True
     if b"shared" not in text:  # (tomllib costs a few ms: most files never say it)
         return True
     import tomllib
@@ -62,10 +58,14 @@ def shared_by_config(config_file: str, env: Mapping[str, str]) -> bool:
     return not (isinstance(table, dict) and table.get("shared") is False)
 
 
-def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> int:
-    """Serve the editor through the user's daemon; its exit code. Raises Unshared.
-    `options`: the daemon's, paths made absolute."""
+def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> int | None:
+    """Serve the editor through the user's daemon; its exit code, or None when sharing is
+    turned off. Raises Unshared. `options`: the daemon's, paths made absolute."""
     env = shared_socket.absolute_paths(os.environ)
+    config_file = shared_socket.config_path(config_option, env)
+    config_bytes = shared_socket.read_config(config_file)
+    if not shared_by_config(config_bytes, env):
+        return None
     if not shared_socket.supported():
         raise Unshared("this platform has no Unix sockets that pass descriptors", expected=True)
     for fd, name in ((0, "stdin"), (1, "stdout")):
@@ -75,12 +75,11 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
             os.fstat(fd)
         except OSError:
             raise Unshared(f"{name} is closed", expected=True) from None
-    config_file = shared_socket.config_path(config_option, env)
     directory = shared_socket.runtime_dir(env)
     problem = shared_socket.private_dir_problem(directory)
     if problem:
         raise Unshared(problem)
-    key = shared_socket.identity(options, config_file, env)
+    key = shared_socket.identity(options, config_file, config_bytes, env)
     path = os.path.join(directory, f"{key}.sock")
     if len(path.encode()) > 100:
         raise Unshared(f"the socket path {path} is too long for a Unix socket")

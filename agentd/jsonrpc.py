@@ -286,10 +286,8 @@ class Connection:
         merged, self._merged = self._merged, {}
         for (sid, run_id, message_id, part_id), chunks in merged.items():
             params = t.PartDeltaParams(sid, run_id, message_id, part_id, "".join(chunks))
-            body = orjson.dumps(
-                {"jsonrpc": "2.0", "method": "part/delta", "params": params.to_wire()}
-            )
-            self.writer.write(self.dialect.encode(body))
+            # (Through _send: `_merged` is empty again, nothing is flushed twice.)
+            self.notify_wire("part/delta", params.to_wire())
 
     def congested(self) -> bool:
         return self.writer.congested()

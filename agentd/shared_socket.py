@@ -96,13 +96,20 @@ def config_path(option: str | None, env: Mapping[str, str]) -> str:
     return os.path.join(base, "agentd", "config.toml")
 
 
-def identity(options: Sequence[str], config_file: str, env: Mapping[str, str]) -> str:
-    """The daemon's identity as a short hex digest (see the module's docstring)."""
+def read_config(path: str) -> bytes:
+    """The configuration file's bytes (at most 1 MiB: a path to /dev/zero must not hang
+    the editor); b"" when there is none."""
     try:
-        with open(config_file, "rb") as f:
-            config_bytes = f.read(1 << 20)
+        with open(path, "rb") as f:
+            return f.read(1 << 20)
     except OSError:
-        config_bytes = b""
+        return b""
+
+
+def identity(
+    options: Sequence[str], config_file: str, config_bytes: bytes, env: Mapping[str, str]
+) -> str:
+    """The daemon's identity as a short hex digest (see the module's docstring)."""
     named = {m.group(1) or m.group(2) for m in _CONFIG_ENV.finditer(config_bytes)}
     read = {
         name: value
