@@ -55,7 +55,7 @@ class Daemon(SessionCore):
     # --- unshared ----------------------------------------------------------------------
 
     async def serve_alone(self, stdin_fd: int | None, stdout_fd: int | None) -> int:
-        connection = NativeConnection(self, self.config, keep_runs=lambda: False)
+        connection = NativeConnection(self, self.editors, keep_runs=lambda: False)
         self._connections.add(connection)
         loop = asyncio.get_running_loop()
         # SIGTERM / SIGINT end the daemon the way `exit` after end of input does: runs are
@@ -166,7 +166,7 @@ class Daemon(SessionCore):
 
         connection = NativeConnection(
             self,
-            self.config,
+            self.editors,
             keep_runs=keep_runs,
             shared=True,
             cwd=cwd if isinstance(cwd, str) and cwd else None,

@@ -19,7 +19,6 @@ from typing import Any
 from lsprotocol.types import EXIT, INITIALIZE, INITIALIZED, SHUTDOWN
 
 from agentd import __version__
-from agentd.config import Config
 from agentd.editors import CURRENT, EditorConnection, Editors
 from agentd.front_end import OUTPUT_AT_EXIT_S, REQUESTS_AT_EXIT_S, SessionCore
 from agentd.jsonrpc import Connection, Handler
@@ -41,14 +40,16 @@ class NativeConnection:
     def __init__(
         self,
         core: SessionCore,
-        config: Config,
+        editors: Editors,
         *,
         keep_runs: Callable[[], bool],
         shared: bool = False,
         cwd: str | None = None,
     ) -> None:
         self.core = core
-        self.connection = Connection(config.max_frame_bytes)
+        # The connections of the daemon, this one's among them once it is initialized.
+        self.editors = editors
+        self.connection = Connection(core.sessions.config.max_frame_bytes)
         self.editor = EditorConnection(self.connection)
         # Whether the runs this editor started go on when its connection ends (any way:
         # end of input, `shutdown`, `exit`, its forwarder killed): an editor reloading
@@ -115,7 +116,7 @@ class NativeConnection:
         sandbox = await sessions.sandbox_info()
         # From here the editor hears what others do (session/updated): never before its
         # initialize is answered, which the answer written right after this ensures.
-        self._editors().attach(self.editor)
+        self.editors.attach(self.editor)
         return t.InitializeResult(
             protocol_version=PROTOCOL_VERSION,
             server_info=t.ServerInfo(name="agentd", version=__version__),
@@ -129,7 +130,7 @@ class NativeConnection:
                 shared=self._shared,
                 pid=os.getpid(),
                 on_disconnect="continue" if self.keep_runs() else "abort",
-                connections=len(self._editors().connections),
+                connections=len(self.editors.connections),
             ),
         )
 
@@ -147,11 +148,6 @@ class NativeConnection:
 
     # --- serving -----------------------------------------------------------------------
 
-    def _editors(self) -> Editors:
-        editors = self.core.sessions.link
-        assert isinstance(editors, Editors)  # (a native core's link)
-        return editors
-
     async def serve(
         self,
         stdin_fd: int | None,
@@ -162,7 +158,7 @@ class NativeConnection:
         """Serve until `exit` or the end of input; the exit code. At the end, the runs
         this editor started go on or are aborted (`keep_runs`). `then` runs before the
         output is flushed for the last time."""
-        rpc, editors = self.connection, self._editors()
+        rpc, editors = self.connection, self.editors
         try:
             await rpc.serve(stdin_fd, stdout_fd)
         finally:
