@@ -59,11 +59,37 @@ class _Zygote:
         atexit.register(self.close)
 
     @classmethod
-    def get(cls) -> _Zygote:
+    def get(cls, replacing: _Zygote | None = None) -> _Zygote:
         with cls._guard:
-            if cls._instance is None or cls._instance.proc.poll() is not None:
+            if cls._instance is None or cls._instance is replacing:
+                cls._instance = cls()
+            elif (code := cls._instance.proc.poll()) is not None:
+                print(
+                    f"rpc_client: the test zygote had ended ({code}); starting another",
+                    file=sys.stderr,
+                )
                 cls._instance = cls()
             return cls._instance
+
+    @classmethod
+    def fork(cls, args: list[str], env: dict[str, str], cwd: str | None) -> ForkedProcess:
+        """A daemon forked by this process's zygote. A zygote found gone at connect
+        (killed, or ending as it was looked up) is replaced once, and said so."""
+        zygote = cls.get()
+        try:
+            return zygote.spawn(args, env, cwd)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
+            try:
+                code: int | str | None = zygote.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                code = "still running"
+            print(
+                f"rpc_client: the test zygote refused a connection ({exc}; its exit "
+                f"status: {code}); starting another",
+                file=sys.stderr,
+            )
+            zygote.proc.kill()
+            return cls.get(replacing=zygote).spawn(args, env, cwd)
 
     def close(self) -> None:
         import shutil
@@ -198,7 +224,7 @@ class Daemon:
         full_env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | ForkedProcess
         if (spawn or SPAWN) == "fork" and preexec_fn is None and wrapper is None:
-            self.proc = _Zygote.get().spawn(list(args or []), full_env, cwd)
+            self.proc = _Zygote.fork(list(args or []), full_env, cwd)
         else:
             self.proc = subprocess.Popen(
                 [*(wrapper or []), *AGENTD, *(args or [])],

@@ -52,9 +52,13 @@ def _returncode(status: int) -> int:
 def serve(path: str) -> tuple[list[str], int] | None:
     """The server loop. Returns (args, listening fd) in a forked child, which then runs
     agentd; never returns in the server itself (it exits when its stdin closes)."""
+    # The client waits for `path` to exist, then connects: the socket must be listening
+    # by then (a bound one that is not yet refuses), so it is bound under another name
+    # and renamed into place.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(path + ".new")
     listener.listen(64)
+    os.rename(path + ".new", path)
     # SIGCHLD wakes the loop through this pair, so exits are reported at once.
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
@@ -109,7 +113,10 @@ def serve(path: str) -> tuple[list[str], int] | None:
                     return request["args"], 0
                 for fd in fds:
                     os.close(fd)
-                conn.sendall(b"pid %d\n" % pid)
+                try:
+                    conn.sendall(b"pid %d\n" % pid)
+                except OSError:
+                    pass  # the client is gone; the child is still reaped below
                 children[pid] = conn
         while children:
             try:
