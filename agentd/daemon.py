@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -40,6 +42,10 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_S = 5.0
 # A forwarder that connects must say hello (its descriptors) within this.
 HELLO_TIMEOUT_S = 10.0
+# When nothing can be accepted (out of memory, or of descriptors with none in reserve),
+# the listener is not watched for this long: its backlog would keep it readable, and the
+# loop would spin on accept.
+ACCEPT_RETRY_S = 1.0
 
 
 class Daemon(SessionCore):
@@ -51,6 +57,10 @@ class Daemon(SessionCore):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: asyncio.Event | None = None
         self._logs: EditorLogs | None = None
+        # A descriptor held in reserve: at the process's limit it is freed to accept the
+        # forwarder waiting and tell it why it is refused (it then serves its editor
+        # itself) instead of leaving it waiting in the backlog.
+        self._spare: int | None = None
 
     # --- unshared ----------------------------------------------------------------------
 
@@ -79,6 +89,7 @@ class Daemon(SessionCore):
             self._logs = EditorLogs(root.handlers[0].formatter if root.handlers else None)
             root.addHandler(self._logs)
         listener.setblocking(False)
+        self._spare = _spare_descriptor()
         loop.add_reader(listener.fileno(), self._accept, listener)
         # A daemon lives long: what the first turn needs loads now, not at its start.
         self.runs.preload_provider()
@@ -103,6 +114,9 @@ class Daemon(SessionCore):
         finally:
             stopping.set()
             loop.remove_reader(listener.fileno())
+            if self._spare is not None:
+                os.close(self._spare)
+                self._spare = None
             if _still_ours(path, ours):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
@@ -121,7 +135,18 @@ class Daemon(SessionCore):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("accept failed: %s", exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._spare is not None:
+                    try:
+                        self._refuse_at_limit(listener)
+                        continue
+                    except (BlockingIOError, InterruptedError):
+                        return  # nobody was waiting
+                    except OSError as again:
+                        exc = again
+                logger.warning("accept failed: %s; trying again in %.0f s", exc, ACCEPT_RETRY_S)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(listener.fileno())
+                loop.call_later(ACCEPT_RETRY_S, self._watch, listener)
                 return
             try:
                 uid = shared_socket.peer_uid(sock)
@@ -136,16 +161,45 @@ class Daemon(SessionCore):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _watch(self, listener: socket.socket) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener)
+
+    def _refuse_at_limit(self, listener: socket.socket) -> None:
+        """At the open-file limit, where accept fails even when nobody waits: accept with
+        the reserve descriptor and refuse the forwarder waiting. Raises what accept
+        raises (BlockingIOError: nobody was waiting)."""
+        assert self._spare is not None
+        os.close(self._spare)
+        try:
+            sock, _ = listener.accept()
+            _refuse(sock, f"it is at its limit of {_descriptor_limit()} open files")
+            sock.close()
+        finally:
+            self._spare = _spare_descriptor()
+
     async def _serve_forwarded(self, sock: socket.socket) -> None:
         fds: list[int] = []
         try:
             try:
                 async with asyncio.timeout(HELLO_TIMEOUT_S):
                     hello, fds = await _receive_hello(sock)
-            except (TimeoutError, OSError, ValueError) as exc:
-                logger.warning("a forwarder's hello was refused: %s", exc)
+            except TimeoutError:
+                _refuse(sock, f"no hello within {HELLO_TIMEOUT_S:.0f} s")
                 return
-            code = await self._serve_connection(sock, fds[0], fds[1], hello)
+            except (OSError, ValueError) as exc:
+                _refuse(sock, f"its hello: {exc}")
+                return
+            if self._stopping is not None and self._stopping.is_set():
+                return  # exiting: the forwarder, told nothing, connects again
+            # From here on the editor's pipes are the daemon's (the forwarder lets go of
+            # its copies): this is said before either is touched.
+            _tell(sock, {"attached": True})
+            try:
+                code = await self._serve_connection(sock, fds[0], fds[1], hello)
+            except Exception:
+                logger.exception("serving an editor failed")
+                code = 1
             _tell(sock, {"exit": code})
         finally:
             sock.close()
@@ -219,6 +273,11 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
     if len(fds) != 2 or flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC):
         for fd in fds:
             os.close(fd)
+        if flags & socket.MSG_CTRUNC:  # more than 3 sent, or no room for them here
+            raise ValueError(
+                "its descriptors were cut off (too many, or the daemon is at its limit "
+                f"of {_descriptor_limit()} open files)"
+            )
         raise ValueError(f"expected the editor's stdin and stdout, got {len(fds)} descriptors")
     try:
         hello = json.loads(data)
@@ -229,6 +288,12 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
             os.close(fd)
         raise
     return hello, fds
+
+
+def _refuse(sock: socket.socket, why: str) -> None:
+    """Tell a forwarder its editor is not taken (it then serves it itself), and why."""
+    logger.warning("refused an editor: %s", why)
+    _tell(sock, {"refused": why})
 
 
 def _tell(sock: socket.socket, message: dict[str, Any]) -> None:
@@ -280,6 +345,17 @@ class EditorLogs(logging.Handler):
             forwarders = list(self._forwarders)
         for sock in forwarders:
             _tell(sock, {"log": line})
+
+
+def _spare_descriptor() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _descriptor_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _still_ours(path: str, ours: os.stat_result) -> bool:

@@ -3,19 +3,23 @@
 It imports the standard library only. It finds the daemon of its identity
 (`agentd.shared_socket`), starting it when none answers (detached; the lock file makes
 two forwarders starting at once start one daemon), and hands the daemon its stdin and
-stdout (SCM_RIGHTS) with a hello saying its pid and working directory. From then on the
-daemon reads and writes the editor's pipes itself: no byte passes through the
-forwarder, which writes what the daemon logs to its stderr (as an unshared agentd logs
-to the editor's stderr) and exits with the code the daemon sends when the connection
-ends.
+stdout (SCM_RIGHTS) with a hello saying its pid and working directory, and keeps its
+own copies until the daemon answers `{"attached": true}`. From then on the daemon reads
+and writes the editor's pipes itself: no byte passes through the forwarder, which
+writes what the daemon logs to its stderr (as an unshared agentd logs to the editor's
+stderr) and exits with the code the daemon sends when the connection ends.
 
+- The daemon refuses the editor (`{"refused": why}`: out of file descriptors, say): the
+  forwarder serves it unshared, and says why on stderr.
+- The daemon ends before answering (it was exiting, idle, as the forwarder connected):
+  it had not touched the pipes; the forwarder connects again, or starts a new one.
 - The daemon dies: the forwarder exits with code 1 (and says so on stderr); the
   editor's next spawn starts a fresh daemon.
 - The forwarder dies (kill -9, the editor reloading): the daemon sees its socket close
   and ends the connection (its runs go on, or are aborted: `on_disconnect`).
 - Nothing can be shared (no Unix sockets, stdin or stdout a terminal or closed, a
   directory or socket that is not the user's alone, a daemon that fails to start):
-  `attach` returns None with the reason, and agentd serves the editor itself.
+  `attach` raises Unshared with the reason, and agentd serves the editor itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from agentd import shared_socket
 
 # A daemon that has not said it listens within this is given up (agentd runs unshared).
 START_TIMEOUT_S = 30.0
+# A daemon that ends before taking the editor's pipes was exiting (idle) as this
+# forwarder connected: it connects again, to it or to a new one, this many times in all.
+ATTACH_ATTEMPTS = 3
 
 
 class Unshared(Exception):
@@ -83,17 +90,19 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
     path = os.path.join(directory, f"{key}.sock")
     if len(path.encode()) > 100:
         raise Unshared(f"the socket path {path} is too long for a Unix socket")
-    sock = _connect(path) or _start(directory, key, path, options, env)
-    if verbose:
-        sys.stderr.write(
-            f"agentd: attached to the shared daemon at {path} "
-            f"(its log: {os.path.join(directory, key + '.log')})\n"
-        )
+    log_path = os.path.join(directory, f"{key}.log")
     hello = json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}).encode()
-    try:
-        socket.send_fds(sock, [hello], [0, 1])
-    except OSError as exc:
-        raise Unshared(f"the daemon at {path} refused the editor's pipes: {exc}") from None
+    for _attempt in range(ATTACH_ATTEMPTS):
+        sock = _connect(path) or _start(directory, key, path, options, env)
+        if _hand_over(sock, hello, path):
+            break
+        sock.close()
+    else:
+        raise Unshared(
+            f"the daemon at {path} kept ending before it took the editor (see {log_path})"
+        )
+    if verbose:
+        sys.stderr.write(f"agentd: attached to the shared daemon at {path} (its log: {log_path})\n")
     # The daemon holds the editor's pipes now: ours would keep them open after it closed
     # them (the editor would see no end of output).
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -101,22 +110,60 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
     os.dup2(devnull, 1)
     os.close(devnull)
     while True:
-        try:
-            data = sock.recv(shared_socket.MESSAGE_MAX)
-        except InterruptedError:
-            continue
-        if not data:
+        message = _receive(sock)
+        if message is None:
             sys.stderr.write("agentd: the shared daemon ended unexpectedly\n")
             return 1
+        if isinstance(message.get("exit"), int):
+            return int(message["exit"])
+
+
+def _hand_over(sock: socket.socket, hello: bytes, path: str) -> bool:
+    """Send the hello with the editor's stdin and stdout. True: the daemon serves them
+    now; False: it ended first (it was exiting: try again). Raises Unshared when it
+    refused them: this process still holds them, and serves the editor itself."""
+    try:
+        socket.send_fds(sock, [hello], [0, 1])
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it ended, or refused at once: what it said, if anything, is read below
+    except OSError as exc:
+        sock.close()
+        raise Unshared(f"cannot pass the daemon at {path} the editor's pipes: {exc}") from None
+    while True:
+        message = _receive(sock)
+        if message is None:
+            return False
+        if message.get("attached") is True:
+            return True
+        if isinstance(message.get("refused"), str):
+            sock.close()
+            why = message["refused"] or "no reason given"
+            raise Unshared(f"the daemon at {path} refused this editor: {why}")
+
+
+def _receive(sock: socket.socket) -> dict | None:
+    """The daemon's next message (a log line is written to stderr on the way); None at
+    the connection's end."""
+    while True:
+        try:
+            data = sock.recv(shared_socket.MESSAGE_MAX)
+        except (InterruptedError, ConnectionResetError):
+            # (A daemon that closed before reading the hello, refusing it at once, is
+            # reported as a reset, once, before what it said.)
+            continue
+        if not data:
+            return None
         try:
             message = json.loads(data)
         except ValueError:
             continue
-        if isinstance(message, dict) and isinstance(message.get("log"), str):
+        if not isinstance(message, dict):
+            continue
+        if isinstance(message.get("log"), str):
             sys.stderr.write(message["log"] + "\n")
             sys.stderr.flush()
-        elif isinstance(message, dict) and isinstance(message.get("exit"), int):
-            return int(message["exit"])
+            continue
+        return message
 
 
 def _connect(path: str) -> socket.socket | None:

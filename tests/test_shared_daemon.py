@@ -494,6 +494,105 @@ def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Pat
         os.waitpid(child, 0)
 
 
+@pytest.mark.parametrize("answer", ["refuses", "ends before answering"])
+def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answer: str) -> None:
+    """The forwarder keeps the editor's pipes until the daemon says it took them. A daemon
+    that refuses them: the editor is served unshared, told why. One that ends first (it
+    was exiting, idle, as the editor came): the forwarder connects again, and a new
+    daemon serves the editor."""
+    path = socket_path_of_an_ended_daemon(shared)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path)
+    listener.listen(8)
+    hellos: list[dict] = []
+
+    def daemon_that_does_not_take() -> None:
+        conn, _ = listener.accept()
+        data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+        hellos.append(json.loads(data))
+        for fd in fds:  # (the editor's pipes, as a dying daemon's end would close them)
+            os.close(fd)
+        if answer == "refuses":
+            conn.send(json.dumps({"refused": "a test says no"}).encode())
+        else:
+            os.unlink(path)  # an exiting daemon's socket goes with it
+            listener.close()
+        conn.close()
+
+    fake = threading.Thread(target=daemon_that_does_not_take)
+    fake.start()
+    d = shared.editor(initialize=False)
+    info = d.initialize(workspaceRoot=str(shared.tmp))["daemon"]
+    fake.join()
+    assert len(hellos) == 1 and hellos[0]["pid"] == d.proc.pid
+    if answer == "refuses":
+        assert "refused this editor: a test says no" in _unshared(d)
+        assert info["shared"] is False and not shared.daemons()
+    else:
+        assert info["shared"] is True and len(shared.daemons()) == 1
+    assert new_session(d)
+    listener.close()
+
+
+def test_a_daemon_at_its_open_file_limit_refuses_editors_and_recovers(shared: Shared) -> None:
+    """The daemon's descriptors run out as editors attach: each editor it cannot take is
+    told why and served unshared; those attached are served on; when some leave, new
+    editors attach again. No spinning on the listener, no flood in the log."""
+    limit = 48
+
+    def low_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    # The daemon inherits the limit from the forwarder that starts it.
+    first = Daemon(shared.env(), spawn="exec", preexec_fn=low_limit)
+    shared.editors.append(first)
+    first.initialize(workspaceRoot=str(shared.tmp))
+    attached = [first]
+    refused: list[Daemon] = []
+    while not refused:
+        assert len(attached) < limit, "the daemon never reached its limit"
+        d = shared.editor(initialize=False)
+        if d.initialize(workspaceRoot=str(shared.tmp))["daemon"]["shared"]:
+            attached.append(d)
+        else:
+            refused.append(d)
+    # (With one descriptor left it was accepted, but its pipes found no room; with none,
+    # see below.)
+    why = _unshared(refused[0])
+    assert "refused this editor:" in why and f"its limit of {limit} open files" in why, why
+    assert new_session(refused[0])  # served by an agentd of its own
+    # With none left (a connection that says nothing holds the last), the next one is
+    # accepted with the descriptor the daemon keeps in reserve, and refused.
+    (pid,) = shared.daemons()
+    (name,) = [p for p in os.listdir(shared.run_dir) if p.endswith(".sock")]
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    silent.connect(os.path.join(shared.run_dir, name))
+    wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) == limit)
+    refused.append(shared.editor(initialize=False))
+    assert refused[-1].initialize(workspaceRoot=str(shared.tmp))["daemon"]["shared"] is False
+    assert f"refused this editor: it is at its limit of {limit} open files" in _unshared(
+        refused[-1]
+    )
+    silent.close()  # (refused too, for its hello: none)
+    # Those attached are served on, and once two leave, an editor attaches again.
+    assert new_session(attached[0])
+    held = len(os.listdir(f"/proc/{pid}/fd"))
+    for d in attached[-2:]:
+        d.stop()
+    # (Each connection holds three: its socket, the editor's stdin and stdout.)
+    wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= held - 6)
+    again = shared.editor(initialize=False)
+    assert again.initialize(workspaceRoot=str(shared.tmp))["daemon"]["shared"] is True
+    (log,) = Path(shared.run_dir).glob("*.log")
+    lines = log.read_text().splitlines()
+    assert sum("refused an editor" in line for line in lines) == len(refused) + 1
+    # (A thread may take the reserve descriptor as it is freed: accepting then waits a
+    # second, said once, instead of spinning.)
+    assert len([line for line in lines if "accept failed" in line]) <= 1
+
+
 def test_the_daemon_exits_when_idle(shared: Shared) -> None:
     config = write_config(shared.tmp, "[daemon]\nidle_exit_s = 0.5\n")
     a = shared.editor(**config)
@@ -625,9 +724,13 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
     os.close(devnull)
     for s in (junk, none, one, three, huge, not_an_object):
         s.settimeout(20)
+        # Refused, with the reason (a forwarder would serve its editor itself), and
+        # closed without an exit code.
+        assert "refused" in json.loads(s.recv(16384))
         with contextlib.suppress(ConnectionResetError):
-            assert s.recv(64) == b""  # refused: closed without an exit code
+            assert s.recv(64) == b""
     # /dev/null as an editor: served, input ended, exit code 0.
+    assert json.loads(null_pipes.recv(16384)) == {"attached": True}
     assert json.loads(null_pipes.recv(16384)) == {"exit": 0}
     stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with pytest.raises(OSError):  # not the daemon's kind of socket: never connected
