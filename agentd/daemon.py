@@ -31,6 +31,7 @@ from typing import Any
 
 from agentd import shared_socket
 from agentd.config import Config
+from agentd.editor import EditorProcess
 from agentd.editors import Editors
 from agentd.front_end import SessionCore
 from agentd.server import NativeConnection
@@ -190,13 +191,18 @@ class Daemon(SessionCore):
             except (OSError, ValueError) as exc:
                 _refuse(sock, f"its hello: {exc}")
                 return
+            try:
+                process = _editor_process(hello)
+            except ValueError as exc:
+                _refuse(sock, f"its hello: {exc}")
+                return
             if self._stopping is not None and self._stopping.is_set():
                 return  # exiting: the forwarder, told nothing, connects again
             # From here on the editor's pipes are the daemon's (the forwarder lets go of
             # its copies): this is said before either is touched.
             _tell(sock, {"attached": True})
             try:
-                code = await self._serve_connection(sock, fds[0], fds[1], hello)
+                code = await self._serve_connection(sock, fds[0], fds[1], hello, process)
             except Exception:
                 logger.exception("serving an editor failed")
                 code = 1
@@ -208,7 +214,12 @@ class Daemon(SessionCore):
                     os.close(fd)
 
     async def _serve_connection(
-        self, sock: socket.socket, stdin_fd: int, stdout_fd: int, hello: dict[str, Any]
+        self,
+        sock: socket.socket,
+        stdin_fd: int,
+        stdout_fd: int,
+        hello: dict[str, Any],
+        process: EditorProcess | None,
     ) -> int:
         cwd = hello.get("cwd")
         keep = self.config.daemon.on_disconnect == "continue"
@@ -224,6 +235,7 @@ class Daemon(SessionCore):
             keep_runs=keep_runs,
             shared=True,
             cwd=cwd if isinstance(cwd, str) and cwd else None,
+            process=process,
         )
         self._connections.add(connection)
         loop = asyncio.get_running_loop()
@@ -288,6 +300,21 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
             os.close(fd)
         raise
     return hello, fds
+
+
+def _editor_process(hello: dict[str, Any]) -> EditorProcess | None:
+    """The environment and umask of the editor's agentd, from its hello (None when it
+    says neither: a peer other than the forwarder, served with the daemon's own)."""
+    env, umask = hello.get("env"), hello.get("umask")
+    if env is None and umask is None:
+        return None
+    if not (
+        isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
+    ):  # (JSON object keys are strings)
+        raise ValueError("its environment is not an object of strings")
+    if not (isinstance(umask, int) and not isinstance(umask, bool) and 0 <= umask <= 0o777):
+        raise ValueError("its umask is not a number from 0 to 0o777")
+    return EditorProcess(environment=env, umask=umask)
 
 
 def _refuse(sock: socket.socket, why: str) -> None:

@@ -3,7 +3,7 @@ server talk to it: notifications, requests, and its pipe's congestion."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -44,6 +44,17 @@ class EditorLink(Protocol):
         ...
 
 
+@attrs.frozen
+class EditorProcess:
+    """The environment and umask of the `agentd` an editor spawned. A shared daemon's
+    own are those of the editor that started it: what it starts for another editor's
+    runs (bash commands) and the files its tools make take that editor's, as an agentd
+    of its own would have."""
+
+    environment: Mapping[str, str]
+    umask: int
+
+
 @attrs.define
 class EditorInfo:
     """What `initialize` told us about the editor."""
@@ -55,3 +66,5 @@ class EditorInfo:
     files: Callable[[str], EditorFiles] | None = None
     # The editor's terminal for a session's commands, when it offers one (ACP's terminal/*).
     terminal: Callable[[str], EditorTerminal] | None = None
+    # Its agentd's environment and umask when they are not this process's (shared).
+    process: EditorProcess | None = None

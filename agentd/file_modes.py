@@ -65,10 +65,6 @@ def current_umask() -> int:
     return value
 
 
-def user_file_mode() -> int:
-    return 0o666 & ~user_umask()
-
-
 def user_dir_mode() -> int:
     return 0o777 & ~user_umask()
 

@@ -91,7 +91,9 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
     if len(path.encode()) > 100:
         raise Unshared(f"the socket path {path} is too long for a Unix socket")
     log_path = os.path.join(directory, f"{key}.log")
-    hello = json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}).encode()
+    hello = _hello()
+    if len(hello) > shared_socket.HELLO_MAX:
+        raise Unshared(f"the environment is too large to share ({len(hello)} bytes)")
     for _attempt in range(ATTACH_ATTEMPTS):
         sock = _connect(path) or _start(directory, key, path, options, env)
         if _hand_over(sock, hello, path):
@@ -118,10 +120,21 @@ def attach(options: Sequence[str], config_option: str | None, verbose: bool) -> 
             return int(message["exit"])
 
 
+def _hello() -> bytes:
+    """Who the editor's agentd is: what the processes the daemon starts for its runs
+    inherit (environment, umask), and its working directory."""
+    umask = os.umask(0o077)  # (read by setting it: this process has no other thread)
+    os.umask(umask)
+    hello = {"pid": os.getpid(), "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}
+    return json.dumps(hello).encode()
+
+
 def _hand_over(sock: socket.socket, hello: bytes, path: str) -> bool:
     """Send the hello with the editor's stdin and stdout. True: the daemon serves them
     now; False: it ended first (it was exiting: try again). Raises Unshared when it
     refused them: this process still holds them, and serves the editor itself."""
+    if len(hello) > 64 * 1024:  # (a message must fit the socket's send buffer)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * len(hello))
     try:
         socket.send_fds(sock, [hello], [0, 1])
     except (BrokenPipeError, ConnectionResetError):

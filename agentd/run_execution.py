@@ -91,6 +91,7 @@ class RunExecution:
             config=self.config,
             editor_files=sessions.editor.files(sid) if sessions.editor.files else None,
             editor_terminal=self._terminal(sid),
+            process=sessions.editor.process,
         )
         commands = command_policy(
             self.config,

@@ -19,6 +19,7 @@ from typing import Any
 from lsprotocol.types import EXIT, INITIALIZE, INITIALIZED, SHUTDOWN
 
 from agentd import __version__
+from agentd.editor import EditorProcess
 from agentd.editors import CURRENT, EditorConnection, Editors
 from agentd.front_end import OUTPUT_AT_EXIT_S, REQUESTS_AT_EXIT_S, SessionCore
 from agentd.jsonrpc import Connection, Handler
@@ -45,12 +46,14 @@ class NativeConnection:
         keep_runs: Callable[[], bool],
         shared: bool = False,
         cwd: str | None = None,
+        process: EditorProcess | None = None,
     ) -> None:
         self.core = core
         # The connections of the daemon, this one's among them once it is initialized.
         self.editors = editors
         self.connection = Connection(core.sessions.config.max_frame_bytes)
         self.editor = EditorConnection(self.connection)
+        self.editor.info.process = process
         # Whether the runs this editor started go on when its connection ends (any way:
         # end of input, `shutdown`, `exit`, its forwarder killed): an editor reloading
         # finds them streaming. Else they are aborted and persisted, and its chats answer

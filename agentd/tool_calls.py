@@ -32,7 +32,7 @@ import attrs
 
 from agentd import ids
 from agentd.config import Config, SandboxConfig
-from agentd.editor import EditorInfo, EditorLink
+from agentd.editor import EditorInfo, EditorLink, EditorProcess
 from agentd.mcp_servers import McpCallError, McpServers, McpTool, call_meta, result_text
 from agentd.protocol import types as t
 from agentd.protocol.converter import InvalidResult, structure_result
@@ -650,6 +650,7 @@ def tool_env(
     config: Config | None = None,
     editor_files: EditorFiles | None = None,
     editor_terminal: EditorTerminal | None = None,
+    process: EditorProcess | None = None,
 ) -> ToolEnv:
     from agentd.toolctx import ENV_DIR, ENV_KEY
 
@@ -662,6 +663,8 @@ def tool_env(
         drop_env=secret_variables(config) if config is not None else frozenset(),
         editor_files=editor_files,
         editor_terminal=editor_terminal,
+        environment=process.environment if process is not None else None,
+        umask=process.umask if process is not None else None,
     )
 
 

@@ -593,6 +593,55 @@ def test_a_daemon_at_its_open_file_limit_refuses_editors_and_recovers(shared: Sh
     assert len([line for line in lines if "accept failed" in line]) <= 1
 
 
+def test_each_editors_commands_and_files_take_its_own_environment_and_umask(
+    shared: Shared,
+    model,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Variables outside the identity (a project's, the locale) and the umask may differ
+    between editors sharing a daemon, whose own are the first editor's: each editor's bash
+    commands get its environment (credentials withheld, as ever) and umask, and the files
+    its tools make its umask, as an agentd of its own would."""
+
+    def editor(umask: int, name: str, **env: str) -> Daemon:
+        ws = tmp_path / name
+        ws.mkdir()
+        d = Daemon(shared.env(**env), spawn="exec", preexec_fn=lambda: os.umask(umask))
+        shared.editors.append(d)
+        d.initialize(workspaceRoot=str(ws), capabilities={"permissionRequests": True})
+        d.handlers["permission/request"] = lambda p: {"outcome": "allow_once"}
+        return d
+
+    a = editor(0o000, "a", MYPROJ="alpha", LC_ALL="C", GITHUB_TOKEN="ghp_" + "a" * 36)
+    b = editor(0o077, "b", MYPROJ="beta", LC_ALL="POSIX", GITHUB_TOKEN="ghp_" + "b" * 36)
+    assert len(shared.daemons()) == 1
+    command = "umask; echo $MYPROJ $LC_ALL ${GITHUB_TOKEN:-withheld}; touch made/b.txt"
+    for d, name, umask, project, locale in (
+        (b, "b", 0o077, "beta", "POSIX"),
+        (a, "a", 0o000, "alpha", "C"),
+    ):
+        model.enqueue(
+            {
+                "toolCalls": [
+                    {"name": "write_file", "arguments": {"path": "made/w.txt", "content": "w"}},
+                    {"name": "bash", "arguments": {"command": command}},
+                ]
+            },
+            {"text": "done"},
+        )
+        message = chat(d, new_session(d, title=name), "go", tools=["write_file", "bash"])
+        outputs = [p["state"] for p in message["message"]["parts"] if p["type"] == "tool"]
+        assert [o["status"] for o in outputs] == ["completed", "completed"], outputs
+        assert outputs[1]["output"].split() == [f"{umask:04o}", project, locale, "withheld"]
+        made = tmp_path / name / "made"
+        assert mode(made) == 0o777 & ~umask
+        assert mode(made / "w.txt") == mode(made / "b.txt") == 0o666 & ~umask
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
 def test_the_daemon_exits_when_idle(shared: Shared) -> None:
     config = write_config(shared.tmp, "[daemon]\nidle_exit_s = 0.5\n")
     a = shared.editor(**config)
@@ -715,14 +764,20 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
     three = connect()
     socket.send_fds(three, [b"{}"], [0, 1, 2])
     huge = connect()
-    huge.send(b"{" + b" " * (100 * 1024) + b"}")  # over the 64 KiB a hello may have
+    huge.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    huge.send(b"{" + b" " * (1100 * 1024) + b"}")  # over the 1 MiB a hello may have
     not_an_object = connect()
     socket.send_fds(not_an_object, [b"[1, 2]"], [0, 1])
+    # What the daemon's commands for this editor would inherit, of the wrong types.
+    bad_env = connect()
+    socket.send_fds(bad_env, [b'{"env": {"A": 1}, "umask": 18}'], [0, 1])
+    bad_umask = connect()
+    socket.send_fds(bad_umask, [b'{"env": {}, "umask": 4096}'], [0, 1])
     devnull = os.open(os.devnull, os.O_RDWR)
     null_pipes = connect()
     socket.send_fds(null_pipes, [b'{"pid": 1}'], [devnull, devnull])
     os.close(devnull)
-    for s in (junk, none, one, three, huge, not_an_object):
+    for s in (junk, none, one, three, huge, not_an_object, bad_env, bad_umask):
         s.settimeout(20)
         # Refused, with the reason (a forwarder would serve its editor itself), and
         # closed without an exit code.
@@ -741,8 +796,9 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
     sid = new_session(a)
     assert b.call("session/get", {"sessionId": sid})["session"]["id"] == sid
     assert len(shared.daemons()) == 1
-    for s in (silent, junk, none, one, three, huge, not_an_object, null_pipes):
+    for s in (silent, junk, none, one, three, huge, not_an_object, bad_env, bad_umask):
         s.close()
+    null_pipes.close()
 
 
 def test_the_forwarder_imports_only_the_standard_library(shared: Shared) -> None:

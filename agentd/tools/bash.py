@@ -84,13 +84,15 @@ def withheld(name: str, value: str) -> bool:
 
 
 def process_environment(
-    extra: Mapping[str, str], drop: frozenset[str] = frozenset()
+    extra: Mapping[str, str],
+    drop: frozenset[str] = frozenset(),
+    base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """os.environ without credentials (`withheld`, and the variables named in `drop`),
-    plus `extra`."""
+    """`base` (os.environ when None) without credentials (`withheld`, and the variables
+    named in `drop`), plus `extra`."""
     env = {
         name: value
-        for name, value in os.environ.items()
+        for name, value in (os.environ if base is None else base).items()
         if name not in drop and not withheld(name, value)
     }
     env.update(extra)
@@ -115,7 +117,7 @@ async def bash(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
         )
 
     argv = ["/bin/bash", "-c", command]
-    proc_env = process_environment(env.process_env, env.drop_env)
+    proc_env = process_environment(env.process_env, env.drop_env, env.environment)
     if env.sandbox is None:
         launch = Launch(argv=argv, env=proc_env)
     else:
@@ -188,7 +190,7 @@ async def _run(
             *launch.argv,
             start_new_session=True,
             # The user's umask, not agentd's own (077): what the command makes is theirs.
-            umask=file_modes.user_umask(),
+            umask=file_modes.user_umask() if env.umask is None else env.umask,
             cwd=cwd,
             env=launch.env,
             stdin=asyncio.subprocess.DEVNULL,

@@ -40,25 +40,29 @@ log = logging.getLogger(__name__)
 
 async def read_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     if env.editor_files is not None and env.editor_files.reads:
-        return await _read_from_editor(args, env.editor_files, Workspace(env.workspace_root))
-    return await asyncio.to_thread(_read_file, args, Workspace(env.workspace_root))
+        return await _read_from_editor(
+            args, env.editor_files, Workspace(env.workspace_root, env.umask)
+        )
+    return await asyncio.to_thread(_read_file, args, Workspace(env.workspace_root, env.umask))
 
 
 async def list_dir(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
-    return await asyncio.to_thread(_list_dir, args, Workspace(env.workspace_root))
+    return await asyncio.to_thread(_list_dir, args, Workspace(env.workspace_root, env.umask))
 
 
 async def write_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     if env.editor_files is not None and env.editor_files.writes:
-        return await _write_through_editor(args, env.editor_files, Workspace(env.workspace_root))
-    return await asyncio.to_thread(_write_file, args, Workspace(env.workspace_root))
+        return await _write_through_editor(
+            args, env.editor_files, Workspace(env.workspace_root, env.umask)
+        )
+    return await asyncio.to_thread(_write_file, args, Workspace(env.workspace_root, env.umask))
 
 
 async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOutput:
     files = env.editor_files
     if files is not None and files.reads and files.writes:
-        return await _edit_through_editor(args, files, Workspace(env.workspace_root))
-    return await asyncio.to_thread(_edit_file, args, Workspace(env.workspace_root))
+        return await _edit_through_editor(args, files, Workspace(env.workspace_root, env.umask))
+    return await asyncio.to_thread(_edit_file, args, Workspace(env.workspace_root, env.umask))
 
 
 # --- through the editor ---------------------------------------------------------------------
@@ -69,7 +73,7 @@ async def edit_file(args: dict[str, Any], env: ToolEnv, call_id: str) -> ToolOut
 
 async def check_target(path: str, env: ToolEnv, action: str) -> None:
     """Raise ToolError when write_file / edit_file could not write `path` (see _confined)."""
-    await _confined(Workspace(env.workspace_root), path, action)
+    await _confined(Workspace(env.workspace_root, env.umask), path, action)
 
 
 async def _confined(ws: Workspace, path: str, action: str) -> tuple[str, str]:

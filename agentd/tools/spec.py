@@ -90,7 +90,9 @@ class ToolEnv:
     the time budget of one glob or grep call; `editor_files`, when the editor offers
     them, is where read_file, write_file and edit_file read and write text;
     `editor_terminal`, when set, is where `bash` runs (unconfined: the run's command
-    policy asks before every command).
+    policy asks before every command). `environment` and `umask` are the editor's
+    (`EditorProcess`) where they are not agentd's own: the processes the tools start
+    inherit them, and the files they make take that umask.
     """
 
     workspace_root: Path
@@ -101,6 +103,8 @@ class ToolEnv:
     sandbox: Confinement | None = None
     editor_files: EditorFiles | None = None
     editor_terminal: EditorTerminal | None = None
+    environment: Mapping[str, str] | None = None
+    umask: int | None = None
 
 
 class ToolError(Exception):

@@ -63,9 +63,12 @@ def fd_path(fd: int) -> str | None:
 class Workspace:
     """The real workspace root and the checks every tool path goes through."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, umask: int | None = None) -> None:
         self.given_root = os.path.abspath(os.fspath(root))
         self.root = os.path.realpath(self.given_root)
+        # What a file or directory the tools make takes off 0666 / 0777: the user's
+        # umask (agentd's own is 077), the editor's own when a shared daemon serves it.
+        self.umask = file_modes.user_umask() if umask is None else umask
 
     def check_root(self) -> None:
         if not os.path.isdir(self.root):
@@ -129,7 +132,8 @@ class Workspace:
             raise ToolError(f"{display} is the workspace root itself.")
         fd = self.open_root()
         for name in parts[:-1]:
-            fd = _step_into(fd, name, display, create=create)  # closes the fd it was given
+            # (It closes the fd it was given.)
+            fd = _step_into(fd, name, display, create=create, dir_mode=0o777 & ~self.umask)
         return fd, parts[-1]
 
     def lstat(self, real: str, display: str) -> os.stat_result:
@@ -229,7 +233,7 @@ class Workspace:
                     if current is not None:
                         os.fchmod(fd, stat.S_IMODE(current.st_mode))
                     else:
-                        os.fchmod(fd, file_modes.user_file_mode())
+                        os.fchmod(fd, 0o666 & ~self.umask)
                     os.fsync(fd)
                 finally:
                     os.close(fd)
@@ -245,9 +249,12 @@ class Workspace:
         return current is None
 
 
-def _step_into(parent: int, name: str, display: str, *, create: bool, last: bool = False) -> int:
+def _step_into(
+    parent: int, name: str, display: str, *, create: bool, last: bool = False, dir_mode: int = 0
+) -> int:
     """Open directory `name` below `parent` without following a symlink; closes `parent`
-    (also on failure) and returns the new descriptor."""
+    (also on failure) and returns the new descriptor. `create`: a missing one is made,
+    with `dir_mode`."""
     made = False
     try:
         while True:
@@ -289,7 +296,7 @@ def _step_into(parent: int, name: str, display: str, *, create: bool, last: bool
                     # 0777 minus the user's umask, as they would make it (agentd's own
                     # umask, 077, took more off).
                     try:
-                        os.fchmod(fd, file_modes.user_dir_mode())
+                        os.fchmod(fd, dir_mode)
                     except BaseException:
                         os.close(fd)
                         raise
