@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_S = 5.0
 # A forwarder that connects must say hello (its descriptors) within this.
 HELLO_TIMEOUT_S = 10.0
+# Descriptors kept free for the runs of the editors attached (session logs, run locks,
+# the model's connections, commands' pipes): an editor that would leave fewer is refused.
+DESCRIPTORS_KEPT = 32
 # When nothing can be accepted (out of memory, or of descriptors with none in reserve),
 # the listener is not watched for this long: its backlog would keep it readable, and the
 # loop would spin on accept.
@@ -198,6 +201,9 @@ class Daemon(SessionCore):
                 return
             if self._stopping is not None and self._stopping.is_set():
                 return  # exiting: the forwarder, told nothing, connects again
+            if (left := _descriptors_left()) is not None and left < _kept():
+                _refuse(sock, f"it is near its limit of {_descriptor_limit()} open files")
+                return
             # From here on the editor's pipes are the daemon's (the forwarder lets go of
             # its copies): this is said before either is touched.
             _tell(sock, {"attached": True})
@@ -372,6 +378,20 @@ class EditorLogs(logging.Handler):
             forwarders = list(self._forwarders)
         for sock in forwarders:
             _tell(sock, {"log": line})
+
+
+def _kept() -> int:
+    return max(DESCRIPTORS_KEPT, _descriptor_limit() // 8)
+
+
+def _descriptors_left() -> int | None:
+    """How many more files this process may open; None where that cannot be known."""
+    try:
+        used = len(os.listdir("/proc/self/fd")) - 1  # (less the listing's own)
+    except OSError:
+        return None
+    limit = _descriptor_limit()
+    return None if limit == resource.RLIM_INFINITY else limit - used
 
 
 def _spare_descriptor() -> int | None:
