@@ -150,8 +150,9 @@ def _hand_over(sock: socket.socket, hello: bytes, path: str) -> bool:
             return True
         if isinstance(message.get("refused"), str):
             sock.close()
-            why = message["refused"] or "no reason given"
-            raise Unshared(f"the daemon at {path} refused this editor: {why}")
+            # (Shown on the editor's stderr: no control characters, a line at most.)
+            why = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message["refused"])
+            raise Unshared(f"the daemon at {path} refused this editor: {why[:500] or 'no reason'}")
 
 
 def _receive(sock: socket.socket) -> dict | None:
@@ -203,9 +204,11 @@ def _start(
     directory: str, key: str, path: str, options: Sequence[str], env: Mapping[str, str]
 ) -> socket.socket:
     """Start the daemon (one, whoever else is starting it) and connect to it."""
-    lock = os.open(
-        os.path.join(directory, f"{key}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
-    )
+    lock_path = os.path.join(directory, f"{key}.lock")
+    try:
+        lock = shared_socket.open_private_file(lock_path, os.O_RDWR)
+    except OSError as exc:
+        raise Unshared(f"cannot use the lock file {lock_path}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)  # another forwarder started it while this one waited
@@ -225,9 +228,12 @@ def _spawn_daemon(
 ) -> None:
     import subprocess
 
-    read_end, write_end = os.pipe()
     log_path = os.path.join(directory, f"{key}.log")
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        log = shared_socket.open_private_file(log_path, os.O_WRONLY | os.O_APPEND)
+    except OSError as exc:
+        raise Unshared(f"cannot use the daemon's log {log_path}: {exc.strerror or exc}") from None
+    read_end, write_end = os.pipe()
     # The daemon runs the code this forwarder runs, whatever the working directory holds.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:

@@ -166,6 +166,19 @@ def socket_file_problem(path: str) -> str | None:
     return _not_ours(path, stat.S_ISSOCK, "a socket")
 
 
+def open_private_file(path: str, flags: int) -> int:
+    """Open (creating it 0600) a file of the runtime dir: a regular file of this user's,
+    never followed through a link, never waited on (a FIFO put there would block the
+    open). Raises OSError saying why it cannot be used."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file of this user's")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _not_ours(path: str, is_kind: Callable[[int], bool], kind: str) -> str | None:
     """Why `path` (not followed) is not this user's `kind`, or None."""
     try:

@@ -465,6 +465,40 @@ def test_a_socket_path_that_is_not_ours_is_never_used(shared: Shared, spoil: str
     assert not shared.daemons()
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        "a FIFO at the log",
+        "a directory at the log",
+        "a link at the log",
+        "a FIFO at the lock",
+        "a directory at the lock",
+        "a link at the lock",
+    ],
+)
+def test_a_lock_or_log_that_is_not_a_private_file_is_never_used(
+    shared: Shared, tmp_path: Path, spoil: str
+) -> None:
+    """What the forwarder opens in the runtime dir besides the socket: never waited on (a
+    FIFO), never followed (a link), never crashed on (a directory)."""
+    sock_path = socket_path_of_an_ended_daemon(shared)
+    path = sock_path[: -len(".sock")] + (".log" if spoil.endswith("log") else ".lock")
+    os.unlink(path)
+    target = tmp_path / "elsewhere"
+    target.write_text("")
+    if spoil.startswith("a FIFO"):
+        os.mkfifo(path, 0o600)
+    elif spoil.startswith("a directory"):
+        os.mkdir(path, 0o700)
+    else:
+        os.symlink(target, path)
+    d = shared.editor()
+    assert "cannot use the" in _unshared(d) and path in _unshared(d)
+    assert new_session(d)
+    assert not shared.daemons()
+    assert target.read_text() == ""
+
+
 def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Path) -> None:
     """A socket file of ours, but the process behind it runs as another user."""
     path = socket_path_of_an_ended_daemon(shared)
@@ -514,7 +548,7 @@ def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answ
         for fd in fds:  # (the editor's pipes, as a dying daemon's end would close them)
             os.close(fd)
         if answer == "refuses":
-            conn.send(json.dumps({"refused": "a test says no"}).encode())
+            conn.send(json.dumps({"refused": "a test says no\x1b[31m\nred"}).encode())
         else:
             os.unlink(path)  # an exiting daemon's socket goes with it
             listener.close()
@@ -527,7 +561,10 @@ def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answ
     fake.join()
     assert len(hellos) == 1 and hellos[0]["pid"] == d.proc.pid
     if answer == "refuses":
-        assert "refused this editor: a test says no" in _unshared(d)
+        # (Written to the editor's stderr without its control characters.)
+        why = _unshared(d)
+        assert "refused this editor: a test says no\\x1b[31m\\nred\n" in why, why
+        assert "\x1b" not in why
         assert info["shared"] is False and not shared.daemons()
     else:
         assert info["shared"] is True and len(shared.daemons()) == 1
