@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_S = 5.0
 # A forwarder that connects must say hello (its descriptors) within this.
 HELLO_TIMEOUT_S = 10.0
+# The forwarder's word that it let go of the editor's pipes (after the daemon's
+# `{"ready": true}`).
+GO = shared_socket.GO
 # Descriptors kept free for the runs of the editors attached (session logs, run locks,
 # the model's connections, commands' pipes): an editor that would leave fewer is refused.
 DESCRIPTORS_KEPT = 32
@@ -204,9 +207,18 @@ class Daemon(SessionCore):
             if (left := _descriptors_left()) is not None and left < _kept():
                 _refuse(sock, f"it is near its limit of {_descriptor_limit()} open files")
                 return
-            # From here on the editor's pipes are the daemon's (the forwarder lets go of
-            # its copies): this is said before either is touched.
-            _tell(sock, {"attached": True})
+            # The editor's pipes become the daemon's once the forwarder, told it may let
+            # go of its copies, says it did; one that gave up waiting (it serves its
+            # editor itself) closes instead, and the pipes are never touched.
+            _tell(sock, {"ready": True})
+            try:
+                async with asyncio.timeout(HELLO_TIMEOUT_S):
+                    await _readable(sock)
+                go = sock.recv(shared_socket.MESSAGE_MAX)
+            except (TimeoutError, OSError):
+                go = b""
+            if go != GO:
+                return
             try:
                 code = await self._serve_connection(sock, fds[0], fds[1], hello, process)
             except Exception:
@@ -270,8 +282,7 @@ class Daemon(SessionCore):
             self._connections.discard(connection)
 
 
-async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """The forwarder's hello (JSON) and the editor's stdin and stdout."""
+async def _readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     readable: asyncio.Future[None] = loop.create_future()
 
@@ -284,6 +295,11 @@ async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]
         await readable
     finally:
         loop.remove_reader(sock.fileno())
+
+
+async def _receive_hello(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """The forwarder's hello (JSON) and the editor's stdin and stdout."""
+    await _readable(sock)
     # (Room for one descriptor too many: more than two is refused, not cut to two.)
     data, fds, flags, _addr = socket.recv_fds(
         sock, shared_socket.HELLO_MAX, 3, socket.MSG_CMSG_CLOEXEC

@@ -3,8 +3,9 @@
 It imports the standard library only. It finds the daemon of its identity
 (`agentd.shared_socket`), starting it when none answers (detached; the lock file makes
 two forwarders starting at once start one daemon), and hands the daemon its stdin and
-stdout (SCM_RIGHTS) with a hello saying its pid and working directory, and keeps its
-own copies until the daemon answers `{"attached": true}`. From then on the daemon reads
+stdout (SCM_RIGHTS) with a hello saying its pid, working directory, environment and
+umask, and keeps its own copies until the daemon answers `{"ready": true}`; it then
+says GO (it let go of them) and the daemon starts serving them. From then on the daemon reads
 and writes the editor's pipes itself: no byte passes through the forwarder, which
 writes what the daemon logs to its stderr (as an unshared agentd logs to the editor's
 stderr) and exits with the code the daemon sends when the connection ends.
@@ -13,6 +14,9 @@ stderr) and exits with the code the daemon sends when the connection ends.
   forwarder serves it unshared, and says why on stderr.
 - The daemon ends before answering (it was exiting, idle, as the forwarder connected):
   it had not touched the pipes; the forwarder connects again, or starts a new one.
+- The daemon does not answer within ATTACH_TIMEOUT_S (stopped, hung): the forwarder
+  closes the connection (the daemon, finding no GO, never touches the pipes) and serves
+  the editor unshared.
 - The daemon dies: the forwarder exits with code 1 (and says so on stderr); the
   editor's next spawn starts a fresh daemon.
 - The forwarder dies (kill -9, the editor reloading): the daemon sees its socket close
@@ -27,8 +31,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 from agentd import shared_socket
@@ -38,6 +44,9 @@ START_TIMEOUT_S = 30.0
 # A daemon that ends before taking the editor's pipes was exiting (idle) as this
 # forwarder connected: it connects again, to it or to a new one, this many times in all.
 ATTACH_ATTEMPTS = 3
+# A daemon that has not answered the hello within this is given up (agentd runs
+# unshared). A daemon just started answers once it has loaded: seconds on a busy machine.
+ATTACH_TIMEOUT_S = 20.0
 
 
 class Unshared(Exception):
@@ -142,11 +151,16 @@ def _hand_over(sock: socket.socket, hello: bytes, path: str) -> bool:
     except OSError as exc:
         sock.close()
         raise Unshared(f"cannot pass the daemon at {path} the editor's pipes: {exc}") from None
+    deadline = time.monotonic() + ATTACH_TIMEOUT_S
     while True:
-        message = _receive(sock)
+        message = _receive(sock, deadline)
         if message is None:
             return False
-        if message.get("attached") is True:
+        if message.get("ready") is True:
+            try:
+                sock.send(shared_socket.GO)
+            except OSError:
+                return False  # it ended: it never had them
             return True
         if isinstance(message.get("refused"), str):
             sock.close()
@@ -155,10 +169,15 @@ def _hand_over(sock: socket.socket, hello: bytes, path: str) -> bool:
             raise Unshared(f"the daemon at {path} refused this editor: {why[:500] or 'no reason'}")
 
 
-def _receive(sock: socket.socket) -> dict | None:
+def _receive(sock: socket.socket, deadline: float | None = None) -> dict | None:
     """The daemon's next message (a log line is written to stderr on the way); None at
-    the connection's end."""
+    the connection's end. Past `deadline` (time.monotonic()), raises Unshared."""
     while True:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                sock.close()
+                raise Unshared(f"the daemon did not answer within {ATTACH_TIMEOUT_S:.0f} s")
         try:
             data = sock.recv(shared_socket.MESSAGE_MAX)
         except (InterruptedError, ConnectionResetError):
@@ -264,8 +283,6 @@ def _spawn_daemon(
         os.close(log)
     ready = b""
     try:
-        import select
-
         while True:
             readable, _, _ = select.select([read_end], [], [], START_TIMEOUT_S)
             if not readable:

@@ -529,12 +529,13 @@ def test_a_listener_run_by_another_user_is_refused(shared: Shared, tmp_path: Pat
         os.waitpid(child, 0)
 
 
-@pytest.mark.parametrize("answer", ["refuses", "ends before answering"])
+@pytest.mark.parametrize("answer", ["refuses", "ends before answering", "never answers"])
 def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answer: str) -> None:
-    """The forwarder keeps the editor's pipes until the daemon says it took them. A daemon
-    that refuses them: the editor is served unshared, told why. One that ends first (it
-    was exiting, idle, as the editor came): the forwarder connects again, and a new
-    daemon serves the editor."""
+    """The forwarder keeps the editor's pipes until the daemon says it is ready for them. A
+    daemon that refuses them: the editor is served unshared, told why. One that ends
+    first (it was exiting, idle, as the editor came): the forwarder connects again, and a
+    new daemon serves the editor. One that never answers (stopped, hung): after 20 s the
+    editor is served unshared, told why."""
     path = socket_path_of_an_ended_daemon(shared)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
@@ -549,6 +550,10 @@ def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answ
             os.close(fd)
         if answer == "refuses":
             conn.send(json.dumps({"refused": "a test says no\x1b[31m\nred"}).encode())
+        elif answer == "never answers":
+            conn.settimeout(60)
+            with contextlib.suppress(OSError):
+                assert conn.recv(64) == b""  # (the forwarder gave up: no word of going on)
         else:
             os.unlink(path)  # an exiting daemon's socket goes with it
             listener.close()
@@ -557,7 +562,8 @@ def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answ
     fake = threading.Thread(target=daemon_that_does_not_take)
     fake.start()
     d = shared.editor(initialize=False)
-    info = d.initialize(workspaceRoot=str(shared.tmp))["daemon"]
+    # (Answered after the 20 s a forwarder waits for a daemon that does not answer.)
+    info = d.call("initialize", {"workspaceRoot": str(shared.tmp)}, timeout=60)["daemon"]
     fake.join()
     assert len(hellos) == 1 and hellos[0]["pid"] == d.proc.pid
     if answer == "refuses":
@@ -565,6 +571,9 @@ def test_an_editor_the_daemon_does_not_take_is_still_served(shared: Shared, answ
         why = _unshared(d)
         assert "refused this editor: a test says no\\x1b[31m\\nred\n" in why, why
         assert "\x1b" not in why
+        assert info["shared"] is False and not shared.daemons()
+    elif answer == "never answers":
+        assert "the daemon did not answer within 20 s" in _unshared(d)
         assert info["shared"] is False and not shared.daemons()
     else:
         assert info["shared"] is True and len(shared.daemons()) == 1
@@ -841,7 +850,8 @@ def test_hostile_hellos_never_stop_the_daemon_serving_others(shared: Shared) -> 
         with contextlib.suppress(ConnectionResetError):
             assert s.recv(64) == b""
     # /dev/null as an editor: served, input ended, exit code 0.
-    assert json.loads(null_pipes.recv(16384)) == {"attached": True}
+    assert json.loads(null_pipes.recv(16384)) == {"ready": True}
+    null_pipes.send(b'{"go": true}')
     assert json.loads(null_pipes.recv(16384)) == {"exit": 0}
     stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with pytest.raises(OSError):  # not the daemon's kind of socket: never connected
