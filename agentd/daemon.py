@@ -43,9 +43,6 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_S = 5.0
 # A forwarder that connects must say hello (its descriptors) within this.
 HELLO_TIMEOUT_S = 10.0
-# The forwarder's word that it let go of the editor's pipes (after the daemon's
-# `{"ready": true}`).
-GO = shared_socket.GO
 # Descriptors kept free for the runs of the editors attached (session logs, run locks,
 # the model's connections, commands' pipes): an editor that would leave fewer is refused.
 DESCRIPTORS_KEPT = 32
@@ -188,37 +185,10 @@ class Daemon(SessionCore):
     async def _serve_forwarded(self, sock: socket.socket) -> None:
         fds: list[int] = []
         try:
-            try:
-                async with asyncio.timeout(HELLO_TIMEOUT_S):
-                    hello, fds = await _receive_hello(sock)
-            except TimeoutError:
-                _refuse(sock, f"no hello within {HELLO_TIMEOUT_S:.0f} s")
+            admitted = await self._admit(sock, fds)
+            if admitted is None:
                 return
-            except (OSError, ValueError) as exc:
-                _refuse(sock, f"its hello: {exc}")
-                return
-            try:
-                process = _editor_process(hello)
-            except ValueError as exc:
-                _refuse(sock, f"its hello: {exc}")
-                return
-            if self._stopping is not None and self._stopping.is_set():
-                return  # exiting: the forwarder, told nothing, connects again
-            if (left := _descriptors_left()) is not None and left < _kept():
-                _refuse(sock, f"it is near its limit of {_descriptor_limit()} open files")
-                return
-            # The editor's pipes become the daemon's once the forwarder, told it may let
-            # go of its copies, says it did; one that gave up waiting (it serves its
-            # editor itself) closes instead, and the pipes are never touched.
-            _tell(sock, {"ready": True})
-            try:
-                async with asyncio.timeout(HELLO_TIMEOUT_S):
-                    await _readable(sock)
-                go = sock.recv(shared_socket.MESSAGE_MAX)
-            except (TimeoutError, OSError):
-                go = b""
-            if go != GO:
-                return
+            hello, process = admitted
             try:
                 code = await self._serve_connection(sock, fds[0], fds[1], hello, process)
             except Exception:
@@ -230,6 +200,40 @@ class Daemon(SessionCore):
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+    async def _admit(
+        self, sock: socket.socket, fds: list[int]
+    ) -> tuple[dict[str, Any], EditorProcess | None] | None:
+        """The hello of a forwarder whose editor this daemon now serves (its stdin and
+        stdout added to `fds`), with that editor's environment; None when it is not
+        served: refused (told why), exiting, or the forwarder gave up waiting."""
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                hello, received = await _receive_hello(sock)
+            fds.extend(received)
+            process = _editor_process(hello)
+        except TimeoutError:
+            _refuse(sock, f"no hello within {HELLO_TIMEOUT_S:.0f} s")
+            return None
+        except (OSError, ValueError) as exc:
+            _refuse(sock, f"its hello: {exc}")
+            return None
+        if self._stopping is not None and self._stopping.is_set():
+            return None  # exiting: the forwarder, told nothing, connects again
+        if (left := _descriptors_left()) is not None and left < _kept():
+            _refuse(sock, f"it is near its limit of {_descriptor_limit()} open files")
+            return None
+        # The editor's pipes become the daemon's once the forwarder, told it may let go of
+        # its copies, says it did; one that gave up waiting (it serves its editor itself)
+        # closes instead, and the pipes are never touched.
+        _tell(sock, {"ready": True})
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                await _readable(sock)
+            go = sock.recv(shared_socket.MESSAGE_MAX)
+        except (TimeoutError, OSError):
+            return None
+        return (hello, process) if go == shared_socket.GO else None
 
     async def _serve_connection(
         self,
