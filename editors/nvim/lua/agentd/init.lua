@@ -125,6 +125,7 @@ function M.chat_command(cmd)
   if cmd.range and cmd.range > 0 then
     ctx = range_context(cmd.line1, cmd.line2)
   end
+  chat.restore() -- (a prompt goes to the remembered chat once it is open)
   if text ~= "" then
     panel.open({ focus = "input" })
     chat.send(text, ctx and { ctx.text } or nil)
@@ -141,6 +142,7 @@ end
 --- Open (or focus) the panel.
 function M.open(opts)
   M._install()
+  chat.restore()
   panel.open(opts)
 end
 
