@@ -1458,8 +1458,10 @@ def test_a_restarted_neovim_reopens_the_chat_it_had_in_its_project(start, workdi
     c.quit()
 
     b = start()
-    b.cmd("AgentdChat")
-    b.wait(f"T.has_line('You said: remember the walrus')", what="the remembered chat")
+    # Said while agentd is asked (in the same call: no answer can come), then replaced.
+    assert b.lua("vim.cmd('AgentdChat'); return T.lines()[1]") == "  (reopening this project's last chat…)"
+    b.wait("T.has_line('You said: remember the walrus')", what="the remembered chat")
+    assert not any("reopening" in line for line in b.lines())
     assert current_id(b) == sid
     assert "remember the walrus" in b.lines()
     assert b.lua("return vim.api.nvim_get_current_buf() == require('agentd.panel').input_buf")
@@ -1520,6 +1522,7 @@ def test_a_remembered_session_that_is_gone_gives_a_new_chat_and_is_forgotten(sta
         n.cmd("AgentdChat")
         n.wait(f"not vim.loop.fs_stat({lua_str(str(path))})", what="the entry dropped")
         assert n.lua("return T.requested('session/get')")
+        n.wait("T.has_line('  (new chat)')", what="the new chat's placeholder")
         assert_new_chat_quietly(n)
         if gone == deleted:
             # The next switch remembers the new chat's session.

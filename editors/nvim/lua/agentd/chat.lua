@@ -124,6 +124,8 @@ function M.restore(cb)
   end
   local this = { waiting = {} }
   restoring = this
+  chat_buffer.reset()
+  chat_buffer.show_placeholder("(reopening this project's last chat…)")
   client.request("session/get", { sessionId = id }, function(err, res)
     if restoring ~= this then
       return cb(false) -- another chat was chosen meanwhile
@@ -133,6 +135,8 @@ function M.restore(cb)
         current_chat.drop(root, id) -- deleted, or another data directory
       end
       util.log(("current chat: not reopened %s: %s"):format(id, util.err_text(err)))
+      chat_buffer.reset()
+      chat_buffer.show_placeholder()
       restored()
       return cb(false)
     end
