@@ -1660,6 +1660,26 @@ def test_a_file_that_cannot_be_read_gives_a_new_chat_and_the_next_switch_replace
     assert remembered(path) == {"workspaceRoot": root, "sessionId": new}
 
 
+def test_a_remembered_chat_with_agentd_missing_says_so_once_and_is_kept(start, workdir):
+    path = None
+    for first in ("AgentdChat hello", "AgentdChat"):
+        n = start(cmd=["/nonexistent/bin/agentd"])
+        path = remembered_path(n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = json.dumps({"workspaceRoot": str(workdir.resolve()), "sessionId": "ses_kept"})
+        path.write_text(kept)
+        n.cmd(first)
+        n.wait("T.notes_text():find('agentd not found', 1, true) ~= nil", what="not-found notice")
+        # Each of the plugin's requests is answered (failed) at once: all were made.
+        assert n.lua("return #T.notes") == 1, n.lua("return T.notes_text()")
+        if first != "AgentdChat":  # the prompt could not go anywhere, and says so
+            n.wait("T.find_line('could not create a session') ~= nil")
+        else:
+            assert n.lines()[0] == "  (new chat)"
+        assert path.read_text() == kept  # agentd may be back next time
+        n.quit()
+
+
 # ---------------------------------------------------------------------------
 # The chat state without a UI
 

@@ -100,33 +100,38 @@ local function switched(id)
   end
 end
 
-local function restored()
+-- The remembered chat is open, or will not be (`err`: agentd could not be reached, and
+-- the prompts waiting for it fail as they would have without it).
+local function restored(err)
   local r = restoring
   restoring = nil
   for _, cb in ipairs(r and r.waiting or {}) do
-    cb()
+    cb(err)
   end
 end
 
 --- Reopen the chat the project remembers, as :AgentdSessions opening it would, unless
 --- this Neovim has shown another already (or tried). A session that no longer exists is
---- forgotten, and the chat stays new. cb(opened: boolean) once known.
+--- forgotten, and the chat stays new. cb(opened: boolean) once known. Returns whether
+--- agentd was asked (it is started for that).
 function M.restore(cb)
   cb = cb or function() end
   if chosen or restoring or not config.get().remember_chat then
-    return cb(false)
+    cb(false)
+    return false
   end
   chosen = true -- (once per Neovim, whatever comes of it)
   local root = client.workspace_root()
   local id = current_chat.get(root)
   if not id then
-    return cb(false)
+    cb(false)
+    return false
   end
   local this = { waiting = {} }
   restoring = this
   chat_buffer.reset()
   chat_buffer.show_placeholder("(reopening this project's last chat…)")
-  client.request("session/get", { sessionId = id }, function(err, res)
+  local function answered(err, res)
     if restoring ~= this then
       return cb(false) -- another chat was chosen meanwhile
     end
@@ -137,7 +142,7 @@ function M.restore(cb)
       util.log(("current chat: not reopened %s: %s"):format(id, util.err_text(err)))
       chat_buffer.reset()
       chat_buffer.show_placeholder()
-      restored()
+      restored(err and err.code == -32099 and err or nil) -- (agentd failing is notified already)
       return cb(false)
     end
     -- Now, in the answer's callback: notifications of the session come after it and
@@ -146,7 +151,16 @@ function M.restore(cb)
       require("agentd.panel").scroll_to_end()
     end, { restoring = true })
     cb(true)
+  end
+  -- Asked on the next turn of the loop, so that a prompt given with the same command
+  -- waits for the answer even when it comes at once (agentd cannot start: said once).
+  vim.schedule(function()
+    if restoring ~= this then
+      return cb(false)
+    end
+    client.request("session/get", { sessionId = id }, answered)
   end)
+  return true
 end
 
 ---------------------------------------------------------------------------
@@ -184,7 +198,10 @@ end
 
 local function with_session(cb)
   if restoring then
-    table.insert(restoring.waiting, function()
+    table.insert(restoring.waiting, function(err)
+      if err then
+        return cb(err, nil)
+      end
       with_session(cb)
     end)
     return
