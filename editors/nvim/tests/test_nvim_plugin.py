@@ -1680,6 +1680,40 @@ def test_a_remembered_chat_with_agentd_missing_says_so_once_and_is_kept(start, w
         n.quit()
 
 
+def test_a_chat_chosen_while_the_remembered_one_reopens_is_the_one_shown(start):
+    a = start()
+    first = chat_in(a, "the first chat")
+    a.cmd("AgentdNew")
+    second = chat_in(a, "the second chat")
+    path = remembered_path(a)
+    a.quit()
+    remembered_second = path.read_bytes()
+    assert remembered(path)["sessionId"] == second
+    # A new chat, or another session opened, before the reopening asks agentd (in the
+    # same call) or once it asked (agentd still starting): the reopening gives way.
+    for asked in (False, True):
+        for choose, shown, line in (
+            ("vim.cmd('AgentdNew')", None, "  (new chat)"),
+            (f"require('agentd.chat').load({{id = {lua_str(first)}}})", first, "You said: the first chat"),
+        ):
+            path.write_bytes(remembered_second)
+            n = start()
+            if asked:
+                n.cmd("AgentdChat")
+                n.wait("T.requested('session/get')")
+                n.lua(choose)
+            else:
+                n.lua(f"vim.cmd('AgentdChat'); {choose}")
+            assert n.lua("return T.requested('session/get')") == asked
+            # Any answer to the reopening has come (one asked later is answered after it).
+            n.lua(f"require('agentd.client').request_sync('session/messages', {{sessionId = {lua_str(second)}}})")
+            n.wait(f"T.has_line({lua_str(line)})")
+            assert current_id(n) == shown
+            assert not n.lua("return T.find_line('the second chat')")
+            assert remembered(path)["sessionId"] == shown
+            n.quit()
+
+
 # ---------------------------------------------------------------------------
 # The chat state without a UI
 
