@@ -80,7 +80,7 @@ function M.get(root)
     end
     return nil
   end
-  local ok, saved = pcall(vim.json and vim.json.decode or vim.fn.json_decode, data)
+  local ok, saved = pcall(vim.json.decode, data)
   if not ok or type(saved) ~= "table" then
     util.log(("current chat: ignored %s: not a JSON object"):format(path))
     return nil
@@ -127,8 +127,8 @@ function M.set(root, id)
   return true
 end
 
---- Forget the project's chat if it is still `id` (a session that no longer exists);
---- another Neovim's newer choice is left alone.
+--- Forget the project's chat if it is still `id` (a session that no longer exists): a
+--- choice another Neovim made since is left alone (unless made between the two calls).
 function M.drop(root, id)
   if M.get(root) == id then
     pcall(uv.fs_unlink, M.path(root))
