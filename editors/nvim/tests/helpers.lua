@@ -85,6 +85,26 @@ vim.api.nvim_create_autocmd("User", {
   end,
 })
 
+-- The methods of the plugin's requests to agentd, in order.
+T.requests = {}
+do
+  local client = require("agentd.client")
+  local request = client.request
+  client.request = function(method, ...)
+    table.insert(T.requests, method)
+    return request(method, ...)
+  end
+end
+
+function T.requested(method)
+  for _, m in ipairs(T.requests) do
+    if m == method then
+      return true
+    end
+  end
+  return false
+end
+
 function T.chat()
   return require("agentd.chat")
 end
@@ -217,6 +237,28 @@ function T.open(id)
     error(vim.inspect(err))
   end
   require("agentd.chat").load(res.session)
+end
+
+-- Switch chats `count` times, one switch per event-loop turn, as fast as Neovim goes:
+-- odd switches open `session`, even ones start a new chat. T.switched counts them.
+function T.switch_chats(session, count)
+  T.switched = 0
+  local timer = vim.loop.new_timer()
+  timer:start(0, 1, vim.schedule_wrap(function()
+    if T.switched >= count then
+      if not timer:is_closing() then
+        timer:stop()
+        timer:close()
+      end
+      return
+    end
+    T.switched = T.switched + 1
+    if T.switched % 2 == 1 then
+      require("agentd.chat").load(session)
+    else
+      require("agentd.chat").new()
+    end
+  end))
 end
 
 function T.debug()

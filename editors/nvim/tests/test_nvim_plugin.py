@@ -284,10 +284,10 @@ def workdir(tmp_path):
 def start(nvim_bin, env, workdir, agentd_cmd):
     started: list[Nvim] = []
 
-    def _start(**setup) -> Nvim:
+    def _start(cwd: Path | None = None, **setup) -> Nvim:
         opts = {"cmd": [agentd_cmd]}
         opts.update(setup)
-        n = Nvim(nvim_bin, env, opts, workdir)
+        n = Nvim(nvim_bin, env, opts, cwd or workdir)
         started.append(n)
         return n
 
@@ -547,7 +547,8 @@ def test_opening_a_streaming_session_every_way_shows_each_answer_once(shared, st
     this Neovim already follows it (its notifications arriving during each opening),
     another session opened in between; then stopped from here."""
     full = stream_words(300)
-    a = start()
+    # (In one project, a's first :AgentdChat would reopen the chat b remembered last.)
+    a = start(remember_chat=False)
     b = start()
     b.cmd("AgentdChat a session of b's own")
     # (Its title is asked of the model after the answer: before the queued response below.)
@@ -1405,6 +1406,312 @@ def test_instruction_files_are_named_under_each_answer(start, workdir, tmp_path)
     n.wait("T.done_count() == 2 and T.has_line('You said: without the project\\'s')", what="history shown")
     lines = [x for x in n.lines() if x.startswith("  § instructions")]
     assert lines == [line, "  § instructions: ~/xdg-config/agentd/AGENTS.md (300 B)"], (live, n.lines())
+
+
+# --- the chat a project had, reopened by the first :AgentdChat (remember_chat) ---
+
+
+def remembered_path(n: Nvim) -> Path:
+    """The file that remembers the chat of the Neovim's project."""
+    return Path(n.lua("return require('agentd.current_chat').path(require('agentd.client').workspace_root())"))
+
+
+def remembered(path: Path) -> dict:
+    return json.loads(path.read_bytes())
+
+
+def current_id(n: Nvim):
+    return n.lua("return require('agentd.chat').current_id()")
+
+
+def assert_new_chat_quietly(n: Nvim) -> None:
+    """The panel shows a new chat (nothing in it) and nothing was said about it above
+    INFO (a remembered chat that could not be reopened is no error)."""
+    assert current_id(n) is None
+    assert not any(line.startswith("▍ ") for line in n.lines()), n.lines()
+    loud = [note for note in n.lua("return T.notes") if note["level"] >= 3]
+    assert not loud, loud
+
+
+def chat_in(n: Nvim, text: str, done: int = 1) -> str:
+    send_from_input(n, text)
+    n.wait(f"T.idle_after({done})", what="the answer")
+    return current_id(n)
+
+
+def test_a_restarted_neovim_reopens_the_chat_it_had_in_its_project(start, workdir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    a = start()
+    sid = chat_in(a, "remember the walrus")
+    path = remembered_path(a)
+    a.quit()
+    assert remembered(path) == {"workspaceRoot": str(workdir.resolve()), "sessionId": sid}
+
+    # Another project: a chat of its own, new to begin with.
+    c = start(cwd=other)
+    c.cmd("AgentdChat")
+    assert_new_chat_quietly(c)
+    assert not c.lua("return T.requested('session/get')")
+    other_sid = chat_in(c, "the carpenter")
+    assert other_sid != sid
+    c.quit()
+
+    b = start()
+    # Said while agentd is asked (in the same call: no answer can come), then replaced.
+    assert b.lua("vim.cmd('AgentdChat'); return T.lines()[1]") == "  (reopening this project's last chat…)"
+    b.wait("T.has_line('You said: remember the walrus')", what="the remembered chat")
+    assert not any("reopening" in line for line in b.lines())
+    assert current_id(b) == sid
+    assert "remember the walrus" in b.lines()
+    assert b.lua("return vim.api.nvim_get_current_buf() == require('agentd.panel').input_buf")
+    # Reopening is not a switch: the file is as it was. The chat goes on in the session.
+    assert remembered(path) == {"workspaceRoot": str(workdir.resolve()), "sessionId": sid}
+    send_from_input(b, "and the oysters")
+    b.wait("T.has_line('You said: and the oysters')")
+    assert [m["role"] for m in b.lua("return T.stored_messages()")] == ["user", "assistant"] * 2
+
+    # A prompt given with the first :AgentdChat goes to the remembered chat, not a new one.
+    d = start(cwd=other)
+    d.cmd("AgentdChat and the sea")
+    d.wait("T.idle_after(2)", what="the answer in the reopened chat")
+    assert current_id(d) == other_sid
+    assert [line for line in d.lines() if line.startswith("You said: ")] == [
+        "You said: the carpenter",
+        "You said: and the sea",
+    ]
+    assert d.lua("return #T.stored_messages()") == 4
+
+
+def test_a_chat_reopened_at_restart_shows_its_answer_going_on_live(shared, start):
+    full = stream_words(150)
+    a = start()
+    send_from_input(a, "/stream 150 30")
+    a.wait("T.find_line('^w1 w2 w3 w4 w5') ~= nil", what="streaming")
+    sid = current_id(a)
+    forwarder = a.daemon_pid()
+    a.quit()  # the run goes on in the shared daemon
+    assert wait_pid_gone(forwarder)
+
+    b = start()
+    b.lua("T.track()")
+    b.cmd("AgentdChat")
+    b.wait(f"require('agentd.chat').current_id() == {lua_str(sid)}", what="the remembered chat")
+    b.wait("T.idle_after(1)", what="the answer's end")
+    assert_shown_once(b, [full])
+    states = text_states(b)
+    assert states[0] != full and len(states) >= 3, states
+    mine = [s for s in b.lua("return T.statuses") if s.get("session") == sid]
+    assert mine[0]["status"] == "busy" and "abort" in mine[0]["input"], mine
+    assert mine[-1]["status"] == "idle", mine
+
+
+def test_a_remembered_session_that_is_gone_gives_a_new_chat_and_is_forgotten(start, workdir):
+    a = start()
+    deleted = chat_in(a, "soon gone")
+    path = remembered_path(a)
+    err = a.lua(f"return (require('agentd.client').request_sync('session/delete', {{sessionId = {lua_str(deleted)}}}))")
+    assert err is None
+    a.quit()
+    assert remembered(path)["sessionId"] == deleted
+    root = str(workdir.resolve())
+    # Deleted; never there (another data directory's); an id agentd refuses to look up.
+    for gone in (deleted, "ses_01J0000000000000000000000", "../../../etc/passwd"):
+        path.write_text(json.dumps({"workspaceRoot": root, "sessionId": gone}))
+        n = start()
+        n.cmd("AgentdChat")
+        n.wait(f"not vim.loop.fs_stat({lua_str(str(path))})", what="the entry dropped")
+        assert n.lua("return T.requested('session/get')")
+        n.wait("T.has_line('  (new chat)')", what="the new chat's placeholder")
+        assert_new_chat_quietly(n)
+        if gone == deleted:
+            # The next switch remembers the new chat's session.
+            sid = chat_in(n, "a fresh start")
+            assert sid != deleted
+            assert remembered(path) == {"workspaceRoot": root, "sessionId": sid}
+        n.quit()
+
+
+def test_remember_chat_off_starts_new_chats_and_leaves_the_file(start):
+    a = start()
+    sid = chat_in(a, "remember the walrus")
+    path = remembered_path(a)
+    a.quit()
+    before = path.read_bytes()
+
+    b = start(remember_chat=False)
+    b.cmd("AgentdChat")
+    assert_new_chat_quietly(b)
+    assert not b.lua("return T.requested('session/get')")
+    # Switches (a session created, a new chat, a session opened) leave the file alone.
+    other = chat_in(b, "forget it")
+    assert other != sid
+    b.cmd("AgentdNew")
+    b.lua(f"T.open({lua_str(sid)})")
+    b.wait("T.has_line('You said: remember the walrus')")
+    assert path.read_bytes() == before
+    with pytest.raises(pynvim.NvimError, match="remember_chat must be true or false"):
+        b.lua("require('agentd').setup({ remember_chat = 'yes' })")
+
+
+def test_a_new_chat_is_remembered_as_a_new_chat(start):
+    a = start()
+    chat_in(a, "remember the walrus")
+    path = remembered_path(a)
+    a.cmd("AgentdNew")
+    assert remembered(path)["sessionId"] is None
+    a.quit()
+    b = start()
+    b.cmd("AgentdChat")
+    assert_new_chat_quietly(b)
+    assert not b.lua("return T.requested('session/get')")
+
+
+def test_two_neovims_switching_chats_in_one_project_keep_the_file_whole(start):
+    a = start()
+    b = start()
+    sessions = {}
+    for n in (a, b):
+        chat_in(n, "a chat of my own")
+        sessions[n] = n.lua("return require('agentd.chat').session")
+    ids = {s["id"] for s in sessions.values()}
+    path = remembered_path(a)
+    root = remembered(path)["workspaceRoot"]
+    switches = 301  # odd: each ends on its own session
+    for n in (a, b):
+        n.lua(f"T.switch_chats(..., {switches})", sessions[n])
+    # Read the file as often as possible while both rewrite it.
+    reads, seen = 0, set()
+    while True:
+        for _ in range(200):
+            value = remembered(path)  # never half a file, never missing
+            assert value["workspaceRoot"] == root and value["sessionId"] in ids | {None}, value
+            seen.add(value["sessionId"])
+            reads += 1
+        if all(n.lua("return T.switched") == switches for n in (a, b)):
+            break
+    assert reads > 200 and None in seen, (reads, seen)
+    last = remembered(path)["sessionId"]
+    assert last in ids
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+    c = start()
+    c.cmd("AgentdChat")
+    c.wait(f"require('agentd.chat').current_id() == {lua_str(last)} and T.has_line('You said: a chat of my own')")
+
+
+def test_a_file_that_cannot_be_read_gives_a_new_chat_and_the_next_switch_replaces_it(start, workdir, tmp_path):
+    a = start()
+    sid = chat_in(a, "remember the walrus")
+    path = remembered_path(a)
+    a.quit()
+    root = str(workdir.resolve())
+    good = json.dumps({"workspaceRoot": root, "sessionId": sid})
+    fifo = tmp_path / "fifo"
+
+    def make(kind: str) -> None:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+        if kind == "directory":
+            path.mkdir()
+        elif kind == "fifo":  # opened for reading, it would wait for a writer forever
+            os.mkfifo(path)
+        elif kind == "device":
+            path.symlink_to("/dev/zero")
+        elif kind == "huge":  # what it holds would be fine, were it not 20 MB
+            path.write_text(good[:-1] + ', "pad": "' + "x" * 20_000_000 + '"}')
+        else:
+            path.write_bytes(kind.encode("latin-1"))
+
+    variants = [
+        "\x00\xff\xfe garbage \x80\x81",
+        good[: len(good) // 2],  # cut short
+        good + good,
+        "[" * 50_000,
+        "",
+        "null",
+        '"' + sid + '"',
+        json.dumps([sid]),
+        json.dumps({"sessionId": 42, "workspaceRoot": root}),
+        json.dumps({"sessionId": {"id": sid}, "workspaceRoot": root}),
+        json.dumps({"sessionId": sid}),  # no root: not this project's
+        json.dumps({"sessionId": sid, "workspaceRoot": str(tmp_path)}),
+        "directory",
+        "fifo",
+        "device",
+        "huge",
+    ]
+    for kind in variants:
+        make(kind)
+        n = start()
+        n.cmd("AgentdChat")
+        assert_new_chat_quietly(n)
+        assert not n.lua("return T.requested('session/get')"), kind
+        n.cmd("AgentdNew")  # a switch
+        assert remembered(path) == {"workspaceRoot": root, "sessionId": None}, kind
+        n.quit()
+    assert not fifo.exists() and Path("/dev/zero").is_char_device()
+    # And a session created next is remembered.
+    make("\x00\xff")
+    n = start()
+    n.cmd("AgentdChat")
+    new = chat_in(n, "a fresh start")
+    assert remembered(path) == {"workspaceRoot": root, "sessionId": new}
+
+
+def test_a_remembered_chat_with_agentd_missing_says_so_once_and_is_kept(start, workdir):
+    path = None
+    for first in ("AgentdChat hello", "AgentdChat"):
+        n = start(cmd=["/nonexistent/bin/agentd"])
+        path = remembered_path(n)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = json.dumps({"workspaceRoot": str(workdir.resolve()), "sessionId": "ses_kept"})
+        path.write_text(kept)
+        n.cmd(first)
+        n.wait("T.notes_text():find('agentd not found', 1, true) ~= nil", what="not-found notice")
+        # Each of the plugin's requests is answered (failed) at once: all were made.
+        assert n.lua("return #T.notes") == 1, n.lua("return T.notes_text()")
+        if first != "AgentdChat":  # the prompt could not go anywhere, and says so
+            n.wait("T.find_line('could not create a session') ~= nil")
+        else:
+            assert n.lines()[0] == "  (new chat)"
+        assert path.read_text() == kept  # agentd may be back next time
+        n.quit()
+
+
+def test_a_chat_chosen_while_the_remembered_one_reopens_is_the_one_shown(start):
+    a = start()
+    first = chat_in(a, "the first chat")
+    a.cmd("AgentdNew")
+    second = chat_in(a, "the second chat")
+    path = remembered_path(a)
+    a.quit()
+    remembered_second = path.read_bytes()
+    assert remembered(path)["sessionId"] == second
+    # A new chat, or another session opened, before the reopening asks agentd (in the
+    # same call) or once it asked (agentd still starting): the reopening gives way.
+    for asked in (False, True):
+        for choose, shown, line in (
+            ("vim.cmd('AgentdNew')", None, "  (new chat)"),
+            (f"require('agentd.chat').load({{id = {lua_str(first)}}})", first, "You said: the first chat"),
+        ):
+            path.write_bytes(remembered_second)
+            n = start()
+            if asked:
+                n.cmd("AgentdChat")
+                n.wait("T.requested('session/get')")
+                n.lua(choose)
+            else:
+                n.lua(f"vim.cmd('AgentdChat'); {choose}")
+            assert n.lua("return T.requested('session/get')") == asked
+            # Any answer to the reopening has come (one asked later is answered after it).
+            n.lua(f"require('agentd.client').request_sync('session/messages', {{sessionId = {lua_str(second)}}})")
+            n.wait(f"T.has_line({lua_str(line)})")
+            assert current_id(n) == shown
+            assert not n.lua("return T.find_line('the second chat')")
+            assert remembered(path)["sessionId"] == shown
+            n.quit()
 
 
 # ---------------------------------------------------------------------------

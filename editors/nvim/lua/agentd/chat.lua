@@ -7,6 +7,7 @@ local chat_buffer = require("agentd.chat_buffer")
 local chat_state = require("agentd.chat_state")
 local client = require("agentd.client")
 local config = require("agentd.config")
+local current_chat = require("agentd.current_chat")
 local util = require("agentd.util")
 
 local state = chat_state.new()
@@ -38,6 +39,12 @@ local opening = nil
 -- not: they are statuses, kept whatever the messages are).
 local STREAMED = { ["message/updated"] = true, ["part/updated"] = true, ["part/delta"] = true, ["session/error"] = true }
 local inflight = {} -- sessionId -> number of our session/chat requests not answered yet
+-- Which chat this Neovim shows was chosen (a session opened, created, or a new chat):
+-- the project's remembered chat is reopened only before that.
+local chosen = false
+-- The remembered chat being reopened: { waiting = callbacks of with_session }. A prompt
+-- sent meanwhile goes to it once it is open, not to a session of its own.
+local restoring = nil
 
 ---------------------------------------------------------------------------
 -- Status
@@ -83,6 +90,80 @@ function M.status_detail()
 end
 
 ---------------------------------------------------------------------------
+-- The chat the project remembers (current_chat.lua)
+
+-- The user switched chats (to session `id`, nil: a new chat): remembered for the project.
+local function switched(id)
+  chosen = true
+  if config.get().remember_chat then
+    current_chat.set(client.workspace_root(), id)
+  end
+end
+
+-- The remembered chat is open, or will not be (`err`: agentd could not be reached, and
+-- the prompts waiting for it fail as they would have without it).
+local function restored(err)
+  local r = restoring
+  restoring = nil
+  for _, cb in ipairs(r and r.waiting or {}) do
+    cb(err)
+  end
+end
+
+--- Reopen the chat the project remembers, as :AgentdSessions opening it would, unless
+--- this Neovim has shown another already (or tried). A session that no longer exists is
+--- forgotten, and the chat stays new. cb(opened: boolean) once known. Returns whether
+--- agentd was asked (it is started for that).
+function M.restore(cb)
+  cb = cb or function() end
+  if chosen or restoring or not config.get().remember_chat then
+    cb(false)
+    return false
+  end
+  chosen = true -- (once per Neovim, whatever comes of it)
+  local root = client.workspace_root()
+  local id = current_chat.get(root)
+  if not id then
+    cb(false)
+    return false
+  end
+  local this = { waiting = {} }
+  restoring = this
+  chat_buffer.reset()
+  chat_buffer.show_placeholder("(reopening this project's last chat…)")
+  local function answered(err, res)
+    if restoring ~= this then
+      return cb(false) -- another chat was chosen meanwhile
+    end
+    if err or not (res and res.session) then
+      if err and err.code == 1001 then
+        current_chat.drop(root, id) -- deleted, or another data directory
+      end
+      util.log(("current chat: not reopened %s: %s"):format(id, util.err_text(err)))
+      chat_buffer.reset()
+      chat_buffer.show_placeholder()
+      restored(err and err.code == -32099 and err or nil) -- (agentd failing is notified already)
+      return cb(false)
+    end
+    -- Now, in the answer's callback: notifications of the session come after it and
+    -- load's session/messages answer holds what they would have said.
+    M.load(res.session, function()
+      require("agentd.panel").scroll_to_end()
+    end, { restoring = true })
+    cb(true)
+  end
+  -- Asked on the next turn of the loop, so that a prompt given with the same command
+  -- waits for the answer even when it comes at once (agentd cannot start: said once).
+  vim.schedule(function()
+    if restoring ~= this then
+      return cb(false)
+    end
+    client.request("session/get", { sessionId = id }, answered)
+  end)
+  return true
+end
+
+---------------------------------------------------------------------------
 -- Notifications from the daemon
 
 function M.on_notification(method, params)
@@ -116,6 +197,15 @@ end
 -- Requests
 
 local function with_session(cb)
+  if restoring then
+    table.insert(restoring.waiting, function(err)
+      if err then
+        return cb(err, nil)
+      end
+      with_session(cb)
+    end)
+    return
+  end
   if state.session then
     return cb(nil, state.session)
   end
@@ -134,6 +224,7 @@ local function with_session(cb)
     creating = nil
     if not err and res and res.session then
       state:created(res.session)
+      switched(res.session.id)
       M.status_changed()
     end
     for _, c in ipairs(cbs) do
@@ -250,7 +341,10 @@ function M.abort(cb)
 end
 
 --- Make `session` current and show its history.
-function M.load(session, cb)
+function M.load(session, cb, opts)
+  if not (opts and opts.restoring) then
+    switched(session.id)
+  end
   state:open(session)
   chat_buffer.reset()
   M.status_changed()
@@ -310,6 +404,9 @@ function M.load(session, cb)
     end)
   end
   fetch(nil)
+  -- Prompts sent while the remembered chat was being reopened go to this session, as
+  -- prompts sent while it loads do.
+  restored()
 end
 
 --- Start a new chat (the session is created with the first prompt).
@@ -317,9 +414,11 @@ function M.new()
   loading = loading + 1 -- a session still loading does not replace the new chat
   opening = nil
   state:open(nil)
+  switched(nil)
   chat_buffer.reset()
   chat_buffer.show_placeholder()
   M.status_changed()
+  restored()
 end
 
 function M.forget(session_id)

@@ -68,7 +68,8 @@ function M.reset()
   forget_regions()
 end
 
-function M.show_placeholder()
+--- What an empty chat shows: `title` (default "(new chat)") and the keys.
+function M.show_placeholder(title)
   local view = M.view
   if not view or #view.regions > 0 then
     return
@@ -84,7 +85,7 @@ function M.show_placeholder()
     return "  " .. table.concat(out, " · ")
   end
   M.placeholder = view:insert(nil, {
-    "  (new chat)",
+    "  " .. (title or "(new chat)"),
     hint({ { keys.send, "send" }, { keys.abort, "abort" } }),
     hint({ { keys.close, "close" }, { keys.sessions, "sessions" }, { keys.new, "new" } }),
   }, { kind = "placeholder" })

@@ -39,6 +39,9 @@ M.defaults = {
   context_lines = 20,
   -- Maximum number of messages loaded when a session is reopened.
   history_limit = 500,
+  -- Remember the chat the panel shows, per project (the workspace root): the first
+  -- :AgentdChat after Neovim starts reopens it. false: every Neovim starts a new chat.
+  remember_chat = true,
   -- Sessions fetched per page in :AgentdSessions.
   sessions_page_size = 50,
   -- Milliseconds to wait for the daemon at Neovim exit (shutdown, then exit).
@@ -98,6 +101,9 @@ local function check(opts)
   end
   if opts.on_busy ~= "queue" and opts.on_busy ~= "preempt" and opts.on_busy ~= "reject" then
     bad('on_busy must be "queue", "preempt" or "reject"')
+  end
+  if type(opts.remember_chat) ~= "boolean" then
+    bad("remember_chat must be true or false")
   end
   for _, k in ipairs({ "env", "panel", "keymaps" }) do
     if type(opts[k]) ~= "table" then

@@ -125,6 +125,7 @@ function M.chat_command(cmd)
   if cmd.range and cmd.range > 0 then
     ctx = range_context(cmd.line1, cmd.line2)
   end
+  local asked = chat.restore() -- (a prompt goes to the remembered chat once it is open)
   if text ~= "" then
     panel.open({ focus = "input" })
     chat.send(text, ctx and { ctx.text } or nil)
@@ -134,13 +135,16 @@ function M.chat_command(cmd)
       panel.set_context(ctx)
     end
     panel.open({ focus = "input", insert = config.get().panel.start_insert })
-    client.ensure() -- warm the daemon up while the prompt is typed
+    if not asked then
+      client.ensure() -- warm the daemon up while the prompt is typed
+    end
   end
 end
 
 --- Open (or focus) the panel.
 function M.open(opts)
   M._install()
+  chat.restore()
   panel.open(opts)
 end
 
