@@ -314,6 +314,7 @@ def start_swapper(ws: Path, outside: Path, tmp_path: Path) -> tuple[subprocess.P
         (ws / name).mkdir(parents=True)
         (ws / name / "s.txt").write_text("harmless inside\n")
     (ws / "d" / "edit.txt").write_text("line\n")
+    (ws / "calm.txt").write_text("calm\n")
     for name in ("f.txt", "h.txt"):
         (ws / name).write_text("harmless inside\n")
     stop = tmp_path / "stop-swapping"
@@ -353,6 +354,12 @@ RACED_CALLS: list[tuple[str, dict[str, Any]]] = [
     ("read_file", {"path": "h.txt"}),
     ("read_file", {"path": "e/s.txt"}),
     ("edit_file", {"path": "d/edit.txt", "oldString": "line", "newString": "line!"}),
+    # The swapper exchanges names so fast that a raced edit (its checks, its read, its
+    # write) is nearly always refused somewhere: all twelve tries often are. An edit of a
+    # file the swapper never touches, in the same workspace meanwhile, shows edit_file at
+    # work (and a raced edit that got through would have changed the outside).
+    ("edit_file", {"path": "f.txt", "oldString": "inside", "newString": "inside!"}),
+    ("edit_file", {"path": "calm.txt", "oldString": "calm", "newString": "calm!"}),
     ("write_file", {"path": "d/s.txt", "content": "harmless inside\n"}),
     ("write_file", {"path": "g/h/new/deep.txt", "content": "new\n"}),
 ]
