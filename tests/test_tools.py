@@ -990,3 +990,51 @@ def test_bash_input_errors(env: ToolEnv) -> None:
     for args, message in cases:
         out = call(env, "bash", **args)
         assert out.is_error and message in out.output, out
+
+
+def test_a_link_replaced_while_a_path_is_resolved_is_refused_clearly(
+    ws: Path, env: ToolEnv
+) -> None:
+    """A second thread exchanges a directory and a symbolic link to it (renameat2) while
+    read_file and write_file resolve a path through that name, thousands of times: each
+    call reads and writes, or is refused saying the path changed; never a bare OS error
+    (realpath reads a link it has just seen, and a directory in its place fails the read)."""
+    import ctypes
+    import threading
+
+    (ws / "a").mkdir()
+    (ws / "a" / "x.txt").write_text("x\n")
+    os.symlink(ws / "a", ws / "a.link")
+    exchange = ctypes.CDLL(None, use_errno=True).renameat2
+    names = (str(ws / "a").encode(), str(ws / "a.link").encode())
+    done = threading.Event()
+
+    def swap() -> None:
+        while not done.is_set():
+            exchange(-100, names[0], -100, names[1], 2)  # AT_FDCWD, RENAME_EXCHANGE
+
+    async def calls() -> list[ToolOutput]:
+        # At least 1,500 calls, and on until the race was met (30,000 at most).
+        outputs: list[ToolOutput] = []
+        for i in range(30_000):
+            if i >= 1500 and any("being resolved" in o.output for o in outputs[-2:]):
+                break
+            name = "read_file" if i % 2 else "write_file"
+            args = {"path": "a/x.txt"} if i % 2 else {"path": "a/x.txt", "content": "x\n"}
+            outputs.append(await run_builtin_tool(name, args, env, call_id="c"))
+        return outputs
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        outputs = run(calls())
+    finally:
+        done.set()
+        swapper.join()
+    # (Refusals from later steps, which open each directory without following a link,
+    # say what they met; an OS error no step expected reads "<tool> failed: <strerror>".)
+    bare = {o.output for o in outputs if o.is_error and " failed: " in o.output}
+    assert not bare, bare
+    assert any("changed while it was being resolved" in o.output for o in outputs)
+    assert any(not o.is_error for o in outputs)
+    assert any(o.is_error for o in outputs)  # (the race was run)

@@ -83,7 +83,15 @@ class Workspace:
         if path == "":
             raise ToolError(f'Parameter "{param}" must not be empty.')
         joined = path if os.path.isabs(path) else os.path.join(self.given_root, path)
-        real = os.path.realpath(joined)
+        try:
+            real = os.path.realpath(joined)
+        except OSError:
+            # realpath reads a link it has just seen: one replaced in between (by a
+            # directory, EINVAL; removed, ENOENT) fails the read.
+            raise ToolError(
+                f"{path} changed while it was being resolved (a symbolic link on its path "
+                "was replaced); try again."
+            ) from None
         if is_within(real, self.root):
             return real
         lexical = os.path.normpath(joined)
