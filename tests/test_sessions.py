@@ -315,8 +315,10 @@ def test_two_daemons_share_one_data_dir(spawn, model):
     x = a.call("session/create", {"clientSessionId": "shared"})["session"]["id"]
     y = b.call("session/create", {"clientSessionId": "shared"})["session"]["id"]
     assert x == y
-    # A run in one daemon makes the session busy (1002) in the other.
-    model.enqueue({"text": "one two three four five six", "delayMs": 300, "chunkSize": 3})
+    # A run in one daemon makes the session busy (1002) in the other. (The model stalls
+    # after two chunks: the run is busy until it is aborted below, however slow the
+    # machine; a 2.7 s stream once ended under CI's load before the checks did.)
+    model.enqueue({"text": "one two three four five six", "chunkSize": 3, "stallAfterChunks": 2})
     chat = a.request_async(
         "session/chat", {"sessionId": x, "parts": [{"type": "text", "text": "hi"}]}
     )
@@ -484,9 +486,7 @@ def test_a_running_session_is_read_as_it_stands(spawn, model, after_deltas):  # 
     with d._cond:
         received = list(d.messages)
     at = next(i for i, m in enumerate(received) if m.get("id") == opened)
-    before = "".join(
-        m["params"]["delta"] for m in received[:at] if m.get("method") == "part/delta"
-    )
+    before = "".join(m["params"]["delta"] for m in received[:at] if m.get("method") == "part/delta")
     page = received[at]["result"]["messages"]
     assert page[-1]["role"] == "assistant" and "completed" not in page[-1]["time"]
     assert before and text_of(page[-1]) == before
