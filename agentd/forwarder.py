@@ -5,10 +5,11 @@ It imports the standard library only. It finds the daemon of its identity
 two forwarders starting at once start one daemon), and hands the daemon its stdin and
 stdout (SCM_RIGHTS) with a hello saying its pid, working directory, environment and
 umask, and keeps its own copies until the daemon answers `{"ready": true}`; it then
-says GO (it let go of them) and the daemon starts serving them. From then on the daemon reads
-and writes the editor's pipes itself: no byte passes through the forwarder, which
-writes what the daemon logs to its stderr (as an unshared agentd logs to the editor's
-stderr) and exits with the code the daemon sends when the connection ends.
+says GO (it let go of them) and the daemon starts serving them. From then on the
+daemon reads and writes the editor's pipes itself: no byte passes through the
+forwarder, which writes what the daemon logs to its stderr (as an unshared agentd logs
+to the editor's stderr) and exits with the code the daemon sends when the connection
+ends.
 
 - The daemon refuses the editor (`{"refused": why}`: out of file descriptors, say): the
   forwarder serves it unshared, and says why on stderr.

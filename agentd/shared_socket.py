@@ -63,8 +63,9 @@ _CONFIG_ENV = re.compile(rb'\$\{([A-Za-z_][A-Za-z0-9_]*)\}|api_key_env\s*=\s*"([
 # The forwarder and the daemon talk in messages (SOCK_SEQPACKET: each is whole or not
 # sent): the forwarder's hello with the editor's descriptors (its pid, working directory,
 # environment and umask), the daemon's `{"ready": true}` (and the forwarder's GO) or
-# `{"refused": why}`, then `{"log": line}` (what it logs, for the editor's stderr) and `{"exit": code}`. A hello
-# holds an environment: typically a few KiB; one over HELLO_MAX is not shared.
+# `{"refused": why}`, then `{"log": line}` (what it logs, for the editor's stderr) and
+# `{"exit": code}`. A hello holds an environment: typically a few KiB; one over
+# HELLO_MAX is not shared.
 HELLO_MAX = 1024 * 1024
 # The forwarder's answer to the daemon's `{"ready": true}`: from then on the editor's pipes
 # are the daemon's (see agentd.forwarder).
